@@ -1,0 +1,277 @@
+"""Settings: ``rollout.toml`` < environment < command-line flags.
+
+Every setting lives in a frozen dataclass. A TOML table ``[smtp]`` fills
+``SmtpSettings``; any field can be overridden from the environment as
+``ROLLOUT_<SECTION>_<FIELD>`` (top-level fields as ``ROLLOUT_<FIELD>``, so
+``ROLLOUT_DATABASE_URL`` and ``ROLLOUT_SMTP_PASSWORD``). Secrets come only from
+the file or the environment, never from argv.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "rollout.toml"
+
+
+def secret(default: Any = None) -> Any:
+    return field(default=default, metadata={"secret": True})
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    log_files: tuple[str, ...] = ()  # paths or globs the scheduler scans
+    host: str | None = None  # host name for files without one (Dovecot log_path, Exim mainlog)
+    window_minutes: int = 30
+    tolerance_seconds: int = 120
+    session_tracking: bool = True
+    session_cap_hours: int = 24
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    local_domains: tuple[str, ...] = ()  # added to the inventory's domains
+    timezone: str = "UTC"  # zone of year-less, zone-less log stamps
+    interval_minutes: int = 15
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 25
+    security: str = "none"  # none | starttls | tls
+    username: str | None = None
+    password: str | None = secret()
+    timeout_seconds: float = 30.0
+    concurrency: int = 4
+    rate_per_second: float = 0.0  # 0 = unlimited; counted at send time
+    retries: int = 3
+    retry_backoff_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class NoticeSettings:
+    template_dir: str | None = None  # operator's own templates, tried before the shipped ones
+    default_locale: str = "en"
+    from_address: str = "Mail Support <support@example.net>"
+    reply_to: str | None = None
+    help_url: str = "https://example.net/help/smtp-auth"
+    submission_host: str = "mail.example.net"
+    lookback_days: int = 14
+    grace_hours: int = 48
+    thank_you: bool = False
+
+
+@dataclass(frozen=True)
+class EnforcementSettings:
+    backend: str = "postfix-sender-map"
+    map_path: str = "/etc/postfix/smtp-after-pop-disabled"
+    map_type: str = "hash"
+    postmap_command: str = "postmap"
+    list_path: str = "/etc/rollout/smtp-after-pop-disabled.txt"
+    reject_text: str = (
+        "SMTP-after-POP is switched off for {address}: turn on SMTP authentication "
+        "(port 587, STARTTLS, user name = your address), see {help_url}"
+    )
+    help_url: str = "https://example.net/help/smtp-auth"
+    defer_code: str = "4.7.1"
+    reject_code: str = "5.7.1"
+    ladder: tuple[str, ...] = ("reject",)  # stages a cohort climbs: warn, defer, reject
+    keep_versions: int = 5
+    soak_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    window: str = "08:00-17:00"
+    timezone: str = "Europe/Berlin"
+    skip_weekends: bool = True
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    lock_file: str = "rollout-scheduler.lock"  # SQLite only; PostgreSQL uses an advisory lock
+    misfire_grace_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///rollout.db"
+    scan: ScanSettings = field(default_factory=ScanSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    notices: NoticeSettings = field(default_factory=NoticeSettings)
+    enforcement: EnforcementSettings = field(default_factory=EnforcementSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    source: str = "defaults"  # where the file part came from, for `config show`
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings.
+
+    ``path`` is ``--config``; without it ``ROLLOUT_CONFIG``, then ``./rollout.toml``
+    if present. ``overrides`` are flags, as ``{"database_url": ...}`` or
+    ``{"smtp.host": ...}``.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or (Path(environ["ROLLOUT_CONFIG"]) if environ.get("ROLLOUT_CONFIG") else None)
+    if path is None and Path(DEFAULT_CONFIG_NAME).is_file():
+        path = Path(DEFAULT_CONFIG_NAME)
+    data: dict[str, Any] = _read_toml(path) if path else {}
+    settings = _build(Settings, data, where=str(path) if path else "defaults")
+    settings = dataclasses.replace(settings, source=str(path) if path else "defaults")
+    settings = _apply_env(settings, environ)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            settings = _set(settings, key, value, where="command line")
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        f = known.get(key)
+        if f is None or f.name == "source":
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(k for k in known if k != 'source'))})")
+        hint = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            kwargs[key] = _build(hint, value, where=f"{where} [{key}]")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}: {key}")
+    return cls(**kwargs)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, what: str) -> Any:
+    """Check a TOML value (or convert an environment string) to the field's type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None or value == "":
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, what)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{what} must be a list")
+        return tuple(_coerce(v, args[0], what) for v in value)
+    if hint is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{what} must be true or false, not {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{what} must be a number, not {value!r}")
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{what} must be a number, not {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{what} must be a string, not {value!r}")
+        return value
+    return value
+
+
+def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    for dotted in _all_keys(Settings):
+        name = "ROLLOUT_" + dotted.replace(".", "_").upper()
+        if name in environ:
+            settings = _set(settings, dotted, environ[name], where=f"environment {name}")
+    return settings
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        hint = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += _all_keys(hint, prefix=f"{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _set(settings: Settings, dotted: str, value: Any, where: str) -> Settings:
+    section, _, name = dotted.rpartition(".")
+    if not section:
+        hint = _hints(Settings).get(name)
+        if hint is None:
+            raise ConfigError(f"{where}: unknown setting {dotted!r}")
+        return dataclasses.replace(settings, **{name: _coerce(value, hint, f"{where}")})
+    inner = getattr(settings, section)
+    hint = _hints(type(inner)).get(name)
+    if hint is None:
+        raise ConfigError(f"{where}: unknown setting {dotted!r}")
+    inner = dataclasses.replace(inner, **{name: _coerce(value, hint, f"{where}")})
+    return dataclasses.replace(settings, **{section: inner})
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets masked (for `config show`)."""
+
+    def walk(obj: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                out[f.name] = walk(value)
+            elif f.metadata.get("secret"):
+                out[f.name] = "********" if value else None
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
+
+    data = walk(settings)
+    data["database_url"] = mask_url(settings.database_url)
+    return data
+
+
+def mask_url(url: str) -> str:
+    """Hide a password inside a database URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    if ":" in credentials:
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:********@{host}"
+    return url

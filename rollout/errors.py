@@ -1,0 +1,46 @@
+"""The one error base of the core, and its few subclasses.
+
+The CLI turns every ``RolloutError`` into ``Error: <message>`` and exit code 1;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class RolloutError(Exception):
+    """An operational failure the operator can act on; the message says how."""
+
+
+class ConfigError(RolloutError):
+    """The configuration file or environment is wrong."""
+
+
+class SchemaOutOfDate(RolloutError):
+    """The database schema is missing or not at the revision this code expects."""
+
+
+class InventoryError(RolloutError):
+    """The inventory CSV cannot be imported; nothing was written."""
+
+    def __init__(self, message: str, problems: list[tuple[int, str]] | None = None, total: int = 0):
+        super().__init__(message)
+        self.problems = problems or []
+        self.total = total or len(self.problems)
+
+
+class LogParseError(RolloutError):
+    """A log file cannot be read at all."""
+
+
+class PlanError(RolloutError):
+    """A cohort plan cannot be made or changed as asked."""
+
+
+class EnforcementError(RolloutError):
+    """The enforcement map could not be written; the old one stays in force."""
+
+
+class DeliveryError(RolloutError):
+    """Notices could not be rendered or sent."""
+
+
+class GuardError(RolloutError):
+    """A safety guard refuses the action (paused, outside the window, soak time...)."""

@@ -1,0 +1,32 @@
+"""All tables, by area. ``Base.metadata`` is what Alembic compares against."""
+
+from .base import Base, UTCDateTime
+from .campaign import Campaign, Notice, NoticeMailbox
+from .core import AuditEvent, Customer, Mailbox
+from .ops import JobRun
+from .plan import Cohort, CohortMember, Exemption, MapVersion, Plan, RolloutState
+from .scan import Evidence, LegacyDay, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Campaign",
+    "Cohort",
+    "CohortMember",
+    "Customer",
+    "Evidence",
+    "Exemption",
+    "JobRun",
+    "LegacyDay",
+    "Mailbox",
+    "MapVersion",
+    "Notice",
+    "NoticeMailbox",
+    "Plan",
+    "ReviewItem",
+    "RolloutState",
+    "ScanCarry",
+    "ScanSource",
+    "UTCDateTime",
+    "UnknownLogin",
+]

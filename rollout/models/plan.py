@@ -1,0 +1,97 @@
+"""Cohort plans, enforcement state, exemptions and map versions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]]  # the options it was made with
+    active: Mapped[bool] = mapped_column(default=True)  # the plan in force; older ones are kept
+
+    cohorts: Mapped[list[Cohort]] = relationship(back_populates="plan", order_by="Cohort.position")
+
+
+class Cohort(Base):
+    """A contiguous alphabetical range of mailboxes (by ``sort_key``), switched off together."""
+
+    __tablename__ = "cohorts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int]  # 1-based step order
+    label: Mapped[str] = mapped_column(String(32))  # "a–c", "sa–sm"
+    start_key: Mapped[str] = mapped_column(String(32))  # inclusive sort_key bound
+    end_key: Mapped[str | None] = mapped_column(String(32))  # exclusive; None = to the end
+    mailbox_count: Mapped[int]
+    share: Mapped[float] = mapped_column(Float)
+    scheduled_at: Mapped[datetime]
+    stage: Mapped[str] = mapped_column(String(8), default="pending")  # pending | warn | defer | reject
+    enforced_at: Mapped[datetime | None]  # first stage reached
+    stage_changed_at: Mapped[datetime | None]
+
+    plan: Mapped[Plan] = relationship(back_populates="cohorts")
+
+    __table_args__ = (UniqueConstraint("plan_id", "position"),)
+
+
+class CohortMember(Base):
+    """Which cohort each mailbox belongs to in a plan (frozen when the plan is applied)."""
+
+    __tablename__ = "cohort_members"
+
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))
+
+    __table_args__ = (Index("ix_cohort_members_cohort_id", "cohort_id"),)
+
+
+class RolloutState(Base):
+    """One row: paused or not, and why."""
+
+    __tablename__ = "rollout_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    paused: Mapped[bool] = mapped_column(default=False)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(String(128))
+    paused_at: Mapped[datetime | None]
+
+
+class Exemption(Base):
+    __tablename__ = "exemptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]  # set when it expired or was lifted
+
+
+class MapVersion(Base):
+    """Each enforcement map written, newest last; ``active`` marks the one in force."""
+
+    __tablename__ = "map_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime]
+    backend: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    checksum: Mapped[str] = mapped_column(String(64))
+    entries: Mapped[int]
+    reason: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(default=False)
