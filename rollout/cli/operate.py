@@ -1,0 +1,179 @@
+"""`rollout status`, `rollout lookup`: where the rollout stands, and one customer for support."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from datetime import datetime, timedelta
+
+import click
+
+from ..lookup import Lookup, MailboxReport
+from ..runtime import Runtime
+from ..status import Status
+from ..workflows.operate import lookup, rollout_status, wait_for_step
+from ._base import cli, echo_json, echo_table, json_option, pass_runtime
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+BAR_WIDTH = 40
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = _DURATION.match(str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration such as 90s, 30m, 2h or 1d", param, ctx)
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def stamp(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+@cli.command("status")
+@json_option
+@click.option("--watch", is_flag=True, help="Redraw every few seconds until interrupted.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between redraws with --watch.")
+@click.option("--wait-for-step", "wait_step", type=click.IntRange(min=1), metavar="N", help="Exit 0 once cohort N is switched off.")
+@click.option("--timeout", type=Duration(), default="1h", show_default=True, help="How long --wait-for-step waits before exit 1.")
+@pass_runtime()
+def status_command(runtime: Runtime, as_json: bool, watch: bool, interval: float, wait_step: int | None, timeout: timedelta) -> None:
+    """Where the rollout stands: phase, next action, waves, cohorts, legacy trend.
+
+    Times are UTC. With --wait-for-step N it prints nothing and exits 0 when
+    cohort N has been switched off, 1 if that has not happened within --timeout
+    (for scripts).
+
+    \b
+    Example:
+      rollout status
+      rollout status --json | jq .cohorts
+      rollout status --wait-for-step 3 --timeout 2h && echo "cohort 3 is off"
+    """
+    if wait_step is not None:
+        if not wait_for_step(runtime, wait_step, timeout):
+            raise click.ClickException(f"cohort {wait_step} was not switched off within {timeout}")
+        return
+    while True:
+        report = rollout_status(runtime)
+        if as_json:
+            echo_json(report)
+        else:
+            if watch:
+                click.clear()
+            print_status(report)
+        if not watch:
+            return
+        sys.stdout.flush()
+        time.sleep(interval)
+
+
+def print_status(s: Status) -> None:
+    click.echo(f"phase: {s.phase}   ({' → '.join(p.upper() if p == s.phase else p for p in ('inventory', 'scanning', 'notices', 'switch-off', 'done'))})")
+    click.echo(f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, {s.legacy_mailboxes} still using SMTP-after-POP")
+    if s.paused:
+        click.echo(f"PAUSED by {s.paused.by} at {stamp(s.paused.at)}: {s.paused.reason}")
+    if s.next_action:
+        click.echo(f"next: {s.next_action.action} at {stamp(s.next_action.at)}")
+    if s.waves:
+        click.echo("\nnotice waves")
+        echo_table(
+            [(w.wave, stamp(w.due_at), w.sent, w.failed, w.uncertain, w.pending) for w in s.waves],
+            ("wave", "due", "sent", "failed", "uncertain", "pending"),
+            "rlrrrr",
+        )
+    if s.cohorts:
+        click.echo("\ncohorts")
+        echo_table(
+            [
+                (c.position, c.label, c.mailboxes, f"{c.share * 100:.1f}%", c.still_legacy, c.stage, stamp(c.scheduled_at), stamp(c.enforced_at), c.refusals)
+                for c in s.cohorts
+            ],
+            ("#", "range", "mailboxes", "share", "legacy", "stage", "scheduled", "enforced", "refusals"),
+            "rlrrrllll",
+        )
+    if s.trend:
+        click.echo("\nmailboxes with legacy use per week")
+        peak = max(w.mailboxes for w in s.trend) or 1
+        for week in s.trend:
+            click.echo(f"  {week.week.isoformat()}  {week.mailboxes:>7}  {'█' * max(1 if week.mailboxes else 0, round(week.mailboxes / peak * BAR_WIDTH))}")
+    if s.expiring:
+        click.echo("\nexemptions ending within 7 days")
+        echo_table([(e.address, stamp(e.until), e.reason) for e in s.expiring], ("mailbox", "until", "reason"))
+
+
+@cli.command("lookup")
+@click.argument("query", metavar="ADDRESS|CUSTOMER")
+@json_option
+@pass_runtime()
+def lookup_command(runtime: Runtime, query: str, as_json: bool) -> None:
+    """One mailbox or customer, for support: legacy use, cohort, notices, reply text.
+
+    QUERY is a mailbox address (any case), a POP/IMAP login, a customer id or
+    the customer's contact address. Exits 1 when nothing matches. Times are UTC.
+
+    \b
+    Example:
+      rollout lookup Anna.Schmidt@example.de
+      rollout lookup K-1001 --json
+    """
+    found = lookup(runtime, query)
+    if as_json:
+        echo_json(found)
+        return
+    print_lookup(found)
+
+
+def print_lookup(found: Lookup) -> None:
+    click.echo(f"customer {found.customer_id}: {found.customer_name} <{found.customer_email}> ({found.locale}), {found.mailbox_count} mailboxes")
+    for report in found.mailboxes:
+        click.echo("")
+        print_mailbox(report)
+    if found.mailbox_count > len(found.mailboxes):
+        click.echo(f"\n… and {found.mailbox_count - len(found.mailboxes)} more mailboxes, not shown (the ones with legacy use come first)")
+    click.echo("\nnotices to the customer")
+    if not found.notices:
+        click.echo("  none")
+        return
+    echo_table(
+        [(n.wave, n.kind, n.state, stamp(n.sent_at), n.message_id, ", ".join(n.mailboxes)) for n in found.notices],
+        ("wave", "kind", "state", "sent", "message-id", "mailboxes listed"),
+        "rlllll",
+    )
+
+
+def print_mailbox(m: MailboxReport) -> None:
+    click.echo(f"{m.address}" + (f"  (login {m.login})" if m.login else ""))
+    legacy = m.legacy
+    if legacy is None or not legacy.submissions:
+        click.echo("  legacy use: none seen")
+    else:
+        click.echo(
+            f"  legacy use: last {stamp(legacy.last_seen)} from {legacy.last_ip}, {legacy.submissions} submissions on {legacy.days} days, "
+            f"confidence {legacy.confidence}; client IPs {', '.join(legacy.client_ips)}; senders {', '.join(legacy.senders)}"
+        )
+    if legacy is not None and legacy.last_auth:
+        click.echo(f"  SMTP AUTH: last {stamp(legacy.last_auth)}" + ("  → switched" if legacy.switched else "  (legacy use since)"))
+    if m.cohort:
+        c = m.cohort
+        state = f"switched off {stamp(c.enforced_at)}, stage {c.stage}" if c.enforced_at else "not yet switched off"
+        click.echo(f"  cohort {c.position} ({c.label}): scheduled {stamp(c.scheduled_at)}; {state}")
+    else:
+        click.echo("  cohort: none (no plan applied)")
+    if m.exemption:
+        e = m.exemption
+        click.echo(f"  exemption {'until' if e.active else 'ended, was until'} {stamp(e.until)} by {e.actor}: {e.reason}")
+    if legacy is not None and legacy.refusals:
+        click.echo(f"  refused by our map: {legacy.refusals} times, last {stamp(legacy.last_refused)}")
+    if m.refused_reply:
+        click.echo(f"  a client sending without AUTH now gets:\n    {m.refused_reply}")
+    if m.evidence:
+        click.echo(f"  evidence ({m.evidence_day}):")
+        for line in m.evidence:
+            click.echo(f"    {line.get('file', '')}:{line.get('offset', '')}: {line.get('line', '')}")

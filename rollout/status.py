@@ -1,0 +1,252 @@
+"""Where the rollout stands: a read model over every area's tables (never writes).
+
+``rollout status`` and the scheduler's "what next" both read from here. Every
+query is bounded by an index or by the number of cohorts, waves and weeks, so the
+report stays fast on a provider with a million mailboxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from .config import Settings
+from .models import Campaign, Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
+
+PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
+TREND_WEEKS = 8
+EXPIRING_WITHIN = timedelta(days=7)
+
+
+@dataclass
+class WaveStatus:
+    wave: int
+    due_at: datetime
+    sent: int = 0
+    failed: int = 0
+    uncertain: int = 0  # left in `sending` by a killed run: maybe delivered, never resent silently
+    pending: int = 0
+
+
+@dataclass
+class CohortStatus:
+    position: int
+    label: str
+    mailboxes: int
+    share: float
+    still_legacy: int
+    stage: str
+    scheduled_at: datetime
+    enforced_at: datetime | None
+    refusals: int  # refusals by our map logged since the cohort was switched off
+
+
+@dataclass
+class WeekCount:
+    week: date  # the Monday
+    mailboxes: int
+
+
+@dataclass
+class ExpiringExemption:
+    address: str
+    until: datetime
+    reason: str
+
+
+@dataclass
+class NextAction:
+    action: str  # "notify wave 3", "step cohort 2 (d–f)", …
+    at: datetime | None
+
+
+@dataclass
+class Pause:
+    reason: str | None
+    by: str | None
+    at: datetime | None
+
+
+@dataclass
+class Status:
+    now: datetime
+    phase: str
+    customers: int
+    mailboxes: int
+    legacy_mailboxes: int
+    next_action: NextAction | None
+    paused: Pause | None
+    waves: list[WaveStatus] = field(default_factory=list)
+    cohorts: list[CohortStatus] = field(default_factory=list)
+    trend: list[WeekCount] = field(default_factory=list)
+    expiring: list[ExpiringExemption] = field(default_factory=list)
+
+
+def build_status(session: Session, settings: Settings, now: datetime) -> Status:
+    since = now - timedelta(days=settings.notices.lookback_days)
+    plan = active_plan(session)
+    campaign = active_campaign(session)
+    waves = wave_statuses(session, campaign) if campaign else []
+    cohorts = cohort_statuses(session, plan, since) if plan else []
+    paused = current_pause(session)
+    final_stage = settings.enforcement.ladder[-1] if settings.enforcement.ladder else "reject"
+    return Status(
+        now=now,
+        phase=phase(session, campaign, cohorts, final_stage),
+        customers=session.scalar(select(func.count()).select_from(Customer)) or 0,
+        mailboxes=session.scalar(select(func.count()).select_from(Mailbox)) or 0,
+        legacy_mailboxes=len(still_legacy_ids(session, since)),
+        next_action=next_action(waves, cohorts, final_stage, now),
+        paused=paused,
+        waves=waves,
+        cohorts=cohorts,
+        trend=legacy_trend(session, now),
+        expiring=expiring_exemptions(session, now),
+    )
+
+
+def active_plan(session: Session) -> Plan | None:
+    return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
+
+
+def active_campaign(session: Session) -> Campaign | None:
+    return session.scalars(select(Campaign).where(Campaign.active).order_by(Campaign.id.desc()).limit(1)).first()
+
+
+def wave_due_at(campaign: Campaign, wave: int) -> datetime:
+    return campaign.first_at + timedelta(weeks=wave - 1)
+
+
+def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
+    waves = {k: WaveStatus(k, wave_due_at(campaign, k)) for k in range(1, campaign.weeks + 1)}
+    rows = session.execute(
+        select(Notice.wave, Notice.state, func.count()).where(Notice.campaign_id == campaign.id).group_by(Notice.wave, Notice.state)
+    )
+    for wave, state, count in rows:
+        status = waves.setdefault(wave, WaveStatus(wave, wave_due_at(campaign, wave)))
+        attribute = {"sent": "sent", "failed": "failed", "sending": "uncertain"}.get(state, "pending")
+        setattr(status, attribute, getattr(status, attribute) + count)
+    return [waves[k] for k in sorted(waves)]
+
+
+def still_legacy_ids(session: Session, since: datetime) -> set[int]:
+    """Mailboxes with legacy use in the lookback period and no authenticated sending after it."""
+    rows = session.execute(
+        select(LegacyDay.mailbox_id, func.max(LegacyDay.last_seen), func.max(LegacyDay.auth_last))
+        .where(LegacyDay.day >= since.date())
+        .group_by(LegacyDay.mailbox_id)
+    )
+    return {mailbox_id for mailbox_id, last_legacy, last_auth in rows if is_still_legacy(last_legacy, last_auth)}
+
+
+def is_still_legacy(last_legacy: datetime | None, last_auth: datetime | None) -> bool:
+    return last_legacy is not None and (last_auth is None or last_auth < last_legacy)
+
+
+def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[CohortStatus]:
+    legacy = still_legacy_ids(session, since)
+    legacy_per_cohort: dict[int, int] = {}
+    if legacy:
+        members = session.execute(select(CohortMember.cohort_id, CohortMember.mailbox_id).where(CohortMember.plan_id == plan.id))
+        for cohort_id, mailbox_id in members:
+            if mailbox_id in legacy:
+                legacy_per_cohort[cohort_id] = legacy_per_cohort.get(cohort_id, 0) + 1
+    return [
+        CohortStatus(
+            position=c.position,
+            label=c.label,
+            mailboxes=c.mailbox_count,
+            share=c.share,
+            still_legacy=legacy_per_cohort.get(c.id, 0),
+            stage=c.stage,
+            scheduled_at=c.scheduled_at,
+            enforced_at=c.enforced_at,
+            refusals=refusals_since(session, c) if c.enforced_at else 0,
+        )
+        for c in plan.cohorts
+    ]
+
+
+def refusals_since(session: Session, cohort: Cohort) -> int:
+    assert cohort.enforced_at is not None
+    total = session.scalar(
+        select(func.coalesce(func.sum(LegacyDay.refused_count), 0))
+        .join(CohortMember, and_(CohortMember.mailbox_id == LegacyDay.mailbox_id, CohortMember.cohort_id == cohort.id))
+        .where(LegacyDay.day >= cohort.enforced_at.date())
+    )
+    return int(total or 0)
+
+
+def legacy_trend(session: Session, now: datetime, weeks: int = TREND_WEEKS) -> list[WeekCount]:
+    """Mailboxes with legacy use in each of the last ``weeks`` weeks (Monday to Sunday, UTC)."""
+    this_monday = now.date() - timedelta(days=now.weekday())
+    trend = []
+    for back in range(weeks - 1, -1, -1):
+        start = this_monday - timedelta(weeks=back)
+        count = session.scalar(
+            select(func.count(func.distinct(LegacyDay.mailbox_id))).where(
+                LegacyDay.day >= start, LegacyDay.day < start + timedelta(days=7), LegacyDay.legacy_count > 0
+            )
+        )
+        trend.append(WeekCount(start, int(count or 0)))
+    while trend and trend[0].mailboxes == 0:  # weeks before the first scan say nothing
+        trend.pop(0)
+    return trend
+
+
+def expiring_exemptions(session: Session, now: datetime) -> list[ExpiringExemption]:
+    rows = session.execute(
+        select(Mailbox.address, Exemption.until, Exemption.reason)
+        .join(Mailbox, Mailbox.id == Exemption.mailbox_id)
+        .where(Exemption.ended_at.is_(None), Exemption.until <= now + EXPIRING_WITHIN)
+        .order_by(Exemption.until)
+    )
+    return [ExpiringExemption(address, until, reason) for address, until, reason in rows]
+
+
+def current_pause(session: Session) -> Pause | None:
+    state = session.scalars(select(RolloutState).order_by(RolloutState.id).limit(1)).first()
+    if state is None or not state.paused:
+        return None
+    return Pause(state.paused_reason, state.paused_by, state.paused_at)
+
+
+def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatus], final_stage: str) -> str:
+    if cohorts and all(c.stage == final_stage for c in cohorts):
+        return "done"
+    if any(c.enforced_at for c in cohorts):
+        return "switch-off"
+    if campaign is not None:
+        return "notices"
+    scanned = session.scalar(select(ScanSource.id).limit(1)) or session.scalar(select(LegacyDay.mailbox_id).limit(1))
+    return "scanning" if scanned else "inventory"
+
+
+def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stage: str, now: datetime) -> NextAction | None:
+    """The earliest of: the next wave due, the first cohort not at its final stage."""
+    candidates: list[NextAction] = []
+    upcoming = [w for w in waves if w.due_at > now]
+    if upcoming:
+        candidates.append(NextAction(f"notify wave {upcoming[0].wave}", upcoming[0].due_at))
+    for cohort in cohorts:
+        if cohort.stage != final_stage:
+            verb = "switch off" if cohort.stage == "pending" else "advance"
+            candidates.append(NextAction(f"{verb} cohort {cohort.position} ({cohort.label})", cohort.scheduled_at))
+            break
+    if not candidates:
+        return None
+    return min(candidates, key=lambda a: a.at or now)
+
+
+def step_enforced(session: Session, position: int) -> bool | None:
+    """Has cohort ``position`` of the active plan been switched off? None when there is no such cohort."""
+    plan = active_plan(session)
+    if plan is None:
+        return None
+    cohort = session.scalars(select(Cohort).where(Cohort.plan_id == plan.id, Cohort.position == position)).first()
+    if cohort is None:
+        return None
+    return cohort.enforced_at is not None

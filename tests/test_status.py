@@ -1,0 +1,93 @@
+"""`rollout status`: phase, next action, waves, cohorts, trend, exemptions, pause; --wait-for-step."""
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from rollout.clock import ManualClock
+from rollout.models import Cohort
+from rollout.runtime import Runtime
+
+from .conftest import Cli
+from .operate_support import NOW, SWITCHED_AT, build_rollout
+
+
+def at_now(runtime: Runtime) -> None:
+    assert isinstance(runtime.clock, ManualClock)
+    runtime.clock.set(NOW)
+
+
+def test_empty_database_is_in_the_inventory_phase(run: Cli) -> None:
+    """With nothing but a schema, status says the rollout has not started and lists nothing."""
+    data = json.loads(run("status", "--json").output)
+    assert data["phase"] == "inventory"
+    assert (data["cohorts"], data["waves"], data["next_action"], data["paused"]) == ([], [], None, None)
+
+
+def test_status_json_reports_every_part(run: Cli, runtime: Runtime) -> None:
+    """JSON status gives phase, next action, wave counts, cohort rows, trend and expiring exemptions."""
+    build_rollout(runtime)
+    at_now(runtime)
+    data = json.loads(run("status", "--json").output)
+    assert data["phase"] == "switch-off"
+    assert (data["customers"], data["mailboxes"], data["legacy_mailboxes"]) == (2, 4, 1)
+    assert data["next_action"] == {"action": "notify wave 4", "at": (NOW + timedelta(days=1)).isoformat()}
+    waves = {w["wave"]: (w["sent"], w["failed"], w["uncertain"], w["pending"]) for w in data["waves"]}
+    assert waves == {1: (1, 0, 0, 0), 2: (1, 1, 0, 0), 3: (1, 0, 1, 0), 4: (0, 0, 0, 0), 5: (0, 0, 0, 0), 6: (0, 0, 0, 0)}
+    first, second = data["cohorts"]
+    assert (first["label"], first["stage"], first["refusals"], first["still_legacy"]) == ("a–m", "reject", 3, 0)
+    assert first["enforced_at"] == SWITCHED_AT.isoformat()
+    assert (second["label"], second["stage"], second["still_legacy"], second["enforced_at"]) == ("n–z", "pending", 1, None)
+    assert [(w["week"], w["mailboxes"]) for w in data["trend"]] == [("2026-03-02", 2), ("2026-03-09", 1), ("2026-03-16", 0)]
+    assert [(e["address"], e["reason"]) for e in data["expiring"]] == [("nina@home.example", "travelling, back Friday")]
+
+
+def test_status_text_shows_pause_table_and_chart(run: Cli, runtime: Runtime) -> None:
+    """The text report names the pause and its reason, the cohort table and a bar chart of the trend."""
+    build_rollout(runtime, paused=True)
+    at_now(runtime)
+    out = run("status").output
+    assert "phase: switch-off" in out and "SWITCH-OFF" in out
+    assert "PAUSED by ops at 2026-03-22 07:00: support queue is full" in out
+    assert "next: notify wave 4 at 2026-03-23 09:00" in out
+    assert "1  a–m            2  50.0%       0  reject   2026-03-17 09:00  2026-03-17 09:00  3" in out
+    assert "2026-03-02        2  " + "█" * 40 in out and "2026-03-09        1  " + "█" * 20 in out
+    assert "nina@home.example  2026-03-25 09:00  travelling, back Friday" in out
+
+
+def test_phase_is_done_when_every_cohort_reached_the_last_stage(run: Cli, runtime: Runtime) -> None:
+    """Once every cohort is at the ladder's last stage the phase is done and no step is next."""
+    build_rollout(runtime)
+    runtime.clock.set(NOW + timedelta(weeks=4))  # type: ignore[attr-defined]
+    with runtime.sessions() as s, s.begin():
+        s.execute(update(Cohort).values(stage="reject", enforced_at=NOW))
+    data = json.loads(run("status", "--json").output)
+    assert data["phase"] == "done" and data["next_action"] is None
+
+
+def test_wait_for_step_exits_zero_once_switched_and_one_on_timeout(run: Cli, runtime: Runtime) -> None:
+    """--wait-for-step exits 0 for a switched-off cohort, 1 after the timeout otherwise, 1 for a cohort that does not exist."""
+    build_rollout(runtime)
+    assert run("status", "--wait-for-step", "1", "--timeout", "1s").output == ""
+    result = run("status", "--wait-for-step", "2", "--timeout", "0.2s", expect=1)
+    assert "cohort 2 was not switched off within" in result.output
+    assert "has no cohort 9" in run("status", "--wait-for-step", "9", expect=1).output
+    assert "not a duration" in run("status", "--wait-for-step", "2", "--timeout", "soon", expect=2).output
+
+
+def test_wait_for_step_returns_when_the_cohort_is_switched_meanwhile(runtime: Runtime) -> None:
+    """A waiting script sees the step another process takes while it polls."""
+    from rollout.workflows.operate import wait_for_step
+
+    build_rollout(runtime)
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 3:
+            with runtime.sessions() as s, s.begin():
+                s.execute(update(Cohort).where(Cohort.position == 2).values(stage="reject", enforced_at=NOW))
+
+    assert wait_for_step(runtime, 2, timedelta(hours=1), sleep=sleep) is True
+    assert len(polls) == 3
