@@ -95,3 +95,6 @@ class MapVersion(Base):
     entries: Mapped[int]
     reason: Mapped[str] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(default=False)
+    step: Mapped[int] = mapped_column(default=0)  # steps taken when it was written (what undo --to-step names)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
+    stages: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {position: stage} it enforces

@@ -1,0 +1,337 @@
+"""Plans in the database: weights per unit, storing cohorts and members, schedules, still-legacy.
+
+Core functions take a Session, flush, never commit. Membership is written set-based
+(``INSERT … SELECT`` by ``sort_key`` range), never one ORM object per mailbox.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
+
+from sqlalchemy import and_, case, func, insert, literal, or_, select
+from sqlalchemy.orm import Session
+
+from .cohorts import Slice, Unit, cohorts_for_max_share, heavy_buckets, partition, range_label
+from .errors import PlanError
+from .models import Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
+
+STAGES = ("pending", "warn", "defer", "reject")
+SWITCHED_OFF = ("defer", "reject")
+
+
+# --- still legacy --------------------------------------------------------------------------
+
+
+def still_legacy_ids(now: datetime, lookback_days: int):  # type: ignore[no-untyped-def]
+    """SELECT of mailbox ids with legacy use in the lookback that did not switch since.
+
+    Switched = an authenticated submission after the last legacy use.
+    """
+    since = (now - timedelta(days=lookback_days)).date()
+    last_legacy = func.max(case((LegacyDay.legacy_count > 0, LegacyDay.last_seen)))
+    last_auth = func.max(LegacyDay.auth_last)
+    return (
+        select(LegacyDay.mailbox_id)
+        .where(LegacyDay.day >= since)
+        .group_by(LegacyDay.mailbox_id)
+        .having(and_(last_legacy.is_not(None), or_(last_auth.is_(None), last_auth <= last_legacy)))
+    )
+
+
+# --- weights --------------------------------------------------------------------------------
+
+
+@dataclass
+class UnitStats:
+    key: str
+    mailboxes: int = 0
+    legacy: int = 0
+
+
+def unit_stats(session: Session, now: datetime, lookback_days: int, from_key: str = "") -> list[tuple[str, str, int, int]]:
+    """(bucket, two-letter prefix, mailboxes, still legacy) for mailboxes from ``from_key`` on."""
+    legacy = still_legacy_ids(now, lookback_days).subquery()
+    prefix = func.substr(Mailbox.sort_key, 1, 2)
+    rows = session.execute(
+        select(Mailbox.bucket, prefix, func.count(), func.count(legacy.c.mailbox_id))
+        .outerjoin(legacy, legacy.c.mailbox_id == Mailbox.id)
+        .where(Mailbox.sort_key >= from_key)
+        .group_by(Mailbox.bucket, prefix)
+    ).all()
+    return sorted((b, p, int(n), int(l)) for b, p, n, l in rows)
+
+
+def build_units(
+    rows: Sequence[tuple[str, str, int, int]], weight: str, cohorts: int | None, max_share: float | None, split_letters: bool
+) -> list[UnitStats]:
+    """Units in alphabetical order: buckets, heavy ones cut into two-letter prefixes if asked."""
+    buckets: dict[str, UnitStats] = {}
+    prefixes: dict[str, list[UnitStats]] = defaultdict(list)
+    for bucket, prefix, mailboxes, legacy in rows:
+        stats = buckets.setdefault(bucket, UnitStats(bucket))
+        stats.mailboxes += mailboxes
+        stats.legacy += legacy
+        prefixes[bucket].append(UnitStats(prefix, mailboxes, legacy))
+    ordered = [buckets[b] for b in sorted(buckets)]
+    if not split_letters:
+        return ordered
+    weight_of = {b.key: _weight(b, weight) for b in ordered}
+    if cohorts is None:
+        total = sum(weight_of.values())
+        heavy = {b for b, w in weight_of.items() if max_share is not None and w > max_share * total}
+    else:
+        heavy = heavy_buckets(weight_of, cohorts)
+    units: list[UnitStats] = []
+    for b in ordered:
+        units += sorted(prefixes[b.key], key=lambda u: u.key) if b.key in heavy else [b]
+    return units
+
+
+def _weight(stats: UnitStats, weight: str) -> int:
+    return stats.legacy if weight == "legacy" else stats.mailboxes
+
+
+def cut(units: list[UnitStats], weight: str, cohorts: int | None, max_share: float | None) -> list[Slice]:
+    pure = [Unit(u.key, _weight(u, weight)) for u in units]
+    if cohorts is None:
+        assert max_share is not None
+        cohorts = cohorts_for_max_share(pure, max_share)
+    return partition(pure, cohorts)
+
+
+# --- the proposal -----------------------------------------------------------------------------
+
+
+@dataclass
+class ProposedCohort:
+    position: int
+    label: str
+    start_key: str
+    end_key: str | None
+    mailboxes: int
+    legacy: int
+    customers: int
+    share: float  # of the balanced weight
+    scheduled_at: datetime
+    stage: str = "pending"
+    kept: bool = False  # already started: carried over unchanged from the active plan
+
+
+@dataclass
+class TooEarly:
+    address: str
+    told: datetime
+    proposed: datetime
+
+
+@dataclass
+class Proposal:
+    cohorts: list[ProposedCohort]
+    weight: str
+    total_weight: int
+    too_early: list[TooEarly] = field(default_factory=list)
+
+    @property
+    def largest_share(self) -> float:
+        return max((c.share for c in self.cohorts if not c.kept), default=0.0)
+
+    @property
+    def smallest_share(self) -> float:
+        return min((c.share for c in self.cohorts if not c.kept), default=0.0)
+
+
+def describe_slices(
+    session: Session, units: list[UnitStats], slices: list[Slice], weight: str, from_key: str, times: list[datetime], first_position: int
+) -> list[ProposedCohort]:
+    total = sum(_weight(u, weight) for u in units) or 1
+    starts = [from_key if n == 0 else units[s.first].key for n, s in enumerate(slices)]
+    result = []
+    for n, s in enumerate(slices):
+        members = units[s.first : s.last + 1]
+        end_key = starts[n + 1] if n + 1 < len(slices) else None
+        first_key, last_key = units[s.first].key, units[s.last].key
+        result.append(
+            ProposedCohort(
+                position=first_position + n,
+                label=range_label(first_key, last_key),
+                start_key=starts[n],
+                end_key=end_key,
+                mailboxes=sum(u.mailboxes for u in members),
+                legacy=sum(u.legacy for u in members),
+                customers=_customers_in(session, starts[n], end_key),
+                share=round(s.weight / total, 6),
+                scheduled_at=times[n],
+            )
+        )
+    return result
+
+
+def _in_range(column, start_key: str, end_key: str | None):  # type: ignore[no-untyped-def]
+    return and_(column >= start_key, column < end_key) if end_key is not None else column >= start_key
+
+
+def _customers_in(session: Session, start_key: str, end_key: str | None) -> int:
+    return int(session.scalar(select(func.count(func.distinct(Mailbox.customer_id))).where(_in_range(Mailbox.sort_key, start_key, end_key))) or 0)
+
+
+def told_dates(session: Session) -> list[tuple[str, str, datetime]]:
+    """(sort_key, address, latest date told) for every mailbox a sent (or sending) notice gave a date."""
+    told = func.max(NoticeMailbox.switch_at)
+    rows = session.execute(
+        select(Mailbox.sort_key, Mailbox.address, told)
+        .join(NoticeMailbox, NoticeMailbox.mailbox_id == Mailbox.id)
+        .join(Notice, Notice.id == NoticeMailbox.notice_id)
+        .where(Notice.state.in_(("sent", "sending")), NoticeMailbox.switch_at.is_not(None))
+        .group_by(Mailbox.id, Mailbox.sort_key, Mailbox.address)
+    ).all()
+    return [(k, a, t) for k, a, t in rows]
+
+
+def find_too_early(told: Iterable[tuple[str, str, datetime]], cohorts: list[ProposedCohort]) -> list[TooEarly]:
+    """Mailboxes whose customer was told a date later than the one proposed for them."""
+    fresh = [c for c in cohorts if not c.kept]
+    if not fresh:
+        return []
+    starts = [c.start_key for c in fresh]
+    found = []
+    for sort_key, address, date_told in told:
+        i = bisect.bisect_right(starts, sort_key) - 1
+        if i < 0:
+            continue  # in a cohort that already started: unchanged
+        if date_told > fresh[i].scheduled_at:
+            found.append(TooEarly(address, date_told, fresh[i].scheduled_at))
+    return sorted(found, key=lambda t: t.address)
+
+
+# --- the active plan --------------------------------------------------------------------------
+
+
+def active_plan(session: Session) -> Plan | None:
+    return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
+
+
+def store(session: Session, proposal: Proposal, params: dict, now: datetime, actor: str, previous: Plan | None) -> Plan:
+    """Write the proposal as the new active plan; started cohorts and their members carry over."""
+    if previous is not None:
+        previous.active = False
+    plan = Plan(created_at=now, actor=actor, params=params, active=True)
+    session.add(plan)
+    session.flush()
+    old_by_position = {c.position: c for c in previous.cohorts} if previous is not None else {}
+    for proposed in proposal.cohorts:
+        old = old_by_position.get(proposed.position) if proposed.kept else None
+        cohort = Cohort(
+            plan_id=plan.id,
+            position=proposed.position,
+            label=proposed.label,
+            start_key=proposed.start_key,
+            end_key=proposed.end_key,
+            mailbox_count=old.mailbox_count if old else proposed.mailboxes,
+            share=old.share if old else proposed.share,
+            scheduled_at=proposed.scheduled_at,
+            stage=old.stage if old else "pending",
+            enforced_at=old.enforced_at if old else None,
+            stage_changed_at=old.stage_changed_at if old else None,
+        )
+        session.add(cohort)
+        session.flush()
+        if old is not None:
+            session.execute(
+                insert(CohortMember).from_select(
+                    ["plan_id", "mailbox_id", "cohort_id"],
+                    select(literal(plan.id), CohortMember.mailbox_id, literal(cohort.id)).where(CohortMember.cohort_id == old.id),
+                )
+            )
+        else:
+            _insert_members(session, plan.id, cohort.id, proposed.start_key, proposed.end_key, exclude_plan=plan.id)
+    session.flush()
+    return plan
+
+
+def _insert_members(session: Session, plan_id: int, cohort_id: int, start_key: str, end_key: str | None, exclude_plan: int) -> None:
+    # Mailboxes already placed in a carried-over cohort of this plan keep that cohort.
+    taken = select(CohortMember.mailbox_id).where(CohortMember.plan_id == exclude_plan, CohortMember.mailbox_id == Mailbox.id)
+    session.execute(
+        insert(CohortMember).from_select(
+            ["plan_id", "mailbox_id", "cohort_id"],
+            select(literal(plan_id), Mailbox.id, literal(cohort_id)).where(
+                _in_range(Mailbox.sort_key, start_key, end_key), ~taken.exists()
+            ),
+        )
+    )
+
+
+def started_cohorts(plan: Plan) -> list[Cohort]:
+    return [c for c in plan.cohorts if c.stage != "pending"]
+
+
+# --- schedules for other areas ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailboxSchedule:
+    cohort_label: str
+    position: int
+    scheduled_at: datetime
+    stage: str
+    exempt_until: datetime | None
+
+
+CHUNK = 500
+
+
+def schedule_for(session: Session, mailbox_ids: Iterable[int]) -> dict[int, MailboxSchedule]:
+    ids = list(mailbox_ids)
+    result: dict[int, MailboxSchedule] = {}
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i : i + CHUNK]
+        rows = session.execute(
+            select(CohortMember.mailbox_id, Cohort.label, Cohort.position, Cohort.scheduled_at, Cohort.stage)
+            .join(Cohort, Cohort.id == CohortMember.cohort_id)
+            .join(Plan, Plan.id == CohortMember.plan_id)
+            .where(Plan.active, CohortMember.mailbox_id.in_(chunk))
+        ).all()
+        exempt = dict(
+            session.execute(
+                select(Exemption.mailbox_id, func.max(Exemption.until))
+                .where(Exemption.ended_at.is_(None), Exemption.mailbox_id.in_(chunk))
+                .group_by(Exemption.mailbox_id)
+            ).all()
+        )
+        for mailbox_id, label, position, scheduled_at, stage in rows:
+            result[mailbox_id] = MailboxSchedule(label, position, scheduled_at, stage, exempt.get(mailbox_id))
+    return result
+
+
+def customers_of(session: Session, cohort_ids: Sequence[int], limit: int = 50) -> list[str]:
+    """Names of the customers with mailboxes in these cohorts (for dry runs)."""
+    if not cohort_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Customer.name)
+            .join(Mailbox, Mailbox.customer_id == Customer.id)
+            .join(CohortMember, CohortMember.mailbox_id == Mailbox.id)
+            .where(CohortMember.cohort_id.in_(cohort_ids))
+            .distinct()
+            .order_by(Customer.name)
+            .limit(limit)
+        )
+    )
+
+
+def set_stage(session: Session, cohort: Cohort, stage: str, now: datetime) -> None:
+    if stage not in STAGES:
+        raise PlanError(f"unknown stage {stage!r}")
+    if cohort.enforced_at is None and stage != "pending":
+        cohort.enforced_at = now
+    if stage == "pending":
+        cohort.enforced_at = None
+    cohort.stage = stage
+    cohort.stage_changed_at = now
+    session.flush()
+
