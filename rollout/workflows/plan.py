@@ -1,0 +1,592 @@
+"""Plan and enforcement use cases: plan, step, pause, resume, undo, exempt.
+
+Every change of what is enforced goes through ``_swap``: the database changes are
+made and flushed, the map is generated from them and published by the backend, and
+only then is the transaction committed. If the map cannot be published, the
+transaction rolls back: the old map stays in force and the database is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from .. import audit, plans
+from ..addresses import AddressError, parse_address
+from ..clock import as_utc
+from ..cohorts import Window, layout, parse_window
+from ..enforcement import MapEntry, STRENGTH, backend_for, checksum
+from ..errors import GuardError, PlanError
+from ..models import Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, RolloutState
+from ..plans import Proposal, ProposedCohort
+from ..runtime import Runtime
+
+TOO_EARLY_SHOWN = 20
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanRequest:
+    start: datetime  # naive = in ``tz``
+    every: timedelta
+    cohorts: int | None = None
+    max_share: float | None = None
+    weight: str = "mailboxes"  # mailboxes | legacy
+    split_letters: bool = False
+    window: str | None = None  # default: settings.rollout.window
+    skip_weekends: bool | None = None
+    tz: str | None = None
+
+
+@dataclass
+class PlanResult:
+    proposal: Proposal
+    applied: bool
+    plan_id: int | None = None
+
+
+def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> PlanResult:
+    """Propose cohorts and dates; with ``apply`` store them as the active plan."""
+    if (request.cohorts is None) == (request.max_share is None):
+        raise PlanError("give exactly one of --cohorts N or --max-share SHARE")
+    if request.weight not in ("mailboxes", "legacy"):
+        raise PlanError(f"--weight must be mailboxes or legacy, not {request.weight!r}")
+    now = runtime.clock.now()
+    window = _window(runtime, request)
+    start = request.start if request.start.tzinfo else request.start.replace(tzinfo=window.zone)
+    with runtime.sessions() as session, session.begin():
+        previous = plans.active_plan(session)
+        kept, from_key = _carried_over(previous)
+        units = plans.build_units(
+            plans.unit_stats(session, now, runtime.settings.notices.lookback_days, from_key),
+            request.weight, request.cohorts, request.max_share, request.split_letters,
+        )
+        if not units:
+            raise PlanError("there are no mailboxes to plan: import the inventory first (`rollout inventory import`)")
+        slices = plans.cut(units, request.weight, request.cohorts, request.max_share)
+        times = layout(as_utc(start), request.every, len(slices), window)
+        fresh = plans.describe_slices(session, units, slices, request.weight, from_key, times, len(kept) + 1)
+        total = sum(u.legacy if request.weight == "legacy" else u.mailboxes for u in units)
+        proposal = Proposal(kept + fresh, request.weight, total)
+        proposal.too_early = plans.find_too_early(plans.told_dates(session), fresh)
+        if not apply:
+            return PlanResult(proposal, applied=False)
+        if proposal.too_early:
+            raise PlanError(_too_early_message(proposal))
+        params = _params(request, start, window)
+        plan = plans.store(session, proposal, params, now, runtime.actor, previous)
+        audit.record(
+            session, now, runtime.actor, "plan.apply", plan_id=plan.id, replaces=previous.id if previous else None,
+            layout=[[c.label, c.mailboxes, c.scheduled_at.isoformat()] for c in proposal.cohorts], **params,
+        )
+        return PlanResult(proposal, applied=True, plan_id=plan.id)
+
+
+def _window(runtime: Runtime, request: PlanRequest) -> Window:
+    defaults = runtime.settings.rollout
+    return parse_window(
+        request.window or defaults.window,
+        request.tz or defaults.timezone,
+        defaults.skip_weekends if request.skip_weekends is None else request.skip_weekends,
+    )
+
+
+def _carried_over(previous: Plan | None) -> tuple[list[ProposedCohort], str]:
+    """Cohorts of the active plan that already started (kept as they are), and where re-planning starts."""
+    if previous is None:
+        return [], ""
+    started = plans.started_cohorts(previous)
+    if not started:
+        return [], ""
+    last = max(c.position for c in started)
+    rest = [c for c in previous.cohorts if c.position > last]
+    if not rest:
+        raise PlanError("every cohort of the active plan has started; there is nothing left to re-plan")
+    kept = [
+        ProposedCohort(c.position, c.label, c.start_key, c.end_key, c.mailbox_count, 0, 0, c.share, c.scheduled_at, c.stage, kept=True)
+        for c in previous.cohorts
+        if c.position <= last
+    ]
+    return kept, rest[0].start_key
+
+
+def _params(request: PlanRequest, start: datetime, window: Window) -> dict[str, Any]:
+    return {
+        "cohorts": request.cohorts, "max_share": request.max_share, "weight": request.weight,
+        "split_letters": request.split_letters, "start": start.isoformat(), "every_seconds": request.every.total_seconds(),
+        "window": f"{window.opens:%H:%M}-{window.closes:%H:%M}", "skip_weekends": window.skip_weekends, "tz": window.zone.key,
+    }
+
+
+def _too_early_message(proposal: Proposal) -> str:
+    shown = proposal.too_early[:TOO_EARLY_SHOWN]
+    lines = [
+        f"{len(proposal.too_early)} mailboxes would get an earlier date than their customer was told; "
+        "nothing was stored. Start later, or move these cohorts:"
+    ]
+    lines += [f"  {t.address}: told {t.told:%Y-%m-%d %H:%M} UTC, plan says {t.proposed:%Y-%m-%d %H:%M} UTC" for t in shown]
+    if len(proposal.too_early) > len(shown):
+        lines.append(f"  … and {len(proposal.too_early) - len(shown)} more")
+    return "\n".join(lines)
+
+
+# --- what is enforced ----------------------------------------------------------------------
+
+
+def _active_exemption(now: datetime):  # type: ignore[no-untyped-def]
+    return exists().where(Exemption.mailbox_id == Mailbox.id, Exemption.ended_at.is_(None), Exemption.until > now)
+
+
+def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
+    """Every switched-off mailbox's address, and every envelope sender seen in its legacy use."""
+    enforced = (
+        select(Mailbox.id, Mailbox.address_key, Cohort.stage)
+        .join(CohortMember, CohortMember.mailbox_id == Mailbox.id)
+        .join(Cohort, Cohort.id == CohortMember.cohort_id)
+        .join(Plan, Plan.id == CohortMember.plan_id)
+        .where(Plan.active, Cohort.stage != "pending", ~_active_exemption(now))
+    )
+    stage_of: dict[str, str] = {}
+    stage_by_mailbox: dict[int, str] = {}
+    own_keys: set[str] = set()
+    for mailbox_id, key, stage in session.execute(enforced):
+        stage_of[key] = stage
+        own_keys.add(key)
+        stage_by_mailbox[mailbox_id] = stage
+    ids = enforced.with_only_columns(Mailbox.id).scalar_subquery()
+    for mailbox_id, senders in session.execute(select(LegacyDay.mailbox_id, LegacyDay.senders).where(LegacyDay.mailbox_id.in_(ids))):
+        for sender in senders or ():
+            key = str(sender).strip().lower()
+            if key and "@" in key and STRENGTH[stage_by_mailbox[mailbox_id]] > STRENGTH.get(stage_of.get(key, ""), 0):
+                stage_of[key] = stage_by_mailbox[mailbox_id]
+    _drop_unswitched_addresses(session, stage_of, set(stage_of) - own_keys)
+    return [MapEntry(k, s) for k, s in stage_of.items()]
+
+
+def _drop_unswitched_addresses(session: Session, stage_of: dict[str, str], keys: set[str]) -> None:
+    """A sender seen in someone's legacy use that is itself a mailbox not switched off stays out."""
+    candidates = sorted(keys)
+    for i in range(0, len(candidates), 500):
+        for key in session.scalars(select(Mailbox.address_key).where(Mailbox.address_key.in_(candidates[i : i + 500]))):
+            stage_of.pop(key, None)
+
+
+@dataclass
+class MapDiff:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # stage differs
+
+
+def _current_stages(text: str | None) -> dict[str, str]:
+    stages: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, action = line.partition("\t")
+        verb = action.split(" ", 1)[0].lower()
+        stages[key] = verb if verb in STRENGTH else "reject"  # plain-list lines carry no action
+    return stages
+
+
+def diff(before: dict[str, str], after: list[MapEntry]) -> MapDiff:
+    new = {e.key: e.stage for e in after}
+    return MapDiff(
+        added=sorted(set(new) - set(before)),
+        removed=sorted(set(before) - set(new)),
+        changed=sorted(k for k in set(new) & set(before) if new[k] != before[k]),
+    )
+
+
+@dataclass
+class Swap:
+    checksum_before: str | None
+    checksum_after: str
+    entries: int
+    diff: MapDiff
+
+
+def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) -> Swap:
+    """Publish the map the (flushed, uncommitted) database state asks for, and record the version."""
+    now = runtime.clock.now()
+    backend = backend_for(runtime.settings.enforcement)
+    before = backend.current()
+    entries = desired_entries(session, now)
+    published = backend.publish(entries)
+    session.query(MapVersion).filter(MapVersion.active).update({MapVersion.active: False})
+    cohorts = plan.cohorts if plan is not None else []
+    session.add(
+        MapVersion(
+            created_at=now, backend=backend.name, path=published.path, checksum=published.checksum, entries=published.entries,
+            reason=reason, active=True, step=steps_taken(cohorts, runtime.settings.enforcement.ladder),
+            plan_id=plan.id if plan else None, stages={str(c.position): c.stage for c in cohorts},
+        )
+    )
+    session.flush()
+    return Swap(checksum(before), published.checksum, published.entries, diff(_current_stages(before), entries))
+
+
+# --- the ladder -----------------------------------------------------------------------------
+
+
+def steps_taken(cohorts: list[Cohort], ladder: tuple[str, ...]) -> int:
+    return sum(ladder.index(c.stage) + 1 if c.stage in ladder else (len(ladder) if c.stage != "pending" else 0) for c in cohorts)
+
+
+def stages_after(n: int, count: int, ladder: tuple[str, ...]) -> list[str]:
+    """The stage of each cohort (by position) after ``n`` steps."""
+    width = len(ladder)
+    return [
+        ladder[-1] if n >= (i + 1) * width else ("pending" if n <= i * width else ladder[n - i * width - 1])
+        for i in range(count)
+    ]
+
+
+@dataclass
+class NextStep:
+    cohort_id: int
+    position: int
+    label: str
+    from_stage: str
+    to_stage: str
+    mailboxes: int
+    scheduled_at: datetime
+    due_at: datetime  # the earliest moment every time-based guard passes
+    blockers: list[str]
+    still_legacy: int = 0  # gate: mailboxes of this cohort still using the legacy path
+    refusals_since_switch: int = 0  # gate: refusals of already switched-off mailboxes
+
+
+def _ladder(runtime: Runtime) -> tuple[str, ...]:
+    ladder = runtime.settings.enforcement.ladder
+    if not ladder or any(s not in STRENGTH for s in ladder) or list(ladder) != sorted(ladder, key=STRENGTH.__getitem__):
+        raise PlanError(f"enforcement.ladder {list(ladder)} must climb warn → defer → reject (e.g. [\"defer\", \"reject\"])")
+    return ladder
+
+
+def _next_move(plan: Plan, ladder: tuple[str, ...]) -> tuple[Cohort, str] | None:
+    started = plans.started_cohorts(plan)
+    if started:
+        current = max(started, key=lambda c: c.position)
+        if current.stage in ladder and current.stage != ladder[-1]:
+            return current, ladder[ladder.index(current.stage) + 1]
+    pending = [c for c in plan.cohorts if c.stage == "pending" and (not started or c.position > max(s.position for s in started))]
+    return (pending[0], ladder[0]) if pending else None
+
+
+def _assess(runtime: Runtime, session: Session) -> tuple[Plan, NextStep] | None:
+    plan = plans.active_plan(session)
+    if plan is None:
+        raise PlanError("there is no plan yet: run `rollout plan … --apply` first")
+    move = _next_move(plan, _ladder(runtime))
+    if move is None:
+        return None
+    cohort, to_stage = move
+    now = runtime.clock.now()
+    settings = runtime.settings
+    window = parse_window(settings.rollout.window, settings.rollout.timezone, settings.rollout.skip_weekends)
+    blockers: list[str] = []
+    due = max(now, cohort.scheduled_at)
+    state = _state(session)
+    if state.paused:
+        blockers.append(f"the rollout is paused ({state.paused_reason}, by {state.paused_by}); run `rollout resume`")
+    if now < cohort.scheduled_at:
+        blockers.append(f"cohort {cohort.label} is scheduled for {cohort.scheduled_at:%Y-%m-%d %H:%M} UTC")
+    last_change = max((c.stage_changed_at for c in plan.cohorts if c.stage_changed_at and c.stage != "pending"), default=None)
+    if last_change is not None:
+        soak_end = last_change + timedelta(hours=settings.enforcement.soak_hours)
+        due = max(due, soak_end)
+        if now < soak_end:
+            blockers.append(f"the last step is soaking until {soak_end:%Y-%m-%d %H:%M} UTC (enforcement.soak_hours)")
+    campaign_blocker, campaign_due = _campaign_guard(session, now)
+    if campaign_blocker:
+        blockers.append(campaign_blocker)
+        due = max(due, campaign_due or due)
+    due = window.next_open(due)
+    if not window.contains(now):
+        blockers.append(f"outside the step window {settings.rollout.window} {settings.rollout.timezone}; next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC")
+    step = NextStep(
+        cohort.id, cohort.position, cohort.label, cohort.stage, to_stage, cohort.mailbox_count, cohort.scheduled_at, due, blockers,
+        still_legacy=_still_legacy_in(session, cohort, now, settings.notices.lookback_days),
+        refusals_since_switch=_refusals_since_switch(session, plan),
+    )
+    return plan, step
+
+
+def _campaign_guard(session: Session, now: datetime) -> tuple[str | None, datetime | None]:
+    campaign = session.scalars(select(Campaign).where(Campaign.active).order_by(Campaign.id.desc()).limit(1)).first()
+    if campaign is None:
+        return None, None
+    last_due = campaign.first_at + timedelta(days=7 * (campaign.weeks - 1))
+    if now < last_due:
+        return f"the notice campaign's last wave ({campaign.weeks}) is due {last_due:%Y-%m-%d %H:%M} UTC", last_due
+    pending = session.scalar(
+        select(func.count()).select_from(Notice).where(Notice.campaign_id == campaign.id, Notice.wave == campaign.weeks, Notice.state == "pending")
+    )
+    if pending:
+        return f"the notice campaign's last wave still has {pending} notices pending; run `rollout notify`", None
+    return None, None
+
+
+def _still_legacy_in(session: Session, cohort: Cohort, now: datetime, lookback_days: int) -> int:
+    legacy = plans.still_legacy_ids(now, lookback_days).subquery()
+    return int(
+        session.scalar(
+            select(func.count()).select_from(CohortMember).join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id).where(CohortMember.cohort_id == cohort.id)
+        )
+        or 0
+    )
+
+
+def _refusals_since_switch(session: Session, plan: Plan) -> int:
+    total = 0
+    for cohort in plans.started_cohorts(plan):
+        if cohort.enforced_at is None:
+            continue
+        total += int(
+            session.scalar(
+                select(func.coalesce(func.sum(LegacyDay.refused_count), 0))
+                .join(CohortMember, CohortMember.mailbox_id == LegacyDay.mailbox_id)
+                .where(CohortMember.cohort_id == cohort.id, LegacyDay.day >= cohort.enforced_at.date())
+            )
+            or 0
+        )
+    return total
+
+
+def next_step(runtime: Runtime) -> NextStep | None:
+    """What ``step`` would do next, when at the earliest, and what blocks it now (None: all done)."""
+    with runtime.sessions() as session:
+        assessed = _assess(runtime, session)
+        return assessed[1] if assessed else None
+
+
+# --- step -----------------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    step: NextStep
+    applied: bool
+    dry_run: bool = False
+    forced: list[str] = field(default_factory=list)  # guards overridden with --force
+    diff: MapDiff | None = None
+    customers: list[str] = field(default_factory=list)
+    checksum_before: str | None = None
+    checksum_after: str | None = None
+    expired_exemptions: int = 0
+
+
+def step(
+    runtime: Runtime,
+    dry_run: bool = False,
+    yes: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+    confirm: Callable[[StepResult], bool] | None = None,
+) -> StepResult:
+    """Enforce the next cohort, or move the current one up the ladder; guards first."""
+    if force and not reason:
+        raise PlanError("--force needs --reason: say why the guards are overridden (it goes in the audit log)")
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        assessed = _assess(runtime, session)
+        if assessed is None:
+            raise PlanError("every cohort is at the last stage of the ladder: the rollout is complete")
+        plan, upcoming = assessed
+        if upcoming.blockers and not force and not dry_run:
+            raise GuardError("step refused: " + "; ".join(upcoming.blockers) + " (--force --reason TEXT overrides)")
+        result = StepResult(upcoming, applied=False, dry_run=dry_run, forced=upcoming.blockers if force else [])
+        cohort = session.get(Cohort, upcoming.cohort_id)
+        assert cohort is not None
+        expired = _end_expired(session, now)
+        plans.set_stage(session, cohort, upcoming.to_stage, now)
+        result.customers = plans.customers_of(session, [cohort.id])
+        if dry_run:
+            backend = backend_for(runtime.settings.enforcement)
+            result.diff = diff(_current_stages(backend.current()), desired_entries(session, now))
+            session.rollback()
+            return result
+        if not yes and (confirm is None or not confirm(result)):
+            session.rollback()
+            return result
+        swap = _swap(runtime, session, f"step {upcoming.label} → {upcoming.to_stage}", plan)
+        result.applied, result.diff, result.expired_exemptions = True, swap.diff, expired
+        result.checksum_before, result.checksum_after = swap.checksum_before, swap.checksum_after
+        audit.record(
+            session, now, runtime.actor, "step", cohort=upcoming.label, position=upcoming.position,
+            from_stage=upcoming.from_stage, to_stage=upcoming.to_stage, reason=reason, forced=result.forced,
+            still_legacy=upcoming.still_legacy, refusals_since_switch=upcoming.refusals_since_switch,
+            map_before=swap.checksum_before, map_after=swap.checksum_after, expired_exemptions=expired,
+        )
+    return result
+
+
+# --- pause, resume, undo ----------------------------------------------------------------------
+
+
+def _state(session: Session) -> RolloutState:
+    state = session.get(RolloutState, 1)
+    if state is None:
+        state = RolloutState(id=1, paused=False)
+        session.add(state)
+        session.flush()
+    return state
+
+
+def _map_checksum(runtime: Runtime) -> str | None:
+    return checksum(backend_for(runtime.settings.enforcement).current())
+
+
+def pause(runtime: Runtime, reason: str) -> RolloutState:
+    """Block every step (scheduled or by hand) until ``resume``."""
+    if not reason.strip():
+        raise PlanError("pause needs a reason (--reason TEXT): it is shown to whoever tries to step")
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        state = _state(session)
+        if state.paused:
+            raise GuardError(f"already paused since {state.paused_at:%Y-%m-%d %H:%M} UTC by {state.paused_by}: {state.paused_reason}")
+        state.paused, state.paused_reason, state.paused_by, state.paused_at = True, reason, runtime.actor, now
+        digest = _map_checksum(runtime)
+        audit.record(session, now, runtime.actor, "pause", reason=reason, map_before=digest, map_after=digest)
+        return state
+
+
+def resume(runtime: Runtime, reason: str | None = None) -> RolloutState:
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        state = _state(session)
+        if not state.paused:
+            raise GuardError("the rollout is not paused")
+        was = state.paused_reason
+        state.paused, state.paused_reason, state.paused_by, state.paused_at = False, None, None, None
+        digest = _map_checksum(runtime)
+        audit.record(session, now, runtime.actor, "resume", reason=reason, paused_for=was, map_before=digest, map_after=digest)
+        return state
+
+
+@dataclass
+class UndoResult:
+    from_step: int
+    to_step: int
+    stages: dict[str, str]
+    checksum_before: str | None
+    checksum_after: str
+    diff: MapDiff
+
+
+def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None) -> UndoResult:
+    """Go back to the state after step ``to_step`` (default: one step back) through a map swap."""
+    now = runtime.clock.now()
+    ladder = _ladder(runtime)
+    with runtime.sessions() as session, session.begin():
+        plan = plans.active_plan(session)
+        if plan is None:
+            raise PlanError("there is no plan, so nothing to undo")
+        taken = steps_taken(plan.cohorts, ladder)
+        target = taken - 1 if to_step is None else to_step
+        if taken == 0:
+            raise PlanError("no step has been taken yet: nothing to undo")
+        if not 0 <= target < taken:
+            raise PlanError(f"--to-step must be between 0 and {taken - 1} (steps taken so far: {taken})")
+        for cohort, stage in zip(plan.cohorts, stages_after(target, len(plan.cohorts), ladder)):
+            if cohort.stage != stage:
+                plans.set_stage(session, cohort, stage, now)
+        swap = _swap(runtime, session, f"undo to step {target}", plan)
+        stages = {c.label: c.stage for c in plan.cohorts if c.stage != "pending"}
+        audit.record(
+            session, now, runtime.actor, "undo", from_step=taken, to_step=target, reason=reason, stages=stages,
+            map_before=swap.checksum_before, map_after=swap.checksum_after,
+        )
+        return UndoResult(taken, target, stages, swap.checksum_before, swap.checksum_after, swap.diff)
+
+
+# --- exemptions ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ExemptionView:
+    address: str
+    until: datetime
+    reason: str
+    actor: str
+    created_at: datetime
+    ended_at: datetime | None
+
+
+def _mailbox(session: Session, address: str) -> Mailbox:
+    try:
+        key = parse_address(address).key
+    except AddressError as exc:
+        raise PlanError(f"{address!r} is not a mailbox address: {exc}") from None
+    mailbox = session.scalars(select(Mailbox).where(Mailbox.address_key == key)).first()
+    if mailbox is None:
+        raise PlanError(f"{address} is not in the inventory")
+    return mailbox
+
+
+def exempt(runtime: Runtime, address: str, until: datetime, reason: str, force: bool = False) -> ExemptionView:
+    """Take a mailbox out of the map until ``until``; one postponement per mailbox unless ``force``."""
+    now = runtime.clock.now()
+    until = as_utc(until)
+    if until <= now:
+        raise PlanError(f"--until {until:%Y-%m-%d %H:%M} UTC is not in the future")
+    if not reason.strip():
+        raise PlanError("an exemption needs a reason (--reason TEXT)")
+    with runtime.sessions() as session, session.begin():
+        mailbox = _mailbox(session, address)
+        earlier = session.scalars(select(Exemption).where(Exemption.mailbox_id == mailbox.id).order_by(Exemption.id)).all()
+        if earlier and not force:
+            first = earlier[0]
+            raise GuardError(
+                f"{mailbox.address} was already postponed once (until {first.until:%Y-%m-%d}, by {first.actor}: {first.reason}); "
+                "--force allows another"
+            )
+        for open_one in (e for e in earlier if e.ended_at is None):
+            open_one.ended_at = now  # replaced by the new one
+        row = Exemption(mailbox_id=mailbox.id, until=until, reason=reason, actor=runtime.actor, created_at=now)
+        session.add(row)
+        session.flush()
+        swap = _swap(runtime, session, f"exempt {mailbox.address}", plans.active_plan(session))
+        audit.record(
+            session, now, runtime.actor, "exempt", address=mailbox.address, until=until.isoformat(), reason=reason,
+            forced=bool(earlier), map_before=swap.checksum_before, map_after=swap.checksum_after,
+        )
+        return ExemptionView(mailbox.address, until, reason, runtime.actor, now, None)
+
+
+def list_exemptions(runtime: Runtime, include_ended: bool = False) -> list[ExemptionView]:
+    with runtime.sessions() as session:
+        query = select(Mailbox.address, Exemption.until, Exemption.reason, Exemption.actor, Exemption.created_at, Exemption.ended_at).join(
+            Mailbox, Mailbox.id == Exemption.mailbox_id
+        )
+        if not include_ended:
+            query = query.where(Exemption.ended_at.is_(None))
+        return [ExemptionView(*row) for row in session.execute(query.order_by(Exemption.until, Mailbox.address_key))]
+
+
+def _end_expired(session: Session, now: datetime) -> int:
+    expired = session.scalars(select(Exemption).where(Exemption.ended_at.is_(None), Exemption.until <= now)).all()
+    for row in expired:
+        row.ended_at = now
+    session.flush()
+    return len(expired)
+
+
+def expire_exemptions(runtime: Runtime) -> int:
+    """Put mailboxes whose exemption ran out back in the map (one swap); returns how many expired."""
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        count = _end_expired(session, now)
+        if count == 0:
+            return 0
+        swap = _swap(runtime, session, f"{count} exemptions expired", plans.active_plan(session))
+        audit.record(session, now, runtime.actor, "exempt.expire", expired=count, map_before=swap.checksum_before, map_after=swap.checksum_after)
+        return count
