@@ -12,6 +12,7 @@ import csv
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -28,6 +29,9 @@ OPTIONAL_COLUMNS = ("login",)
 BATCH_ROWS = 20_000
 MAX_PROBLEMS_KEPT = 1_000  # the total is always counted; the CLI shows the first few
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes, kept by errors="surrogateescape"
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_LOGIN_BAD = re.compile(r"[\s\x00-\x1f\x7f]")
 
 _staging_metadata = MetaData()
 STAGING = Table(
@@ -213,7 +217,7 @@ def _row(line_no: int, fields: list[str], width: int, index: dict[str, int], pro
         problems.add(line_no, f"has {len(fields)} fields, the header has {width}")
         return None
     values = {name: fields[i].strip() for name, i in index.items()}
-    bad = [name for name, value in values.items() if _has_surrogates(value)]
+    bad = [name for name, value in values.items() if _SURROGATE.search(value)]
     if bad:
         problems.add(line_no, f"{bad[0]} is not valid UTF-8")
         return None
@@ -234,7 +238,7 @@ def _row(line_no: int, fields: list[str], width: int, index: dict[str, int], pro
         reasons.append(f"customer_email: {exc}")
         customer_email = ""
     name = values["customer_name"]
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL.search(name):
         reasons.append("customer_name contains a control character (line break?)")
     elif len(name) > 256:
         reasons.append("customer_name is longer than 256 characters")
@@ -242,7 +246,7 @@ def _row(line_no: int, fields: list[str], width: int, index: dict[str, int], pro
     if locale and not _LOCALE.match(locale):
         reasons.append(f"locale {locale!r} is not a language tag such as de, en or de-DE")
     login = values.get("login") or None
-    if login and (len(login) > 320 or any(c.isspace() or ord(c) < 32 for c in login)):
+    if login and (len(login) > 320 or _LOGIN_BAD.search(login)):
         reasons.append(f"login {login!r} contains spaces or control characters")
     if reasons or address is None:
         problems.add(line_no, "; ".join(reasons))
@@ -262,13 +266,10 @@ def _row(line_no: int, fields: list[str], width: int, index: dict[str, int], pro
     )
 
 
-def _has_surrogates(value: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for c in value)
-
-
+@lru_cache(maxsize=4_096)
 def _contact(raw: str) -> str:
-    address = parse_address(raw)
-    return address.text
+    """Customer contact address; cached because a customer's rows repeat it."""
+    return parse_address(raw).text
 
 
 def _check_across_rows(conn: Any, problems: _Problems) -> None:
