@@ -24,5 +24,5 @@ def test_generated_csv_imports_cleanly_with_uneven_initials(run: Cli, tmp_path: 
     summary = json.loads(run("inventory", "import", str(path), "--json").output)
     assert (summary["mailboxes_added"], summary["customers_added"]) == (2_000, 800)
     shares = [b["share"] for b in json.loads(run("inventory", "stats", "--json").output)["buckets"]]
-    assert max(shares) > 3 * (1 / 28)  # some letters (s, m) far above an even spread
+    assert max(shares) > 2.5 * (1 / 28)  # some letters (s, m) far above an even spread
     assert shares[-1] > 0 and shares[0] > 0  # accents/underscores after z, digits before a
