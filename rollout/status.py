@@ -14,7 +14,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from .config import Settings
-from .models import Campaign, Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
+from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
 
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
 TREND_WEEKS = 8
@@ -71,6 +71,15 @@ class Pause:
 
 
 @dataclass
+class LastJob:
+    job: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str
+    note: str | None  # the reason a job was skipped, or its error
+
+
+@dataclass
 class Status:
     now: datetime
     phase: str
@@ -83,6 +92,7 @@ class Status:
     cohorts: list[CohortStatus] = field(default_factory=list)
     trend: list[WeekCount] = field(default_factory=list)
     expiring: list[ExpiringExemption] = field(default_factory=list)
+    jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:
@@ -105,6 +115,7 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
         cohorts=cohorts,
         trend=legacy_trend(session, now),
         expiring=expiring_exemptions(session, now),
+        jobs=last_jobs(session),
     )
 
 
@@ -205,6 +216,12 @@ def expiring_exemptions(session: Session, now: datetime) -> list[ExpiringExempti
         .order_by(Exemption.until)
     )
     return [ExpiringExemption(address, until, reason) for address, until, reason in rows]
+
+
+def last_jobs(session: Session) -> list[LastJob]:
+    latest = select(JobRun.job, func.max(JobRun.id).label("id")).group_by(JobRun.job).subquery()
+    runs = session.scalars(select(JobRun).join(latest, JobRun.id == latest.c.id).order_by(JobRun.job))
+    return [LastJob(r.job, r.started_at, r.finished_at, r.outcome, r.details.get("reason") or r.details.get("error")) for r in runs]
 
 
 def current_pause(session: Session) -> Pause | None:

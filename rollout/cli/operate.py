@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
@@ -106,6 +107,9 @@ def print_status(s: Status) -> None:
     if s.expiring:
         click.echo("\nexemptions ending within 7 days")
         echo_table([(e.address, stamp(e.until), e.reason) for e in s.expiring], ("mailbox", "until", "reason"))
+    if s.jobs:
+        click.echo("\nscheduler: latest run of each job")
+        echo_table([(j.job, stamp(j.started_at), j.outcome, j.note or "") for j in s.jobs], ("job", "started", "outcome", "note"))
 
 
 @cli.command("lookup")
@@ -177,3 +181,25 @@ def print_mailbox(m: MailboxReport) -> None:
         click.echo(f"  evidence ({m.evidence_day}):")
         for line in m.evidence:
             click.echo(f"    {line.get('file', '')}:{line.get('offset', '')}: {line.get('line', '')}")
+
+
+@cli.command("scheduler")
+@pass_runtime()
+def scheduler_command(runtime: Runtime) -> None:
+    """Run scan, notify, step and exemption expiry on time, until SIGTERM.
+
+    Scans every scan.interval_minutes over scan.log_files; sends each notice wave
+    at the campaign's time; takes each step at its scheduled time, obeying pause,
+    window and guards; ends expired exemptions. A wave or step later than
+    scheduler.misfire_grace_seconds is not run without an operator. Only one
+    scheduler acts at a time (a second one waits and says so). SIGTERM lets the
+    running job finish. Every run is logged and recorded (see `rollout status`).
+
+    \b
+    Example:
+      rollout --config /etc/rollout/rollout.toml scheduler
+    """
+    from ..scheduler import Daemon  # apscheduler is only needed by this command
+
+    logging.getLogger("rollout").setLevel(min(logging.getLogger("rollout").getEffectiveLevel(), logging.INFO))
+    Daemon(runtime).run()

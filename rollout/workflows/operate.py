@@ -8,6 +8,7 @@ from typing import Callable
 
 from .. import lookup as lookup_model
 from .. import status as status_model
+from ..enforcement import client_reply
 from ..errors import RolloutError
 from ..runtime import Runtime
 
@@ -26,20 +27,11 @@ def lookup(runtime: Runtime, query: str) -> lookup_model.Lookup:
 
 
 def refused_reply_text(runtime: Runtime) -> lookup_model.ReplyText:
-    """What Postfix answers a switched-off mailbox at each stage (None: still delivered).
-
-    Postfix prefixes an access-map action with its reply code (access_map_defer_code
-    450, access_map_reject_code 554) and "<sender>: Sender address rejected:".
-    """
+    """What Postfix answers a switched-off mailbox at its stage (None: still delivered)."""
     settings = runtime.settings.enforcement
 
     def reply(address: str, stage: str) -> str | None:
-        text = settings.reject_text.format(address=address, help_url=settings.help_url)
-        if stage == "defer":
-            return f"450 {settings.defer_code} <{address}>: Sender address rejected: {text}"
-        if stage == "reject":
-            return f"554 {settings.reject_code} <{address}>: Sender address rejected: {text}"
-        return None  # pending or warn: the message is still accepted
+        return client_reply(settings, address, stage) if stage in ("defer", "reject") else None
 
     return reply
 
