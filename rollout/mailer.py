@@ -1,0 +1,145 @@
+"""SMTP sending: plain, STARTTLS or implicit TLS, AUTH, reused connections, a send-time rate limit.
+
+One ``SmtpConnection`` per worker thread; it connects lazily, reconnects when the
+server drops it, and turns every SMTP outcome into a ``Delivery``:
+``sent`` only after the server's 250 to DATA, ``deferred`` after 4xx replies
+(retried with backoff first), ``failed`` on 5xx with the reply kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    status: str  # sent | deferred | failed
+    reply: str
+    attempts: int
+
+
+class RateLimiter:
+    """A token bucket shared by all connections, taken right before each DATA (send time)."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.per_second = per_second
+        self.clock, self.sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._next = clock()
+
+    def acquire(self) -> None:
+        if self.per_second <= 0:
+            return
+        with self._lock:
+            now = self.clock()
+            slot = max(self._next, now)
+            self._next = slot + 1.0 / self.per_second
+        if slot > now:
+            self.sleep(slot - now)
+
+
+class SmtpConnection:
+    """One SMTP session, reused across messages; ``settings`` is ``SmtpSettings``."""
+
+    def __init__(self, settings: Any, limiter: RateLimiter, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.limiter = limiter
+        self.sleep = sleep
+        self._smtp: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        context = ssl.create_default_context()
+        if s.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
+        elif s.security in ("starttls", "none"):
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
+            if s.security == "starttls":
+                smtp.starttls(context=context)
+        else:
+            raise DeliveryError(f"[smtp] security must be none, starttls or tls, not {s.security!r}")
+        if s.username:
+            if not s.password:
+                raise DeliveryError("[smtp] username is set but no password: set ROLLOUT_SMTP_PASSWORD or [smtp] password")
+            try:
+                smtp.login(s.username, s.password)
+            except smtplib.SMTPAuthenticationError as exc:
+                smtp.close()
+                raise DeliveryError(f"SMTP AUTH as {s.username} at {s.host}:{s.port} refused: {_reply(exc.smtp_code, exc.smtp_error)}") from None
+        return smtp
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                self._smtp.close()
+            self._smtp = None
+
+    def send(self, from_address: str, to_address: str, message: bytes) -> Delivery:
+        """Deliver one message; 4xx and dropped connections are retried with backoff."""
+        tries = max(1, self.settings.retries + 1)
+        reply = ""
+        for attempt in range(1, tries + 1):
+            code, reply = self._attempt(from_address, to_address, message)
+            if code == 250:
+                return Delivery("sent", reply, attempt)
+            if 500 <= code < 600:
+                return Delivery("failed", reply, attempt)
+            if attempt < tries:
+                self.sleep(self.settings.retry_backoff_seconds * 2 ** (attempt - 1))
+        return Delivery("deferred", reply, tries)
+
+    def _attempt(self, from_address: str, to_address: str, message: bytes) -> tuple[int, str]:
+        """(code, reply text) of the transaction; code 0 = no answer (connection trouble), temporary."""
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect()
+            smtp = self._smtp
+            smtp.ehlo_or_helo_if_needed()
+            code, text = smtp.mail(from_address)
+            if code == 250:
+                code, text = smtp.rcpt(to_address)
+                if code in (250, 251):
+                    self.limiter.acquire()
+                    code, text = smtp.data(message)
+        except smtplib.SMTPResponseException as exc:  # DATA refused before 354
+            code, text = exc.smtp_code, exc.smtp_error
+        except (smtplib.SMTPException, OSError) as exc:
+            log.info("SMTP connection to %s:%s lost (%s); reconnecting", self.settings.host, self.settings.port, exc)
+            self._drop()
+            return 0, f"connection: {exc}"
+        if code == 421:
+            self._drop()
+        elif code != 250:
+            self._reset()
+        return (250 if code in (250, 251) else code), _reply(code, text)
+
+    def _reset(self) -> None:
+        """After a refused transaction the session stays usable, but RSET it to be sure."""
+        try:
+            if self._smtp is not None:
+                self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+        self._smtp = None
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}"

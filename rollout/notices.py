@@ -1,0 +1,237 @@
+"""Rendering notices: Jinja2 templates per locale, and the message bytes on the wire.
+
+Templates live in ``templates/<locale>/`` (``subject.txt.j2``, ``body.txt.j2``,
+``body.html.j2``; ``thanks_*`` for the thank-you note). An operator's
+``[notices] template_dir`` is searched first. Undefined variables are errors
+(StrictUndefined) and HTML is autoescaped.
+
+Messages are built as bytes by hand: ``email.message`` costs more than the
+SMTP conversation itself at campaign sizes. Header values never carry control
+characters: names are cleaned and RFC 2047 encoded, addresses with control
+characters are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr, parseaddr
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from . import resources
+from .errors import DeliveryError
+
+PARTS = ("subject.txt.j2", "body.txt.j2", "body.html.j2")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_DATE_FORMATS = {"de": "%d.%m.%Y", "en": "%Y-%m-%d"}
+
+
+@dataclass(frozen=True)
+class MailboxLine:
+    address: str
+    last_legacy_at: datetime | None
+    last_ip: str | None
+    switch_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NoticeContext:
+    """Everything one notice says; built from the ledger, so a resumed run says the same."""
+
+    campaign_id: int
+    wave: int
+    weeks: int
+    kind: str  # reminder | thanks
+    customer_ref: str  # the customer's external id, for messages to the operator
+    customer_name: str
+    to_address: str
+    locale: str
+    mailboxes: tuple[MailboxLine, ...]
+    deadline: datetime | None  # earliest switch-off, else the end of the campaign
+    now: datetime
+    timezone: str = "Europe/Berlin"
+
+
+@dataclass(frozen=True)
+class RenderedNotice:
+    subject: str
+    text: str
+    html: str
+    locale: str
+
+
+@dataclass
+class Renderer:
+    """Loads templates once and renders contexts; ``settings`` is ``NoticeSettings``."""
+
+    settings: Any
+    _env: jinja2.Environment = field(init=False)
+    _locales: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        dirs = [Path(self.settings.template_dir)] if self.settings.template_dir else []
+        for d in dirs:
+            if not d.is_dir():
+                raise DeliveryError(f"the notice template directory {d} does not exist: fix [notices] template_dir")
+        dirs.append(resources.templates_dir())
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=lambda name: bool(name and name.endswith(".html.j2")),
+            keep_trailing_newline=True,
+        )
+        self._locales = {p.split("/")[0] for p in self._env.list_templates() if "/" in p}
+
+    def locale_for(self, locale: str) -> str:
+        base = (locale or "").replace("_", "-").split("-")[0].lower()
+        if base in self._locales:
+            return base
+        return self.settings.default_locale
+
+    def render(self, ctx: NoticeContext) -> RenderedNotice:
+        locale = self.locale_for(ctx.locale)
+        prefix = "thanks_" if ctx.kind == "thanks" else ""
+        values = template_values(ctx, self.settings, locale)
+        out: list[str] = []
+        for part in PARTS:
+            name = f"{locale}/{prefix}{part}"
+            try:
+                out.append(self._env.get_template(name).render(values))
+            except jinja2.TemplateError as exc:
+                where = getattr(exc, "name", None) or name
+                raise DeliveryError(
+                    f"template {where} failed for customer {ctx.customer_ref}: {exc}; fix the template, nothing was sent"
+                ) from None
+        return RenderedNotice(" ".join(out[0].split()), out[1], out[2], locale)
+
+
+def template_values(ctx: NoticeContext, settings: Any, locale: str) -> dict[str, Any]:
+    zone = ZoneInfo(ctx.timezone)
+    date_format = _DATE_FORMATS.get(locale, "%Y-%m-%d")
+
+    def day(moment: datetime | None) -> str | None:
+        return moment.astimezone(zone).strftime(date_format) if moment else None
+
+    def day_time(moment: datetime | None) -> str | None:
+        return moment.astimezone(zone).strftime(f"{date_format} %H:%M") if moment else None
+
+    days_left = max(0, (ctx.deadline - ctx.now).days) if ctx.deadline else None
+    return {
+        "customer": {"name": ctx.customer_name, "email": ctx.to_address, "id": ctx.customer_ref},
+        "wave": ctx.wave,
+        "weeks": ctx.weeks,
+        "is_last": ctx.wave >= ctx.weeks,
+        "reminders_left": max(0, ctx.weeks - ctx.wave),
+        "days_left": days_left,
+        "deadline": day_time(ctx.deadline),
+        "mailboxes": [
+            {
+                "address": m.address,
+                "last_legacy_day": day(m.last_legacy_at),
+                "last_legacy_at": day_time(m.last_legacy_at),
+                "last_ip": m.last_ip,
+                "switch_at": day_time(m.switch_at),
+            }
+            for m in ctx.mailboxes
+        ],
+        "server": settings.submission_host,
+        "help_url": settings.help_url,
+        "timezone": ctx.timezone,
+    }
+
+
+# --- the message on the wire ------------------------------------------------------------
+
+
+def message_id(campaign_id: int, wave: int, customer_id: int, domain: str, suffix: str = "") -> str:
+    """Deterministic: a retry or a resend carries the same id, so duplicates are recognisable."""
+    return f"<rollout.c{campaign_id}.w{wave}.k{customer_id}{suffix}@{domain}>"
+
+
+def clean_name(name: str) -> str:
+    """Control characters (CR/LF included) become spaces: a name can never start a new header."""
+    return " ".join(_CONTROL.sub(" ", name).split())
+
+
+def checked_address(address: str, what: str) -> str:
+    if _CONTROL.search(address) or not address or "@" not in address or any(c in address for c in "<>,\"\\ "):
+        raise DeliveryError(f"{what} {address!r} is not a plain e-mail address (control characters or brackets): fix it in the inventory or config")
+    return address
+
+
+def header_address(display: str, what: str) -> tuple[str, str]:
+    """``Name <addr>`` from the config → (encoded header value, bare address)."""
+    if _CONTROL.search(display):
+        raise DeliveryError(f"{what} {display!r} contains control characters: fix the configuration")
+    name, addr = parseaddr(display)
+    addr = checked_address(addr, what)
+    return formataddr((clean_name(name), addr), charset="utf-8"), addr
+
+
+def encode_header(value: str) -> str:
+    value = clean_name(value)
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", maxlinelen=998).encode()
+
+
+def _b64(text: str) -> bytes:
+    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Headers every notice of a run shares (from the configuration)."""
+
+    from_header: str
+    from_address: str
+    reply_to: str | None
+    domain: str
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Envelope:
+        from_header, from_address = header_address(settings.from_address, "[notices] from_address")
+        reply_to = header_address(settings.reply_to, "[notices] reply_to")[0] if settings.reply_to else None
+        return cls(from_header, from_address, reply_to, from_address.rpartition("@")[2])
+
+
+def build_message(
+    envelope: Envelope, to_name: str, to_address: str, msg_id: str, date: datetime, rendered: RenderedNotice
+) -> bytes:
+    """multipart/alternative (text, HTML), UTF-8, base64 bodies, CRLF line ends."""
+    to_address = checked_address(to_address, "customer address")
+    boundary = "=_rollout_" + msg_id.strip("<>").replace("@", "_")
+    headers = [
+        f"From: {envelope.from_header}",
+        *([f"Reply-To: {envelope.reply_to}"] if envelope.reply_to else []),
+        f"To: {formataddr((clean_name(to_name), to_address), charset='utf-8')}",
+        f"Subject: {encode_header(rendered.subject)}",
+        f"Date: {format_datetime(date)}",
+        f"Message-ID: {msg_id}",
+        f"Content-Language: {rendered.locale}",
+        "Auto-Submitted: auto-generated",
+        "X-Auto-Response-Suppress: All",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+    ]
+    part = "Content-Type: text/{}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    return b"".join(
+        [
+            "\r\n".join(headers).encode("ascii"),
+            b"\r\n\r\n",
+            f"--{boundary}\r\n".encode(),
+            part.format("plain").encode(),
+            _b64(rendered.text),
+            f"--{boundary}\r\n".encode(),
+            part.format("html").encode(),
+            _b64(rendered.html),
+            f"--{boundary}--\r\n".encode(),
+        ]
+    )

@@ -1,0 +1,411 @@
+"""Campaign use cases: start it, show it, and send a wave of notices exactly once."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import audit
+from .. import campaign as core
+from ..errors import DeliveryError, GuardError
+from ..mailer import Delivery, RateLimiter, SmtpConnection
+from ..models import Campaign, Customer, Notice
+from ..notices import Envelope, Renderer, RenderedNotice, build_message, message_id
+from ..runtime import Runtime
+
+STOP_AFTER_CONNECTION_FAILURES = 3  # per worker, in a row: the server is down, leave the rest pending
+
+
+@dataclass
+class WaveStatus:
+    wave: int
+    due_at: datetime
+    pending: int = 0
+    sending: int = 0
+    sent: int = 0
+    failed: int = 0
+
+
+@dataclass
+class CampaignOverview:
+    id: int
+    active: bool
+    first_at: datetime
+    weeks: int
+    weekday: str
+    at_time: str
+    timezone: str
+    due_wave: int | None
+    waves: list[WaveStatus] = field(default_factory=list)
+    thanks: WaveStatus | None = None
+
+
+@dataclass
+class NotifySummary:
+    campaign_id: int | None = None
+    wave: int | None = None
+    selected: int = 0  # notices of this wave (and thank-you notes) in the ledger
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0  # 4xx or no connection after retries: left pending for the next run
+    skipped: int = 0  # already sent or failed by an earlier run
+    uncertain: int = 0  # left in `sending` by a killed run: maybe delivered, not resent
+    remaining: int = 0  # pending, not attempted (--limit, or the run stopped)
+    new: int = 0  # ledger rows this run added
+    dry_run: bool = False
+    outbox: str | None = None
+    note: str | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+def start_campaign(
+    runtime: Runtime, first: date, weeks: int = 6, weekday: str = "mon", at: str = "09:00", tz: str = "Europe/Berlin", replace: bool = False
+) -> CampaignOverview:
+    """Define the weekly waves; an active campaign is only replaced when asked to."""
+    if weeks < 1:
+        raise DeliveryError("--weeks must be at least 1")
+    first_at = core.first_wave_at(first, weekday.lower()[:3], at, tz)
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        current = core.active_campaign(session)
+        if current is not None:
+            if not replace:
+                raise DeliveryError(
+                    f"campaign {current.id} is active (first wave {current.first_at:%Y-%m-%d %H:%M} UTC): "
+                    "use --replace to start a new one (the old ledger is kept)"
+                )
+            current.active = False
+        campaign = Campaign(created_at=now, actor=runtime.actor, first_at=first_at, weeks=weeks, weekday=weekday.lower()[:3], at_time=at, timezone=tz, active=True)
+        session.add(campaign)
+        session.flush()
+        audit.record(session, now, runtime.actor, "campaign.start", campaign_id=campaign.id, first_at=first_at.isoformat(), weeks=weeks,
+                     weekday=campaign.weekday, at_time=at, timezone=tz, replaced=current.id if current else None)
+    overview = campaign_overview(runtime)
+    assert overview is not None
+    return overview
+
+
+def campaign_overview(runtime: Runtime) -> CampaignOverview | None:
+    """The active campaign (else the newest), each wave's due time and ledger counts."""
+    now = runtime.clock.now()
+    with runtime.sessions() as session:
+        campaign = core.active_campaign(session) or session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(1)).first()
+        if campaign is None:
+            return None
+        overview = CampaignOverview(
+            campaign.id, campaign.active, campaign.first_at, campaign.weeks, campaign.weekday, campaign.at_time, campaign.timezone,
+            _due(campaign, now, runtime.settings.notices.grace_hours) if campaign.active else None,
+        )
+        for wave in range(1, campaign.weeks + 2):
+            status = WaveStatus(wave, core.wave_due_at(campaign, wave), **core.state_counts(session, campaign.id, [wave]))
+            if wave <= campaign.weeks:
+                overview.waves.append(status)
+            elif any((status.pending, status.sending, status.sent, status.failed)):
+                overview.thanks = status
+        return overview
+
+
+def due_wave(runtime: Runtime) -> int | None:
+    """The wave due now; None if none is due or it is more than the grace period late."""
+    with runtime.sessions() as session:
+        campaign = core.active_campaign(session)
+        if campaign is None:
+            return None
+        return _due(campaign, runtime.clock.now(), runtime.settings.notices.grace_hours)
+
+
+def _due(campaign: Campaign, now: datetime, grace_hours: int) -> int | None:
+    wave = core.latest_due_wave(campaign, now)
+    if wave is None or (now - core.wave_due_at(campaign, wave)).total_seconds() > grace_hours * 3600:
+        return None
+    return wave
+
+
+def notify(
+    runtime: Runtime,
+    wave: int | None = None,
+    dry_run: bool = False,
+    outbox: Path | None = None,
+    limit: int | None = None,
+    resend_uncertain: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> NotifySummary:
+    """Send one wave: pick the audience, render everything (preflight), then send each notice once."""
+    settings = runtime.settings
+    renderer = Renderer(settings.notices)
+    envelope = Envelope.from_settings(settings.notices)
+    with runtime.sessions() as session:
+        campaign = _require_campaign(session)
+    summary = NotifySummary(campaign_id=campaign.id, dry_run=dry_run, outbox=str(outbox) if outbox else None)
+    summary.wave = wave if wave is not None else _wave_due_or_explain(runtime, campaign, summary)
+    if summary.wave is None:
+        return summary
+    if not 1 <= summary.wave <= campaign.weeks:
+        raise DeliveryError(f"campaign {campaign.id} has waves 1 to {campaign.weeks}, not {summary.wave}")
+    waves = [summary.wave] + ([campaign.weeks + 1] if settings.notices.thank_you else [])
+    try:
+        _prepare(runtime, campaign, waves, summary, renderer, envelope, resend_uncertain)
+    except IntegrityError:  # another run inserted the same rows first: its ledger is ours too
+        _prepare(runtime, campaign, waves, summary, renderer, envelope, resend_uncertain)
+    if dry_run:
+        return summary
+    _send_all(runtime, campaign, waves, summary, renderer, envelope, outbox, limit, progress)
+    with runtime.sessions() as session, session.begin():
+        counts = core.state_counts(session, campaign.id, waves)
+        summary.uncertain = counts.get("sending", 0)
+        summary.remaining = counts.get("pending", 0) - summary.deferred
+        audit.record(session, runtime.clock.now(), runtime.actor, "notify.done", campaign_id=campaign.id, wave=summary.wave,
+                     sent=summary.sent, failed=summary.failed, deferred=summary.deferred, uncertain=summary.uncertain, outbox=summary.outbox)
+    return summary
+
+
+def _require_campaign(session) -> Campaign:  # type: ignore[no-untyped-def]
+    campaign = core.active_campaign(session)
+    if campaign is None:
+        raise DeliveryError("there is no active campaign: run `rollout campaign start --first DATE` first")
+    return campaign
+
+
+def _wave_due_or_explain(runtime: Runtime, campaign: Campaign, summary: NotifySummary) -> int | None:
+    now = runtime.clock.now()
+    latest = core.latest_due_wave(campaign, now)
+    if latest is None:
+        summary.note = f"no wave is due yet: wave 1 is due at {core.wave_due_at(campaign, 1).isoformat()}"
+        return None
+    wave = _due(campaign, now, runtime.settings.notices.grace_hours)
+    if wave is not None:
+        return wave
+    with runtime.sessions() as session:
+        started = bool(core.state_counts(session, campaign.id, [latest]))
+    if started or latest == campaign.weeks and now > core.campaign_end(campaign):
+        summary.note = f"no wave is due: wave {latest} was due at {core.wave_due_at(campaign, latest).isoformat()}"
+        return None
+    raise GuardError(
+        f"wave {latest} was due at {core.wave_due_at(campaign, latest).isoformat()}, more than "
+        f"{runtime.settings.notices.grace_hours} h ago (grace_hours): send it anyway with `rollout notify --wave {latest}`"
+    )
+
+
+def _prepare(runtime, campaign, waves, summary, renderer, envelope, resend_uncertain) -> None:  # type: ignore[no-untyped-def]
+    """One transaction: add the wave's ledger rows, then render every pending notice.
+
+    Any rendering error rolls the new rows back: nothing is recorded, nothing is sent.
+    A dry run rolls back too, after the same checks.
+    """
+    settings = runtime.settings.notices
+    now = runtime.clock.now()
+    wave = waves[0]
+    with runtime.sessions() as session, session.begin():
+        found = core.audience(session, now, settings.lookback_days)
+        existing = core.existing_customers(session, campaign.id, wave)
+        new = {c: uses for c, uses in found.reminders.items() if c not in existing}
+        ids = {c: message_id(campaign.id, wave, c, envelope.domain) for c in new}
+        summary.new = core.add_notices(session, campaign, wave, "reminder", new, ids, now)
+        if len(waves) > 1:
+            summary.new += _add_thanks(session, campaign, waves[1], found, now, envelope)
+        if resend_uncertain:
+            core.release_uncertain(session, campaign.id, waves)
+        counts = core.state_counts(session, campaign.id, waves)
+        summary.selected = sum(counts.values())
+        summary.skipped = counts.get("sent", 0) + counts.get("failed", 0)
+        summary.uncertain = counts.get("sending", 0)
+        for notice_id, ctx, msg_id in core.pending_contexts(session, campaign, waves, now):
+            _compose(renderer, envelope, ctx, msg_id, now)
+        summary.remaining = counts.get("pending", 0)
+        if summary.dry_run:
+            session.rollback()
+            return
+        audit.record(session, now, runtime.actor, "notify.start", campaign_id=campaign.id, wave=wave, new=summary.new,
+                     selected=summary.selected, pending=summary.remaining, resend_uncertain=resend_uncertain)
+
+
+def _add_thanks(session, campaign, thanks_wave, found, now, envelope) -> int:  # type: ignore[no-untyped-def]
+    existing = core.existing_customers(session, campaign.id, thanks_wave)
+    done = {c: m for c, m in core.thank_you_candidates(session, campaign.id, found.switched, found.reminders).items() if c not in existing}
+    lists = {c: [core.MailboxUse(m, c, "", None, None, True, True) for m in mailboxes] for c, mailboxes in done.items()}
+    ids = {c: message_id(campaign.id, thanks_wave, c, envelope.domain) for c in lists}
+    return core.add_notices(session, campaign, thanks_wave, "thanks", lists, ids, now)
+
+
+def _compose(renderer: Renderer, envelope: Envelope, ctx, msg_id: str, now: datetime) -> bytes:  # type: ignore[no-untyped-def]
+    rendered = renderer.render(ctx)
+    try:
+        return build_message(envelope, ctx.customer_name, ctx.to_address, msg_id, now, rendered)
+    except DeliveryError as exc:
+        raise DeliveryError(f"customer {ctx.customer_ref}: {exc}") from None
+
+
+# --- the send loop -----------------------------------------------------------------------
+
+
+class _Run:
+    """Shared by the worker threads of one run: counters, the limit, the stop flag."""
+
+    def __init__(self, summary: NotifySummary, limit: int | None, progress: Callable[[int], None] | None) -> None:
+        self.summary, self.limit, self.progress = summary, limit, progress or (lambda n: None)
+        self.lock = threading.Lock()
+        self.started = 0
+        self.stop = threading.Event()
+        self.deferred: set[int] = set()  # not claimed again in this run
+
+    def may_start(self) -> bool:
+        with self.lock:
+            if self.stop.is_set() or (self.limit is not None and self.started >= self.limit):
+                return False
+            self.started += 1
+            return True
+
+    def skipped(self) -> list[int]:
+        with self.lock:
+            return list(self.deferred)
+
+    def unstart(self) -> None:
+        with self.lock:
+            self.started -= 1
+
+    def count(self, notice_id: int, delivery: Delivery, ref: str, address: str) -> None:
+        with self.lock:
+            if delivery.status == "sent":
+                self.summary.sent += 1
+            elif delivery.status == "failed":
+                self.summary.failed += 1
+                self.summary.failures.append({"customer": ref, "to": address, "reply": delivery.reply})
+            else:
+                self.summary.deferred += 1
+                self.deferred.add(notice_id)
+        self.progress(1)
+
+
+def _send_all(runtime, campaign, waves, summary, renderer, envelope, outbox, limit, progress) -> None:  # type: ignore[no-untyped-def]
+    run = _Run(summary, limit, progress)
+    workers = 1 if outbox else max(1, runtime.settings.smtp.concurrency)
+    limiter = RateLimiter(runtime.settings.smtp.rate_per_second)
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    if outbox:
+        outbox.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(workers, thread_name_prefix="notify") as pool:
+        futures = [
+            pool.submit(_worker, runtime, campaign, waves, renderer, envelope, outbox, limiter, run, f"{name}/{i}") for i in range(workers)
+        ]
+        for future in futures:
+            future.result()
+    if run.stop.is_set():
+        summary.note = "stopped early: the SMTP server could not be reached; the rest stays pending for the next run"
+
+
+def _worker(runtime, campaign, waves, renderer, envelope, outbox, limiter, run: _Run, worker: str) -> None:  # type: ignore[no-untyped-def]
+    smtp = None if outbox else SmtpConnection(runtime.settings.smtp, limiter)
+    failures_in_a_row = 0
+    try:
+        with runtime.engine.connect() as conn:
+            while run.may_start():
+                notice_id = core.claim_next(conn, campaign.id, waves, worker, runtime.clock.now(), skip=run.skipped())
+                if notice_id is None:
+                    run.unstart()
+                    return
+                delivery, ref, address = _deliver_one(conn, runtime, campaign, notice_id, renderer, envelope, outbox, smtp)
+                state = {"sent": "sent", "failed": "failed"}.get(delivery.status, "pending")
+                core.record_outcome(conn, notice_id, state, delivery.reply, runtime.clock.now())
+                run.count(notice_id, delivery, ref, address)
+                failures_in_a_row = failures_in_a_row + 1 if delivery.reply.startswith("connection:") else 0
+                if failures_in_a_row >= STOP_AFTER_CONNECTION_FAILURES:
+                    run.stop.set()
+    finally:
+        if smtp is not None:
+            smtp.close()
+
+
+def _deliver_one(conn: Connection, runtime, campaign, notice_id, renderer, envelope, outbox, smtp) -> tuple[Delivery, str, str]:  # type: ignore[no-untyped-def]
+    now = runtime.clock.now()
+    try:
+        with conn.begin():
+            ctx, _customer_id, msg_id = core.notice_context(conn, notice_id, campaign, now)
+        message = _compose(renderer, envelope, ctx, msg_id, now)
+    except Exception:
+        # The claim must not strand a notice that was never handed to the server.
+        with conn.begin():
+            conn.execute(update(Notice).where(Notice.id == notice_id).values(state="pending", claimed_by=None))
+        raise
+    if outbox is not None:
+        return Delivery("sent", f"outbox: {_write_eml(outbox, msg_id, message)}", 1), ctx.customer_ref, ctx.to_address
+    return smtp.send(envelope.from_address, ctx.to_address, message), ctx.customer_ref, ctx.to_address
+
+
+def _write_eml(outbox: Path, msg_id: str, message: bytes) -> Path:
+    path = outbox / (msg_id.strip("<>").split("@")[0] + ".eml")
+    tmp = path.with_suffix(".eml.tmp")
+    tmp.write_bytes(message)
+    os.replace(tmp, path)  # a reader never sees half a message
+    return path
+
+
+# --- preview and test sends --------------------------------------------------------------
+
+
+@dataclass
+class Preview:
+    customer: str
+    to_address: str
+    wave: int
+    locale: str
+    subject: str
+    text: str
+    html: str
+    message_id: str
+    sent_to: str | None = None
+    reply: str | None = None
+
+
+def preview_notice(runtime: Runtime, customer: str | None, wave: int | None = None, test_to: str | None = None) -> Preview:
+    """Render one customer's notice with their real data; optionally send it to a test address.
+
+    Nothing is recorded in the ledger; the test message's Message-ID is marked ``.test``.
+    """
+    settings = runtime.settings
+    renderer = Renderer(settings.notices)
+    envelope = Envelope.from_settings(settings.notices)
+    now = runtime.clock.now()
+    with runtime.sessions() as session:
+        campaign = _require_campaign(session)
+        wave = wave or core.latest_due_wave(campaign, now) or 1
+        found = core.audience(session, now, settings.notices.lookback_days)
+        row = _find_customer(session, customer, found.reminders)
+        uses = found.reminders.get(row.id)
+        if not uses:
+            raise DeliveryError(f"customer {row.external_id} has no mailbox with confident legacy use in the last {settings.notices.lookback_days} days: nothing to preview")
+        lines = [core.MailboxLine(u.address, u.last_legacy_at, u.last_ip, u.switch_at) for u in uses]
+        ctx = core.build_context(campaign, wave, "reminder", row, lines, now)
+    rendered: RenderedNotice = renderer.render(ctx)
+    msg_id = message_id(campaign.id, wave, row.id, envelope.domain, suffix=f".test{int(now.timestamp())}")
+    preview = Preview(row.external_id, row.email, wave, rendered.locale, rendered.subject, rendered.text, rendered.html, msg_id)
+    if test_to:
+        message = build_message(envelope, row.name, test_to, msg_id, now, rendered)
+        smtp = SmtpConnection(settings.smtp, RateLimiter(0))
+        try:
+            delivery = smtp.send(envelope.from_address, test_to, message)
+        finally:
+            smtp.close()
+        preview.sent_to, preview.reply = test_to, delivery.reply
+        if delivery.status != "sent":
+            raise DeliveryError(f"the test message to {test_to} was not accepted: {delivery.reply}")
+    return preview
+
+
+def _find_customer(session, customer: str | None, reminders) -> Customer:  # type: ignore[no-untyped-def]
+    if customer is None:
+        if not reminders:
+            raise DeliveryError("no customer is affected: nothing to preview")
+        return session.get(Customer, next(iter(reminders)))
+    row = session.scalars(select(Customer).where((Customer.external_id == customer) | (Customer.email == customer))).first()
+    if row is None:
+        raise DeliveryError(f"no customer with id or e-mail {customer!r}")
+    return row
