@@ -69,13 +69,14 @@ def test_dry_run_shows_diff_and_customers(run: Cli, runtime: Runtime, planned: P
 def test_ladder_warn_defer_reject(run: Cli, runtime: Runtime, clock: ManualClock, planned: Path) -> None:
     """With a three-stage ladder the current cohort climbs before the next one starts."""
     runtime.settings = _with(runtime, ladder=("warn", "defer", "reject"))
-    seen = []
+    seen, texts = [], []
     for _ in range(4):
         clock.advance(timedelta(minutes=20))
         run("step", "--yes")
         seen.append((stages(runtime)[:2], map_keys(planned).get("anna@example.de")))
+        texts.append(planned.read_text())
     assert seen == [(["warn", "pending"], "WARN"), (["defer", "pending"], "DEFER"), (["reject", "pending"], "REJECT"), (["reject", "warn"], "REJECT")]
-    assert "DEFER 4.7.1" in planned.read_text()
+    assert "anna@example.de\tDEFER 4.7.1 SMTP-after-POP is switched off" in texts[1]
 
 
 def test_guards_paused_schedule_soak_and_window(run: Cli, runtime: Runtime, clock: ManualClock, planned: Path) -> None:
