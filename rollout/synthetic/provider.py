@@ -106,11 +106,11 @@ def _customer_rows(rng: random.Random, number: int, count: int) -> Iterator[Inve
     used: set[str] = set()
     for k in range(count):
         local = _local_part(rng, first, last, business, k)
-        if domain in SHARED_DOMAINS:
-            local = f"{local}.{number}"  # shared domains: the customer number keeps addresses unique
         while local in used:
             local = f"{local}{rng.randrange(10)}"
         used.add(local)
+        if domain in SHARED_DOMAINS:
+            local = f"{local}.{number}"  # shared domains: a final ".<customer number>" keeps addresses unique
         login = f"web{number}p{k + 1}" if rng.random() < 0.05 else ""
         yield InventoryRow(f"{local}@{domain}", customer_id, contact, name, locale, login)
 
