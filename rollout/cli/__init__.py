@@ -3,6 +3,6 @@
 from ._base import cli
 
 # Each module adds its commands to `cli` when imported; this list is the registry.
-from . import database, configuration, inventory, operate, plan, campaign  # noqa: E402,F401  isort: skip
+from . import database, configuration, inventory, operate, plan, campaign, scan  # noqa: E402,F401  isort: skip
 
 __all__ = ["cli"]

@@ -1,0 +1,326 @@
+"""Events → legacy submissions and who made them (log-formats.md §7.3–7.4). Pure: no database.
+
+A legacy submission is an accepted message without SMTP AUTH (R1), from outside
+the trusted networks (R2), with at least one remote, non-forwarded recipient
+(R3), whose client IP had a successful POP3/IMAP login within the window (R4).
+It is attributed to the login user; several candidate users without a sender
+match make it ambiguous (kept for review, never counted for a mailbox).
+
+The ``Detector`` is fed events in time order and collects findings in
+``findings``. Its state (login windows, open messages) is plain data:
+``to_state()``/``from_state()`` carry it from one scan to the next, so that a log
+scanned in pieces gives exactly what one scan over the whole gives.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .logs.events import Accept, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+
+STATE_VERSION = 1
+PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    window_seconds: float = 30 * 60
+    tolerance_seconds: float = 120
+    session_tracking: bool = True
+    session_cap_seconds: float = 24 * 3600
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    local_domains: frozenset[str] = frozenset()
+    login_addresses: Mapping[str, str] = field(default_factory=dict)  # lower(login) → address_key
+
+    @property
+    def near_miss_seconds(self) -> float:
+        """pop-before-smtp's lazy expiry keeps an IP up to 1.5 W + 60 s (§6.1)."""
+        return 1.5 * self.window_seconds + 60
+
+
+@dataclass(slots=True)
+class Finding:
+    """Something the scan records: ``kind`` is legacy, auth, ambiguous, unexplained, near_miss, refused or login."""
+
+    kind: str
+    t: float
+    host: str
+    user: str | None  # the login user (legacy, near_miss), SASL user (auth), or None
+    ip: str | None
+    sender: str | None = None
+    qid: str | None = None
+    confidence: str | None = None  # high | medium (legacy)
+    candidates: list[str] = field(default_factory=list)
+    lines: list[list[Any]] = field(default_factory=list)  # [[file, offset, line], ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Detector:
+    def __init__(self, config: DetectionConfig, state: Mapping[str, Any] | None = None) -> None:
+        self.config = config
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_networks]
+        self._trusted_cache: dict[str, bool] = {}
+        self.findings: list[Finding] = []
+        self.logins: dict[str, list[list[Any]]] = {}  # ip → [[t, user, end, key, file, offset, line], ...]
+        self.sessions: dict[str, list[Any]] = {}  # session key → its login record
+        self.messages: dict[str, dict[str, Any]] = {}  # host|instance|qid → the message so far
+        self.reinjected: dict[str, dict[str, Any]] = {}  # host|qid after a content filter → original
+        self.now = 0.0
+        self._since_prune = 0
+        if state:
+            self._load(state)
+
+    # -- feeding ------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        if event.t > self.now:
+            self.now = event.t
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+        self._since_prune += 1
+        if self._since_prune >= PRUNE_EVERY:
+            self.prune()
+
+    def feed_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.feed(event)
+
+    def _login(self, e: Login) -> None:
+        key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
+        record = [e.t, e.user.lower(), None, key, e.file, e.offset, e.line]
+        if self.is_trusted(e.ip):  # webmail, proxies: never open a window (P11)
+            self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
+            return
+        self.logins.setdefault(e.ip, []).append(record)
+        if key is not None:
+            self.sessions[key] = record
+        self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
+
+    def _session_end(self, e: SessionEnd) -> None:
+        for key in (_session_key(e.host, e.proto, e.session, e.user, None), _session_key(e.host, e.proto, None, e.user, e.pid)):
+            record = self.sessions.pop(key, None) if key else None
+            if record is not None:
+                record[2] = e.t
+                return
+
+    def _accept(self, e: Accept) -> None:
+        msg = self._message(e.host, e.instance, e.qid, e.t)
+        msg["ip"] = e.client_ip
+        msg["auth"] = e.authenticated
+        msg["sasl_user"] = e.sasl_user
+        msg["orig_ip"] = e.orig_client_ip
+        msg["orig_qid"] = e.orig_qid
+        if e.sender is not None:
+            msg["sender"] = e.sender
+        msg["lines"].append([e.file, e.offset, e.line])
+
+    def _sender(self, e: Sender) -> None:
+        msg = self._message(e.host, e.instance, e.qid, e.t)
+        msg["sender"] = e.sender
+        msg["lines"].append([e.file, e.offset, e.line])
+
+    def _delivery(self, e: Delivery) -> None:
+        msg = self._message(e.host, e.instance, e.qid, e.t)
+        if len(msg["rcpts"]) < 50:
+            hop = bool(e.queued_as) and self._is_trusted_relay(e.relay)
+            msg["rcpts"].append([e.rcpt, e.orig_to, e.daemon, e.relay, e.status, hop])
+            msg["lines"].append([e.file, e.offset, e.line])
+        if e.queued_as and self._is_trusted_relay(e.relay):
+            # the content filter re-queues the message under a new ID: remember where it came from (P14)
+            self.reinjected[f"{e.host}|{e.queued_as}"] = {k: msg.get(k) for k in ("t", "ip", "auth", "sasl_user", "sender")} | {
+                "lines": msg["lines"][:3]
+            }
+
+    def _removed(self, e: Removed) -> None:
+        msg = self.messages.pop(f"{e.host}|{e.instance}|{e.qid}", None)
+        if msg is None:
+            return
+        msg["lines"].append([e.file, e.offset, e.line])
+        self._evaluate(e.host, e.qid, msg)
+
+    def _refusal(self, e: Refusal) -> None:
+        line = [[e.file, e.offset, e.line]]
+        if e.reason == "map":
+            users = self._candidates(e.client_ip, e.t, self.config.window_seconds) if e.client_ip else []
+            self.findings.append(
+                Finding("refused", e.t, e.host, None, e.client_ip, e.sender, candidates=users, lines=line,
+                        details={"action": e.action, "address": e.map_address, "rcpt": e.rcpt})
+            )
+        elif e.reason == "relay" and e.action in ("reject", "defer") and e.client_ip and not self.is_trusted(e.client_ip):
+            users = self._candidates(e.client_ip, e.t, self.config.near_miss_seconds)
+            if len(users) == 1:
+                self.findings.append(Finding("near_miss", e.t, e.host, users[0], e.client_ip, e.sender, lines=line, details={"rcpt": e.rcpt}))
+
+    # -- the rule -----------------------------------------------------------------
+
+    def _evaluate(self, host: str, qid: str, msg: dict[str, Any]) -> None:
+        origin = msg
+        if msg.get("ip") is None or self.is_trusted(msg["ip"]):
+            original = self.reinjected.pop(f"{host}|{qid}", None)
+            if original is not None:
+                origin = original | {"rcpts": msg["rcpts"], "lines": original["lines"] + msg["lines"]}
+            elif msg.get("orig_ip"):
+                origin = msg | {"ip": msg["orig_ip"]}
+        t, ip, sender, lines = origin["t"], origin.get("ip"), origin.get("sender"), origin["lines"]
+        if origin.get("auth"):
+            user = origin.get("sasl_user")
+            self.findings.append(Finding("auth", t, host, user.lower() if user else None, ip, sender, qid, lines=lines[:6]))
+            return
+        if ip is None or self.is_trusted(ip) or not self._has_remote_recipient(msg["rcpts"]):
+            return  # local submission, trusted network, or inbound mail (R2, R3)
+        self._attribute(host, qid, t, ip, sender, lines)
+
+    def _attribute(self, host: str, qid: str, t: float, ip: str, sender: str | None, lines: list[list[Any]]) -> None:
+        qualifying = self._qualifying(ip, t)
+        users = sorted({r[1] for r, _ in qualifying})
+        lines = lines[:6]
+        if not users:
+            self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, lines=lines))
+            return
+        matching = [u for u in users if self.sender_matches(u, sender)]
+        tier = "strict" if any(tier == "strict" for _, tier in qualifying) else "session"
+        login = max((r for r, _ in qualifying), key=lambda r: r[0])
+        login_lines = [[login[4], login[5], login[6]]]
+        details = {"tier": tier, "delta_seconds": round(t - login[0], 3)}
+        if len(users) == 1:
+            confidence = "high" if matching else "medium"
+            if not matching:
+                details["flags"] = ["sender_mismatch"]
+            self.findings.append(Finding("legacy", t, host, users[0], ip, sender, qid, confidence, users, login_lines + lines, details))
+        elif len(matching) == 1:
+            details["flags"] = ["shared_ip"]
+            self.findings.append(Finding("legacy", t, host, matching[0], ip, sender, qid, "medium", users, login_lines + lines, details))
+        else:
+            self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, users, login_lines + lines, details))
+
+    def _qualifying(self, ip: str, t: float) -> list[tuple[list[Any], str]]:
+        """Logins from ``ip`` whose window (or session, P4) covers ``t``, with their tier."""
+        c = self.config
+        eps, w = c.tolerance_seconds, c.window_seconds
+        out = []
+        for record in self.logins.get(ip, ()):
+            start, end = record[0], record[2]
+            if t < start - eps:
+                continue
+            if t <= start + w + eps:
+                out.append((record, "strict"))
+            elif c.session_tracking and t <= self._session_end_time(record) + w + eps:
+                out.append((record, "session"))
+        return out
+
+    def _candidates(self, ip: str, t: float, reach: float) -> list[str]:
+        eps = self.config.tolerance_seconds
+        return sorted({r[1] for r in self.logins.get(ip, ()) if r[0] - eps <= t <= r[0] + reach + eps})
+
+    def _session_end_time(self, record: list[Any]) -> float:
+        if record[2] is not None:
+            return float(record[2])
+        if record[3] is not None:  # still open: counts until the cap
+            return float(record[0]) + self.config.session_cap_seconds
+        return float(record[0])
+
+    def _has_remote_recipient(self, rcpts: list[list[Any]]) -> bool:
+        for rcpt, orig_to, daemon, relay, _status, filter_hop in rcpts:
+            if daemon not in ("smtp", "lmtp") or relay == "none" or "private/" in relay:
+                continue
+            if filter_hop or self.is_local(rcpt):
+                continue
+            if orig_to and self.is_local(orig_to):
+                continue  # forwarding, not relaying
+            return True
+        return False
+
+    # -- helpers ------------------------------------------------------------------
+
+    def is_trusted(self, ip: str) -> bool:
+        known = self._trusted_cache.get(ip)
+        if known is None:
+            try:
+                addr = ipaddress.ip_address(ip)
+                known = any(addr in net for net in self._trusted)
+            except ValueError:
+                known = False
+            self._trusted_cache[ip] = known
+        return known
+
+    def is_local(self, address: str) -> bool:
+        return address.rpartition("@")[2].lower() in self.config.local_domains
+
+    def _is_trusted_relay(self, relay: str) -> bool:
+        """A hop to a content filter on a trusted host (it re-queues the message: P14)."""
+        start, end = relay.find("["), relay.find("]")
+        return 0 <= start < end and self.is_trusted(relay[start + 1 : end])
+
+    def sender_matches(self, user: str, sender: str | None) -> bool:
+        if not sender:
+            return False
+        local, _, domain = sender.lower().rpartition("@")
+        bare = local.split("+", 1)[0] + ("@" + domain if local else domain)
+        return bare == user or bare == self.config.login_addresses.get(user)
+
+    def _message(self, host: str, instance: str, qid: str, t: float) -> dict[str, Any]:
+        key = f"{host}|{instance}|{qid}"
+        msg = self.messages.get(key)
+        if msg is None:
+            msg = self.messages[key] = {"t": t, "ip": None, "auth": False, "sasl_user": None, "sender": None, "rcpts": [], "lines": []}
+        return msg
+
+    def prune(self) -> None:
+        """Forget login windows that can no longer matter, and messages stuck for days."""
+        self._since_prune = 0
+        c = self.config
+        keep_after = self.now - c.near_miss_seconds - c.window_seconds - 2 * c.tolerance_seconds
+        for ip in list(self.logins):
+            kept = [r for r in self.logins[ip] if self._session_end_time(r) >= keep_after or r[0] >= keep_after]
+            if kept:
+                self.logins[ip] = kept
+            else:
+                del self.logins[ip]
+        for key in [k for k, r in self.sessions.items() if self._session_end_time(r) < keep_after]:
+            del self.sessions[key]
+        stale = self.now - 7 * 86400
+        for key in [k for k, m in self.messages.items() if m["t"] < stale]:
+            del self.messages[key]
+        for key in [k for k, m in self.reinjected.items() if (m.get("t") or 0) < stale]:
+            del self.reinjected[key]
+
+    # -- state ----------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        self.prune()
+        return {"version": STATE_VERSION, "now": self.now, "logins": self.logins, "messages": self.messages, "reinjected": self.reinjected}
+
+    def _load(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            return  # an older format: start afresh rather than misread it
+        self.now = float(state["now"])
+        self.logins = {ip: [list(r) for r in records] for ip, records in state["logins"].items()}
+        self.messages = dict(state["messages"])
+        self.reinjected = dict(state["reinjected"])
+        for records in self.logins.values():
+            for record in records:
+                if record[3] is not None and record[2] is None:
+                    self.sessions[record[3]] = record
+
+
+def _session_key(host: str, proto: str, session: str | None, user: str, pid: str | None) -> str | None:
+    if session:
+        return f"{host}|s|{session}"
+    if pid:
+        return f"{host}|{proto}|{user.lower()}|{pid}"
+    return None
+
+
+_HANDLERS = {
+    Login: Detector._login,
+    SessionEnd: Detector._session_end,
+    Accept: Detector._accept,
+    Sender: Detector._sender,
+    Delivery: Detector._delivery,
+    Removed: Detector._removed,
+    Refusal: Detector._refusal,
+}

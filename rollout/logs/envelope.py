@@ -1,0 +1,159 @@
+"""The envelope: time stamp, host, program, pid, message (log-formats.md §1).
+
+Handled: RFC 3164 (space- or zero-padded day, optional ``<PRI>``), Postfix
+``maillog_file`` and journald ``short`` (same shape), RFC 3339 (rsyslog,
+journald ``short-iso``, with ``+hh:mm`` or ``+hhmm``), journald ``-o json``,
+Dovecot ``log_path`` files (no host: ``prefix: Level: msg``) and the Exim
+mainlog (``YYYY-MM-DD hh:mm:ss[.mmm][ ±hhmm] [[pid]] msg``, no host).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from .events import Envelope
+
+MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+YEAR_SLACK = timedelta(days=7)  # P7: a line this far after the reference time belongs to the year before
+
+_BSD = re.compile(
+    r"(?:<\d{1,3}>)?(?P<stamp>[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d)(?:\.\d+)? "
+    r"(?:(?P<host>[^\s:\[<]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)"
+)
+_ISO = re.compile(
+    r"(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) "
+    r"(?P<host>[^\s:\[]+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)"
+)
+# Exim mainlog, or a Dovecot log file with an ISO-like custom stamp, or syslog with such a stamp
+_SPACED = re.compile(r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)?(?: (?P<zone>[+-]\d{4}))? (?P<rest>.*)")
+_PROG = re.compile(r"(?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)")
+_EXIM_PID = re.compile(r"\[(?P<pid>\d+)\] (?P<msg>.*)")
+
+
+class EnvelopeParser:
+    """Splits lines; knows the zone of zone-less stamps and the reference time for the year."""
+
+    def __init__(self, default_host: str, zone: str = "UTC", reference: datetime | None = None) -> None:
+        self.default_host = default_host
+        self.zone = timezone.utc if zone == "UTC" else ZoneInfo(zone)
+        self.reference = reference or datetime.now(timezone.utc)
+        self._cache: dict[str, float] = {}
+
+    def parse(self, line: str) -> Envelope | None:
+        first = line[:1]
+        if first == "{":
+            return self._json(line)
+        if first.isdigit():
+            return self._iso(line)
+        m = _BSD.match(line)
+        if m is None:
+            return None
+        t = self._bsd_time(m["stamp"])
+        if t is None:
+            return None
+        host, prog, msg = m["host"], m["prog"], m["msg"]
+        if host is None:  # no host: a Dovecot log_path file ("pop3-login: Info: Login: …")
+            return Envelope(t, self.default_host, "dovecot", m["pid"], f"{prog}: {msg}")
+        return Envelope(t, host, prog, m["pid"], msg)
+
+    # -- the three families --------------------------------------------------------
+
+    def _iso(self, line: str) -> Envelope | None:
+        m = _ISO.match(line)
+        if m is not None:
+            t = self._iso_time(m["stamp"])
+            return None if t is None else Envelope(t, m["host"], m["prog"], m["pid"], m["msg"])
+        m = _SPACED.match(line)
+        if m is None:
+            return None
+        t = self._spaced_time(m["stamp"], m["zone"])
+        if t is None:
+            return None
+        rest = m["rest"]
+        p = _PROG.fullmatch(rest)
+        if p is not None and (p["host"] is not None or "-" in p["prog"] or "(" in p["prog"]):
+            if p["host"] is None:  # Dovecot log file with a custom stamp
+                return Envelope(t, self.default_host, "dovecot", None, rest)
+            return Envelope(t, p["host"], p["prog"], p["pid"], p["msg"])
+        pid = None
+        e = _EXIM_PID.match(rest)
+        if e is not None:
+            pid, rest = e["pid"], e["msg"]
+        return Envelope(t, self.default_host, "exim", pid, rest)
+
+    def _json(self, line: str) -> Envelope | None:
+        try:
+            obj = json.loads(line)
+            t = int(obj["__REALTIME_TIMESTAMP"]) / 1e6
+        except (ValueError, KeyError, TypeError):
+            return None
+        message = obj.get("MESSAGE")
+        if isinstance(message, list):  # not valid UTF-8: journald gives the bytes
+            message = bytes(b & 0xFF for b in message if isinstance(b, int)).decode("utf-8", "replace")
+        if not isinstance(message, str):
+            return None
+        program = obj.get("SYSLOG_IDENTIFIER") or obj.get("_COMM")
+        if not isinstance(program, str):
+            return None
+        host = obj.get("_HOSTNAME") or self.default_host
+        return Envelope(t, str(host), program, obj.get("SYSLOG_PID") or obj.get("_PID"), message)
+
+    # -- time ---------------------------------------------------------------------
+
+    def _bsd_time(self, stamp: str) -> float | None:
+        t = self._cache.get(stamp)
+        if t is not None:
+            return t
+        try:
+            mon = MONTHS[stamp[:3]]
+            day = int(stamp[4:6])
+            hh, mm, ss = int(stamp[-8:-6]), int(stamp[-5:-3]), int(stamp[-2:])
+            year = self.reference.year
+            moment = _local(year, mon, day, hh, mm, ss, self.zone)
+            if moment is None or moment > self.reference + YEAR_SLACK:
+                moment = _local(year - 1, mon, day, hh, mm, ss, self.zone)
+        except (KeyError, ValueError):
+            return None
+        if moment is None:
+            return None
+        t = moment.timestamp()
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[stamp] = t
+        return t
+
+    def _iso_time(self, stamp: str) -> float | None:
+        try:
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self.zone)
+        return moment.timestamp()
+
+    def _spaced_time(self, stamp: str, zone: str | None) -> float | None:
+        key = stamp + (zone or "")
+        t = self._cache.get(key)
+        if t is not None:
+            return t
+        try:
+            moment = datetime.fromisoformat(stamp)
+            if zone:
+                moment = datetime.fromisoformat(f"{stamp}{zone[:3]}:{zone[3:]}")
+            else:
+                moment = moment.replace(tzinfo=self.zone)
+        except ValueError:
+            return None
+        t = moment.timestamp()
+        self._cache[key] = t
+        return t
+
+
+def _local(year: int, mon: int, day: int, hh: int, mm: int, ss: int, zone: timezone | ZoneInfo) -> datetime | None:
+    try:
+        return datetime(year, mon, day, hh, mm, ss, tzinfo=zone)
+    except ValueError:  # Feb 29 in a year without one
+        return None

@@ -1,0 +1,106 @@
+"""The typed events the parsers produce; times are UTC seconds since the epoch (floats are cheap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A syslog-ish line split up: the message is only interpreted in the light of ``program``."""
+
+    t: float
+    host: str
+    program: str
+    pid: str | None
+    message: str
+
+
+@dataclass(slots=True)
+class Event:
+    """Common part: when, where, and the raw line with its file and byte offset (evidence)."""
+
+    t: float
+    host: str
+    file: str
+    offset: int
+    line: str
+
+
+@dataclass(slots=True)
+class Login(Event):
+    """A successful POP3/IMAP login: the thing that opened the legacy relay window."""
+
+    proto: str
+    user: str
+    ip: str
+    session: str | None = None
+    pid: str | None = None
+
+
+@dataclass(slots=True)
+class SessionEnd(Event):
+    """A POP3/IMAP session ended (logout, disconnect)."""
+
+    proto: str
+    user: str
+    session: str | None = None
+    pid: str | None = None
+
+
+@dataclass(slots=True)
+class Accept(Event):
+    """A message was accepted into the queue (Postfix ``client=``, Exim ``<=``)."""
+
+    instance: str
+    qid: str
+    client_ip: str | None  # None: local submission (pickup, Exim P=local)
+    sasl_user: str | None = None
+    authenticated: bool = False
+    orig_client_ip: str | None = None
+    orig_qid: str | None = None
+    sender: str | None = None  # Exim has it on the same line
+
+
+@dataclass(slots=True)
+class Sender(Event):
+    """Postfix qmgr ``from=``: the envelope sender of a queued message."""
+
+    instance: str
+    qid: str
+    sender: str
+
+
+@dataclass(slots=True)
+class Delivery(Event):
+    """One recipient delivered, deferred or bounced by some transport."""
+
+    instance: str
+    qid: str
+    rcpt: str
+    orig_to: str | None
+    daemon: str
+    relay: str
+    status: str
+    queued_as: str | None = None
+
+
+@dataclass(slots=True)
+class Removed(Event):
+    """The message left the queue (Postfix ``removed``, Exim ``Completed``)."""
+
+    instance: str
+    qid: str
+
+
+@dataclass(slots=True)
+class Refusal(Event):
+    """An SMTP refusal or warning: relay denied, or our own sender map (``reason='map'``)."""
+
+    action: str  # reject | reject_warning | warn | defer
+    reason: str  # relay | map | other
+    client_ip: str | None
+    sender: str | None
+    rcpt: str | None
+    text: str
+    map_address: str | None = None  # {address} of our reject text, when it is ours

@@ -1,0 +1,79 @@
+"""POP3/IMAP logins and session ends: Dovecot 1.x–2.4, Courier, Cyrus, UW (log-formats.md §3, §5)."""
+
+from __future__ import annotations
+
+import re
+
+from .events import Envelope, Event, Login, SessionEnd
+from .net import normalise_ip
+
+_DOVECOT_LOGIN = re.compile(r"(?P<svc>pop3|imap)-login: (?:Info: )?(?P<verb>Login|Logged in): (?P<elems>.*)")
+_DOVECOT_FAILED = re.compile(r"(?:pop3|imap)-login: (?:Info: )?(?:Disconnected|Aborted login|Login aborted)")
+_DOVECOT_END = re.compile(
+    r"(?P<svc>pop3|imap|POP3|IMAP)\((?P<user>[^)]*)\)(?:<(?P<pid>\d+)>)?(?:<(?P<session>[^>]*)>)?: "
+    r"(?:Info: )?(?:session=<?(?P<session2>[^ >]*)>? )?(?:Disconnected|Logged out)"
+)
+_ELEMENT = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
+
+_COURIER = re.compile(r"(?P<what>LOGIN|LOGOUT|TIMEOUT|DISCONNECTED), user=(?P<user>[^,]+), ip=\[(?P<ip>[^\]]*)\](?:, .*)?")
+_CYRUS = re.compile(r"login: (?:\S+ )?\[(?P<ip>[^\]]+)\] (?P<user>\S+) \S+ User logged in(?: .*)?")
+_UW = re.compile(r"(?P<what>Login|Authenticated|Auth|APOP|Logout|Autologout|Killed) user=(?P<user>\S+) host=(?:\S+ )?\[(?P<ip>[^\]]+)\](?: .*)?")
+
+COURIER_PROGRAMS = {
+    "pop3d": "pop3", "pop3d-ssl": "pop3", "courierpop3login": "pop3",
+    "imapd": "imap", "imapd-ssl": "imap", "imaplogin": "imap",
+}
+UW_PROGRAMS = {"ipop3d": "pop3", "imapd": "imap"}
+CYRUS_DAEMONS = {"pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap"}
+
+
+def parse_dovecot(env: Envelope, file: str, offset: int, line: str) -> Event | str:
+    msg = env.message
+    if msg.startswith("Info: "):  # Dovecot 1.x "dovecot: … Info: imap-login: …"
+        msg = msg[6:]
+    m = _DOVECOT_LOGIN.fullmatch(msg)
+    if m is not None:
+        el = {k: v[1:-1] if v.startswith("<") else v for k, v in _ELEMENT.findall(m["elems"])}
+        ip = normalise_ip(el.get("rip", ""))
+        user = el.get("user", "")
+        if ip is None or not user:
+            return "login-unusable"
+        return Login(env.t, env.host, file, offset, line, m["svc"], user, ip, el.get("session") or None, el.get("mpid"))
+    if _DOVECOT_FAILED.match(msg):
+        return "login-failed"
+    e = _DOVECOT_END.match(msg)
+    if e is not None:
+        return SessionEnd(env.t, env.host, file, offset, line, e["svc"].lower(), e["user"], e["session"] or e["session2"], e["pid"])
+    return "dovecot"
+
+
+def parse_other_imapd(env: Envelope, file: str, offset: int, line: str) -> Event | str | None:
+    """Courier, Cyrus and UW servers; None when the program is none of them."""
+    prog = env.program
+    daemon = prog.rpartition("/")[2]
+    if prog in COURIER_PROGRAMS:
+        m = _COURIER.fullmatch(env.message)
+        if m is not None:
+            return _login_or_end(env, m["what"] == "LOGIN", COURIER_PROGRAMS[prog], m["user"], m["ip"], file, offset, line)
+    if prog in UW_PROGRAMS:
+        m = _UW.fullmatch(env.message)
+        if m is not None:
+            is_login = m["what"] in ("Login", "Authenticated", "Auth", "APOP")
+            return _login_or_end(env, is_login, UW_PROGRAMS[prog], m["user"], m["ip"], file, offset, line)
+    if daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon):
+        m = _CYRUS.fullmatch(env.message)
+        if m is not None:
+            user = m["user"].split("+", 1)[0]
+            return _login_or_end(env, True, CYRUS_DAEMONS[daemon], user, m["ip"], file, offset, line)
+    if prog in COURIER_PROGRAMS or prog in UW_PROGRAMS or daemon in CYRUS_DAEMONS:
+        return "imapd"
+    return None
+
+
+def _login_or_end(env: Envelope, is_login: bool, proto: str, user: str, raw_ip: str, file: str, offset: int, line: str) -> Event | str:
+    if not is_login:
+        return SessionEnd(env.t, env.host, file, offset, line, proto, user, None, env.pid)
+    ip = normalise_ip(raw_ip)
+    if ip is None:
+        return "login-unusable"
+    return Login(env.t, env.host, file, offset, line, proto, user, ip, None, env.pid)

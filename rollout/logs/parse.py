@@ -1,0 +1,67 @@
+"""One line in, one event (or the kind of line it was) out."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import datetime
+from typing import Callable
+
+from .envelope import EnvelopeParser
+from .events import Event
+from .exim import parse_exim
+from .imapd import parse_dovecot, parse_other_imapd
+from .postfix import PostfixParser, split_program
+
+UNKNOWN = "unknown"
+
+
+def our_text_matcher(reject_text: str, help_url: str) -> Callable[[str], str | None]:
+    """A function recognising our enforcement map's text; it returns the ``{address}`` in it."""
+    pattern = re.escape(reject_text).replace(re.escape("{address}"), r"(?P<address>\S+?)")
+    pattern = pattern.replace(re.escape("{help_url}"), re.escape(help_url))
+    compiled = re.compile(pattern)
+
+    def match(text: str) -> str | None:
+        m = compiled.fullmatch(text)
+        if m is None:
+            return None
+        return m.groupdict().get("address") or ""
+
+    return match
+
+
+class LineParser:
+    """Parses lines of one file; counts lines per kind in ``kinds``."""
+
+    def __init__(self, envelopes: EnvelopeParser, our_text: Callable[[str], str | None]) -> None:
+        self.envelopes = envelopes
+        self.postfix = PostfixParser(our_text)
+        self.kinds: Counter[str] = Counter()
+
+    def parse(self, line: str, file: str, offset: int) -> Event | None:
+        result = self._parse(line, file, offset)
+        if isinstance(result, str):
+            self.kinds[result] += 1
+            return None
+        self.kinds[type(result).__name__.lower()] += 1
+        return result
+
+    def _parse(self, line: str, file: str, offset: int) -> Event | str:
+        env = self.envelopes.parse(line)
+        if env is None:
+            return UNKNOWN
+        program = env.program
+        if program.startswith("postfix"):
+            parts = split_program(program)
+            if parts is None:
+                return UNKNOWN
+            return self.postfix.parse(env, parts[0], parts[1], file, offset, line)
+        if program == "dovecot":
+            return parse_dovecot(env, file, offset, line)
+        if program == "exim" or program.startswith("exim4"):
+            return parse_exim(env, file, offset, line)
+        other = parse_other_imapd(env, file, offset, line)
+        if other is not None:
+            return other
+        return "other-program"

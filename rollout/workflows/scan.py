@@ -1,0 +1,438 @@
+"""Scan use cases: read logs incrementally and record legacy use; report it.
+
+``scan_logs`` commits the new file positions, the carried-over detector state
+and the day aggregates in one transaction: a crash mid-scan loses nothing and
+counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .. import audit
+from ..detection import DetectionConfig, Detector, Finding
+from ..logs.envelope import EnvelopeParser
+from ..logs.events import Event, Login
+from ..logs.parse import LineParser, our_text_matcher
+from ..logs.reader import LineSource, identify
+from ..models import Customer, Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from ..runtime import Runtime
+
+FLUSH_FINDINGS = 20_000
+MAX_LISTED = 20  # client IPs / senders kept per mailbox and day
+CONFIDENCE_RANK = {None: 0, "medium": 1, "high": 2}
+
+
+@dataclass
+class FileSummary:
+    path: str
+    host: str
+    lines: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+    unparsed: int = 0
+    started_at_offset: int = 0
+    restarted: bool = False  # rotated, truncated or replaced since the last scan
+    warning: str | None = None
+
+
+@dataclass
+class ScanSummary:
+    files: list[FileSummary]
+    lines: int
+    legacy_submissions: int
+    mailboxes: int
+    ambiguous: int
+    unexplained: int
+    authenticated: int
+    refused: int
+    near_misses: int
+    unknown_logins: int
+    elapsed_seconds: float
+    lines_per_second: float
+
+
+@dataclass
+class LegacyMailbox:
+    address: str
+    customer: str
+    last_seen: datetime | None
+    submissions: int
+    days: int
+    client_ips: list[str]
+    senders: list[str]
+    confidence: str | None
+    switched: bool
+    auth_count: int
+    auth_last: datetime | None
+    near_misses: int
+    refused: int
+    refused_last: datetime | None
+
+
+@dataclass
+class _Day:
+    legacy_count: int = 0
+    high_count: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    last_ip: str | None = None
+    client_ips: set[str] = field(default_factory=set)
+    senders: set[str] = field(default_factory=set)
+    confidence: str | None = None
+    auth_count: int = 0
+    auth_last: float | None = None
+    near_miss_count: int = 0
+    refused_count: int = 0
+    refused_last: float | None = None
+
+
+class _Tally:
+    """Findings → per mailbox and day aggregates, evidence samples, review items, unknown logins."""
+
+    def __init__(self, mailbox_ids: dict[str, int]) -> None:
+        self.ids = mailbox_ids
+        self.days: dict[tuple[int, date], _Day] = {}
+        self.evidence: dict[tuple[int, date, str], tuple[list[Any], dict[str, Any]]] = {}
+        self.reviews: list[Finding] = []
+        self.unknown: dict[str, list[Any]] = {}
+        self.counts = {"legacy": 0, "ambiguous": 0, "unexplained": 0, "auth": 0, "refused": 0, "near_miss": 0}
+
+    def add(self, f: Finding) -> None:
+        if f.kind == "login":
+            if f.user and f.user.lower() not in self.ids:
+                u = self.unknown.setdefault(f.user.lower(), [f.t, f.t, 0, f.ip])
+                u[1], u[2], u[3] = max(u[1], f.t), u[2] + 1, f.ip
+            return
+        self.counts[f.kind] += 1
+        if f.kind in ("ambiguous", "unexplained"):
+            self.reviews.append(f)
+            return
+        mailbox_id = self._mailbox(f)
+        if mailbox_id is None:
+            return
+        day_key = (mailbox_id, datetime.fromtimestamp(f.t, timezone.utc).date())
+        d = self.days.setdefault(day_key, _Day())
+        getattr(self, f"_{f.kind}")(d, f)
+        self.evidence.setdefault((*day_key, f.kind), (f.lines, {k: v for k, v in _details(f).items() if v not in (None, [], {})}))
+
+    def _mailbox(self, f: Finding) -> int | None:
+        if f.kind == "refused":  # the map entry's mailbox: the sender's, or the login user's
+            for key in (f.sender, f.details.get("address")):
+                if key and key.lower() in self.ids:
+                    return self.ids[key.lower()]
+            return self.ids.get(f.candidates[0]) if len(f.candidates) == 1 else None
+        return self.ids.get(f.user) if f.user else None
+
+    def _legacy(self, d: _Day, f: Finding) -> None:
+        d.legacy_count += 1
+        d.high_count += f.confidence == "high"
+        d.first_seen = f.t if d.first_seen is None else min(d.first_seen, f.t)
+        if d.last_seen is None or f.t >= d.last_seen:
+            d.last_seen, d.last_ip = f.t, f.ip
+        if f.ip:
+            d.client_ips.add(f.ip)
+        if f.sender:
+            d.senders.add(f.sender.lower())
+        if CONFIDENCE_RANK[f.confidence] > CONFIDENCE_RANK[d.confidence]:
+            d.confidence = f.confidence
+
+    def _auth(self, d: _Day, f: Finding) -> None:
+        d.auth_count += 1
+        d.auth_last = f.t if d.auth_last is None else max(d.auth_last, f.t)
+
+    def _near_miss(self, d: _Day, f: Finding) -> None:
+        d.near_miss_count += 1
+
+    def _refused(self, d: _Day, f: Finding) -> None:
+        d.refused_count += 1
+        d.refused_last = f.t if d.refused_last is None else max(d.refused_last, f.t)
+
+
+def _details(f: Finding) -> dict[str, Any]:
+    return {"at": _dt(f.t).isoformat(), "host": f.host, "queue_id": f.qid, "client_ip": f.ip, "sender": f.sender,
+            "confidence": f.confidence, "candidates": f.candidates, **f.details}
+
+
+def _dt(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc)
+
+
+# -- the scan -----------------------------------------------------------------------
+
+
+def scan_logs(
+    runtime: Runtime,
+    paths: Sequence[Path],
+    host: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ScanSummary:
+    """Read what is new in ``paths`` since the last scan and record what it shows."""
+    started = time.monotonic()
+    settings = runtime.settings
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        ids, logins, domains = _inventory(session)
+        config = _detection_config(settings.scan, domains, logins)
+        carry = session.get(ScanCarry, 1)
+        detector = Detector(config, json.loads(zlib.decompress(carry.state)) if carry else None)
+        tally = _Tally(ids)
+        files, sources = _open_sources(session, paths, host or settings.scan.host, settings)
+        events = heapq.merge(*(_events(src, parser, fs, progress) for src, parser, fs, _row, _ident in sources), key=_time)
+        for event in events:
+            detector.feed(event)
+            if len(detector.findings) >= FLUSH_FINDINGS:
+                _drain(detector, tally)
+        _drain(detector, tally)
+        _save(session, tally, now)
+        _save_positions(session, sources, now)
+        state = zlib.compress(json.dumps(detector.to_state(), separators=(",", ":")).encode())
+        if carry is None:
+            session.add(ScanCarry(id=1, state=state, updated_at=now))
+        else:
+            carry.state, carry.updated_at = state, now
+        summary = _summary(files, tally, started)
+        audit.record(session, now, runtime.actor, "scan.run", files=[f.path for f in files], lines=summary.lines,
+                     legacy_submissions=summary.legacy_submissions, mailboxes=summary.mailboxes)
+    return summary
+
+
+def _time(event: Event) -> tuple[float, int]:
+    # logins first within the same second: logs have whole seconds, and the POP login
+    # that opened the window is often logged in the same second as the relay it allowed
+    return event.t, event.__class__ is not Login
+
+
+def _drain(detector: Detector, tally: _Tally) -> None:
+    for f in detector.findings:
+        tally.add(f)
+    detector.findings.clear()
+
+
+def _inventory(session: Session) -> tuple[dict[str, int], dict[str, str], set[str]]:
+    ids: dict[str, int] = {}
+    logins: dict[str, str] = {}
+    domains: set[str] = set()
+    for mid, key, login, domain in session.execute(select(Mailbox.id, Mailbox.address_key, Mailbox.login, Mailbox.domain)):
+        ids[key] = mid
+        domains.add(domain.lower())
+        if login:
+            ids.setdefault(login.lower(), mid)
+            logins[login.lower()] = key
+    return ids, logins, domains
+
+
+def _detection_config(scan: Any, domains: set[str], logins: dict[str, str]) -> DetectionConfig:
+    return DetectionConfig(
+        window_seconds=scan.window_minutes * 60,
+        tolerance_seconds=scan.tolerance_seconds,
+        session_tracking=scan.session_tracking,
+        session_cap_seconds=scan.session_cap_hours * 3600,
+        trusted_networks=scan.trusted_networks,
+        local_domains=frozenset(domains | {d.lower() for d in scan.local_domains}),
+        login_addresses=logins,
+    )
+
+
+def _open_sources(session: Session, paths: Sequence[Path], host: str | None, settings: Any) -> tuple[list[FileSummary], list[Any]]:
+    our_text = our_text_matcher(settings.enforcement.reject_text, settings.enforcement.help_url)
+    files, sources = [], []
+    for path in paths:
+        ident = identify(path)
+        key_host = host or "localhost"
+        row = session.scalar(select(ScanSource).where(ScanSource.host == key_host, ScanSource.path == str(path)))
+        offset, restarted = _resume_offset(session, row, ident)
+        fs = FileSummary(str(path), key_host, started_at_offset=offset, restarted=restarted)
+        reference = datetime.fromtimestamp(ident.mtime, timezone.utc)
+        parser = LineParser(EnvelopeParser(key_host, settings.scan.timezone, reference), our_text)
+        files.append(fs)
+        sources.append((LineSource(path, offset), parser, fs, row, ident))
+    return files, sources
+
+
+def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tuple[int, bool]:
+    """Where to continue: same file → its offset; rotated/truncated → 0, or where a renamed copy stopped."""
+    if row is not None and (row.device, row.inode, row.fingerprint) == (ident.device, ident.inode, ident.fingerprint):
+        if ident.compressed or ident.size >= row.offset:
+            return row.offset, False
+        return 0, True  # copytruncate: shorter than before
+    same = session.scalar(
+        select(ScanSource).where(ScanSource.device == ident.device, ScanSource.inode == ident.inode, ScanSource.fingerprint == ident.fingerprint)
+    )
+    if same is not None:  # renamed by rotation (maillog → maillog.1): continue where it stopped
+        return same.offset, row is not None
+    return 0, row is not None
+
+
+def _events(source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None) -> Iterator[Event]:
+    parse = parser.parse
+    name = str(source.path)
+    last = source.offset
+    for n, (offset, line) in enumerate(source.lines(), 1):
+        event = parse(line, name, offset)
+        if event is not None:
+            yield event
+        if progress is not None and n % 10_000 == 0:
+            progress(source.offset - last)
+            last = source.offset
+    fs.lines = sum(parser.kinds.values())
+    fs.kinds = dict(sorted(parser.kinds.items()))
+    fs.unparsed = parser.kinds.get("unknown", 0)
+    fs.warning = source.warning
+    if progress is not None:
+        progress(source.offset - last)
+
+
+def _save_positions(session: Session, sources: list[Any], now: datetime) -> None:
+    for source, _parser, fs, row, ident in sources:
+        if row is None:
+            row = ScanSource(host=fs.host, path=fs.path, lines=0)
+            session.add(row)
+        elif fs.restarted:
+            row.lines = 0
+        row.device, row.inode, row.fingerprint = ident.device, ident.inode, ident.fingerprint
+        row.offset = source.offset
+        row.lines = (row.lines or 0) + fs.lines
+        row.last_scan_at = now
+
+
+def _save(session: Session, tally: _Tally, now: datetime) -> None:
+    for (mailbox_id, day), d in tally.days.items():
+        row = session.get(LegacyDay, (mailbox_id, day))
+        if row is None:
+            row = LegacyDay(mailbox_id=mailbox_id, day=day, legacy_count=0, high_count=0, client_ips=[], senders=[],
+                            auth_count=0, near_miss_count=0, refused_count=0)
+            session.add(row)
+        _merge_day(row, d)
+    for (mailbox_id, day, kind), (lines, details) in tally.evidence.items():
+        if session.get(Evidence, (mailbox_id, day, kind)) is None:
+            session.add(Evidence(mailbox_id=mailbox_id, day=day, kind=kind, lines=_line_dicts(lines), details=details))
+    for f in tally.reviews:
+        at = _dt(f.t)
+        exists = session.scalar(select(ReviewItem.id).where(ReviewItem.host == f.host, ReviewItem.queue_id == (f.qid or ""), ReviewItem.at == at))
+        if exists is None:
+            session.add(ReviewItem(kind=f.kind, at=at, host=f.host, queue_id=f.qid or "", client_ip=f.ip, sender=f.sender,
+                                   candidates=f.candidates, evidence=_line_dicts(f.lines)))
+    for user, (first, last, count, ip) in tally.unknown.items():
+        row = session.get(UnknownLogin, user)
+        if row is None:
+            session.add(UnknownLogin(user=user, first_seen=_dt(first), last_seen=_dt(last), count=count, last_ip=ip))
+        else:
+            row.first_seen, row.last_seen = min(row.first_seen, _dt(first)), max(row.last_seen, _dt(last))
+            row.count += count
+            row.last_ip = ip
+    session.flush()
+
+
+def _merge_day(row: LegacyDay, d: _Day) -> None:
+    row.legacy_count += d.legacy_count
+    row.high_count += d.high_count
+    if d.first_seen is not None:
+        row.first_seen = _earliest(row.first_seen, _dt(d.first_seen))
+    if d.last_seen is not None and (row.last_seen is None or _dt(d.last_seen) >= row.last_seen):
+        row.last_seen, row.last_ip = _dt(d.last_seen), d.last_ip
+    row.client_ips = sorted(set(row.client_ips) | d.client_ips)[:MAX_LISTED]
+    row.senders = sorted(set(row.senders) | d.senders)[:MAX_LISTED]
+    if CONFIDENCE_RANK[d.confidence] > CONFIDENCE_RANK[row.confidence]:
+        row.confidence = d.confidence
+    row.auth_count += d.auth_count
+    if d.auth_last is not None:
+        row.auth_last = max(filter(None, (row.auth_last, _dt(d.auth_last))))
+    row.near_miss_count += d.near_miss_count
+    row.refused_count += d.refused_count
+    if d.refused_last is not None:
+        row.refused_last = max(filter(None, (row.refused_last, _dt(d.refused_last))))
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return min(filter(None, (a, b)), default=None)
+
+
+def _line_dicts(lines: list[list[Any]]) -> list[dict[str, Any]]:
+    return [{"file": f, "offset": o, "line": text} for f, o, text in lines]
+
+
+def _summary(files: list[FileSummary], tally: _Tally, started: float) -> ScanSummary:
+    elapsed = time.monotonic() - started
+    lines = sum(f.lines for f in files)
+    legacy_mailboxes = {mid for (mid, _day), d in tally.days.items() if d.legacy_count}
+    c = tally.counts
+    return ScanSummary(
+        files=files, lines=lines, legacy_submissions=c["legacy"], mailboxes=len(legacy_mailboxes), ambiguous=c["ambiguous"],
+        unexplained=c["unexplained"], authenticated=c["auth"], refused=c["refused"], near_misses=c["near_miss"],
+        unknown_logins=len(tally.unknown), elapsed_seconds=round(elapsed, 3), lines_per_second=round(lines / elapsed) if elapsed else 0,
+    )
+
+
+# -- reports --------------------------------------------------------------------------
+
+
+def legacy_report(runtime: Runtime, since: date | None = None, customer: str | None = None) -> list[LegacyMailbox]:
+    """Mailboxes with legacy use (since ``since``), with their evidence summary and ``switched``."""
+    with runtime.sessions() as session:
+        query = select(LegacyDay, Mailbox.address, Customer.external_id).join(Mailbox, Mailbox.id == LegacyDay.mailbox_id).join(
+            Customer, Customer.id == Mailbox.customer_id
+        )
+        if since is not None:
+            query = query.where(LegacyDay.day >= since)
+        if customer is not None:
+            query = query.where(Customer.external_id == customer)
+        by_mailbox: dict[str, list[Any]] = {}
+        for day, address, external_id in session.execute(query.order_by(Mailbox.address_key, LegacyDay.day)):
+            by_mailbox.setdefault(address, [external_id, []])[1].append(day)
+        return [m for address, (cust, days) in by_mailbox.items() if (m := _legacy_mailbox(address, cust, days)) is not None]
+
+
+def _legacy_mailbox(address: str, customer: str, days: list[LegacyDay]) -> LegacyMailbox | None:
+    used = [d for d in days if d.legacy_count]
+    if not used:
+        return None
+    last_seen = max(d.last_seen for d in used if d.last_seen)
+    auth_last = max((d.auth_last for d in days if d.auth_last), default=None)
+    refused_last = max((d.refused_last for d in days if d.refused_last), default=None)
+    return LegacyMailbox(
+        address=address, customer=customer, last_seen=last_seen, submissions=sum(d.legacy_count for d in used), days=len(used),
+        client_ips=sorted({ip for d in used for ip in d.client_ips}), senders=sorted({s for d in used for s in d.senders}),
+        confidence=max((d.confidence for d in used), key=lambda c: CONFIDENCE_RANK[c]),
+        switched=auth_last is not None and auth_last > last_seen, auth_count=sum(d.auth_count for d in days), auth_last=auth_last,
+        near_misses=sum(d.near_miss_count for d in days), refused=sum(d.refused_count for d in days), refused_last=refused_last,
+    )
+
+
+@dataclass
+class ReviewEntry:
+    kind: str
+    at: datetime
+    host: str
+    queue_id: str
+    client_ip: str | None
+    sender: str | None
+    candidates: list[str]
+    evidence: list[dict[str, Any]]
+
+
+def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEntry]:
+    """Ambiguous sightings and unexplained unauthenticated relays, oldest first."""
+    with runtime.sessions() as session:
+        query = select(ReviewItem).order_by(ReviewItem.at, ReviewItem.id)
+        if since is not None:
+            query = query.where(ReviewItem.at >= datetime(since.year, since.month, since.day, tzinfo=timezone.utc))
+        return [
+            ReviewEntry(r.kind, r.at, r.host, r.queue_id, r.client_ip, r.sender, list(r.candidates), list(r.evidence))
+            for r in session.scalars(query)
+        ]
+
+
+def unknown_logins(runtime: Runtime) -> list[UnknownLogin]:
+    with runtime.sessions() as session:
+        return list(session.scalars(select(UnknownLogin).order_by(func.lower(UnknownLogin.user))))
