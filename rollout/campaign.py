@@ -180,6 +180,16 @@ def _chunks(ids: list[int], size: int = 5000) -> Iterable[list[int]]:
 # --- the ledger ---------------------------------------------------------------------------
 
 
+def lock_campaign(session: Session, campaign_id: int) -> None:
+    """Serialise the ledger set-up of concurrent runs, and make it a write transaction from its start.
+
+    PostgreSQL: a row lock on the campaign. SQLite: a transaction whose first
+    statement writes waits for the write lock (busy timeout); one that read first
+    and writes later fails at once if another process wrote in between.
+    """
+    session.execute(update(Campaign).where(Campaign.id == campaign_id).values(active=Campaign.active))
+
+
 def existing_customers(session: Session, campaign_id: int, wave: int) -> set[int]:
     return set(session.scalars(select(Notice.customer_id).where(Notice.campaign_id == campaign_id, Notice.wave == wave)))
 

@@ -159,10 +159,11 @@ def notify(
     if dry_run:
         return summary
     _send_all(runtime, campaign, waves, summary, renderer, envelope, outbox, limit, progress)
-    with runtime.sessions() as session, session.begin():
+    with runtime.sessions() as session:
         counts = core.state_counts(session, campaign.id, waves)
-        summary.uncertain = counts.get("sending", 0)
-        summary.remaining = counts.get("pending", 0) - summary.deferred
+    summary.uncertain = counts.get("sending", 0)
+    summary.remaining = counts.get("pending", 0) - summary.deferred
+    with runtime.sessions() as session, session.begin():
         audit.record(session, runtime.clock.now(), runtime.actor, "notify.done", campaign_id=campaign.id, wave=summary.wave,
                      sent=summary.sent, failed=summary.failed, deferred=summary.deferred, uncertain=summary.uncertain, outbox=summary.outbox)
     return summary
@@ -205,6 +206,7 @@ def _prepare(runtime, campaign, waves, summary, renderer, envelope, resend_uncer
     now = runtime.clock.now()
     wave = waves[0]
     with runtime.sessions() as session, session.begin():
+        core.lock_campaign(session, campaign.id)
         found = core.audience(session, now, settings.lookback_days)
         existing = core.existing_customers(session, campaign.id, wave)
         new = {c: uses for c, uses in found.reminders.items() if c not in existing}
