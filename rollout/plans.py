@@ -10,11 +10,12 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, case, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
+from .buckets import DIGITS
 from .cohorts import Slice, Unit, cohorts_for_max_share, heavy_buckets, partition, range_label
 from .errors import PlanError
 from .models import Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
@@ -53,16 +54,23 @@ class UnitStats:
 
 
 def unit_stats(session: Session, now: datetime, lookback_days: int, from_key: str = "") -> list[tuple[str, str, int, int]]:
-    """(bucket, two-letter prefix, mailboxes, still legacy) for mailboxes from ``from_key`` on."""
-    legacy = still_legacy_ids(now, lookback_days).subquery()
+    """(bucket, two-letter prefix, mailboxes, still legacy) for mailboxes from ``from_key`` on.
+
+    Grouping by the prefix alone lets the database walk the ``sort_key`` index in order.
+    """
     prefix = func.substr(Mailbox.sort_key, 1, 2)
-    rows = session.execute(
-        select(Mailbox.bucket, prefix, func.count(), func.count(legacy.c.mailbox_id))
-        .outerjoin(legacy, legacy.c.mailbox_id == Mailbox.id)
-        .where(Mailbox.sort_key >= from_key)
-        .group_by(Mailbox.bucket, prefix)
-    ).all()
-    return sorted((b, p, int(n), int(l)) for b, p, n, l in rows)
+    counts = session.execute(select(prefix, func.count()).where(Mailbox.sort_key >= from_key).group_by(prefix)).all()
+    legacy = still_legacy_ids(now, lookback_days).subquery()
+    legacy_counts = dict(
+        session.execute(
+            select(prefix, func.count()).join(legacy, legacy.c.mailbox_id == Mailbox.id).where(Mailbox.sort_key >= from_key).group_by(prefix)
+        ).all()
+    )
+    return sorted((_bucket_of_prefix(p), p, int(n), int(legacy_counts.get(p, 0))) for p, n in counts)
+
+
+def _bucket_of_prefix(prefix: str) -> str:
+    return DIGITS if prefix[:1].isdigit() else prefix[:1]
 
 
 def build_units(
@@ -149,20 +157,19 @@ def describe_slices(
 ) -> list[ProposedCohort]:
     total = sum(_weight(u, weight) for u in units) or 1
     starts = [from_key if n == 0 else units[s.first].key for n, s in enumerate(slices)]
+    customers = _customers_per_cohort(session, starts)
     result = []
     for n, s in enumerate(slices):
         members = units[s.first : s.last + 1]
-        end_key = starts[n + 1] if n + 1 < len(slices) else None
-        first_key, last_key = units[s.first].key, units[s.last].key
         result.append(
             ProposedCohort(
                 position=first_position + n,
-                label=range_label(first_key, last_key),
+                label=range_label(units[s.first].key, units[s.last].key),
                 start_key=starts[n],
-                end_key=end_key,
+                end_key=starts[n + 1] if n + 1 < len(slices) else None,
                 mailboxes=sum(u.mailboxes for u in members),
                 legacy=sum(u.legacy for u in members),
-                customers=_customers_in(session, starts[n], end_key),
+                customers=customers.get(n, 0),
                 share=round(s.weight / total, 6),
                 scheduled_at=times[n],
             )
@@ -170,12 +177,24 @@ def describe_slices(
     return result
 
 
+def cohort_of(starts: Sequence[str], values: Sequence[Any]):  # type: ignore[no-untyped-def]
+    """A CASE giving ``values[n]`` for a sort_key in the n-th range (ranges start at ``starts``)."""
+    if len(starts) == 1:
+        return literal(values[0])
+    whens = [(Mailbox.sort_key < starts[n + 1], values[n]) for n in range(len(starts) - 1)]
+    return case(*whens, else_=values[-1])
+
+
+def _customers_per_cohort(session: Session, starts: list[str]) -> dict[int, int]:
+    which = cohort_of(starts, list(range(len(starts))))
+    rows = session.execute(
+        select(which, func.count(func.distinct(Mailbox.customer_id))).where(Mailbox.sort_key >= starts[0]).group_by(which)
+    ).all()
+    return {int(n): int(c) for n, c in rows}
+
+
 def _in_range(column, start_key: str, end_key: str | None):  # type: ignore[no-untyped-def]
     return and_(column >= start_key, column < end_key) if end_key is not None else column >= start_key
-
-
-def _customers_in(session: Session, start_key: str, end_key: str | None) -> int:
-    return int(session.scalar(select(func.count(func.distinct(Mailbox.customer_id))).where(_in_range(Mailbox.sort_key, start_key, end_key))) or 0)
 
 
 def told_dates(session: Session) -> list[tuple[str, str, datetime]]:
@@ -222,6 +241,7 @@ def store(session: Session, proposal: Proposal, params: dict, now: datetime, act
     session.add(plan)
     session.flush()
     old_by_position = {c.position: c for c in previous.cohorts} if previous is not None else {}
+    fresh: list[tuple[str, int]] = []
     for proposed in proposal.cohorts:
         old = old_by_position.get(proposed.position) if proposed.kept else None
         cohort = Cohort(
@@ -247,22 +267,22 @@ def store(session: Session, proposal: Proposal, params: dict, now: datetime, act
                 )
             )
         else:
-            _insert_members(session, plan.id, cohort.id, proposed.start_key, proposed.end_key, exclude_plan=plan.id)
+            fresh.append((proposed.start_key, cohort.id))
+    _insert_members(session, plan.id, fresh, carried_over=len(fresh) < len(proposal.cohorts))
     session.flush()
     return plan
 
 
-def _insert_members(session: Session, plan_id: int, cohort_id: int, start_key: str, end_key: str | None, exclude_plan: int) -> None:
-    # Mailboxes already placed in a carried-over cohort of this plan keep that cohort.
-    taken = select(CohortMember.mailbox_id).where(CohortMember.plan_id == exclude_plan, CohortMember.mailbox_id == Mailbox.id)
-    session.execute(
-        insert(CohortMember).from_select(
-            ["plan_id", "mailbox_id", "cohort_id"],
-            select(literal(plan_id), Mailbox.id, literal(cohort_id)).where(
-                _in_range(Mailbox.sort_key, start_key, end_key), ~taken.exists()
-            ),
-        )
-    )
+def _insert_members(session: Session, plan_id: int, fresh: list[tuple[str, int]], carried_over: bool) -> None:
+    """One INSERT … SELECT for every new cohort, in mailbox id order (appends to the primary key)."""
+    if not fresh:
+        return
+    starts, cohort_ids = [k for k, _ in fresh], [c for _, c in fresh]
+    query = select(literal(plan_id), Mailbox.id, cohort_of(starts, cohort_ids)).where(Mailbox.sort_key >= starts[0])
+    if carried_over:  # a mailbox renamed into the open range stays in the started cohort it was in
+        taken = select(CohortMember.mailbox_id).where(CohortMember.plan_id == plan_id, CohortMember.mailbox_id == Mailbox.id)
+        query = query.where(~taken.exists())
+    session.execute(insert(CohortMember).from_select(["plan_id", "mailbox_id", "cohort_id"], query.order_by(Mailbox.id)))
 
 
 def started_cohorts(plan: Plan) -> list[Cohort]:

@@ -139,33 +139,39 @@ def _too_early_message(proposal: Proposal) -> str:
 # --- what is enforced ----------------------------------------------------------------------
 
 
-def _active_exemption(now: datetime):  # type: ignore[no-untyped-def]
-    return exists().where(Exemption.mailbox_id == Mailbox.id, Exemption.ended_at.is_(None), Exemption.until > now)
+def _exempt_ids(session: Session, now: datetime) -> set[int]:
+    return set(session.scalars(select(Exemption.mailbox_id).where(Exemption.ended_at.is_(None), Exemption.until > now)))
 
 
 def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     """Every switched-off mailbox's address, and every envelope sender seen in its legacy use."""
-    enforced = (
-        select(Mailbox.id, Mailbox.address_key, Cohort.stage)
-        .join(CohortMember, CohortMember.mailbox_id == Mailbox.id)
-        .join(Cohort, Cohort.id == CohortMember.cohort_id)
-        .join(Plan, Plan.id == CohortMember.plan_id)
-        .where(Plan.active, Cohort.stage != "pending", ~_active_exemption(now))
-    )
+    plan = plans.active_plan(session)
+    stage_of_cohort = {c.id: c.stage for c in plan.cohorts if c.stage != "pending"} if plan else {}
+    if not stage_of_cohort:
+        return []
+    exempt = _exempt_ids(session, now)
+    in_force = CohortMember.cohort_id.in_(list(stage_of_cohort))
     stage_of: dict[str, str] = {}
     stage_by_mailbox: dict[int, str] = {}
     own_keys: set[str] = set()
-    for mailbox_id, key, stage in session.execute(enforced):
-        stage_of[key] = stage
+    exempt_keys: set[str] = set()
+    rows = session.execute(select(Mailbox.id, Mailbox.address_key, CohortMember.cohort_id).join(CohortMember, CohortMember.mailbox_id == Mailbox.id).where(in_force))
+    for mailbox_id, key, cohort_id in rows:
         own_keys.add(key)
-        stage_by_mailbox[mailbox_id] = stage
-    ids = enforced.with_only_columns(Mailbox.id).scalar_subquery()
-    for mailbox_id, senders in session.execute(select(LegacyDay.mailbox_id, LegacyDay.senders).where(LegacyDay.mailbox_id.in_(ids))):
-        for sender in senders or ():
+        if mailbox_id in exempt:
+            exempt_keys.add(key)
+        else:
+            stage_of[key] = stage_by_mailbox[mailbox_id] = stage_of_cohort[cohort_id]
+    senders = select(LegacyDay.mailbox_id, LegacyDay.senders).join(CohortMember, CohortMember.mailbox_id == LegacyDay.mailbox_id).where(in_force)
+    for mailbox_id, listed in session.execute(senders):
+        stage = stage_by_mailbox.get(mailbox_id)
+        for sender in (listed or ()) if stage else ():
             key = str(sender).strip().lower()
-            if key and "@" in key and STRENGTH[stage_by_mailbox[mailbox_id]] > STRENGTH.get(stage_of.get(key, ""), 0):
-                stage_of[key] = stage_by_mailbox[mailbox_id]
+            if key and "@" in key and STRENGTH[stage] > STRENGTH.get(stage_of.get(key, ""), 0):
+                stage_of[key] = stage
     _drop_unswitched_addresses(session, stage_of, set(stage_of) - own_keys)
+    for key in exempt_keys:
+        stage_of.pop(key, None)  # an exempt mailbox stays out even when another one used its address
     return [MapEntry(k, s) for k, s in stage_of.items()]
 
 
