@@ -88,7 +88,7 @@ class LineSource:
         offset = self.offset
         while True:
             try:
-                chunk = stream.read(CHUNK)
+                chunk = stream.read1(CHUNK)  # read1: a truncated stream still gives what came before
             except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
                 self.warning = f"{self.path}: compressed data ends early ({exc}); kept what was readable"
                 log.warning(self.warning)
