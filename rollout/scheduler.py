@@ -44,17 +44,20 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import make_url
 
+from .campaign import active_campaign, wave_due_at
 from .clock import ManualClock
 from .errors import GuardError, RolloutError
 from .models import JobRun
 from .runtime import Runtime
-from .status import active_campaign, wave_due_at
+from .status import active_plan
+from .workflows.campaign import notify
+from .workflows.plan import expire_exemptions, next_step, step
 
 log = logging.getLogger(__name__)
 
 SYNC_SECONDS = 60
 LOCK_RETRY_SECONDS = 5.0
-EXPIRE_MINUTES = 15
+EXPIRE_MINUTES = 60  # exemptions end on a date; an hour late is harmless
 ADVISORY_LOCK_KEY = 0x726F6C6C6F7574  # "rollout"
 
 
@@ -97,12 +100,19 @@ def wave_jobs(runtime: Runtime) -> list[Planned]:
 
 
 def step_jobs(runtime: Runtime) -> list[Planned]:
-    from .workflows.plan import next_step
+    """The next step, at the earliest moment its time-based guards (schedule, soak, window) pass.
 
+    Once that moment has passed, ``next_step`` reports "now"; the cohort's own
+    scheduled time is then what lateness is measured from.
+    """
+    with runtime.sessions() as session:
+        if active_plan(session) is None:
+            return []
     upcoming = next_step(runtime)
     if upcoming is None:
         return []
-    return [Planned(f"step-{upcoming.position}-{upcoming.stage}", "step", at=upcoming.at, params={"label": upcoming.label})]
+    at = upcoming.due_at if upcoming.due_at > runtime.clock.now() else upcoming.scheduled_at
+    return [Planned(f"step-{upcoming.position}-{upcoming.to_stage}", "step", at=at, params={"cohort": upcoming.label})]
 
 
 # ---------------------------------------------------------------------------
@@ -115,8 +125,8 @@ class Skip(Exception):
 
 def run_job(runtime: Runtime, planned: Planned, due_at: datetime | None = None) -> JobRun:
     due_at = due_at or planned.at or runtime.clock.now()
-    run = _start(runtime, planned, due_at)
     log.info("job %s started (due %s)", planned.id, due_at.isoformat())
+    run = _start(runtime, planned, due_at)
     try:
         _refuse_if_stale(runtime, planned, due_at)
         result = JOBS[planned.job](runtime, planned)
@@ -186,11 +196,11 @@ def _plain(value: Any) -> Any:
 
 
 def do_scan(runtime: Runtime, planned: Planned) -> Any:
-    from .workflows.scan import scan_logs
-
     paths = log_files(runtime.settings.scan.log_files)
     if not paths:
         raise Skip("no log files to scan: set scan.log_files (paths or globs) in rollout.toml")
+    from .workflows.scan import scan_logs
+
     return scan_logs(runtime, paths, host=runtime.settings.scan.host)
 
 
@@ -202,21 +212,18 @@ def log_files(patterns: tuple[str, ...]) -> list[Path]:
 
 
 def do_notify(runtime: Runtime, planned: Planned) -> Any:
-    from .workflows.campaign import notify
-
-    return notify(runtime, wave=planned.params["wave"])
+    summary = notify(runtime, wave=planned.params["wave"])
+    if summary.failed:
+        raise RolloutError(f"wave {summary.wave}: {summary.failed} notices failed (see `rollout campaign show`); {summary.sent} sent")
+    return summary
 
 
 def do_step(runtime: Runtime, planned: Planned) -> Any:
-    from .workflows.plan import step
-
     return step(runtime, yes=True)
 
 
 def do_expire(runtime: Runtime, planned: Planned) -> Any:
-    from .workflows.plan import expire_exemptions
-
-    return expire_exemptions(runtime)
+    return {"expired": expire_exemptions(runtime)}
 
 
 JOBS: dict[str, Callable[[Runtime, Planned], Any]] = {"scan": do_scan, "notify": do_notify, "step": do_step, "expire": do_expire}
@@ -230,14 +237,15 @@ def run_until(runtime: Runtime, clock: ManualClock, until: datetime, on_run: Cal
     """Advance ``clock`` to ``until``, running every job at the moment it falls due.
 
     Periodic jobs coalesce (one run per interval however far the clock jumps);
-    one-off jobs are re-read from the database after every run, as the daemon's
-    minutely sync does.
+    one-off jobs are re-read from the database after each of them runs (the
+    daemon re-reads every minute, which also catches plans changed meanwhile).
     """
     runs: list[JobRun] = []
     last_periodic: dict[str, datetime] = {}
-    done: set[tuple[str, datetime]] = set()
+    done = ran_once(runtime)
+    jobs = planned_jobs(runtime)
     while True:
-        due = _next_due(planned_jobs(runtime), clock.now(), last_periodic, done)
+        due = _next_due(jobs, clock.now(), last_periodic, done)
         if due is None or due[0] > until:
             clock.set(max(clock.now(), until))
             return runs
@@ -249,8 +257,17 @@ def run_until(runtime: Runtime, clock: ManualClock, until: datetime, on_run: Cal
             done.add((planned.id, moment))
         run = run_job(runtime, planned, due_at=moment)
         runs.append(run)
+        if planned.every is None:  # a wave or a step changes what is due next
+            jobs = planned_jobs(runtime)
         if on_run:
             on_run(run)
+
+
+def ran_once(runtime: Runtime) -> set[tuple[str, datetime]]:
+    """The one-off jobs (waves, steps) already run or refused: never run again for the same time."""
+    with runtime.sessions() as session:
+        rows = session.scalars(select(JobRun.details).where(JobRun.job.in_(("notify", "step"))))
+        return {(d["id"], datetime.fromisoformat(d["due_at"])) for d in rows}
 
 
 def _next_due(jobs: list[Planned], now: datetime, last: dict[str, datetime], done: set[tuple[str, datetime]]) -> tuple[datetime, Planned] | None:
@@ -389,7 +406,8 @@ class Daemon:
     def sync(self) -> None:
         """Bring the installed jobs in line with the configuration and the database."""
         try:
-            wanted = {p.id: p for p in planned_jobs(self.runtime)}
+            done = ran_once(self.runtime)
+            wanted = {p.id: p for p in planned_jobs(self.runtime) if (p.id, p.at) not in done}
         except Exception:  # noqa: BLE001 - the database may be briefly unreachable; try again next minute
             log.exception("could not read the schedule from the database; retrying in %s s", SYNC_SECONDS)
             return

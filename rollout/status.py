@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from .campaign import active_campaign, wave_due_at
 from .config import Settings
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
 
@@ -121,14 +122,6 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
 
 def active_plan(session: Session) -> Plan | None:
     return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
-
-
-def active_campaign(session: Session) -> Campaign | None:
-    return session.scalars(select(Campaign).where(Campaign.active).order_by(Campaign.id.desc()).limit(1)).first()
-
-
-def wave_due_at(campaign: Campaign, wave: int) -> datetime:
-    return campaign.first_at + timedelta(weeks=wave - 1)
 
 
 def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
