@@ -116,12 +116,14 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
     """
     if force and not reason:
         raise click.UsageError("--force needs --reason TEXT")
+    if as_json and not (yes or dry_run):
+        raise click.UsageError("--json cannot ask for confirmation: add --yes or --dry-run")
 
     def confirm(preview: wf.StepResult) -> bool:
         _print_gate(preview.step)
         return click.confirm(f"switch cohort {preview.step.label} to {preview.step.to_stage}?", default=False)
 
-    result = wf.step(runtime, dry_run=dry_run, yes=yes or as_json, force=force, reason=reason, confirm=confirm)
+    result = wf.step(runtime, dry_run=dry_run, yes=yes, force=force, reason=reason, confirm=confirm)
     if as_json:
         echo_json(result)
         return

@@ -9,6 +9,13 @@ from pathlib import Path
 from ..errors import EnforcementError
 
 
+def read_if_exists(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
 def temp_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.new-{os.getpid()}")
 

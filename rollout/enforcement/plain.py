@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..config import EnforcementSettings
 from . import MapEntry, Published, checksum
-from .files import fsync_dir, keep_version, remove_stale_temps, temp_path, write_synced
+from .files import fsync_dir, read_if_exists, keep_version, remove_stale_temps, temp_path, write_synced
 
 
 class PlainList:
@@ -23,10 +23,7 @@ class PlainList:
         return "".join(f"{e.key}\n" for e in sorted(entries, key=lambda e: e.key) if e.stage in ("defer", "reject"))
 
     def current(self) -> str | None:
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
+        return read_if_exists(self.path)
 
     def publish(self, entries: Sequence[MapEntry]) -> Published:
         text = self.render(entries)

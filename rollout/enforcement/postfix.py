@@ -18,7 +18,7 @@ from typing import Sequence
 from ..config import EnforcementSettings
 from ..errors import EnforcementError
 from . import STRENGTH, MapEntry, Published, access_action, checksum
-from .files import fsync_dir, keep_version, remove_stale_temps, temp_path, write_synced
+from .files import fsync_dir, read_if_exists, keep_version, remove_stale_temps, temp_path, write_synced
 
 INDEX_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 ABSENT_PROBE = "rollout-probe-not-listed@invalid"
@@ -43,10 +43,7 @@ class PostfixSenderMap:
         return "# written by rollout: switched-off SMTP-after-POP senders; do not edit\n" + "".join(lines)
 
     def current(self) -> str | None:
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
+        return read_if_exists(self.path)
 
     def publish(self, entries: Sequence[MapEntry]) -> Published:
         text = self.render(entries)
