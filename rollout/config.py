@@ -98,6 +98,7 @@ class RolloutSettings:
 class SchedulerSettings:
     lock_file: str = "rollout-scheduler.lock"  # SQLite only; PostgreSQL uses an advisory lock
     misfire_grace_seconds: int = 3600
+    expire_minutes: int = 60  # how often ended exemptions are put back in the map
 
 
 @dataclass(frozen=True)
