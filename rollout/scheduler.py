@@ -52,12 +52,12 @@ from .runtime import Runtime
 from .status import active_plan
 from .workflows.campaign import notify
 from .workflows.plan import expire_exemptions, next_step, step
+from .workflows.scan import scan_logs
 
 log = logging.getLogger(__name__)
 
 SYNC_SECONDS = 60
 LOCK_RETRY_SECONDS = 5.0
-EXPIRE_MINUTES = 60  # exemptions end on a date; an hour late is harmless
 ADVISORY_LOCK_KEY = 0x726F6C6C6F7574  # "rollout"
 
 
@@ -83,7 +83,7 @@ class Planned:
 def planned_jobs(runtime: Runtime) -> list[Planned]:
     jobs = [
         Planned("scan", "scan", every=timedelta(minutes=runtime.settings.scan.interval_minutes)),
-        Planned("expire", "expire", every=timedelta(minutes=EXPIRE_MINUTES)),
+        Planned("expire", "expire", every=timedelta(minutes=runtime.settings.scheduler.expire_minutes)),
     ]
     return jobs + wave_jobs(runtime) + step_jobs(runtime)
 
@@ -199,8 +199,6 @@ def do_scan(runtime: Runtime, planned: Planned) -> Any:
     paths = log_files(runtime.settings.scan.log_files)
     if not paths:
         raise Skip("no log files to scan: set scan.log_files (paths or globs) in rollout.toml")
-    from .workflows.scan import scan_logs
-
     return scan_logs(runtime, paths, host=runtime.settings.scan.host)
 
 
