@@ -1,0 +1,179 @@
+"""`rollout scan` / `rollout legacy` on a database: ground truth, incremental scans, rotation, the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from sqlalchemy import delete, select
+
+from rollout.models import Evidence, LegacyDay, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from rollout.runtime import Runtime
+from rollout.synthetic.maillog import GroundTruth, write_maillog
+from rollout.workflows.inventory import import_inventory
+from rollout.workflows.scan import legacy_report, review_report, scan_logs
+
+from .scan_support import write_inventory
+
+START = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
+MAILBOXES = [(f"user{i:02d}@example.org", f"login{i:02d}" if i % 4 == 0 else None) for i in range(30)]
+LEGACY = [a for a, _ in MAILBOXES[:5]]
+SASL = [a for a, _ in MAILBOXES[3:12]]
+
+
+@pytest.fixture
+def inventory(runtime: Runtime, tmp_path: Path) -> None:
+    import_inventory(runtime, write_inventory(tmp_path / "inventory.csv", MAILBOXES))
+
+
+def synthetic(path: Path, lines: int = 3000, seed: int = 3, **kw: Any) -> GroundTruth:
+    return write_maillog(path, MAILBOXES, LEGACY, SASL, start=START, span=timedelta(hours=12), lines=lines, seed=seed, **kw)
+
+
+def snapshot(runtime: Runtime) -> dict[str, Any]:
+    with runtime.sessions() as s:
+        def rows(model: Any, *skip: str) -> list[dict[str, Any]]:
+            cols = [c.key for c in model.__table__.columns if c.key not in skip]
+            return sorted((json.dumps({c: getattr(r, c) for c in cols}, default=str, sort_keys=True) for r in s.scalars(select(model))))
+        return {m.__name__: rows(m, "id") for m in (LegacyDay, Evidence, ReviewItem, UnknownLogin)}
+
+
+def clear(runtime: Runtime) -> None:
+    with runtime.sessions() as s, s.begin():
+        for model in (LegacyDay, Evidence, ReviewItem, UnknownLogin, ScanSource, ScanCarry):
+            s.execute(delete(model))
+
+
+def test_scan_finds_exactly_the_ground_truth(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """Every legacy mailbox of a synthetic provider log is found with its exact count; SASL use is counted."""
+    truth = synthetic(tmp_path / "mail.log")
+    summary = scan_logs(runtime, [tmp_path / "mail.log"])
+    report = {r.address: r for r in legacy_report(runtime)}
+    assert {a: r.submissions for a, r in report.items()} == dict(truth.legacy)
+    assert summary.legacy_submissions == sum(truth.legacy.values())
+    assert summary.ambiguous == truth.ambiguous == len([e for e in review_report(runtime) if e.kind == "ambiguous"])
+    assert summary.authenticated == sum(truth.auth.values())
+    assert summary.files[0].lines == truth.lines and summary.files[0].unparsed == 0
+
+
+def test_rescanning_adds_nothing_and_a_grown_file_adds_only_the_new_part(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """A second scan of the same files changes nothing; appended lines are read once."""
+    log = tmp_path / "mail.log"
+    synthetic(log)
+    scan_logs(runtime, [log])
+    before = snapshot(runtime)
+    again = scan_logs(runtime, [log])
+    assert again.lines == 0 and snapshot(runtime) == before
+    extra = tmp_path / "extra.log"
+    truth2 = write_maillog(extra, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=1), lines=500, seed=9)
+    with open(log, "a") as out:
+        out.write(extra.read_text())
+    more = scan_logs(runtime, [log])
+    assert more.lines == truth2.lines
+    assert more.legacy_submissions == sum(truth2.legacy.values())
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6))
+def test_scanning_in_pieces_equals_scanning_at_once(runtime: Runtime, inventory: None, tmp_path: Path, cuts: list[float]) -> None:
+    """A log scanned as it grows, cut at random byte positions (even mid-line), gives exactly one scan's result."""
+    whole_path = tmp_path / "whole.log"
+    if not whole_path.exists():
+        synthetic(whole_path, lines=2500, seed=11)
+    data = whole_path.read_bytes()
+    clear(runtime)
+    grown = tmp_path / "grown.log"
+    grown.write_bytes(data)
+    scan_logs(runtime, [grown])
+    at_once = snapshot(runtime)
+    clear(runtime)
+    grown.write_bytes(b"")
+    written = 0
+    for cut in sorted(int(c * len(data)) for c in cuts) + [len(data)]:
+        with open(grown, "ab") as out:
+            out.write(data[written:cut])
+        written = max(written, cut)
+        scan_logs(runtime, [grown])
+    assert snapshot(runtime) == at_once
+    scan_logs(runtime, [grown])
+    assert snapshot(runtime) == at_once
+
+
+def test_rotation_continues_in_the_renamed_file_and_copytruncate_restarts(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """maillog → maillog.1 continues where it stopped; a truncated file is read from its start."""
+    log = tmp_path / "maillog"
+    truth = synthetic(log, lines=1200)
+    data = log.read_bytes()
+    log.write_bytes(data[: len(data) // 2])
+    scan_logs(runtime, [log])
+    with open(log, "ab") as out:
+        out.write(data[len(data) // 2 :])
+    os.rename(log, tmp_path / "maillog.1")
+    later = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5)
+    summary = scan_logs(runtime, [tmp_path / "maillog.1", log])
+    assert summary.files[1].restarted
+    total = sum(r.submissions for r in legacy_report(runtime))
+    assert total == sum(truth.legacy.values()) + sum(later.legacy.values())
+    log.write_bytes(b"")  # copytruncate
+    after = scan_logs(runtime, [log])
+    assert after.lines == 0 and sum(r.submissions for r in legacy_report(runtime)) == total
+
+
+def test_gzip_log_and_unknown_login_users(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """A gzip log is scanned like a plain one; logins by users not in the inventory are reported, not dropped."""
+    plain = tmp_path / "plain.log"
+    truth = synthetic(plain)
+    stranger = "Mar  2 18:30:00 mx1 dovecot[700]: pop3-login: Login: user=<ghost@example.org>, method=PLAIN, rip=192.0.2.200, lip=192.0.2.1\n"
+    (tmp_path / "mail.log.1").write_bytes(gzip.compress(plain.read_bytes() + stranger.encode()))
+    summary = scan_logs(runtime, [tmp_path / "mail.log.1"])
+    assert summary.legacy_submissions == sum(truth.legacy.values())
+    with runtime.sessions() as s:
+        ghost = s.get(UnknownLogin, "ghost@example.org")
+        assert ghost is not None and ghost.count == 1 and ghost.last_ip == "192.0.2.200"
+
+
+def test_evidence_keeps_the_raw_lines_with_file_and_offset(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """Each legacy day has one evidence sample whose lines are exactly the file's bytes at the offsets."""
+    log = tmp_path / "mail.log"
+    synthetic(log)
+    scan_logs(runtime, [log])
+    data = log.read_bytes()
+    with runtime.sessions() as s:
+        samples = s.scalars(select(Evidence).where(Evidence.kind == "legacy")).all()
+        assert samples
+        for ev in samples:
+            assert any("-login: Login:" in item["line"] for item in ev.lines)
+            for item in ev.lines:
+                assert data[item["offset"] :].split(b"\n", 1)[0].decode() == item["line"]
+                assert item["file"] == str(log)
+
+
+def test_cli_scan_and_legacy(run: Any, inventory: None, tmp_path: Path) -> None:
+    """`rollout scan --json` summarises per file; `rollout legacy` filters by customer and since."""
+    log = tmp_path / "mail.log"
+    truth = synthetic(log)
+    result = run("scan", str(log), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["files"][0]["lines"] == truth.lines and summary["legacy_submissions"] == sum(truth.legacy.values())
+    rows = json.loads(run("legacy", "--json").stdout)
+    assert {r["address"] for r in rows} == set(truth.legacy)
+    assert {"address", "customer", "last_seen", "submissions", "days", "client_ips", "senders", "confidence", "switched"} <= set(rows[0])
+    only_c0 = json.loads(run("legacy", "--json", "--customer", "c0").stdout)
+    assert {r["address"] for r in only_c0} == {a for a in truth.legacy if int(a[4:6]) // 3 == 0}
+    assert json.loads(run("legacy", "--json", "--since", "2026-03-03").stdout) == []
+    table = run("legacy").stdout
+    assert LEGACY[0] in table and "switched" in table
+    review = json.loads(run("legacy", "--review", "--json").stdout)
+    assert len(review) == truth.ambiguous and all(len(r["candidates"]) == 2 for r in review)
+
+
+def test_cli_scan_refuses_a_missing_file(run: Any, tmp_path: Path) -> None:
+    """A log path that does not exist is a usage error naming it (exit 2)."""
+    result = run("scan", str(tmp_path / "nope.log"), expect=2)
+    assert "nope.log" in result.stderr
