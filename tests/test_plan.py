@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rollout.cohorts import schedule_for
-from rollout.models import AuditEvent, Cohort, CohortMember, Plan
+from rollout.models import AuditEvent, Cohort, CohortMember, Mailbox, Plan
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
@@ -129,3 +129,27 @@ def test_plan_requires_cohorts_or_max_share(run: Cli, inventory: Runtime) -> Non
     """Neither or both of --cohorts and --max-share is a usage error."""
     run("plan", *START, expect=2)
     run("plan", "--cohorts", "2", "--max-share", "0.5", *START, expect=2)
+
+
+def test_benchmark_inventory_is_balanced_within_one_unit(runtime: Runtime, tmp_path: Path) -> None:
+    """On the synthetic provider inventory the largest cohort is within one bucket (or prefix) of 1/N."""
+    from rollout.inventory import import_csv, stats
+    from rollout.synthetic.provider import write_inventory_csv
+    from rollout.workflows.plan import PlanRequest, make_plan
+
+    configure(runtime, tmp_path)
+    path = tmp_path / "provider.csv"
+    write_inventory_csv(path, 20_000, 8_000, seed=1)
+    with runtime.sessions() as session, session.begin():
+        import_csv(session, path, T0)
+        heaviest_bucket = max(b.share for b in stats(session).buckets)
+        prefixes = session.execute(select(func.substr(Mailbox.sort_key, 1, 2), func.count()).group_by(func.substr(Mailbox.sort_key, 1, 2))).all()
+    heaviest_prefix = max(n for _, n in prefixes) / 20_000
+    for n in (4, 8, 12):
+        request = PlanRequest(start=datetime(2026, 3, 9, 8, 0), every=timedelta(hours=2), cohorts=n, tz="UTC")
+        plain = make_plan(runtime, request).proposal
+        assert len(plain.cohorts) == n and plain.largest_share <= 1 / n + heaviest_bucket
+        request.split_letters = True
+        split = make_plan(runtime, request).proposal
+        assert split.largest_share <= 1 / n + heaviest_prefix
+        assert split.largest_share <= plain.largest_share
