@@ -15,6 +15,7 @@ scanned in pieces gives exactly what one scan over the whole gives.
 from __future__ import annotations
 
 import ipaddress
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,9 @@ class Detector:
         self.sessions: dict[str, list[Any]] = {}  # session key → its login record
         self.messages: dict[str, dict[str, Any]] = {}  # host|instance|qid → the message so far
         self.reinjected: dict[str, dict[str, Any]] = {}  # host|qid after a content filter → original
+        # removed messages wait ε before judgement: the login that allowed them may be logged in
+        # the same second in another file, and files are merged by whole-second stamps
+        self.pending: deque[tuple[float, str, str, dict[str, Any]]] = deque()
         self.now = 0.0
         self._since_prune = 0
         if state:
@@ -81,6 +85,10 @@ class Detector:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
+        pending = self.pending
+        while pending and pending[0][0] < self.now:
+            _due, host, qid, msg = pending.popleft()
+            self._evaluate(host, qid, msg)
         self._since_prune += 1
         if self._since_prune >= PRUNE_EVERY:
             self.prune()
@@ -88,6 +96,13 @@ class Detector:
     def feed_all(self, events: Iterable[Event]) -> None:
         for event in events:
             self.feed(event)
+        self.finish()
+
+    def finish(self) -> None:
+        """End of the input at hand: judge the messages still waiting out their ε."""
+        while self.pending:
+            _due, host, qid, msg = self.pending.popleft()
+            self._evaluate(host, qid, msg)
 
     def _login(self, e: Login) -> None:
         key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
@@ -140,7 +155,7 @@ class Detector:
         if msg is None:
             return
         msg["lines"].append([e.file, e.offset, e.line])
-        self._evaluate(e.host, e.qid, msg)
+        self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, msg))
 
     def _refusal(self, e: Refusal) -> None:
         line = [[e.file, e.offset, e.line]]
@@ -291,6 +306,7 @@ class Detector:
     # -- state ----------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
+        self.finish()
         self.prune()
         return {"version": STATE_VERSION, "now": self.now, "logins": self.logins, "messages": self.messages, "reinjected": self.reinjected}
 

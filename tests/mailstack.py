@@ -357,7 +357,8 @@ class MailStack:
         # the emulated pop-before-smtp daemon: remember the client IP, rebuild the map, go on
         script.write_text(
             "#!/bin/sh\n"
-            f"( flock 9; echo \"$IP OK\" >> {self.pop_map} && {postmap} -c {self.postfix_dir} hash:{self.pop_map} )"
+            f"( flock 9; grep -qx \"$IP OK\" {self.pop_map} || {{ echo \"$IP OK\" >> {self.pop_map}"
+            f" && {postmap} -c {self.postfix_dir} hash:{self.pop_map}; }} )"
             f" 9>{self.maps_dir}/pop-before-smtp.lock\n"
             'exec "$@"\n'
         )

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..detection import DetectionConfig, Detector, Finding
 from ..logs.envelope import EnvelopeParser
-from ..logs.events import Event, Login
+from ..logs.events import Event
 from ..logs.parse import LineParser, our_text_matcher
 from ..logs.reader import LineSource, identify
 from ..models import Customer, Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
@@ -193,6 +193,7 @@ def scan_logs(
             detector.feed(event)
             if len(detector.findings) >= FLUSH_FINDINGS:
                 _drain(detector, tally)
+        detector.finish()
         _drain(detector, tally)
         _save(session, tally, now)
         _save_positions(session, sources, now)
@@ -207,10 +208,8 @@ def scan_logs(
     return summary
 
 
-def _time(event: Event) -> tuple[float, int]:
-    # logins first within the same second: logs have whole seconds, and the POP login
-    # that opened the window is often logged in the same second as the relay it allowed
-    return event.t, event.__class__ is not Login
+def _time(event: Event) -> float:
+    return event.t
 
 
 def _drain(detector: Detector, tally: _Tally) -> None:
