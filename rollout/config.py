@@ -46,6 +46,7 @@ class SmtpSettings:
     host: str = "127.0.0.1"
     port: int = 25
     security: str = "none"  # none | starttls | tls
+    ca_file: str | None = None  # trust this CA bundle (a private CA) instead of the system's
     username: str | None = None
     password: str | None = secret()
     timeout_seconds: float = 30.0

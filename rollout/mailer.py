@@ -59,7 +59,9 @@ class SmtpConnection:
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        context = ssl.create_default_context()
+        if s.username and not s.password:
+            raise DeliveryError("[smtp] username is set but no password: set ROLLOUT_SMTP_PASSWORD or [smtp] password")
+        context = ssl.create_default_context(cafile=s.ca_file)
         if s.security == "tls":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
         elif s.security in ("starttls", "none"):
@@ -69,13 +71,14 @@ class SmtpConnection:
         else:
             raise DeliveryError(f"[smtp] security must be none, starttls or tls, not {s.security!r}")
         if s.username:
-            if not s.password:
-                raise DeliveryError("[smtp] username is set but no password: set ROLLOUT_SMTP_PASSWORD or [smtp] password")
             try:
                 smtp.login(s.username, s.password)
             except smtplib.SMTPAuthenticationError as exc:
                 smtp.close()
                 raise DeliveryError(f"SMTP AUTH as {s.username} at {s.host}:{s.port} refused: {_reply(exc.smtp_code, exc.smtp_error)}") from None
+            except smtplib.SMTPNotSupportedError:
+                smtp.close()
+                raise DeliveryError(f"{s.host}:{s.port} offers no SMTP AUTH here: check [smtp] security (starttls or tls) and port") from None
         return smtp
 
     def close(self) -> None:

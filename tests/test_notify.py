@@ -259,3 +259,12 @@ def test_many_customers_each_exactly_once_with_parallel_connections(runtime: Run
     assert notify(runtime).sent == 60
     assert sorted(m["To"].addresses[0].addr_spec for m in smtp.inbox.messages) == sorted(expected)
     assert set(smtp.inbox.ids().values()) == {1}
+
+
+def test_refused_login_stops_the_run_and_leaves_notices_pending(affected: Runtime, tmp_path: Path) -> None:
+    """A server that offers no AUTH for the configured user stops the run; nothing is stranded in `sending`."""
+    with SmtpServer("127.0.0.33") as plain:
+        configure(affected, **smtp_overrides(plain), **{"smtp.username": "notices", "smtp.password": "pw"})
+        with pytest.raises(DeliveryError, match="offers no SMTP AUTH"):
+            notify(affected)
+    assert {s for _, _, s, _ in ledger(affected)} == {"pending"}

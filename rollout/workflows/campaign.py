@@ -332,14 +332,15 @@ def _deliver_one(conn: Connection, runtime, campaign, notice_id, renderer, envel
         with conn.begin():
             ctx, _customer_id, msg_id = core.notice_context(conn, notice_id, campaign, now)
         message = _compose(renderer, envelope, ctx, msg_id, now)
-    except Exception:
-        # The claim must not strand a notice that was never handed to the server.
+        if outbox is not None:
+            return Delivery("sent", f"outbox: {_write_eml(outbox, msg_id, message)}", 1), ctx.customer_ref, ctx.to_address
+        return smtp.send(envelope.from_address, ctx.to_address, message), ctx.customer_ref, ctx.to_address
+    except (DeliveryError, OSError):
+        # Rendering, the outbox or the SMTP login failed: the server never got this
+        # message, so the claim must not strand it in `sending`.
         with conn.begin():
             conn.execute(update(Notice).where(Notice.id == notice_id).values(state="pending", claimed_by=None))
         raise
-    if outbox is not None:
-        return Delivery("sent", f"outbox: {_write_eml(outbox, msg_id, message)}", 1), ctx.customer_ref, ctx.to_address
-    return smtp.send(envelope.from_address, ctx.to_address, message), ctx.customer_ref, ctx.to_address
 
 
 def _write_eml(outbox: Path, msg_id: str, message: bytes) -> Path:
