@@ -10,6 +10,9 @@ from functools import lru_cache
 def normalise_ip(raw: str) -> str | None:
     """``::ffff:1.2.3.4`` → ``1.2.3.4``; IPv6 compressed, lower case; None if not an address."""
     raw = raw.strip().strip("[]")
+    parts = raw.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) < 256 for p in parts):
+        return raw  # plain dotted quad: the common case, without ipaddress's cost
     try:
         addr = ipaddress.ip_address(raw)
     except ValueError:
