@@ -69,10 +69,13 @@ def _ascii_domain(domain: str) -> str | None:
 
     Cached: a provider's million mailboxes sit in a few thousand domains.
     """
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
+    if domain.isascii():
+        ascii_domain = domain  # nothing for IDNA to do, and nameprep is slow
+    else:
+        try:
+            ascii_domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
     labels = ascii_domain.split(".")
     if len(labels) < 2 or any(not _LABEL.match(label) for label in labels) or len(ascii_domain) > 253:
         return None

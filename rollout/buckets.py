@@ -34,15 +34,26 @@ def fold_char(char: str) -> str:
     return OTHER
 
 
+# Fast path for the common all-ASCII local part: one str.translate call.
+_ASCII_FOLD = {c: fold_char(chr(c)) for c in range(128)}
+
+
 def sort_key(local_part: str) -> str:
     """The folded local part, truncated: what cohort ranges are cut on."""
-    return "".join(fold_char(c) for c in local_part[:SORT_KEY_LENGTH]) or OTHER
+    head = local_part[:SORT_KEY_LENGTH]
+    if head.isascii():
+        return head.translate(_ASCII_FOLD) or OTHER
+    return "".join(fold_char(c) for c in head) or OTHER
 
 
 def bucket_of(local_part: str) -> str:
     """The initial bucket of a local part: ``0`` (digits), ``a``…``z`` or ``~`` (other)."""
-    first = sort_key(local_part[:1])
-    return DIGITS if first.isdigit() else first
+    return bucket_of_key(sort_key(local_part[:1]))
+
+
+def bucket_of_key(key: str) -> str:
+    """The initial bucket of an already folded sort key."""
+    return DIGITS if key[0].isdigit() else key[0]
 
 
 def bucket_label(bucket: str) -> str:
