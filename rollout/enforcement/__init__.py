@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 from ..config import EnforcementSettings
 from ..errors import ConfigError
@@ -17,8 +17,9 @@ from ..errors import ConfigError
 STRENGTH = {"warn": 1, "defer": 2, "reject": 3}
 
 
-@dataclass(frozen=True)
-class MapEntry:
+class MapEntry(NamedTuple):
+    """A tuple, not a dataclass: a step builds hundreds of thousands of them."""
+
     key: str  # an envelope sender address, lower-cased
     stage: str  # warn | defer | reject
 

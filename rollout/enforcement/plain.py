@@ -20,7 +20,7 @@ class PlainList:
 
     def render(self, entries: Sequence[MapEntry]) -> str:
         # Only refusing stages: a warn-only entry must not block on an MTA without a WARN action.
-        return "".join(f"{e.key}\n" for e in sorted(entries, key=lambda e: e.key) if e.stage in ("defer", "reject"))
+        return "".join(f"{key}\n" for key, stage in sorted(entries) if stage in ("defer", "reject"))
 
     def current(self) -> str | None:
         return read_if_exists(self.path)

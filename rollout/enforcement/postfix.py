@@ -39,7 +39,7 @@ class PostfixSenderMap:
     def render(self, entries: Sequence[MapEntry]) -> str:
         # One template per stage, formatted per key: the map can hold hundreds of thousands of lines.
         templates = {stage: "{0}\t" + access_action(self.settings, "\0", stage).replace("{", "{{").replace("}", "}}").replace("\0", "{0}") + "\n" for stage in STRENGTH}
-        lines = [templates[e.stage].format(e.key) for e in sorted(entries, key=lambda e: e.key)]
+        lines = [templates[stage].format(key) for key, stage in sorted(entries)]
         return "# written by rollout: switched-off SMTP-after-POP senders; do not edit\n" + "".join(lines)
 
     def current(self) -> str | None:
@@ -69,7 +69,7 @@ class PostfixSenderMap:
         return out.rstrip("\n") or None
 
     def _verify(self, candidate: Path, entries: Sequence[MapEntry]) -> None:
-        ordered = sorted(entries, key=lambda e: e.key)
+        ordered = sorted(entries)
         picks = {ordered[i * (len(ordered) - 1) // max(SAMPLES - 1, 1)] for i in range(SAMPLES)} if ordered else set()
         probes = "".join(f"{e.key}\n" for e in sorted(picks, key=lambda e: e.key)) + ABSENT_PROBE + "\n"
         out = self._postmap(["-q", "-", f"{self.settings.map_type}:{candidate}"], stdin=probes, allowed=(0, 1))

@@ -61,6 +61,7 @@ def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> Pl
     window = _window(runtime, request)
     start = request.start if request.start.tzinfo else request.start.replace(tzinfo=window.zone)
     with runtime.sessions() as session, session.begin():
+        plans.prepare_bulk(session)
         previous = plans.active_plan(session)
         kept, from_key = _carried_over(previous)
         units = plans.build_units(
@@ -155,7 +156,7 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     stage_by_mailbox: dict[int, str] = {}
     own_keys: set[str] = set()
     exempt_keys: set[str] = set()
-    rows = session.execute(select(Mailbox.id, Mailbox.address_key, CohortMember.cohort_id).join(CohortMember, CohortMember.mailbox_id == Mailbox.id).where(in_force))
+    rows = session.connection().execute(select(Mailbox.id, Mailbox.address_key, CohortMember.cohort_id).join(CohortMember, CohortMember.mailbox_id == Mailbox.id).where(in_force))
     for mailbox_id, key, cohort_id in rows:
         own_keys.add(key)
         if mailbox_id in exempt:
@@ -163,7 +164,7 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
         else:
             stage_of[key] = stage_by_mailbox[mailbox_id] = stage_of_cohort[cohort_id]
     senders = select(LegacyDay.mailbox_id, LegacyDay.senders).join(CohortMember, CohortMember.mailbox_id == LegacyDay.mailbox_id).where(in_force)
-    for mailbox_id, listed in session.execute(senders):
+    for mailbox_id, listed in session.connection().execute(senders):
         stage = stage_by_mailbox.get(mailbox_id)
         for sender in (listed or ()) if stage else ():
             key = str(sender).strip().lower()
@@ -172,7 +173,7 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     _drop_unswitched_addresses(session, stage_of, set(stage_of) - own_keys)
     for key in exempt_keys:
         stage_of.pop(key, None)  # an exempt mailbox stays out even when another one used its address
-    return [MapEntry(k, s) for k, s in stage_of.items()]
+    return [MapEntry(*item) for item in stage_of.items()]
 
 
 def _drop_unswitched_addresses(session: Session, stage_of: dict[str, str], keys: set[str]) -> None:
@@ -202,7 +203,7 @@ def _current_stages(text: str | None) -> dict[str, str]:
 
 
 def diff(before: dict[str, str], after: list[MapEntry]) -> MapDiff:
-    new = {e.key: e.stage for e in after}
+    new = dict(after)
     return MapDiff(
         added=sorted(set(new) - set(before)),
         removed=sorted(set(before) - set(new)),
@@ -413,8 +414,8 @@ def step(
         assert cohort is not None
         expired = _end_expired(session, now)
         plans.set_stage(session, cohort, upcoming.to_stage, now)
-        result.customers = plans.customers_of(session, [cohort.id])
         if dry_run:
+            result.customers = plans.customers_of(session, [cohort.id])
             backend = backend_for(runtime.settings.enforcement)
             result.diff = diff(_current_stages(backend.current()), desired_entries(session, now))
             session.rollback()
