@@ -9,7 +9,9 @@ server drops it, and turns every SMTP outcome into a ``Delivery``:
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -19,6 +21,7 @@ from typing import Any, Callable
 from .errors import DeliveryError
 
 log = logging.getLogger(__name__)
+_DOT_AT_LINE_START = re.compile(rb"^\.", re.M)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class SmtpConnection:
                 smtp.starttls(context=context)
         else:
             raise DeliveryError(f"[smtp] security must be none, starttls or tls, not {s.security!r}")
+        # Commands are small writes waiting for replies: without this, Nagle's algorithm
+        # and delayed ACKs add milliseconds to every message.
+        smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if s.username:
             try:
                 smtp.login(s.username, s.password)
@@ -110,12 +116,15 @@ class SmtpConnection:
                 self._smtp = self._connect()
             smtp = self._smtp
             smtp.ehlo_or_helo_if_needed()
-            code, text = smtp.mail(from_address)
-            if code == 250:
-                code, text = smtp.rcpt(to_address)
-                if code in (250, 251):
-                    self.limiter.acquire()
-                    code, text = smtp.data(message)
+            if smtp.has_extn("pipelining"):
+                code, text = self._pipelined(smtp, from_address, to_address, message)
+            else:
+                code, text = smtp.mail(from_address)
+                if code == 250:
+                    code, text = smtp.rcpt(to_address)
+                    if code in (250, 251):
+                        self.limiter.acquire()
+                        code, text = smtp.data(message)
         except smtplib.SMTPResponseException as exc:  # DATA refused before 354
             code, text = exc.smtp_code, exc.smtp_error
         except (smtplib.SMTPException, OSError) as exc:
@@ -127,6 +136,27 @@ class SmtpConnection:
         elif code != 250:
             self._reset()
         return (250 if code in (250, 251) else code), _reply(code, text)
+
+    def _pipelined(self, smtp: smtplib.SMTP, from_address: str, to_address: str, message: bytes) -> tuple[int, bytes]:
+        """MAIL, RCPT and DATA in one write (RFC 2920): two round trips per message instead of four."""
+        self.limiter.acquire()
+        smtp.send(f"MAIL FROM:<{from_address}>\r\nRCPT TO:<{to_address}>\r\nDATA\r\n")
+        replies = [smtp.getreply() for _ in range(3)]
+        (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
+        if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
+            smtp.send(b".\r\n")  # the server wants content it will not deliver: end it empty
+            smtp.getreply()
+        if mail_code != 250:
+            return mail_code, mail_text
+        if rcpt_code not in (250, 251):
+            return rcpt_code, rcpt_text
+        if data_code != 354:
+            return data_code, data_text
+        body = _DOT_AT_LINE_START.sub(b"..", message)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        smtp.send(body + b".\r\n")
+        return smtp.getreply()
 
     def _reset(self) -> None:
         """After a refused transaction the session stays usable, but RSET it to be sure."""

@@ -17,7 +17,6 @@ import base64
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from pathlib import Path
 from typing import Any
@@ -176,10 +175,20 @@ def header_address(display: str, what: str) -> tuple[str, str]:
 
 
 def encode_header(value: str) -> str:
+    """RFC 2047 base64 encoded-words, folded; ``email.header`` is slow enough to dominate a run."""
     value = clean_name(value)
     if value.isascii():
         return value
-    return Header(value, "utf-8", maxlinelen=998).encode()
+    words: list[bytes] = []
+    chunk = b""
+    for char in value:
+        encoded = char.encode()
+        if len(chunk) + len(encoded) > 45:  # 45 bytes → 60 base64 chars: lines stay under 78
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    words.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
 
 
 def _b64(text: str) -> bytes:

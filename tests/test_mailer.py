@@ -104,3 +104,31 @@ def test_rate_limit_spaces_sends_at_send_time() -> None:
     limiter.acquire()
     limiter.acquire()
     assert slept == [0.1, 0.2, 0.1]
+
+
+@pytest.mark.slow
+def test_pipelined_sending_to_postfix_smtp_sink() -> None:
+    """Against Postfix's smtp-sink (which offers PIPELINING) messages go out pipelined on one session."""
+    import os
+    import socket
+    import time
+
+    port = free_port(HOST)
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(["smtp-sink", *user, f"{HOST}:{port}", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        smtp = SmtpConnection(SmtpSettings(host=HOST, port=port, timeout_seconds=5), RateLimiter(0))
+        results = [smtp.send("a@example.net", f"b{i}@example.org", MESSAGE.replace(b"hello", b".leading dot\r\nhello")) for i in range(20)]
+        assert smtp._smtp is not None and smtp._smtp.has_extn("pipelining")
+        smtp.close()
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+    assert {r.status for r in results} == {"sent"} and {r.attempts for r in results} == {1}
