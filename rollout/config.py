@@ -39,6 +39,7 @@ class ScanSettings:
     local_domains: tuple[str, ...] = ()  # added to the inventory's domains
     timezone: str = "UTC"  # zone of year-less, zone-less log stamps
     interval_minutes: int = 15
+    workers: int = 1  # >1: big plain files are parsed in that many processes (see bench/scan.py)
 
 
 @dataclass(frozen=True)

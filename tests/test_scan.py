@@ -177,3 +177,27 @@ def test_cli_scan_refuses_a_missing_file(run: Any, tmp_path: Path) -> None:
     """A log path that does not exist is a usage error naming it (exit 2)."""
     result = run("scan", str(tmp_path / "nope.log"), expect=2)
     assert "nope.log" in result.stderr
+
+
+def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With scan.workers = 2, a file parsed in byte ranges by worker processes gives exactly the sequential result."""
+    import dataclasses
+
+    from rollout.workflows import scan as scan_module
+
+    log = tmp_path / "mail.log"
+    truth = synthetic(log, lines=4000)
+    with open(log, "ab") as out:
+        out.write(b"Mar  2 23:00:00 mx1 postfix/qmgr[1]: 0F5383D: rem")  # an incomplete last line
+    scan_logs(runtime, [log])
+    sequential = snapshot(runtime)
+    clear(runtime)
+    monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(scan_module, "PARALLEL_CHUNK_BYTES", 8192)
+    parallel_runtime = Runtime(dataclasses.replace(runtime.settings, scan=dataclasses.replace(runtime.settings.scan, workers=2)), runtime.clock)
+    summary = scan_logs(parallel_runtime, [log])
+    parallel_runtime.close()
+    assert summary.lines == truth.lines and summary.legacy_submissions == sum(truth.legacy.values())
+    assert snapshot(runtime) == sequential
+    with runtime.sessions() as s:
+        assert s.scalar(select(ScanSource.offset)) == log.stat().st_size - len(b"Mar  2 23:00:00 mx1 postfix/qmgr[1]: 0F5383D: rem")

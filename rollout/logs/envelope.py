@@ -38,6 +38,7 @@ class EnvelopeParser:
 
     def __init__(self, default_host: str, zone: str = "UTC", reference: datetime | None = None) -> None:
         self.default_host = default_host
+        self.zone_name = zone
         self.zone = timezone.utc if zone == "UTC" else ZoneInfo(zone)
         self.reference = reference or datetime.now(timezone.utc)
         self._cache: dict[str, float] = {}

@@ -38,6 +38,7 @@ class LineParser:
         self.envelopes = envelopes
         self.postfix = PostfixParser(our_text)
         self.kinds: Counter[str] = Counter()
+        self.spec: tuple[str, str] = ("", "")  # (reject_text, help_url) to rebuild this parser in a worker
 
     def parse(self, line: str, file: str, offset: int) -> Event | None:
         result = self._parse(line, file, offset)

@@ -46,6 +46,12 @@ def open_log(path: Path) -> tuple[BinaryIO, bool]:
     return raw, False
 
 
+def identify_compressed(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return any(head.startswith(magic) for magic in MAGIC)
+
+
 def identify(path: Path) -> FileIdentity:
     st = os.stat(path)
     stream, compressed = open_log(path)

@@ -25,11 +25,14 @@ from ..detection import DetectionConfig, Detector, Finding
 from ..logs.envelope import EnvelopeParser
 from ..logs.events import Event
 from ..logs.parse import LineParser, our_text_matcher
-from ..logs.reader import LineSource, identify
+from ..logs.parallel import ParallelParse, ParserSpec
+from ..logs.reader import LineSource, identify, identify_compressed
 from ..models import Customer, Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 from ..runtime import Runtime
 
 FLUSH_FINDINGS = 20_000
+PARALLEL_MIN_BYTES = 64 << 20  # below this, worker start-up costs more than it saves
+PARALLEL_CHUNK_BYTES = 4 << 20
 MAX_LISTED = 20  # client IPs / senders kept per mailbox and day
 CONFIDENCE_RANK = {None: 0, "medium": 1, "high": 2}
 
@@ -188,7 +191,8 @@ def scan_logs(
         detector = Detector(config, json.loads(zlib.decompress(carry.state)) if carry else None)
         tally = _Tally(ids)
         files, sources = _open_sources(session, paths, host or settings.scan.host, settings)
-        events = heapq.merge(*(_events(src, parser, fs, progress) for src, parser, fs, _row, _ident in sources), key=_time)
+        workers = settings.scan.workers
+        events = heapq.merge(*(_events(src, parser, fs, progress, workers) for src, parser, fs, _row, _ident in sources), key=_time)
         for event in events:
             detector.feed(event)
             if len(detector.findings) >= FLUSH_FINDINGS:
@@ -254,6 +258,7 @@ def _open_sources(session: Session, paths: Sequence[Path], host: str | None, set
         fs = FileSummary(str(path), key_host, started_at_offset=offset, restarted=restarted)
         reference = datetime.fromtimestamp(ident.mtime, timezone.utc)
         parser = LineParser(EnvelopeParser(key_host, settings.scan.timezone, reference), our_text)
+        parser.spec = (settings.enforcement.reject_text, settings.enforcement.help_url)
         files.append(fs)
         sources.append((LineSource(path, offset), parser, fs, row, ident))
     return files, sources
@@ -273,7 +278,12 @@ def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tupl
     return 0, row is not None
 
 
-def _events(source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None) -> Iterator[Event]:
+def _events(
+    source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None, workers: int = 1
+) -> Iterator[Event]:
+    if workers > 1 and _worth_parallel(source):
+        yield from _parallel_events(source, parser, fs, progress, workers)
+        return
     parse = parser.parse
     name = str(source.path)
     last = source.offset
@@ -284,12 +294,40 @@ def _events(source: LineSource, parser: LineParser, fs: FileSummary, progress: C
         if progress is not None and n % 10_000 == 0:
             progress(source.offset - last)
             last = source.offset
-    fs.lines = sum(parser.kinds.values())
-    fs.kinds = dict(sorted(parser.kinds.items()))
-    fs.unparsed = parser.kinds.get("unknown", 0)
-    fs.warning = source.warning
+    _finish_file(fs, parser.kinds, source.warning)
     if progress is not None:
         progress(source.offset - last)
+
+
+def _worth_parallel(source: LineSource) -> bool:
+    """Big, plain files are worth splitting (compressed ones cannot be split)."""
+    if identify_compressed(source.path):
+        return False
+    return source.path.stat().st_size - source.offset >= PARALLEL_MIN_BYTES
+
+
+def _parallel_events(
+    source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None, workers: int
+) -> Iterator[Event]:
+    envelopes = parser.envelopes
+    enforcement = parser.spec
+    spec = ParserSpec(envelopes.default_host, envelopes.zone_name, envelopes.reference.timestamp(), *enforcement)
+    job = ParallelParse(spec, source.path, source.offset, workers=workers, chunk=PARALLEL_CHUNK_BYTES)
+    last = source.offset
+    for event in job.events():
+        yield event
+        if progress is not None and job.offset != last:
+            progress(job.offset - last)
+            last = job.offset
+    source.offset = job.offset
+    _finish_file(fs, job.kinds, None)
+
+
+def _finish_file(fs: FileSummary, kinds: Any, warning: str | None) -> None:
+    fs.lines = sum(kinds.values())
+    fs.kinds = dict(sorted(kinds.items()))
+    fs.unparsed = kinds.get("unknown", 0)
+    fs.warning = warning
 
 
 def _save_positions(session: Session, sources: list[Any], now: datetime) -> None:
