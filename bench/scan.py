@@ -2,6 +2,7 @@
 
     python bench/scan.py                 # 2M and 10M lines
     python bench/scan.py --lines 200000  # a quick run
+    python bench/scan.py --workers 2     # parse big files in two processes
 
 For each size: write a seeded synthetic log (rollout.synthetic.maillog) with its ground
 truth, import a matching inventory into a fresh SQLite database, then on the same file
@@ -49,7 +50,7 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, in
     return elapsed, max(peak, before), proc
 
 
-def run_size(lines: int, workdir: Path) -> dict[str, object]:
+def run_size(lines: int, workdir: Path, workers: int = 1) -> dict[str, object]:
     boxes = mailboxes(max(2000, lines // 200))
     legacy = [a for a, _ in boxes[:: max(1, len(boxes) // 150)]]
     sasl = [a for a, _ in boxes[1:: max(1, len(boxes) // 900)]]
@@ -66,7 +67,8 @@ def run_size(lines: int, workdir: Path) -> dict[str, object]:
             out.write(f"{address},k{i // 3},k{i // 3}@customers.example,Kunde {i // 3},de,{login or ''}\n")
     db = workdir / f"bench-{lines}.db"
     db.unlink(missing_ok=True)
-    env = {**os.environ, "ROLLOUT_DATABASE_URL": f"sqlite:///{db}", "ROLLOUT_NOW": "2026-03-10T00:00:00+00:00"}
+    env = {**os.environ, "ROLLOUT_DATABASE_URL": f"sqlite:///{db}", "ROLLOUT_NOW": "2026-03-10T00:00:00+00:00",
+           "ROLLOUT_SCAN_WORKERS": str(workers)}
     rollout = [sys.executable, "-m", "rollout"]
     subprocess.run([*rollout, "db", "upgrade"], env=env, check=True, capture_output=True)
     subprocess.run([*rollout, "inventory", "import", str(inventory)], env=env, check=True, capture_output=True)
@@ -82,7 +84,7 @@ def run_size(lines: int, workdir: Path) -> dict[str, object]:
     if shutil.which("pflogsumm"):
         pflog_s, _, _ = timed(["pflogsumm", "--problems-first", str(log)])
     return {
-        "lines": truth.lines, "MB": round(size_mb, 1), "generate_s": round(generate_s, 1),
+        "workers": workers, "lines": truth.lines, "MB": round(size_mb, 1), "generate_s": round(generate_s, 1),
         "scan_s": round(scan_s, 2), "scan_lines_per_s": round(truth.lines / scan_s), "scan_MB_per_s": round(size_mb / scan_s, 1),
         "scan_peak_rss_MB": round(scan_rss / 1024), "grep_s": round(grep_s, 2), "grep_lines_per_s": round(truth.lines / grep_s),
         "pflogsumm_s": round(pflog_s, 2) if pflog_s else None,
@@ -96,6 +98,7 @@ def run_size(lines: int, workdir: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, action="append", help="log size(s); default 2,000,000 and 10,000,000")
+    parser.add_argument("--workers", type=int, default=1, help="scan.workers for the scan (default 1: one process)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep the files")
     args = parser.parse_args()
     sizes = args.lines or [2_000_000, 10_000_000]
@@ -104,12 +107,12 @@ def main() -> None:
     results = []
     try:
         for n in sizes:
-            results.append(run_size(n, workdir))
+            results.append(run_size(n, workdir, args.workers))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    keys = ["lines", "MB", "scan_s", "scan_lines_per_s", "scan_MB_per_s", "scan_peak_rss_MB", "grep_lines_per_s",
+    keys = ["workers", "lines", "MB", "scan_s", "scan_lines_per_s", "scan_MB_per_s", "scan_peak_rss_MB", "grep_lines_per_s",
             "pflogsumm_lines_per_s", "vs_pflogsumm", "legacy_mailboxes", "ground_truth_matched"]
     widths = [max(len(k), *(len(str(r[k])) for r in results)) for k in keys]
     print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
