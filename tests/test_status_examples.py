@@ -1,7 +1,12 @@
 """The shipped examples stay true: the configuration reference and the scheduler's unit."""
 
 import dataclasses
+import re
+import shlex
 import tomllib
+
+import click
+import pytest
 
 from rollout.config import Settings, load_settings
 
@@ -28,7 +33,26 @@ def test_example_config_lists_every_setting_with_its_default() -> None:
             assert present, f"examples/rollout.toml lacks [{section.name}] {setting.name}"
 
 
-def test_systemd_unit_runs_the_scheduler_and_stops_with_sigterm() -> None:
-    """The unit starts `rollout scheduler` and gives a running job time to finish on stop."""
-    unit = (REPO / "examples" / "rollout-scheduler.service").read_text()
-    assert "ExecStart=/opt/rollout/venv/bin/rollout scheduler" in unit and "KillSignal=SIGTERM" in unit
+def test_crontab_and_unit_name_real_commands_and_options() -> None:
+    """Every `rollout …` line of the crontab and the systemd unit names a command and options that exist."""
+    from rollout.cli import cli
+
+    invocations = []
+    for name in ("crontab", "rollout-scheduler.service"):
+        for line in (REPO / "examples" / name).read_text().splitlines():
+            if line.lstrip().startswith("#"):
+                continue
+            for segment in re.split(r"&&|\||>|;", line.replace("ExecStart=", "")):
+                words = shlex.split(segment)
+                starts = [i for i, w in enumerate(words) if w.rpartition("/")[2] == "rollout" and i + 1 < len(words) and words[i + 1] in cli.commands]
+                invocations += [words[i + 1 :] for i in starts[-1:]]
+    assert len(invocations) >= 4
+    for words in invocations:
+        command: click.Command = cli
+        while isinstance(command, click.Group):
+            word = words.pop(0)
+            command = command.commands.get(word) or pytest.fail(f"examples name `rollout … {word}`, which does not exist")
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        for word in words:
+            if word.startswith("--"):
+                assert word.split("=")[0] in options, f"`rollout {command.name}` has no option {word}"
