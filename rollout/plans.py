@@ -26,10 +26,12 @@ BULK_CACHE_KIB = 256 * 1024
 
 
 def prepare_bulk(session: Session) -> None:
-    """SQLite: a larger page cache for this connection, so a million member rows insert in memory."""
+    """Memory for sorting and hashing a million rows in this transaction (SQLite: page cache)."""
     connection = session.connection()
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+    elif connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL work_mem = '{BULK_CACHE_KIB // 1024}MB'")
 
 
 # --- still legacy --------------------------------------------------------------------------

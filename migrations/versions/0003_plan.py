@@ -70,9 +70,6 @@ def upgrade() -> None:
     sa.Column('plan_id', sa.Integer(), nullable=False),
     sa.Column('mailbox_id', sa.Integer(), nullable=False),
     sa.Column('cohort_id', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['cohort_id'], ['cohorts.id'], name=op.f('fk_cohort_members_cohort_id_cohorts'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['mailbox_id'], ['mailboxes.id'], name=op.f('fk_cohort_members_mailbox_id_mailboxes'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['plan_id'], ['plans.id'], name=op.f('fk_cohort_members_plan_id_plans'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('plan_id', 'mailbox_id', name=op.f('pk_cohort_members'))
     )
     with op.batch_alter_table('cohort_members', schema=None) as batch_op:
