@@ -1,0 +1,73 @@
+"""Parser + detector together on raw log lines: Exim, content filters, several hosts, journald stamps."""
+
+from __future__ import annotations
+
+from rollout.detection import DetectionConfig, Detector, Finding
+
+from .scan_support import line_parser
+
+CONFIG = DetectionConfig(local_domains=frozenset({"example.org"}), trusted_networks=("127.0.0.0/8",))
+
+
+def detect(lines: list[str], host: str = "files") -> list[Finding]:
+    parser = line_parser(host=host)
+    detector = Detector(CONFIG)
+    detector.feed_all(e for i, line in enumerate(lines) if (e := parser.parse(line, "t.log", i)) is not None)
+    return [f for f in detector.findings if f.kind != "login"]
+
+
+def test_exim_relay_after_pop_login_is_legacy_and_esmtpa_is_authenticated() -> None:
+    """Exim: <= without A= then => via an smtp transport after a login is legacy; P=esmtpa is an authenticated submission."""
+    lines = [
+        "Mar  2 10:00:00 mail dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1",
+        "2026-03-02 10:05:00 [101] 1Ov4tU-0000Nz-Rm <= anna@example.org H=pc.dsl.test [192.0.2.7]:51792 I=[192.0.2.1]:25 P=esmtp S=2177 id=a@b",
+        "2026-03-02 10:05:01 [102] 1Ov4tU-0000Nz-Rm => friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]",
+        "2026-03-02 10:05:01 [102] 1Ov4tU-0000Nz-Rm Completed",
+        "2026-03-02 10:06:00 [103] 10HmaX-000000005vi-0000 <= bert@example.org H=(laptop) [192.0.2.8] P=esmtpsa A=dovecot_plain:bert@example.org S=1000",
+        "2026-03-02 10:06:01 [104] 10HmaX-000000005vi-0000 => friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]",
+        "2026-03-02 10:06:01 [104] 10HmaX-000000005vi-0000 Completed",
+    ]
+    kinds = [(f.kind, f.user) for f in detect(lines)]
+    assert kinds == [("legacy", "anna@example.org"), ("auth", "bert@example.org")]
+
+
+def test_content_filter_reinjection_is_judged_on_the_original_client() -> None:
+    """After amavis (relay to 127.0.0.1:10024, queued as NEW) the re-injected copy inherits the original client (P14)."""
+    lines = [
+        "Mar  2 10:00:00 mx dovecot: imap-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=5, session=<s1>",
+        "Mar  2 10:01:00 mx postfix/smtpd[10]: 1111AAAA01: client=pc[192.0.2.7]",
+        "Mar  2 10:01:00 mx postfix/qmgr[9]: 1111AAAA01: from=<anna@example.org>, size=100, nrcpt=1 (queue active)",
+        "Mar  2 10:01:01 mx postfix/smtpd[11]: 2222BBBB02: client=localhost[127.0.0.1]",
+        "Mar  2 10:01:01 mx postfix/qmgr[9]: 2222BBBB02: from=<anna@example.org>, size=300, nrcpt=1 (queue active)",
+        "Mar  2 10:01:01 mx postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=127.0.0.1[127.0.0.1]:10024, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 2.0.0 from MTA(smtp:[127.0.0.1]:10025): 250 2.0.0 Ok: queued as 2222BBBB02)",
+        "Mar  2 10:01:01 mx postfix/qmgr[9]: 1111AAAA01: removed",
+        "Mar  2 10:01:02 mx postfix/smtp[13]: 2222BBBB02: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.5]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)",
+        "Mar  2 10:01:02 mx postfix/qmgr[9]: 2222BBBB02: removed",
+    ]
+    (f,) = detect(lines)
+    assert (f.kind, f.user, f.ip, f.qid) == ("legacy", "anna@example.org", "192.0.2.7", "2222BBBB02")
+
+
+def test_same_queue_id_on_two_hosts_are_two_messages() -> None:
+    """Queue IDs are only unique per host (P6): interleaved hosts do not mix their messages."""
+    lines = [
+        "Mar  2 10:00:00 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1",
+        "Mar  2 10:01:00 mx1 postfix/smtpd[10]: ABCDEF0123: client=pc[192.0.2.7]",
+        "Mar  2 10:01:00 mx2 postfix/smtpd[10]: ABCDEF0123: client=mta[198.51.100.9]",
+        "Mar  2 10:01:00 mx2 postfix/qmgr[9]: ABCDEF0123: from=<news@remote.test>, size=100, nrcpt=1 (queue active)",
+        "Mar  2 10:01:00 mx1 postfix/qmgr[9]: ABCDEF0123: from=<anna@example.org>, size=100, nrcpt=1 (queue active)",
+        "Mar  2 10:01:01 mx2 postfix/virtual[12]: ABCDEF0123: to=<anna@example.org>, relay=virtual, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (delivered to maildir)",
+        "Mar  2 10:01:01 mx1 postfix/smtp[12]: ABCDEF0123: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.5]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)",
+        "Mar  2 10:01:01 mx2 postfix/qmgr[9]: ABCDEF0123: removed",
+        "Mar  2 10:01:01 mx1 postfix/qmgr[9]: ABCDEF0123: removed",
+    ]
+    (f,) = detect(lines)
+    assert (f.kind, f.host, f.sender) == ("legacy", "mx1", "anna@example.org")
+
+
+def test_journald_short_iso_offsets_with_and_without_colon() -> None:
+    """`journalctl -o short-iso` stamps (+01:00 and older +0100) give the same instant."""
+    p = line_parser()
+    a = p.parse("2026-03-02T11:00:00+01:00 mx postfix/qmgr[9]: ABCDEF0123: removed", "f", 0)
+    b = p.parse("2026-03-02T11:00:00+0100 mx postfix/qmgr[9]: ABCDEF0123: removed", "f", 1)
+    assert a is not None and b is not None and a.t == b.t
