@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from .. import audit, plans
@@ -226,7 +226,7 @@ def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) ->
     before = backend.current()
     entries = desired_entries(session, now)
     published = backend.publish(entries)
-    session.query(MapVersion).filter(MapVersion.active).update({MapVersion.active: False})
+    session.execute(update(MapVersion).where(MapVersion.active).values(active=False))
     cohorts = plan.cohorts if plan is not None else []
     session.add(
         MapVersion(
