@@ -15,7 +15,8 @@ from typing import IO
 from sqlalchemy import select
 
 from rollout.config import load_settings
-from rollout.models import JobRun
+from rollout.models import JobRun, Mailbox
+from rollout.synthetic.maillog import write_maillog
 from rollout.runtime import Runtime
 from rollout.workflows.campaign import start_campaign
 from rollout.workflows.plan import PlanRequest, make_plan
@@ -44,8 +45,14 @@ def configure(runtime: Runtime, tmp_path: Path, server: SmtpServer | None = None
     runtime.settings = load_settings(environ={}, overrides=settings)
 
 
-def small_rollout(runtime: Runtime, tmp_path: Path, first_wave: datetime, weeks: int = 2, plan_start: datetime | None = None) -> None:
-    """Three customers with legacy use, a campaign whose wave 1 is at ``first_wave``, two cohorts."""
+def small_rollout(
+    runtime: Runtime, tmp_path: Path, first_wave: datetime, weeks: int = 2, plan_start: datetime | None = None, log: Path | None = None
+) -> None:
+    """Three customers with legacy use, a campaign whose wave 1 is at ``first_wave``, two cohorts.
+
+    With ``log``, the legacy use is not recorded directly but written to that mail log
+    (the two days before T0), for the scheduler's scan to find.
+    """
     add_customers(
         runtime,
         tmp_path,
@@ -58,8 +65,13 @@ def small_rollout(runtime: Runtime, tmp_path: Path, first_wave: datetime, weeks:
             "yann@example.de,K3,k3@example.org,Zoe,en",
         ],
     )
-    for address in LEGACY:
-        add_legacy(runtime, address, T0 - timedelta(days=1))
+    if log is None:
+        for address in LEGACY:
+            add_legacy(runtime, address, T0 - timedelta(days=1))
+    else:
+        with runtime.sessions() as session:
+            boxes = [(a, login) for a, login in session.execute(select(Mailbox.address, Mailbox.login))]
+        write_maillog(log, boxes, legacy=LEGACY, sasl=["bert@example.de"], start=T0 - timedelta(days=2), span=timedelta(days=2), lines=12000, seed=3)
     start_campaign(runtime, first_wave.date(), weeks=weeks, weekday=first_wave.strftime("%a").lower(), at=first_wave.strftime("%H:%M"), tz="UTC")
     start = plan_start or first_wave + timedelta(weeks=weeks - 1, days=1)
     make_plan(runtime, PlanRequest(start=start, every=timedelta(days=1), cohorts=2, tz="UTC", window="08:00-17:00", skip_weekends=False), apply=True)

@@ -22,14 +22,15 @@ from .scheduler_support import HOST, LEGACY, Daemon, configure, job_runs, small_
 
 
 def test_jobs_fire_in_order_on_an_injected_clock(runtime: Runtime, clock: ManualClock, tmp_path: Path) -> None:
-    """Scan first, then each notice wave at its time, then each cohort's step; the rollout ends done."""
+    """Scan first (it finds the legacy senders), then each notice wave at its time, then each cohort's step; the rollout ends done."""
     with SmtpServer(HOST) as server:
-        configure(runtime, tmp_path, server)
-        small_rollout(runtime, tmp_path, first_wave=T0 + timedelta(hours=2))
+        configure(runtime, tmp_path, server, **{"scan.log_files": str(tmp_path / "*.log")})
+        small_rollout(runtime, tmp_path, first_wave=T0 + timedelta(hours=2), log=tmp_path / "mail.log")
         run_until(runtime, clock, T0 + timedelta(days=10))
         messages = list(server.inbox.messages)
     runs = job_runs(runtime)
-    assert runs[0].job == "scan" and runs[0].started_at == T0
+    assert (runs[0].job, runs[0].outcome, runs[0].started_at) == ("scan", "ok", T0)
+    assert runs[0].details["result"]["mailboxes"] == len(LEGACY)
     acting = [(r.job, r.details["id"], r.outcome, r.started_at) for r in runs if r.job in ("notify", "step")]
     plan_start = T0 + timedelta(weeks=1, days=1, hours=2)
     assert [a[:3] for a in acting] == [
