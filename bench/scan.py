@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import Run, measure  # noqa: E402
 from rollout.synthetic.maillog import write_maillog  # noqa: E402
 
 GREP_PATTERN = r"(pop3|imap)-login: Login: |: client=|: NOQUEUE: reject: "
@@ -38,16 +39,12 @@ def mailboxes(n: int) -> list[tuple[str, str | None]]:
     return [(f"user{i:06d}@kunde{i % 997}.example", f"web{i}p1" if i % 7 == 0 else None) for i in range(n)]
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, subprocess.CompletedProcess[str]]:
-    """Wall time and the peak RSS (kB) of the child (waited for alone, so RUSAGE_CHILDREN is its peak)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:3])}… failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return elapsed, max(peak, before), proc
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, Run]:
+    """Wall time and the child's own peak RSS (MB)."""
+    run = measure(argv, env=env)
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:3])}… failed ({run.returncode}):\n{run.stderr[-2000:]}")
+    return run.seconds, run.peak_rss_mb, run
 
 
 def run_size(lines: int, workdir: Path, workers: int = 1) -> dict[str, object]:
@@ -86,7 +83,7 @@ def run_size(lines: int, workdir: Path, workers: int = 1) -> dict[str, object]:
     return {
         "workers": workers, "lines": truth.lines, "MB": round(size_mb, 1), "generate_s": round(generate_s, 1),
         "scan_s": round(scan_s, 2), "scan_lines_per_s": round(truth.lines / scan_s), "scan_MB_per_s": round(size_mb / scan_s, 1),
-        "scan_peak_rss_MB": round(scan_rss / 1024), "grep_s": round(grep_s, 2), "grep_lines_per_s": round(truth.lines / grep_s),
+        "scan_peak_rss_MB": round(scan_rss), "grep_s": round(grep_s, 2), "grep_lines_per_s": round(truth.lines / grep_s),
         "pflogsumm_s": round(pflog_s, 2) if pflog_s else None,
         "pflogsumm_lines_per_s": round(truth.lines / pflog_s) if pflog_s else None,
         "vs_pflogsumm": round(pflog_s / scan_s, 2) if pflog_s else None,
