@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from rollout import db  # noqa: E402
 from rollout.clock import ManualClock  # noqa: E402
 from rollout.config import load_settings  # noqa: E402
-from rollout.models import Campaign, Cohort, CohortMember, Customer, Evidence, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan  # noqa: E402
+from rollout.models import Campaign, Cohort, Customer, Evidence, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
 from rollout.workflows.inventory import import_inventory  # noqa: E402

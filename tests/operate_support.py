@@ -8,7 +8,7 @@ SMTP AUTH; nina (cohort 2) still uses the legacy path and is exempt for 3 days.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from rollout.models import (
     Campaign,

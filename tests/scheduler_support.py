@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from rollout.config import load_settings
 from rollout.models import JobRun, Mailbox
-from rollout.synthetic.maillog import write_maillog
 from rollout.runtime import Runtime
+from rollout.synthetic.maillog import write_maillog
 from rollout.workflows.campaign import start_campaign
 from rollout.workflows.plan import PlanRequest, make_plan
 
@@ -151,5 +151,3 @@ def _toml(value: object) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-
-__all__ = ["HOST", "LEGACY", "Daemon", "configure", "date", "job_runs", "small_rollout", "write_config"]
