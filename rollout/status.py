@@ -110,7 +110,7 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
         customers=session.scalar(select(func.count()).select_from(Customer)) or 0,
         mailboxes=session.scalar(select(func.count()).select_from(Mailbox)) or 0,
         legacy_mailboxes=len(still_legacy_ids(session, since)),
-        next_action=next_action(waves, cohorts, final_stage, now),
+        next_action=next_action(waves, cohorts, final_stage, now, paused is not None),
         paused=paused,
         waves=waves,
         cohorts=cohorts,
@@ -235,7 +235,7 @@ def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatu
     return "scanning" if scanned else "inventory"
 
 
-def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stage: str, now: datetime) -> NextAction | None:
+def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stage: str, now: datetime, paused: bool = False) -> NextAction | None:
     """The earliest of: the next wave due, the first cohort not at its final stage."""
     candidates: list[NextAction] = []
     upcoming = [w for w in waves if w.due_at > now]
@@ -244,7 +244,8 @@ def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stag
     for cohort in cohorts:
         if cohort.stage != final_stage:
             verb = "switch off" if cohort.stage == "pending" else "advance"
-            candidates.append(NextAction(f"{verb} cohort {cohort.position} ({cohort.label})", cohort.scheduled_at))
+            held = " (paused: waits for `rollout resume`)" if paused else ""
+            candidates.append(NextAction(f"{verb} cohort {cohort.position} ({cohort.label}){held}", cohort.scheduled_at))
             break
     if not candidates:
         return None

@@ -91,3 +91,12 @@ def test_wait_for_step_returns_when_the_cohort_is_switched_meanwhile(runtime: Ru
 
     assert wait_for_step(runtime, 2, timedelta(hours=1), sleep=sleep) is True
     assert len(polls) == 3
+
+
+def test_next_step_of_a_paused_rollout_says_it_waits(run: Cli, runtime: Runtime) -> None:
+    """After the last wave, a paused rollout names the next cohort and that it waits for resume."""
+    build_rollout(runtime, paused=True)
+    runtime.clock.set(NOW + timedelta(weeks=3))  # type: ignore[attr-defined]
+    data = json.loads(run("status", "--json").output)
+    assert data["next_action"]["action"] == "switch off cohort 2 (n–z) (paused: waits for `rollout resume`)"
+    assert data["paused"]["reason"] == "support queue is full"
