@@ -53,7 +53,7 @@ def main() -> None:
             finally:
                 drop()
         print()
-        print(f"| {rows:,} mailboxes, {args.cohorts} cohorts | plan --apply | step (cohort of {{n}}) | postmap alone | step / postmap |")
+        print(f"| {rows:,} mailboxes, {args.cohorts} cohorts | plan --apply | step (first cohort) | postmap alone | step / postmap |")
         print("|---|---|---|---|---|")
         for name, plan, step, entries, postmap in results:
             print(f"| {name} | {plan:.1f} s | {step:.1f} s ({entries:,} entries) | {postmap:.1f} s | {step / postmap:.1f}x |")
