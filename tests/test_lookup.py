@@ -54,3 +54,17 @@ def test_unknown_address_says_so_and_exits_one(run: Cli, runtime: Runtime) -> No
     build_rollout(runtime)
     result = run("lookup", "nobody@acme.example", expect=1)
     assert "Error: 'nobody@acme.example' is not a mailbox, POP login, customer id or customer e-mail in the inventory" in result.output
+
+
+def test_warn_stage_still_accepts_and_says_so(run: Cli, runtime: Runtime) -> None:
+    """A mailbox whose cohort is at the warn stage gets no refusal text, and support is told mail is still accepted."""
+    from sqlalchemy import update
+
+    from rollout.models import Cohort
+
+    build_rollout(runtime)
+    with runtime.sessions() as s, s.begin():
+        s.execute(update(Cohort).where(Cohort.position == 1).values(stage="warn"))
+    out = run("lookup", "anna@acme.example").output
+    assert "stage warn: mail sent without AUTH is still accepted" in out and "Sender address rejected" not in out
+    assert json.loads(run("lookup", "anna@acme.example", "--json").output)["mailboxes"][0]["refused_reply"] is None

@@ -178,6 +178,8 @@ def print_mailbox(m: MailboxReport) -> None:
         click.echo(f"  refused by our map: {legacy.refusals} times, last {stamp(legacy.last_refused)}")
     if m.refused_reply:
         click.echo(f"  a client sending without AUTH now gets:\n    {m.refused_reply}")
+    elif m.cohort and m.cohort.stage == "warn" and not (m.exemption and m.exemption.active):
+        click.echo("  stage warn: mail sent without AUTH is still accepted; Postfix logs a warning")
     if m.evidence:
         click.echo(f"  evidence ({m.evidence_day}):")
         for line in m.evidence:
