@@ -100,5 +100,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_cohorts_plan_id'))
     op.drop_table('cohorts')
     op.drop_table('rollout_state')
-    op.drop_table('plans')
     op.drop_table('map_versions')
+    op.drop_table('plans')
