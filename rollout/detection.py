@@ -24,6 +24,7 @@ from .logs.events import Accept, Delivery, Event, Login, Refusal, Removed, Sende
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
+TRUSTED_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,8 @@ class Detector:
                 known = any(addr in net for net in self._trusted)
             except ValueError:
                 known = False
+            if len(self._trusted_cache) >= TRUSTED_CACHE_SIZE:
+                self._trusted_cache.clear()  # dynamic client IPs never end: keep memory flat
             self._trusted_cache[ip] = known
         return known
 

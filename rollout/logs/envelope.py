@@ -149,6 +149,8 @@ class EnvelopeParser:
         except ValueError:
             return None
         t = moment.timestamp()
+        if len(self._cache) > 50_000:
+            self._cache.clear()
         self._cache[key] = t
         return t
 
