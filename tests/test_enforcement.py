@@ -15,7 +15,7 @@ from rollout.clock import ManualClock
 from rollout.config import EnforcementSettings
 from rollout.enforcement import MapEntry, backend_for
 from rollout.errors import EnforcementError
-from rollout.models import Cohort, MapVersion
+from rollout.models import AuditEvent, Cohort, MapVersion
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
@@ -99,6 +99,18 @@ def test_killed_between_postmap_and_rename(run: Cli, runtime: Runtime, clock: Ma
     run("step", "--yes")
     assert "carl@example.de" in planned.read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".smtp-after-pop-disabled.new")]
+
+
+def test_hand_edited_map_is_reported_as_drift(run: Cli, runtime: Runtime, clock: ManualClock, planned: Path) -> None:
+    """A map changed behind rollout's back is replaced at the next swap and the audit says so."""
+    run("step", "--yes")
+    planned.write_text(planned.read_text() + "intruder@example.de\tOK\n")
+    clock.advance(timedelta(hours=1))
+    run("step", "--yes")
+    assert "intruder@example.de" not in planned.read_text()
+    with runtime.sessions() as session:
+        drift = [e.details["map_drifted"] for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "step").order_by(AuditEvent.id))]
+    assert drift == [False, True]
 
 
 def test_previous_versions_are_kept(tmp_path: Path) -> None:

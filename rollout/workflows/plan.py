@@ -217,6 +217,7 @@ class Swap:
     checksum_after: str
     entries: int
     diff: MapDiff
+    drifted: bool = False  # the map in force was not the one last recorded (edited by hand, or a swap killed before commit)
 
 
 def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) -> Swap:
@@ -224,6 +225,8 @@ def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) ->
     now = runtime.clock.now()
     backend = backend_for(runtime.settings.enforcement)
     before = backend.current()
+    recorded = session.scalars(select(MapVersion.checksum).where(MapVersion.active)).first()
+    drifted = before is not None and recorded is not None and checksum(before) != recorded
     entries = desired_entries(session, now)
     published = backend.publish(entries)
     session.execute(update(MapVersion).where(MapVersion.active).values(active=False))
@@ -236,7 +239,7 @@ def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) ->
         )
     )
     session.flush()
-    return Swap(checksum(before), published.checksum, published.entries, diff(_current_stages(before), entries))
+    return Swap(checksum(before), published.checksum, published.entries, diff(_current_stages(before), entries), drifted)
 
 
 # --- the ladder -----------------------------------------------------------------------------
@@ -430,7 +433,7 @@ def step(
             session, now, runtime.actor, "step", cohort=upcoming.label, position=upcoming.position,
             from_stage=upcoming.from_stage, to_stage=upcoming.to_stage, reason=reason, forced=result.forced,
             still_legacy=upcoming.still_legacy, refusals_since_switch=upcoming.refusals_since_switch,
-            map_before=swap.checksum_before, map_after=swap.checksum_after, expired_exemptions=expired,
+            map_before=swap.checksum_before, map_after=swap.checksum_after, map_drifted=swap.drifted, expired_exemptions=expired,
         )
     return result
 
