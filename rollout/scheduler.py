@@ -373,6 +373,7 @@ class Daemon:
         )
         self.scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
         self.stop = threading.Event()
+        self._stopping: threading.Thread | None = None
         self.installed: dict[str, Planned] = {}
 
     def run(self) -> None:
@@ -386,8 +387,10 @@ class Daemon:
             self.sync()
             self.scheduler.add_job(self.sync, IntervalTrigger(seconds=SYNC_SECONDS), id="sync", misfire_grace_time=None)
             if not self.stop.is_set():
-                self.scheduler.start()  # blocks until shutdown
+                self.scheduler.start()  # returns once shutdown has begun...
         finally:
+            if self._stopping is not None:
+                self._stopping.join()  # ...so wait for the running job before letting another scheduler act
             lock.release()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -397,9 +400,10 @@ class Daemon:
         name = signal.Signals(signum).name
         log.warning("%s received: letting the running job finish, then exiting", name)
         self.stop.set()
-        if self.scheduler.running:
+        if self.scheduler.running and self._stopping is None:
             # shutdown(wait=True) joins the worker thread: the running job ends normally.
-            threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, name="shutdown").start()
+            self._stopping = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, name="shutdown")
+            self._stopping.start()
 
     def sync(self) -> None:
         """Bring the installed jobs in line with the configuration and the database."""

@@ -121,6 +121,8 @@ def test_sigterm_lets_the_running_job_finish(runtime: Runtime, tmp_path: Path, c
     assert "no log files to scan" in runs[0].details["reason"]
     assert all(r.outcome != "running" for r in runs)
     assert "scheduler stopped" in daemon.lines[-1]
+    finished = [i for i, line in enumerate(daemon.lines) if "job scan skipped" in line]
+    assert finished and finished[0] < len(daemon.lines) - 1  # the job ended before the scheduler let go of its lock
 
 
 @contextmanager
