@@ -44,7 +44,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import make_url
 
-from .campaign import active_campaign, wave_due_at
+from .campaign import active_campaign, latest_due_wave, wave_due_at
 from .clock import ManualClock
 from .errors import GuardError, RolloutError
 from .models import JobRun
@@ -89,13 +89,15 @@ def planned_jobs(runtime: Runtime) -> list[Planned]:
 
 
 def wave_jobs(runtime: Runtime) -> list[Planned]:
+    """The wave due now (sent, or refused as stale) and those still to come; older ones are history."""
     with runtime.sessions() as session:
         campaign = active_campaign(session)
         if campaign is None:
             return []
+        first = latest_due_wave(campaign, runtime.clock.now()) or 1
         return [
             Planned(f"notify-{campaign.id}-{wave}", "notify", at=wave_due_at(campaign, wave), params={"wave": wave})
-            for wave in range(1, campaign.weeks + 1)
+            for wave in range(first, campaign.weeks + 1)
         ]
 
 

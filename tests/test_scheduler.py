@@ -187,3 +187,11 @@ def test_two_schedulers_on_postgresql_only_one_acts(runtime: Runtime, tmp_path: 
         first.kill()
         if second:
             second.kill()
+
+
+def test_a_scheduler_started_mid_campaign_plans_only_the_current_and_later_waves(runtime: Runtime, clock: ManualClock, tmp_path: Path) -> None:
+    """Waves before the one due now are history: a scheduler started in week 3 plans waves 3 to 6 only."""
+    configure(runtime, tmp_path)
+    small_rollout(runtime, tmp_path, first_wave=T0 - timedelta(weeks=2, hours=1), weeks=6)
+    waves = [p.params["wave"] for p in planned_jobs(runtime) if p.job == "notify"]
+    assert waves == [3, 4, 5, 6]
