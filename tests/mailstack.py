@@ -59,7 +59,7 @@ from pathlib import Path
 LOCAL_DOMAIN = "example.org"
 MAIL_UID = 65534  # nobody: owns the maildirs (Postfix virtual(8) and Dovecot)
 MAIL_GID = 65534
-START_TIMEOUT = 20.0
+START_TIMEOUT = 30.0
 CLIENT_TIMEOUT = 10.0
 
 
@@ -274,7 +274,7 @@ class MailStack:
 
     # -- logs ------------------------------------------------------------------
 
-    def wait_for_log(self, path: Path, needle: str, *, count: int = 1, timeout: float = 15.0) -> list[str]:
+    def wait_for_log(self, path: Path, needle: str, *, count: int = 1, timeout: float = 30.0) -> list[str]:
         """Wait until ``needle`` occurs in ``count`` lines of ``path``; return those lines."""
         deadline = time.monotonic() + timeout
         while True:
@@ -285,7 +285,7 @@ class MailStack:
                 raise MailStackError(f"{needle!r} seen {len(lines)} times in {path}, wanted {count}\n{self.logs()}")
             time.sleep(0.1)
 
-    def wait_for_queue_empty(self, timeout: float = 15.0) -> None:
+    def wait_for_queue_empty(self, timeout: float = 30.0) -> None:
         """Wait until Postfix has delivered (or bounced) everything accepted so far."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
