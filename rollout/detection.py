@@ -198,12 +198,13 @@ class Detector:
             self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, lines=lines))
             return
         matching = [u for u in users if self.sender_matches(u, sender)]
-        tier = "strict" if any(tier == "strict" for _, tier in qualifying) else "session"
+        tiers = {tier for _, tier in qualifying}
+        tier = next(t for t in ("strict", "session", "extended") if t in tiers)
         login = max((r for r, _ in qualifying), key=lambda r: r[0])
         login_lines = [[login[4], login[5], login[6]]]
         details = {"tier": tier, "delta_seconds": round(t - login[0], 3)}
         if len(users) == 1:
-            confidence = "high" if matching else "medium"
+            confidence = "high" if matching and tier != "extended" else "medium"
             if not matching:
                 details["flags"] = ["sender_mismatch"]
             self.findings.append(Finding("legacy", t, host, users[0], ip, sender, qid, confidence, users, login_lines + lines, details))
@@ -226,6 +227,8 @@ class Detector:
                 out.append((record, "strict"))
             elif c.session_tracking and t <= self._session_end_time(record) + w + eps:
                 out.append((record, "session"))
+            elif t <= start + c.near_miss_seconds + eps:
+                out.append((record, "extended"))  # pop-before-smtp's lazy expiry still let it through
         return out
 
     def _candidates(self, ip: str, t: float, reach: float) -> list[str]:

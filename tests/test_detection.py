@@ -52,10 +52,17 @@ def test_other_sender_is_still_the_login_users_with_medium_confidence() -> None:
 
 
 def test_login_outside_the_window_leaves_an_unexplained_relay() -> None:
-    """A login 40 minutes before (W = 30 min, ε = 2 min) does not explain the relay."""
-    (f,) = run([login(T, "anna@example.org", "192.0.2.1"), *message(T + 2400, "192.0.2.1", "anna@example.org", ["bob@remote.test"])],
+    """A login 50 minutes before (W = 30 min, lazy expiry 1.5 W + 60 s, ε = 2 min) does not explain the relay."""
+    (f,) = run([login(T, "anna@example.org", "192.0.2.1"), *message(T + 3000, "192.0.2.1", "anna@example.org", ["bob@remote.test"])],
                session_tracking=False)
     assert f.kind == "unexplained"
+
+
+def test_relay_within_the_lazy_expiry_is_legacy_of_tier_extended() -> None:
+    """40 minutes after the login (beyond W, within 1.5 W + 60 s) is still legacy, tier extended, at most medium."""
+    (f,) = run([login(T, "anna@example.org", "192.0.2.1"), *message(T + 2400, "192.0.2.1", "anna@example.org", ["bob@remote.test"])],
+               session_tracking=False)
+    assert (f.kind, f.details["tier"], f.confidence) == ("legacy", "extended", "medium")
 
 
 def test_open_imap_session_extends_the_window_when_tracking_is_on() -> None:
