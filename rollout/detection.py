@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .logs.events import Accept, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .logs.events import Accept, AuthFailure, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
@@ -70,6 +70,7 @@ class Detector:
         self.sessions: dict[str, list[Any]] = {}  # session key → its login record
         self.messages: dict[str, dict[str, Any]] = {}  # host|instance|qid → the message so far
         self.reinjected: dict[str, dict[str, Any]] = {}  # host|qid after a content filter → original
+        self.auth_failures: dict[str, float] = {}  # ip → last failed SMTP AUTH (P17)
         # removed messages wait ε before judgement: the login that allowed them may be logged in
         # the same second in another file, and files are merged by whole-second stamps
         self.pending: deque[tuple[float, str, str, dict[str, Any]]] = deque()
@@ -158,6 +159,10 @@ class Detector:
         msg["lines"].append([e.file, e.offset, e.line])
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, msg))
 
+    def _auth_failure(self, e: AuthFailure) -> None:
+        if e.client_ip:
+            self.auth_failures[e.client_ip] = e.t
+
     def _refusal(self, e: Refusal) -> None:
         line = [[e.file, e.offset, e.line]]
         if e.reason == "map":
@@ -202,14 +207,18 @@ class Detector:
         tier = next(t for t in ("strict", "session", "extended") if t in tiers)
         login = max((r for r, _ in qualifying), key=lambda r: r[0])
         login_lines = [[login[4], login[5], login[6]]]
-        details = {"tier": tier, "delta_seconds": round(t - login[0], 3)}
+        details: dict[str, Any] = {"tier": tier, "delta_seconds": round(t - login[0], 3)}
+        failed = self.auth_failures.get(ip)
+        if failed is not None and t - self.config.window_seconds <= failed <= t:
+            # the client tries SMTP AUTH with a wrong password and the legacy path hides it
+            details["flags"] = ["auth_failed_then_legacy"]
         if len(users) == 1:
             confidence = "high" if matching and tier != "extended" else "medium"
             if not matching:
-                details["flags"] = ["sender_mismatch"]
+                details["flags"] = details.get("flags", []) + ["sender_mismatch"]
             self.findings.append(Finding("legacy", t, host, users[0], ip, sender, qid, confidence, users, login_lines + lines, details))
         elif len(matching) == 1:
-            details["flags"] = ["shared_ip"]
+            details["flags"] = details.get("flags", []) + ["shared_ip"]
             self.findings.append(Finding("legacy", t, host, matching[0], ip, sender, qid, "medium", users, login_lines + lines, details))
         else:
             self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, users, login_lines + lines, details))
@@ -308,13 +317,16 @@ class Detector:
             del self.messages[key]
         for key in [k for k, m in self.reinjected.items() if (m.get("t") or 0) < stale]:
             del self.reinjected[key]
+        for ip in [ip for ip, t in self.auth_failures.items() if t < keep_after]:
+            del self.auth_failures[ip]
 
     # -- state ----------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
         self.finish()
         self.prune()
-        return {"version": STATE_VERSION, "now": self.now, "logins": self.logins, "messages": self.messages, "reinjected": self.reinjected}
+        return {"version": STATE_VERSION, "now": self.now, "logins": self.logins, "messages": self.messages,
+                "reinjected": self.reinjected, "auth_failures": self.auth_failures}
 
     def _load(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
@@ -323,6 +335,7 @@ class Detector:
         self.logins = {ip: [list(r) for r in records] for ip, records in state["logins"].items()}
         self.messages = dict(state["messages"])
         self.reinjected = dict(state["reinjected"])
+        self.auth_failures = dict(state.get("auth_failures", {}))
         for records in self.logins.values():
             for record in records:
                 if record[3] is not None and record[2] is None:
@@ -345,4 +358,5 @@ _HANDLERS = {
     Delivery: Detector._delivery,
     Removed: Detector._removed,
     Refusal: Detector._refusal,
+    AuthFailure: Detector._auth_failure,
 }

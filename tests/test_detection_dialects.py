@@ -71,3 +71,17 @@ def test_journald_short_iso_offsets_with_and_without_colon() -> None:
     a = p.parse("2026-03-02T11:00:00+01:00 mx postfix/qmgr[9]: ABCDEF0123: removed", "f", 0)
     b = p.parse("2026-03-02T11:00:00+0100 mx postfix/qmgr[9]: ABCDEF0123: removed", "f", 1)
     assert a is not None and b is not None and a.t == b.t
+
+
+def test_failed_smtp_auth_then_legacy_relay_is_flagged() -> None:
+    """A SASL failure followed by a legacy relay from the same client flags auth_failed_then_legacy (P17)."""
+    lines = [
+        "Mar  2 10:00:00 mx dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1",
+        "Mar  2 10:00:05 mx postfix/submission/smtpd[9]: warning: pc[192.0.2.7]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+        "Mar  2 10:00:06 mx postfix/smtpd[10]: 1111AAAA01: client=pc[192.0.2.7]",
+        "Mar  2 10:00:06 mx postfix/qmgr[9]: 1111AAAA01: from=<anna@example.org>, size=100, nrcpt=1 (queue active)",
+        "Mar  2 10:00:07 mx postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.5]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)",
+        "Mar  2 10:00:07 mx postfix/qmgr[9]: 1111AAAA01: removed",
+    ]
+    (f,) = detect(lines)
+    assert (f.kind, f.details.get("flags")) == ("legacy", ["auth_failed_then_legacy"])

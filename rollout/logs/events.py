@@ -94,6 +94,13 @@ class Removed(Event):
 
 
 @dataclass(slots=True)
+class AuthFailure(Event):
+    """SMTP AUTH failed for a client (Postfix ``SASL … authentication failed``)."""
+
+    client_ip: str | None
+
+
+@dataclass(slots=True)
 class Refusal(Event):
     """An SMTP refusal or warning: relay denied, or our own sender map (``reason='map'``)."""
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .envelope import EnvelopeParser
-from .events import Accept, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .events import Accept, AuthFailure, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
 from .parse import LineParser, our_text_matcher
 
 CHUNK_BYTES = 4 << 20
@@ -42,7 +42,7 @@ class ParserSpec:
 
 
 _PARSERS: dict[ParserSpec, LineParser] = {}
-_CLASSES = (Accept, Sender, Delivery, Removed, Login, SessionEnd, Refusal)
+_CLASSES = (Accept, Sender, Delivery, Removed, Login, SessionEnd, Refusal, AuthFailure)
 _CODES = {cls: i for i, cls in enumerate(_CLASSES)}
 _FIELD_NAMES = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES}
 

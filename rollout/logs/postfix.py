@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .events import Accept, Delivery, Envelope, Event, Refusal, Removed, Sender
+from .events import Accept, AuthFailure, Delivery, Envelope, Event, Refusal, Removed, Sender
 from .net import client_ip, normalise_ip
 
 QID = r"(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,})"
@@ -21,6 +21,7 @@ _STATUS = re.compile(r"status=(?P<status>[a-z-]+)(?: \((?P<text>.*)\))?")
 _QUEUED_AS = re.compile(r"queued as (?P<qid>[0-9A-Za-z]+)\)?")
 _FROM = re.compile(r"from=<(?P<from>[^>]*)>, (?:size|status)=")
 _PICKUP = re.compile(r"uid=\d+ from=<(?P<from>[^>]*)>")
+_SASL_FAILED = re.compile(r"warning: (?P<client>\S+?\[[^\]]*\](?::\d+)?): SASL \S+ authentication failed(?::.*)?")
 
 DELIVERY_DAEMONS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "discard", "relay", "retry"})
 
@@ -64,7 +65,12 @@ class PostfixParser:
         return f"postfix-{daemon}"
 
     def _smtpd(self, env: Envelope, instance: str, msg: str, file: str, offset: int, line: str) -> Event | str:
-        if msg.startswith(("connect from", "disconnect from", "lost connection", "warning:", "timeout")):
+        if msg.startswith("warning:"):
+            m = _SASL_FAILED.fullmatch(msg)
+            if m is not None:
+                return AuthFailure(env.t, env.host, file, offset, line, client_ip(m["client"]))
+            return "postfix-smtpd-session"
+        if msg.startswith(("connect from", "disconnect from", "lost connection", "timeout")):
             return "postfix-smtpd-session"
         if " client=" in msg[:40]:
             m = _QUEUED.match(msg)
