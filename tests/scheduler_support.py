@@ -110,6 +110,12 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"no {text!r} from the scheduler within {timeout} s; it said:\n" + "\n".join(self.lines))
 
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        """Wait for the process to end by itself (no further signal)."""
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
     def terminate(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
