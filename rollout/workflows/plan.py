@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from .. import audit, plans
 from ..addresses import AddressError, parse_address
+from ..campaign import wave_due_at
 from ..clock import as_utc
 from ..cohorts import Window, layout, parse_window
 from ..enforcement import MapEntry, STRENGTH, backend_for, checksum
@@ -333,7 +334,7 @@ def _campaign_guard(session: Session, now: datetime) -> tuple[str | None, dateti
     campaign = session.scalars(select(Campaign).where(Campaign.active).order_by(Campaign.id.desc()).limit(1)).first()
     if campaign is None:
         return None, None
-    last_due = campaign.first_at + timedelta(days=7 * (campaign.weeks - 1))
+    last_due = wave_due_at(campaign, campaign.weeks)  # the campaign's own, DST-safe, schedule
     if now < last_due:
         return f"the notice campaign's last wave ({campaign.weeks}) is due {last_due:%Y-%m-%d %H:%M} UTC", last_due
     pending = session.scalar(
