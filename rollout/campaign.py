@@ -8,6 +8,7 @@ effect of its own (record intent, send, record outcome).
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import groupby, islice
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable
@@ -74,7 +75,7 @@ def latest_due_wave(campaign: Campaign, now: datetime) -> int | None:
 # --- audience -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)  # one per affected mailbox: hundreds of thousands in a run
 class MailboxUse:
     mailbox_id: int
     customer_id: int
@@ -104,11 +105,14 @@ def legacy_use(session: Session, now: datetime, lookback_days: int) -> dict[int,
         .join(Mailbox, Mailbox.id == LegacyDay.mailbox_id)
         .where(LegacyDay.day >= since, LegacyDay.day <= now.date())
         .order_by(LegacyDay.mailbox_id, LegacyDay.day)
-    ).all()
-    by_mailbox: dict[int, list[Any]] = defaultdict(list)
-    for row in rows:
-        by_mailbox[row.mailbox_id].append(row)
-    return {mailbox_id: _use(days) for mailbox_id, days in by_mailbox.items() if any(d.legacy_count for d in days)}
+        .execution_options(yield_per=5000)  # streamed: a mailbox's days are adjacent
+    )
+    uses: dict[int, MailboxUse] = {}
+    for mailbox_id, days in groupby(rows, key=lambda r: r.mailbox_id):
+        group = list(days)
+        if any(d.legacy_count for d in group):
+            uses[mailbox_id] = _use(group)
+    return uses
 
 
 def _use(days: list[Any]) -> MailboxUse:
@@ -216,13 +220,13 @@ def add_notices(
         if len(ids) <= 5000
         else session.execute(select(Notice.customer_id, Notice.id).where(Notice.campaign_id == campaign.id, Notice.wave == wave)).all()
     )
-    lines = [
+    lines = (
         dict(notice_id=notice_ids[c], mailbox_id=u.mailbox_id, switch_at=u.switch_at, last_legacy_at=u.last_legacy_at, last_ip=u.last_ip)
         for c, uses in lists.items()
         for u in uses
-    ]
-    for i in range(0, len(lines), 5000):
-        session.execute(insert(NoticeMailbox), lines[i : i + 5000])
+    )
+    while batch := list(islice(lines, 5000)):  # inserted in batches, never all in memory
+        session.execute(insert(NoticeMailbox), batch)
     session.flush()
     return len(ids)
 
