@@ -18,14 +18,11 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure  # noqa: E402
+from _measure import check, measure, postgres_database  # noqa: E402
 
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
 
@@ -71,27 +68,6 @@ def run_pair(url: str, csv_path: Path):
     again = check(measure(ROLLOUT + ["inventory", "import", str(csv_path)], env=env))
     print(f"{url.split(':')[0]}: first {first.seconds:.1f} s, again {again.seconds:.1f} s; {first.stdout.strip().splitlines()[0]}")
     return first, again
-
-
-def check(run):
-    if run.returncode != 0:
-        raise SystemExit(f"command failed ({run.returncode}):\n{run.stderr}")
-    return run
-
-
-def postgres_database(server_url: str):
-    server = make_url(server_url).set(drivername="postgresql+psycopg")
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"rollout_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return server.set(database=name).render_as_string(hide_password=False), drop
 
 
 if __name__ == "__main__":

@@ -22,15 +22,13 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure  # noqa: E402
+from _measure import measure, postgres_database  # noqa: E402
 
-from sqlalchemy import create_engine, insert, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import insert, select, text  # noqa: E402
 
 from rollout import db  # noqa: E402
 from rollout.clock import ManualClock  # noqa: E402
@@ -177,21 +175,6 @@ def fill_rollout(runtime: Runtime) -> None:
         ids = {(w, c): n for n, w, c in s.execute(select(Notice.id, Notice.wave, Notice.customer_id))}
         listed = [dict(notice_id=ids[(w, c)], mailbox_id=m) for (w, c) in ids for m in by_customer[c]]
         s.execute(insert(NoticeMailbox), listed)
-
-
-def postgres_database(server: str):
-    url = make_url(server).set(drivername="postgresql+psycopg")
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    name = f"rollout_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure  # noqa: E402
-from inventory import check, postgres_database  # noqa: E402
+from _measure import check, measure, postgres_database  # noqa: E402
 
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
 
