@@ -85,3 +85,17 @@ def test_failed_smtp_auth_then_legacy_relay_is_flagged() -> None:
     ]
     (f,) = detect(lines)
     assert (f.kind, f.details.get("flags")) == ("legacy", ["auth_failed_then_legacy"])
+
+
+def test_submission_service_joins_the_queue_of_its_instance() -> None:
+    """`postfix/submission/smtpd` shares `postfix/qmgr`'s queue: a port-587 SASL submission counts as authenticated."""
+    lines = [
+        "Mar  2 10:00:00 mx postfix/submission/smtpd[9]: 4A1B2C3D4E: client=pc[192.0.2.7], sasl_method=PLAIN, sasl_username=anna@example.org",
+        "Mar  2 10:00:00 mx postfix/qmgr[3]: 4A1B2C3D4E: from=<anna@example.org>, size=900, nrcpt=1 (queue active)",
+        "Mar  2 10:00:01 mx postfix/smtp[10]: 4A1B2C3D4E: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.5]:25, delay=1, dsn=2.0.0, status=sent (250 ok)",
+        "Mar  2 10:00:01 mx postfix/qmgr[3]: 4A1B2C3D4E: removed",
+        "Mar  2 10:00:02 mx postfix-out/smtpd[11]: 4A1B2C3D4F: client=pc[192.0.2.8], sasl_method=PLAIN, sasl_username=bert@example.org",
+        "Mar  2 10:00:02 mx postfix/qmgr[3]: 4A1B2C3D4F: removed",  # another instance's queue: not bert's message
+    ]
+    found = [(f.kind, f.user, f.sender) for f in detect(lines)]
+    assert found == [("auth", "anna@example.org", "anna@example.org")]

@@ -10,11 +10,12 @@ from .net import client_ip, normalise_ip
 
 QID = r"(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,})"
 _QUEUED = re.compile(QID + r": (?P<rest>.*)")
-_REFUSAL = re.compile(
+REFUSAL = (
     r"(?:NOQUEUE|[0-9A-Za-z]{6,}): (?P<action>reject|reject_warning|warn|milter-reject|discard|hold): "
     r"(?P<stage>[A-Z-]+) from (?P<client>\S+?): (?P<text>.*); from=<(?P<from>[^>]*)> to=<(?P<to>[^>]*)>"
     r" proto=\S+ helo=<[^>]*>(?: .*)?"
 )
+_REFUSAL = re.compile(REFUSAL)
 _REPLY = re.compile(r"(?P<code>\d{3})(?: (?P<dsn>\d\.\d{1,3}\.\d{1,3}))? (?P<rest>.*)")
 _DELIVERY = re.compile(r"to=<?(?P<to>[^>,]*)>?, (?:orig_to=<?(?P<orig>[^>,]*)>?, )?relay=(?P<relay>[^,]+), (?P<fields>.*)")
 _STATUS = re.compile(r"status=(?P<status>[a-z-]+)(?: \((?P<text>.*)\))?")
@@ -24,14 +25,21 @@ _PICKUP = re.compile(r"uid=\d+ from=<(?P<from>[^>]*)>")
 _SASL_FAILED = re.compile(r"warning: (?P<client>\S+?\[[^\]]*\](?::\d+)?): SASL \S+ authentication failed(?::.*)?")
 
 DELIVERY_DAEMONS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "discard", "relay", "retry"})
+REMOTE_DAEMONS = frozenset({"smtp", "lmtp"})  # the only ones that can relay (detection.Detector._has_remote_recipient)
 
 
 def split_program(program: str) -> tuple[str, str] | None:
-    """``postfix/submission/smtpd`` → (``postfix/submission``, ``smtpd``); None if not Postfix."""
-    instance, sep, daemon = program.rpartition("/")
-    if not sep or not instance.startswith("postfix"):
+    """``postfix/submission/smtpd`` → (``postfix``, ``smtpd``); None if not Postfix.
+
+    The instance is the first part only: a master.cf service's ``syslog_name``
+    (``postfix/submission``) shares the instance's queue, so its ``client=`` line must
+    join the ``postfix/qmgr`` lines of the same queue ID; ``postfix-out/…`` is another
+    instance with its own queue.
+    """
+    head, sep, daemon = program.rpartition("/")
+    if not sep or not head.startswith("postfix"):
         return None
-    return instance, daemon
+    return head.split("/", 1)[0], daemon
 
 
 class PostfixParser:
@@ -134,6 +142,8 @@ def _delivery(env: Envelope, instance: str, daemon: str, qid: str, rest: str, fi
     if s is None:
         return f"postfix-{daemon}"
     queued = _QUEUED_AS.search(s["text"] or "")
+    if queued is None and daemon not in REMOTE_DAEMONS:
+        return f"postfix-{daemon}"  # a local delivery: neither relaying nor a content-filter hop
     return Delivery(
         env.t, env.host, file, offset, line, instance, qid, m["to"], m["orig"] or None, daemon,
         m["relay"], s["status"], queued["qid"] if queued else None,
