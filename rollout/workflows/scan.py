@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from .. import audit
@@ -25,16 +27,18 @@ from ..detection import DetectionConfig, Detector, Finding
 from ..logs.envelope import EnvelopeParser
 from ..logs.events import Event
 from ..logs.parse import LineParser, our_text_matcher
-from ..logs.parallel import ParallelParse, ParserSpec
-from ..logs.reader import LineSource, identify, identify_compressed
+from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec
+from ..logs.reader import LineSource, identify
 from ..models import Customer, Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 from ..runtime import Runtime
 
 FLUSH_FINDINGS = 20_000
 PARALLEL_MIN_BYTES = 64 << 20  # below this, worker start-up costs more than it saves
-PARALLEL_CHUNK_BYTES = 4 << 20
+BLOCK_BYTES = 4 << 20
 MAX_LISTED = 20  # client IPs / senders kept per mailbox and day
 CONFIDENCE_RANK = {None: 0, "medium": 1, "high": 2}
+SAVE_CHUNK = 500  # ids per IN (...) when loading rows to merge into
+DAY_COLUMNS = tuple(c.key for c in LegacyDay.__table__.columns)
 
 
 @dataclass
@@ -191,8 +195,10 @@ def scan_logs(
         detector = Detector(config, json.loads(zlib.decompress(carry.state)) if carry else None)
         tally = _Tally(ids)
         files, sources = _open_sources(session, paths, host or settings.scan.host, settings)
-        workers = settings.scan.workers
-        events = heapq.merge(*(_events(src, parser, fs, progress, workers) for src, parser, fs, _row, _ident in sources), key=_time)
+        workers, trusted = settings.scan.workers, tuple(settings.scan.trusted_networks)
+        events = heapq.merge(
+            *(_events(src, parser, fs, progress, workers, trusted) for src, parser, fs, _row, _ident in sources), key=_time
+        )
         for event in events:
             detector.feed(event)
             if len(detector.findings) >= FLUSH_FINDINGS:
@@ -279,48 +285,32 @@ def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tupl
 
 
 def _events(
-    source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None, workers: int = 1
+    source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None, workers: int, trusted: tuple[str, ...]
 ) -> Iterator[Event]:
-    if workers > 1 and _worth_parallel(source):
-        yield from _parallel_events(source, parser, fs, progress, workers)
-        return
-    parse = parser.parse
-    name = str(source.path)
-    last = source.offset
-    for n, (offset, line) in enumerate(source.lines(), 1):
-        event = parse(line, name, offset)
-        if event is not None:
-            yield event
-        if progress is not None and n % 10_000 == 0:
-            progress(source.offset - last)
-            last = source.offset
-    _finish_file(fs, parser.kinds, source.warning)
-    if progress is not None:
-        progress(source.offset - last)
-
-
-def _worth_parallel(source: LineSource) -> bool:
-    """Big, plain files are worth splitting (compressed ones cannot be split)."""
-    if identify_compressed(source.path):
-        return False
-    return source.path.stat().st_size - source.offset >= PARALLEL_MIN_BYTES
-
-
-def _parallel_events(
-    source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None, workers: int
-) -> Iterator[Event]:
+    """The file's events from where the last scan stopped; parsed in worker processes when it is big."""
     envelopes = parser.envelopes
-    enforcement = parser.spec
-    spec = ParserSpec(envelopes.default_host, envelopes.zone_name, envelopes.reference.timestamp(), *enforcement)
-    job = ParallelParse(spec, source.path, source.offset, workers=workers, chunk=PARALLEL_CHUNK_BYTES)
-    last = source.offset
-    for event in job.events():
-        yield event
-        if progress is not None and job.offset != last:
-            progress(job.offset - last)
-            last = job.offset
-    source.offset = job.offset
-    _finish_file(fs, job.kinds, None)
+    spec = ParserSpec(envelopes.default_host, envelopes.zone_name, envelopes.reference.timestamp(), *parser.spec, trusted)
+    name = str(source.path)
+    blocks = _reported(source.blocks(BLOCK_BYTES), progress)
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and source.path.stat().st_size - source.offset >= PARALLEL_MIN_BYTES:
+        job = ParallelBlocks(spec, name, workers)
+        for _end, event in job.events(blocks):
+            yield event
+        kinds = job.kinds
+    else:
+        block_parser = BlockParser(parser, trusted)
+        for base, block in blocks:
+            yield from block_parser.parse(block, base, name)
+        kinds = block_parser.kinds
+    _finish_file(fs, kinds, source.warning)
+
+
+def _reported(blocks: Iterator[tuple[int, bytes]], progress: Callable[[int], None] | None) -> Iterator[tuple[int, bytes]]:
+    for base, block in blocks:
+        yield base, block
+        if progress is not None:
+            progress(len(block))
 
 
 def _finish_file(fs: FileSummary, kinds: Any, warning: str | None) -> None:
@@ -344,31 +334,82 @@ def _save_positions(session: Session, sources: list[Any], now: datetime) -> None
 
 
 def _save(session: Session, tally: _Tally, now: datetime) -> None:
-    for (mailbox_id, day), d in tally.days.items():
-        row = session.get(LegacyDay, (mailbox_id, day))
-        if row is None:
-            row = LegacyDay(mailbox_id=mailbox_id, day=day, legacy_count=0, high_count=0, client_ips=[], senders=[],
-                            auth_count=0, near_miss_count=0, refused_count=0)
-            session.add(row)
-        _merge_day(row, d)
-    for (mailbox_id, day, kind), (lines, details) in tally.evidence.items():
-        if session.get(Evidence, (mailbox_id, day, kind)) is None:
-            session.add(Evidence(mailbox_id=mailbox_id, day=day, kind=kind, lines=_line_dicts(lines), details=details))
-    for f in tally.reviews:
-        at = _dt(f.t)
-        exists = session.scalar(select(ReviewItem.id).where(ReviewItem.host == f.host, ReviewItem.queue_id == (f.qid or ""), ReviewItem.at == at))
-        if exists is None:
-            session.add(ReviewItem(kind=f.kind, at=at, host=f.host, queue_id=f.qid or "", client_ip=f.ip, sender=f.sender,
-                                   candidates=f.candidates, evidence=_line_dicts(f.lines)))
+    """Merge the scan's aggregates: existing rows are loaded in chunks and updated, new ones inserted in bulk."""
+    with session.no_autoflush:
+        _save_days(session, tally)
+        _save_evidence(session, tally)
+        _save_reviews(session, tally)
+        _save_unknown(session, tally)
+    session.flush()
+
+
+def _by_mailbox(session: Session, model: Any, mailbox_ids: set[int]) -> Iterator[Any]:
+    ids = sorted(mailbox_ids)
+    for i in range(0, len(ids), SAVE_CHUNK):
+        yield from session.scalars(select(model).where(model.mailbox_id.in_(ids[i : i + SAVE_CHUNK])))
+
+
+def _save_days(session: Session, tally: _Tally) -> None:
+    days = {d for _mid, d in tally.days}
+    existing = {(r.mailbox_id, r.day): r for r in _by_mailbox(session, LegacyDay, {mid for mid, _d in tally.days}) if r.day in days}
+    new = []
+    for key, d in tally.days.items():
+        row = existing.get(key)
+        if row is None:  # a plain namespace: ORM objects cost too much per attribute for thousands of rows
+            row = SimpleNamespace(**(dict.fromkeys(DAY_COLUMNS) | {"mailbox_id": key[0], "day": key[1]}))
+            row.legacy_count = row.high_count = row.auth_count = row.near_miss_count = row.refused_count = 0
+            row.client_ips, row.senders = [], []
+            _merge_day(row, d)  # type: ignore[arg-type]
+            new.append(vars(row))
+        else:
+            _merge_day(row, d)
+    if new:
+        session.execute(insert(LegacyDay), new)
+
+
+def _save_evidence(session: Session, tally: _Tally) -> None:
+    have = {(r.mailbox_id, r.day, r.kind) for r in _by_mailbox(session, Evidence, {mid for mid, _d, _k in tally.evidence})}
+    new = [
+        {"mailbox_id": mid, "day": day, "kind": kind, "lines": _line_dicts(lines), "details": details}
+        for (mid, day, kind), (lines, details) in tally.evidence.items()
+        if (mid, day, kind) not in have
+    ]
+    if new:
+        session.execute(insert(Evidence), new)
+
+
+def _save_reviews(session: Session, tally: _Tally) -> None:
+    if not tally.reviews:
+        return
+    times = [_dt(f.t) for f in tally.reviews]
+    seen = set(session.execute(select(ReviewItem.host, ReviewItem.queue_id, ReviewItem.at).where(ReviewItem.at.between(min(times), max(times)))))
+    new = []
+    for f, at in zip(tally.reviews, times):
+        key = (f.host, f.qid or "", at)
+        if key not in seen:
+            seen.add(key)
+            new.append({"kind": f.kind, "at": at, "host": f.host, "queue_id": f.qid or "", "client_ip": f.ip, "sender": f.sender,
+                        "candidates": f.candidates, "evidence": _line_dicts(f.lines)})
+    if new:
+        session.execute(insert(ReviewItem), new)
+
+
+def _save_unknown(session: Session, tally: _Tally) -> None:
+    users = sorted(tally.unknown)
+    existing: dict[str, UnknownLogin] = {}
+    for i in range(0, len(users), SAVE_CHUNK):
+        existing.update((r.user, r) for r in session.scalars(select(UnknownLogin).where(UnknownLogin.user.in_(users[i : i + SAVE_CHUNK]))))
+    new = []
     for user, (first, last, count, ip) in tally.unknown.items():
-        row = session.get(UnknownLogin, user)
+        row = existing.get(user)
         if row is None:
-            session.add(UnknownLogin(user=user, first_seen=_dt(first), last_seen=_dt(last), count=count, last_ip=ip))
+            new.append({"user": user, "first_seen": _dt(first), "last_seen": _dt(last), "count": count, "last_ip": ip})
         else:
             row.first_seen, row.last_seen = min(row.first_seen, _dt(first)), max(row.last_seen, _dt(last))
             row.count += count
             row.last_ip = ip
-    session.flush()
+    if new:
+        session.execute(insert(UnknownLogin), new)
 
 
 def _merge_day(row: LegacyDay, d: _Day) -> None:
