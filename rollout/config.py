@@ -39,7 +39,7 @@ class ScanSettings:
     local_domains: tuple[str, ...] = ()  # added to the inventory's domains
     timezone: str = "UTC"  # zone of year-less, zone-less log stamps
     interval_minutes: int = 15
-    workers: int = 1  # >1: big plain files are parsed in that many processes (see bench/scan.py)
+    workers: int = 0  # processes parsing a big file (0: one per core; 1: parse in the scanning process)
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class NoticeSettings:
     lookback_days: int = 14
     grace_hours: int = 48
     thank_you: bool = False
+    workers: int = 0  # processes that render and send; 0 = one per CPU core (at most [smtp] concurrency)
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def test_cli_scan_refuses_a_missing_file(run: Any, tmp_path: Path) -> None:
 
 
 def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With scan.workers = 2, a file parsed in byte ranges by worker processes gives exactly the sequential result."""
+    """With scan.workers = 2, a file parsed in blocks by worker processes gives exactly the in-process result."""
     import dataclasses
 
     from rollout.workflows import scan as scan_module
@@ -193,7 +193,7 @@ def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: Non
     sequential = snapshot(runtime)
     clear(runtime)
     monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(scan_module, "PARALLEL_CHUNK_BYTES", 8192)
+    monkeypatch.setattr(scan_module, "BLOCK_BYTES", 8192)
     parallel_runtime = Runtime(dataclasses.replace(runtime.settings, scan=dataclasses.replace(runtime.settings.scan, workers=2)), runtime.clock)
     summary = scan_logs(parallel_runtime, [log])
     parallel_runtime.close()

@@ -42,6 +42,7 @@ class EnvelopeParser:
         self.zone = timezone.utc if zone == "UTC" else ZoneInfo(zone)
         self.reference = reference or datetime.now(timezone.utc)
         self._cache: dict[str, float] = {}
+        self._last: tuple[str, float | None] = ("", None)
 
     def parse(self, line: str) -> Envelope | None:
         first = line[:1]
@@ -59,6 +60,14 @@ class EnvelopeParser:
         if host is None:  # no host: a Dovecot log_path file ("pop3-login: Info: Login: …")
             return Envelope(t, self.default_host, "dovecot", m["pid"], f"{prog}: {msg}")
         return Envelope(t, host, prog, m["pid"], msg)
+
+    def time_of(self, stamp: str) -> float | None:
+        """UTC seconds of an RFC 3164 or RFC 3339 stamp (as split off by the C line classifier)."""
+        if stamp == self._last[0]:  # consecutive lines mostly share their second
+            return self._last[1]
+        t = self._iso_time(stamp) if stamp[:1].isdigit() else self._bsd_time(stamp)
+        self._last = (stamp, t)
+        return t
 
     # -- the three families --------------------------------------------------------
 
@@ -105,26 +114,33 @@ class EnvelopeParser:
     # -- time ---------------------------------------------------------------------
 
     def _bsd_time(self, stamp: str) -> float | None:
-        t = self._cache.get(stamp)
-        if t is not None:
-            return t
+        """Cached per hour ("Mar  2 09"): within an hour a zone's offset does not change (fold=0)."""
+        hour = stamp[:-6]
+        base = self._cache.get(hour)
+        if base is None:
+            base = self._bsd_hour(hour)
+            if base is None:
+                return None
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            self._cache[hour] = base
+        mm, ss = stamp[-5:-3], stamp[-2:]
+        if not (mm.isdigit() and ss.isdigit() and stamp[-6] == ":" and stamp[-3] == ":") or int(mm) > 59 or int(ss) > 59:
+            return None
+        return base + int(mm) * 60 + int(ss)
+
+    def _bsd_hour(self, hour: str) -> float | None:
         try:
-            mon = MONTHS[stamp[:3]]
-            day = int(stamp[4:6])
-            hh, mm, ss = int(stamp[-8:-6]), int(stamp[-5:-3]), int(stamp[-2:])
+            mon = MONTHS[hour[:3]]
+            day = int(hour[4:6])
+            hh = int(hour[-2:])
             year = self.reference.year
-            moment = _local(year, mon, day, hh, mm, ss, self.zone)
+            moment = _local(year, mon, day, hh, 0, 0, self.zone)
             if moment is None or moment > self.reference + YEAR_SLACK:
-                moment = _local(year - 1, mon, day, hh, mm, ss, self.zone)
+                moment = _local(year - 1, mon, day, hh, 0, 0, self.zone)
         except (KeyError, ValueError):
             return None
-        if moment is None:
-            return None
-        t = moment.timestamp()
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[stamp] = t
-        return t
+        return None if moment is None else moment.timestamp()
 
     def _iso_time(self, stamp: str) -> float | None:
         try:

@@ -7,12 +7,14 @@ import re
 from .events import Envelope, Event, Login, SessionEnd
 from .net import normalise_ip
 
-_DOVECOT_LOGIN = re.compile(r"(?P<svc>pop3|imap)-login: (?:Info: )?(?P<verb>Login|Logged in): (?P<elems>.*)")
+DOVECOT_LOGIN = r"(?P<svc>pop3|imap)-login: (?:Info: )?(?P<verb>Login|Logged in): (?P<elems>.*)"
+_DOVECOT_LOGIN = re.compile(DOVECOT_LOGIN)
 _DOVECOT_FAILED = re.compile(r"(?:pop3|imap)-login: (?:Info: )?(?:Disconnected|Aborted login|Login aborted)")
-_DOVECOT_END = re.compile(
+DOVECOT_END = (
     r"(?P<svc>pop3|imap|POP3|IMAP)\((?P<user>[^)]*)\)(?:<(?P<pid>\d+)>)?(?:<(?P<session>[^>]*)>)?: "
     r"(?:Info: )?(?:session=<?(?P<session2>[^ >]*)>? )?(?:Disconnected|Logged out)"
 )
+_DOVECOT_END = re.compile(DOVECOT_END)
 _ELEMENT = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
 
 _COURIER = re.compile(r"(?P<what>LOGIN|LOGOUT|TIMEOUT|DISCONNECTED), user=(?P<user>[^,]+), ip=\[(?P<ip>[^\]]*)\](?:, .*)?")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zeros
+DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 @lru_cache(maxsize=65536)
 def normalise_ip(raw: str) -> str | None:
     """``::ffff:1.2.3.4`` → ``1.2.3.4``; IPv6 compressed, lower case; None if not an address."""
     raw = raw.strip().strip("[]")
-    parts = raw.split(".")
-    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) < 256 for p in parts):
+    if DOTTED_QUAD.fullmatch(raw):
         return raw  # plain dotted quad: the common case, without ipaddress's cost
     try:
         addr = ipaddress.ip_address(raw)

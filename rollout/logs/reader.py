@@ -19,6 +19,7 @@ from ..errors import LogParseError
 log = logging.getLogger(__name__)
 MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 CHUNK = 1 << 20
+BLOCK = 4 << 20  # bytes per block handed to the parser (a few tens of thousands of lines)
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,19 @@ class LineSource:
         self.warning: str | None = None
 
     def lines(self) -> Iterator[tuple[int, str]]:
+        for base, block in self.blocks():
+            offset = base
+            for raw in io.BytesIO(block):
+                yield offset, raw[:-1].decode("utf-8", "replace")
+                offset += len(raw)
+
+    def blocks(self, size: int = BLOCK) -> Iterator[tuple[int, bytes]]:
+        """``(offset, bytes)`` of about ``size`` bytes of complete lines each; ``offset`` advances past each."""
         stream, compressed = open_log(self.path)
         with stream:
             if self.offset:
                 self._skip(stream, compressed)
-            yield from self._read(stream)
+            yield from self._read(stream, size)
 
     def _skip(self, stream: BinaryIO, compressed: bool) -> None:
         if not compressed:
@@ -89,28 +98,35 @@ class LineSource:
                 break
             left -= len(chunk)
 
-    def _read(self, stream: BinaryIO) -> Iterator[tuple[int, str]]:
+    def _read(self, stream: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
         pending = b""
-        offset = self.offset
-        while True:
-            try:
-                chunk = stream.read1(CHUNK)  # read1: a truncated stream still gives what came before
-            except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
-                self.warning = f"{self.path}: compressed data ends early ({exc}); kept what was readable"
-                log.warning(self.warning)
-                break
-            if not chunk:
-                break
-            data = pending + chunk
+        done = False
+        while not done:
+            pieces = [pending]
+            have = len(pending)
+            newline = False  # a line longer than ``size`` still ends a block
+            while have < size or not newline:
+                try:
+                    chunk = stream.read1(max(size - have, CHUNK))  # read1: a truncated stream still gives what came before
+                except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
+                    self.warning = f"{self.path}: compressed data ends early ({exc}); kept what was readable"
+                    log.warning(self.warning)
+                    chunk = b""
+                if not chunk:
+                    done = True
+                    break
+                pieces.append(chunk)
+                have += len(chunk)
+                newline = newline or b"\n" in chunk
+            data = b"".join(pieces)
             end = data.rfind(b"\n")
-            if end < 0:
-                pending = data
-                continue
             pending = data[end + 1 :]
-            for raw in io.BytesIO(data[: end + 1]):
-                yield offset, raw[:-1].decode("utf-8", "replace")
-                offset += len(raw)
-                self.offset = offset
+            if end < 0:
+                continue
+            block = data[: end + 1]
+            base = self.offset
+            self.offset = base + len(block)
+            yield base, block
         # a last line without "\n" is still being written: leave it for the next scan (P9)
 
 

@@ -1,0 +1,161 @@
+"""The C line classifier (rollout/logs/_linescan.c) changes speed, never results.
+
+Every block is parsed twice: through the classifier (skipped lines, dropped inbound
+mail, envelopes split in C) and line by line through LineParser alone. Both must give
+the same non-message events, the classifier's message events must be the others'
+minus whole dropped messages, and the detector must find exactly the same things.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from rollout.detection import DetectionConfig, Detector, Finding
+from rollout.logs import blocks
+from rollout.logs.blocks import BlockParser
+from rollout.logs.events import Accept, Delivery, Event, Removed, Sender
+from rollout.synthetic.maillog import write_maillog
+
+from .scan_support import REFERENCE, line_parser
+from .test_logs import CORPUS
+
+TRUSTED = ("127.0.0.0/8", "::1/128", "10.0.0.0/8")
+MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
+CONFIG = DetectionConfig(trusted_networks=TRUSTED, local_domains=frozenset({"example.org", "kunde1.example", "kunde2.example"}))
+
+
+def both(block: bytes) -> tuple[list[Event], list[Event]]:
+    """(classifier events, LineParser-only events) of one block of complete lines."""
+    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED).parse(block, 0, "t.log")
+    slow = BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log")
+    return fast, slow
+
+
+def findings(events: list[Event]) -> tuple[list[tuple], list[str]]:
+    """What the detector found, and the messages it still waits for (carried to the next scan)."""
+    detector = Detector(CONFIG)
+    detector.feed_all(events)
+    return sorted((_key(f) for f in detector.findings), key=repr), sorted(detector.messages)
+
+
+def _key(f: Finding) -> tuple:
+    return (f.kind, f.t, f.host, f.user, f.ip, f.sender, f.qid, f.confidence, tuple(f.candidates), repr(f.details))
+
+
+def assert_same(block: bytes) -> None:
+    fast, slow = both(block)
+    assert [e for e in fast if not isinstance(e, MESSAGE_EVENTS)] == [e for e in slow if not isinstance(e, MESSAGE_EVENTS)]
+    kept = [e for e in fast if isinstance(e, MESSAGE_EVENTS)]
+    all_messages = [e for e in slow if isinstance(e, MESSAGE_EVENTS)]
+    assert _subsequence(kept, all_messages)
+    dropped = {(e.host, e.instance, e.qid) for e in all_messages} - {(e.host, e.instance, e.qid) for e in kept}
+    assert not any((e.host, e.instance, e.qid) in dropped for e in kept)  # whole messages or nothing
+    assert findings(fast) == findings(slow)
+
+
+def _subsequence(short: list[Event], long: list[Event]) -> bool:
+    it = iter(long)
+    return all(any(x == y for y in it) for x in short)
+
+
+def test_the_classifier_is_built() -> None:
+    """CI installs with a C compiler: the fast path must be there (the fallback is only for machines without one)."""
+    assert blocks.compiled()
+
+
+def test_corpus_gives_the_same_events_and_findings() -> None:
+    """Every real-world corpus file (Postfix, Dovecot, Exim, Courier, Cyrus, UW, journald…) through both paths."""
+    files = sorted(CORPUS.glob("*.log"))
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert_same(data if data.endswith(b"\n") else data + b"\n")
+
+
+def test_synthetic_provider_log_gives_the_same_findings(tmp_path: Path) -> None:
+    """A generated provider log (inbound, SASL, legacy, rejects, logins): same findings, most lines skipped in C."""
+    boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(60)]
+    log = tmp_path / "mail.log"
+    start = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=start, span=timedelta(hours=6), lines=20_000, seed=5)
+    data = log.read_bytes()
+    assert_same(data)
+    parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
+    parser.parse(data, 0, "t.log")
+    assert parser.kinds["skipped"] > 0.4 * data.count(b"\n")
+
+
+EDGES = [
+    # authenticated and trusted messages with only local deliveries: the classifier must keep them
+    "Nov 23 10:00:01 mx1 postfix/submission/smtpd[11]: 3F2A1B4C60: client=pc[198.51.100.7], sasl_method=PLAIN, sasl_username=anna@example.org",
+    "Nov 23 10:00:02 mx1 postfix/qmgr[12]: 3F2A1B4C60: from=<anna@example.org>, size=1234, nrcpt=1 (queue active)",
+    "Nov 23 10:00:03 mx1 postfix/virtual[14]: 3F2A1B4C60: to=<bert@example.org>, relay=virtual, delay=1, dsn=2.0.0, status=sent (ok)",
+    "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C60: removed",
+    "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C61: client=unknown[10.1.2.3]",
+    "Nov 23 10:00:03 mx1 postfix/smtp[13]: 3F2A1B4C61: to=<x@remote.test>, relay=mx.remote.test[192.0.2.9]:25, delay=1, dsn=2.0.0, status=sent (250 ok)",
+    "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C61: removed",
+    # a SASL submission through a content filter, re-injected from localhost to a local mailbox
+    "Nov 23 10:00:01 mx1 postfix/submission/smtpd[11]: 3F2A1B4C62: client=pc[198.51.100.7], sasl_method=PLAIN, sasl_username=anna@example.org",
+    "Nov 23 10:00:03 mx1 postfix/smtp[13]: 3F2A1B4C62: to=<bert@example.org>, relay=127.0.0.1[127.0.0.1]:10024, delay=1, dsn=2.0.0, status=sent (250 2.0.0 Ok, queued as 3F2A1B4C63)",
+    "Nov 23 10:00:03 mx1 postfix/smtpd[11]: 3F2A1B4C63: client=localhost[127.0.0.1]",
+    "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C62: removed",
+    "Nov 23 10:00:04 mx1 postfix/virtual[14]: 3F2A1B4C63: to=<bert@example.org>, relay=virtual, delay=1, dsn=2.0.0, status=sent (ok)",
+    "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C63: removed",
+    # a queue ID reused: the old message's "removed" comes before the new one's client=
+    "Nov 23 10:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C64: removed",
+    "Nov 23 10:00:06 mx1 postfix/smtpd[11]: 3F2A1B4C64: client=unknown[203.0.113.8]",
+    # a 32-character queue ID puts " client=" past the 40 characters LineParser looks at
+    "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 4kzj2B3dNDz1bcdfghjklmnpqrstvwxy: client=unknown[203.0.113.9]",
+    # '<' in the host of an RFC 3164 line is no envelope for LineParser
+    "Nov 23 09:59:00 m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x1>",
+    "2026-11-23T09:59:00Z m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x2>",
+]
+
+
+def test_edge_cases_give_the_same_events_and_findings() -> None:
+    assert_same(("\n".join(EDGES) + "\n").encode())
+
+
+SHAPES = [
+    "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C5D: client=unknown[203.0.113.5]",
+    "Nov 23 10:00:01 mx1 postfix/submission/smtpd[11]: 3F2A1B4C5E: client=pc[198.51.100.7], sasl_method=PLAIN, sasl_username=anna@example.org",
+    "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C5F: client=localhost[127.0.0.1], orig_queue_id=3F2A1B4C5D, orig_client=unknown[203.0.113.5]",
+    "Nov 23 10:00:02 mx1 postfix/qmgr[12]: 3F2A1B4C5D: from=<anna@example.org>, size=1234, nrcpt=1 (queue active)",
+    "Nov 23 10:00:03 mx1 postfix/smtp[13]: 3F2A1B4C5D: to=<x@remote.test>, relay=mx.remote.test[192.0.2.9]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)",
+    "Nov 23 10:00:03 mx1 postfix/smtp[13]: 3F2A1B4C5D: to=<x@remote.test>, relay=127.0.0.1[127.0.0.1]:10024, delay=1, dsn=2.0.0, status=sent (250 2.0.0 Ok, queued as 3F2A1B4C5F)",
+    "Nov 23 10:00:03 mx1 postfix/virtual[14]: 3F2A1B4C5D: to=<bert@example.org>, relay=virtual, delay=1, dsn=2.0.0, status=sent (delivered to maildir)",
+    "Nov 23 10:00:03 mx1 postfix/pipe[14]: 3F2A1B4C5D: to=<bert@example.org>, relay=dfilt, delay=1, dsn=2.0.0, status=sent (250 ok, queued as 3F2A1B4C5F)",
+    "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C5D: removed",
+    "Nov 23 10:00:04 mx1 postfix/smtpd[11]: connect from unknown[203.0.113.5]",
+    "Nov 23 10:00:04 mx1 postfix/cleanup[15]: 3F2A1B4C5D: message-id=<a@b>",
+    "Nov 23 10:00:05 mx1 postfix/smtpd[11]: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 554 5.7.1 <x@remote.test>: Relay access denied; from=<anna@example.org> to=<x@remote.test> proto=ESMTP helo=<pc>",
+    "Nov 23 10:00:05 mx1 postfix/smtpd[11]: warning: unknown[203.0.113.5]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+    "Nov 23 09:59:00 mx1 dovecot[700]: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=203.0.113.5, lip=192.0.2.1, mpid=1, TLS, session=<abc>",
+    "Nov 23 09:59:00 mx1 dovecot: imap-login: Info: Logged in: user=<bert@example.org>, rip=::ffff:203.0.113.5, lip=192.0.2.1, session=<def>",
+    "Nov 23 10:05:00 mx1 dovecot: pop3(anna@example.org)<1><abc>: Disconnected: Logged out top=0/0, retr=1/2",
+    "Nov 23 10:05:00 mx1 dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<x>, rip=203.0.113.5",
+    "2026-11-23T10:00:01.123456+01:00 mx1 postfix/smtpd[11]: 4B2A1B4C5D: client=unknown[2001:db8::5]",
+    "<22>Nov 23 10:00:01 mx1 postfix/smtpd[11]: 4B2A1B4C5E: client=unknown[203.0.113.6]",
+    "2026-11-23 10:00:01 1abcDE-000001-AB <= anna@example.org H=(pc) [203.0.113.5] P=esmtp S=100",
+    "Nov 23 10:00:01 mx1 courierpop3login: LOGIN, user=anna@example.org, ip=[::ffff:203.0.113.5], port=[1], protocol=POP3",
+    "Nov 23 10:00:01 mx1 amavis[99]: (1-1) Passed CLEAN {RelayedInbound}, [203.0.113.5] <a@b> -> <c@d>",
+    "Nov 23 10:00:01 mx1 postfix/pickup[16]: 5C2A1B4C5D: uid=33 from=<www-data>",
+    "Nov 23 10:00:01 mx1 postfix[16]: starting",
+]
+JUNK = [" ", ":", "[", "]", "<", ">", ",", "\x1c", "é", "\t", "0", "A", "z", "/", "\x00", "-"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(SHAPES), st.integers(0, 200), st.sampled_from(JUNK), st.booleans()), min_size=1, max_size=40),
+       st.randoms(use_true_random=False))
+def test_mutated_lines_give_the_same_events(lines: list[tuple[str, int, str, bool]], rnd: random.Random) -> None:
+    """Known shapes with a character replaced or inserted anywhere (envelope, program, fields) agree on both paths."""
+    out = []
+    for shape, pos, junk, insert in lines:
+        pos %= len(shape) + 1
+        out.append(shape[:pos] + junk + shape[pos + (0 if insert else 1) :] if rnd.random() < 0.7 else shape)
+    assert_same(("\n".join(out) + "\n").encode())
