@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .logs.net import DOTTED_QUAD
-from .logs.events import Accept, AuthFailure, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .logs.events import Accept, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
@@ -161,6 +161,10 @@ class Detector:
             return
         msg["lines"].append([e.file, e.offset, e.line])
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, msg))
+
+    def _complete(self, e: CompleteMessage) -> None:
+        """Joined in a worker (``join_complete``): only the judgement is left, after the same ε."""
+        self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, e.message))
 
     def _auth_failure(self, e: AuthFailure) -> None:
         if e.client_ip:
@@ -364,6 +368,42 @@ _HANDLERS = {
     Sender: Detector._sender,
     Delivery: Detector._delivery,
     Removed: Detector._removed,
+    CompleteMessage: Detector._complete,
     Refusal: Detector._refusal,
     AuthFailure: Detector._auth_failure,
 }
+
+
+MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
+
+
+def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> list[Event]:
+    """Replace each message that lies wholly in ``events`` by one ``CompleteMessage``.
+
+    Work moves from the detecting process to the parsing workers: the message is built
+    by the detector's own handlers. Left as they are: messages that start or end
+    outside ``events``, that go through a content filter (their re-injected copy needs
+    the detector's state) or come from a trusted or unknown address (same reason).
+    """
+    builder = Detector(DetectionConfig(trusted_networks=trusted_networks))
+    by_key: dict[tuple[str, str, str], list[int]] = {}
+    for i, e in enumerate(events):
+        if isinstance(e, MESSAGE_EVENTS):
+            by_key.setdefault((e.host, e.instance, e.qid), []).append(i)
+    replace: dict[int, Event | None] = {}
+    for key, positions in by_key.items():
+        group = [events[i] for i in positions]
+        first, last = group[0], group[-1]
+        if not (isinstance(first, Accept) and isinstance(last, Removed)) or sum(isinstance(e, (Accept, Removed)) for e in group) != 2:
+            continue
+        if first.client_ip is None or builder.is_trusted(first.client_ip) or any(isinstance(e, Delivery) and e.queued_as for e in group):
+            continue
+        for e in group:
+            _HANDLERS[type(e)](builder, e)
+        _due, host, qid, message = builder.pending.pop()
+        for i in positions[:-1]:
+            replace[i] = None
+        replace[positions[-1]] = CompleteMessage(last.t, host, last.file, last.offset, last.line, last.instance, qid, message)
+    if not replace:
+        return events
+    return [r for i, e in enumerate(events) if (r := replace.get(i, e)) is not None]

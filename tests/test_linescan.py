@@ -14,24 +14,24 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rollout.detection import DetectionConfig, Detector, Finding
+from rollout.detection import DetectionConfig, Detector, Finding, join_complete
 from rollout.logs import blocks
 from rollout.logs.blocks import BlockParser
-from rollout.logs.events import Accept, Delivery, Event, Removed, Sender
+from rollout.logs.events import Accept, CompleteMessage, Delivery, Event, Removed, Sender
 from rollout.synthetic.maillog import write_maillog
 
 from .scan_support import REFERENCE, line_parser
 from .test_logs import CORPUS
 
 TRUSTED = ("127.0.0.0/8", "::1/128", "10.0.0.0/8")
-MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
+MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed, CompleteMessage)
 CONFIG = DetectionConfig(trusted_networks=TRUSTED, local_domains=frozenset({"example.org", "kunde1.example", "kunde2.example"}))
 
 
 def both(block: bytes) -> tuple[list[Event], list[Event]]:
     """(classifier events, LineParser-only events) of one block of complete lines."""
     fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED).parse(block, 0, "t.log")
-    slow = BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log")
+    slow = join_complete(BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log"), TRUSTED)
     return fast, slow
 
 
@@ -87,6 +87,21 @@ def test_synthetic_provider_log_gives_the_same_findings(tmp_path: Path) -> None:
     parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
     parser.parse(data, 0, "t.log")
     assert parser.kinds["skipped"] > 0.4 * data.count(b"\n")
+
+
+def test_joining_complete_messages_in_the_worker_changes_nothing(tmp_path: Path) -> None:
+    """The detector finds the same from raw message events as from messages joined per block (any block size)."""
+    boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(60)]
+    log = tmp_path / "mail.log"
+    start = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=start, span=timedelta(hours=6), lines=20_000, seed=9)
+    parser = line_parser(reference=REFERENCE)
+    raw = [e for i, line in enumerate(log.read_text().splitlines()) if (e := parser.parse(line, "t.log", i)) is not None]
+    expected = findings(raw)
+    for size in (50, 997, len(raw)):
+        joined = [e for i in range(0, len(raw), size) for e in join_complete(raw[i : i + size], TRUSTED)]
+        assert len(joined) < len(raw)
+        assert findings(joined) == expected
 
 
 EDGES = [

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .envelope import EnvelopeParser
-from .events import Accept, AuthFailure, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .events import Accept, AuthFailure, CompleteMessage, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
 from .imapd import parse_dovecot
+from ..detection import join_complete
 from .parse import LineParser, our_text_matcher
 from .postfix import split_program
 
@@ -41,7 +42,7 @@ except ImportError:  # built without a C compiler
 OTHER, ACCEPT, SENDER, REMOVED, DELIVERY, LOGIN, SMTPD, DOVECOT = range(8)
 DROPPED_KINDS = ("unknown", "accept", "sender", "removed", "delivery", "login", "postfix-smtpd", "dovecot")
 AHEAD_PER_WORKER = 2
-_CLASSES = (Accept, Sender, Delivery, Removed, Login, SessionEnd, Refusal, AuthFailure)
+_CLASSES = (Accept, Sender, Delivery, Removed, Login, SessionEnd, Refusal, AuthFailure, CompleteMessage)
 _CODES = {cls: i for i, cls in enumerate(_CLASSES)}
 _FIELD_NAMES = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES}
 
@@ -73,15 +74,19 @@ class BlockParser:
     def __init__(self, lines: LineParser, trusted_networks: tuple[str, ...]) -> None:
         self.lines = lines
         self.kinds: Counter[str] = Counter()
+        self.trusted_networks = trusted_networks
         nets = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
         # what the classifier needs to drop inbound mail: it must agree with Detector.is_trusted
         self.trusted = [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
 
     def parse(self, block: bytes, base: int, file: str) -> list[Event]:
-        """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``."""
-        if _linescan is None:
-            return self._parse_all(block, base, file)
-        rows, _lines, skipped, dropped = _linescan.scan(block, self.trusted)
+        """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;
+        messages wholly inside the block come joined (``detection.join_complete``)."""
+        events = self._parse(block, base, file) if _linescan is not None else self._parse_all(block, base, file)
+        return join_complete(events, self.trusted_networks)
+
+    def _parse(self, block: bytes, base: int, file: str) -> list[Event]:
+        rows, _lines, skipped, dropped = _linescan.scan(block, self.trusted)  # type: ignore[union-attr]
         kinds = self.kinds
         kinds["skipped"] += skipped
         for kind, count in zip(DROPPED_KINDS, dropped):

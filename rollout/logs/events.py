@@ -111,3 +111,16 @@ class Refusal(Event):
     rcpt: str | None
     text: str
     map_address: str | None = None  # {address} of our reject text, when it is ours
+
+
+@dataclass(slots=True)
+class CompleteMessage(Event):
+    """A message whose lines all lay in one block, already joined (by a worker): judged at its removal.
+
+    ``message`` is the dict ``detection.Detector`` builds from Accept, Sender, Delivery
+    and Removed; ``t``, ``file``, ``offset`` and ``line`` are those of the removal.
+    """
+
+    instance: str
+    qid: str
+    message: dict

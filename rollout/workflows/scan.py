@@ -196,9 +196,8 @@ def scan_logs(
         tally = _Tally(ids)
         files, sources = _open_sources(session, paths, host or settings.scan.host, settings)
         workers, trusted = settings.scan.workers, tuple(settings.scan.trusted_networks)
-        events = heapq.merge(
-            *(_events(src, parser, fs, progress, workers, trusted) for src, parser, fs, _row, _ident in sources), key=_time
-        )
+        streams = [_events(src, parser, fs, progress, workers, trusted) for src, parser, fs, _row, _ident in sources]
+        events = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_time)
         for event in events:
             detector.feed(event)
             if len(detector.findings) >= FLUSH_FINDINGS:
