@@ -116,12 +116,14 @@ class Detector:
             self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
             return
         self.logins.setdefault(e.ip, []).append(record)
-        if key is not None:
+        if e.ended is not None:
+            record[2] = e.ended
+        elif key is not None:
             self.sessions[key] = record
         self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
 
     def _session_end(self, e: SessionEnd) -> None:
-        for key in (_session_key(e.host, e.proto, e.session, e.user, None), _session_key(e.host, e.proto, None, e.user, e.pid)):
+        for key in _end_keys(e):
             record = self.sessions.pop(key, None) if key else None
             if record is not None:
                 record[2] = e.t
@@ -353,6 +355,11 @@ class Detector:
                     self.sessions[record[3]] = record
 
 
+def _end_keys(e: SessionEnd) -> tuple[str | None, str | None]:
+    """The session keys a session end may close, in the order they are tried."""
+    return _session_key(e.host, e.proto, e.session, e.user, None), _session_key(e.host, e.proto, None, e.user, e.pid)
+
+
 def _session_key(host: str, proto: str, session: str | None, user: str, pid: str | None) -> str | None:
     if session:
         return f"{host}|s|{session}"
@@ -404,6 +411,30 @@ def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> lis
         for i in positions[:-1]:
             replace[i] = None
         replace[positions[-1]] = CompleteMessage(last.t, host, last.file, last.offset, last.line, last.instance, qid, message)
+    _pair_sessions(events, builder, replace)
     if not replace:
         return events
     return [r for i, e in enumerate(events) if (r := replace.get(i, e)) is not None]
+
+
+def _pair_sessions(events: list[Event], builder: Detector, replace: dict[int, Event | None]) -> None:
+    """A login and its session end in the same events: the end rides on the login (``Login.ended``).
+
+    Only when the end's first key is the login's own (or it has none and the second is),
+    so the detector, which tries the same keys against all open sessions, would have
+    closed that very login.
+    """
+    open_logins: dict[str, int] = {}
+    for i, e in enumerate(events):
+        if isinstance(e, Login):
+            key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
+            if key is not None and not builder.is_trusted(e.ip):
+                open_logins[key] = i
+        elif isinstance(e, SessionEnd):
+            first, second = _end_keys(e)
+            key = first if first is not None else second
+            if key is not None and key in open_logins:
+                login = events[open_logins.pop(key)]
+                assert isinstance(login, Login)
+                login.ended = e.t
+                replace[i] = None

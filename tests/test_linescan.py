@@ -35,11 +35,12 @@ def both(block: bytes) -> tuple[list[Event], list[Event]]:
     return fast, slow
 
 
-def findings(events: list[Event]) -> tuple[list[tuple], list[str]]:
-    """What the detector found, and the messages it still waits for (carried to the next scan)."""
+def findings(events: list[Event]) -> tuple[list[tuple], list[str], str, list[str]]:
+    """What the detector found, and what it carries to the next scan: open messages, login windows, open sessions."""
     detector = Detector(CONFIG)
     detector.feed_all(events)
-    return sorted((_key(f) for f in detector.findings), key=repr), sorted(detector.messages)
+    return (sorted((_key(f) for f in detector.findings), key=repr), sorted(detector.messages), repr(sorted(detector.logins.items())),
+            sorted(detector.sessions))
 
 
 def _key(f: Finding) -> tuple:

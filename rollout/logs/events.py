@@ -36,6 +36,7 @@ class Login(Event):
     ip: str
     session: str | None = None
     pid: str | None = None
+    ended: float | None = None  # the session's end, when a worker found it in the same block
 
 
 @dataclass(slots=True)
