@@ -278,7 +278,11 @@ class Detector:
         if known is None:
             if DOTTED_QUAD.fullmatch(ip):  # the common case: integer masks, without ipaddress's cost
                 value = int.from_bytes(socket.inet_aton(ip), "big")
-                known = any(value & mask == net for net, mask in self._trusted_v4)
+                known = False
+                for net, mask in self._trusted_v4:
+                    if value & mask == net:
+                        known = True
+                        break
             else:
                 try:
                     addr = ipaddress.ip_address(ip)
