@@ -1,8 +1,8 @@
 """Benchmark `rollout scan` on a generated provider log (2M and 10M lines), against grep -cE and pflogsumm.
 
-    python bench/scan.py                 # 2M and 10M lines
+    python bench/scan.py                 # 2M and 10M lines, scan.workers = 0 (one parser per core)
     python bench/scan.py --lines 200000  # a quick run
-    python bench/scan.py --workers 2     # parse big files in two processes
+    python bench/scan.py --workers 1     # parse in the scanning process only
 
 For each size: write a seeded synthetic log (rollout.synthetic.maillog) with its ground
 truth, import a matching inventory into a fresh SQLite database, then on the same file
@@ -95,7 +95,7 @@ def run_size(lines: int, workdir: Path, workers: int = 1) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, action="append", help="log size(s); default 2,000,000 and 10,000,000")
-    parser.add_argument("--workers", type=int, default=1, help="scan.workers for the scan (default 1: one process)")
+    parser.add_argument("--workers", type=int, default=0, help="scan.workers for the scan (default 0: one parser process per core)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep the files")
     args = parser.parse_args()
     sizes = args.lines or [2_000_000, 10_000_000]
