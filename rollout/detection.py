@@ -27,6 +27,7 @@ from .logs.events import Accept, AuthFailure, CompleteMessage, Delivery, Event, 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
 TRUSTED_CACHE_SIZE = 100_000
+SHARED_IP_USERS = 3  # P1: an IP with this many users within a window is a NAT: a sender match is required
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,11 @@ class Detector:
         if failed is not None and t - self.config.window_seconds <= failed <= t:
             # the client tries SMTP AUTH with a wrong password and the legacy path hides it
             details["flags"] = ["auth_failed_then_legacy"]
-        if len(users) == 1:
+        if len(users) == 1 and not matching and self.is_shared(ip, t):
+            # P1: behind a NAT with three or more users nobody is named without a sender match
+            details["flags"] = details.get("flags", []) + ["shared_ip"]
+            self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, self._nearby_users(ip, t), login_lines + lines, details))
+        elif len(users) == 1:
             confidence = "high" if matching and tier != "extended" else "medium"
             if not matching:
                 details["flags"] = details.get("flags", []) + ["sender_mismatch"]
@@ -248,6 +253,21 @@ class Detector:
             elif t <= start + c.near_miss_seconds + eps:
                 out.append((record, "extended"))  # pop-before-smtp's lazy expiry still let it through
         return out
+
+    def is_shared(self, ip: str, t: float) -> bool:
+        """P1: among the logins remembered for ``ip`` up to ``t``, ``SHARED_IP_USERS`` or more distinct
+        users within one window ``W``."""
+        w, eps = self.config.window_seconds, self.config.tolerance_seconds
+        records = sorted((r[0], r[1]) for r in self.logins.get(ip, ()) if r[0] <= t + eps)
+        for i, (start, _user) in enumerate(records):
+            if len({u for s, u in records[i:] if s <= start + w}) >= SHARED_IP_USERS:
+                return True
+        return False
+
+    def _nearby_users(self, ip: str, t: float) -> list[str]:
+        """The users behind a shared IP, for the reviewer: everyone who logged in within the reach of ``t``."""
+        c = self.config
+        return sorted({r[1] for r in self.logins.get(ip, ()) if t - c.near_miss_seconds - c.window_seconds <= r[0] <= t + c.tolerance_seconds})
 
     def _candidates(self, ip: str, t: float, reach: float) -> list[str]:
         eps = self.config.tolerance_seconds

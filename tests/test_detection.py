@@ -105,6 +105,17 @@ def test_two_users_on_one_ip_without_sender_match_is_ambiguous() -> None:
     assert (g.kind, g.user, g.confidence, g.details["flags"]) == ("legacy", "bert@example.org", "medium", ["shared_ip"])
 
 
+def test_ip_with_three_users_in_a_window_needs_a_sender_match() -> None:
+    """P1: behind a NAT where three users log in, a relay without a sender match names nobody; with one it does."""
+    nat = "192.0.2.50"
+    events = [login(T - 1500, "carl@example.org", nat), login(T - 1200, "bert@example.org", nat),
+              login(T, "anna@example.org", nat, session="imap-1"),  # only anna's open IMAP session still covers the relays
+              *message(T + 4000, nat, "shop@anna-shop.test", ["bob@remote.test"], qid="AAA111"),
+              *message(T + 4100, nat, "anna@example.org", ["bob@remote.test"], qid="AAA222")]
+    found = [(f.kind, f.user, f.details.get("flags")) for f in run(events)]
+    assert found == [("ambiguous", None, ["shared_ip"]), ("legacy", "anna@example.org", None)]
+
+
 def test_relay_denied_after_a_login_is_a_near_miss_and_our_refusal_is_counted() -> None:
     """A denied relay shortly after a login is a near miss; a refusal by our map names its mailbox."""
     events = [login(T, "anna@example.org", "192.0.2.1"),
