@@ -152,7 +152,7 @@ class SmtpConnection:
             return rcpt_code, rcpt_text
         if data_code != 354:
             return data_code, data_text
-        body = _DOT_AT_LINE_START.sub(b"..", message)
+        body = dot_stuffed(message)
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         smtp.send(body + b".\r\n")
@@ -170,6 +170,14 @@ class SmtpConnection:
         if self._smtp is not None:
             self._smtp.close()
         self._smtp = None
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """A line starting with "." gets a second one (RFC 5321 4.5.2). The regex runs only when
+    such a line exists: scanning 6 kB per message with it cost more than the rest of the send."""
+    if message.startswith(b".") or b"\n." in message:
+        return _DOT_AT_LINE_START.sub(b"..", message)
+    return message
 
 
 def _reply(code: int, text: bytes | str) -> str:
