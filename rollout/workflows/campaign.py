@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit
 from .. import campaign as core
+from ..config import Settings
 from ..errors import DeliveryError, GuardError
-from ..mailer import Delivery, RateLimiter, SmtpConnection
-from ..models import Campaign, Customer, Notice
-from ..notices import Envelope, Renderer, RenderedNotice, build_message, message_id
+from ..mailer import RateLimiter, SmtpConnection
+from ..models import Campaign, Customer
+from ..notices import Envelope, Renderer, RenderedNotice, build_message, compose, message_id
+from ..notify_workers import Location, Outcome, Slot, WorkerSetup, Workers, spool_record
 from ..runtime import Runtime
 
-STOP_AFTER_CONNECTION_FAILURES = 3  # per worker, in a row: the server is down, leave the rest pending
+log = logging.getLogger(__name__)
+
+STOP_AFTER_CONNECTION_FAILURES = 3  # per connection, in a row: the server is down, leave the rest pending
 
 
 @dataclass
@@ -139,7 +143,11 @@ def notify(
     resend_uncertain: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> NotifySummary:
-    """Send one wave: pick the audience, render everything (preflight), then send each notice once."""
+    """Send one wave: pick the audience, render everything (preflight), then send each notice once.
+
+    Rendering and sending run in worker processes (``rollout.notify_workers``), one
+    per CPU core; this process keeps the ledger.
+    """
     settings = runtime.settings
     renderer = Renderer(settings.notices)
     envelope = Envelope.from_settings(settings.notices)
@@ -152,13 +160,20 @@ def notify(
     if not 1 <= summary.wave <= campaign.weeks:
         raise DeliveryError(f"campaign {campaign.id} has waves 1 to {campaign.weeks}, not {summary.wave}")
     waves = [summary.wave] + ([campaign.weeks + 1] if settings.notices.thank_you else [])
-    try:
-        _prepare(runtime, campaign, waves, summary, renderer, envelope, resend_uncertain)
-    except IntegrityError:  # another run inserted the same rows first: its ledger is ours too
-        _prepare(runtime, campaign, waves, summary, renderer, envelope, resend_uncertain)
-    if dry_run:
-        return summary
-    _send_all(runtime, campaign, waves, summary, renderer, envelope, outbox, limit, progress)
+    if outbox:
+        outbox.mkdir(parents=True, exist_ok=True)
+    with _workers(settings, outbox) as workers:
+        started = time.monotonic()
+        try:
+            spooled = _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncertain)
+        except IntegrityError:  # another run inserted the same rows first: its ledger is ours too
+            spooled = _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncertain)
+        log.info("notify: %d new, %d rendered in %.1f s by %d worker(s)", summary.new, len(spooled), time.monotonic() - started, workers.processes)
+        if dry_run:
+            return summary
+        started = time.monotonic()
+        _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, envelope, limit, progress)
+        log.info("notify: %d sent, %d failed, %d deferred in %.1f s", summary.sent, summary.failed, summary.deferred, time.monotonic() - started)
     with runtime.sessions() as session:
         counts = core.state_counts(session, campaign.id, waves)
     summary.uncertain = counts.get("sending", 0)
@@ -167,6 +182,14 @@ def notify(
         audit.record(session, runtime.clock.now(), runtime.actor, "notify.done", campaign_id=campaign.id, wave=summary.wave,
                      sent=summary.sent, failed=summary.failed, deferred=summary.deferred, uncertain=summary.uncertain, outbox=summary.outbox)
     return summary
+
+
+def _workers(settings: Settings, outbox: Path | None) -> Workers:
+    """One worker process per core (``[notices] workers``), the SMTP connections shared out among them."""
+    connections = 1 if outbox else max(1, settings.smtp.concurrency)
+    processes = min(connections, settings.notices.workers or os.cpu_count() or 1)
+    setup = WorkerSetup(settings.notices, settings.smtp, str(outbox) if outbox else None, settings.smtp.rate_per_second)
+    return Workers(setup, processes, connections)
 
 
 def _require_campaign(session) -> Campaign:  # type: ignore[no-untyped-def]
@@ -196,159 +219,158 @@ def _wave_due_or_explain(runtime: Runtime, campaign: Campaign, summary: NotifySu
     )
 
 
-def _prepare(runtime, campaign, waves, summary, renderer, envelope, resend_uncertain) -> None:  # type: ignore[no-untyped-def]
-    """One transaction: add the wave's ledger rows, then render every pending notice.
+def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncertain) -> dict[int, Location]:  # type: ignore[no-untyped-def]
+    """One transaction: add the wave's ledger rows, then render every pending notice (the preflight).
 
     Any rendering error rolls the new rows back: nothing is recorded, nothing is sent.
-    A dry run rolls back too, after the same checks.
+    A dry run rolls back too, after the same checks. The workers keep what they
+    rendered in their spool, so sending does not render again: returns where each is.
     """
     settings = runtime.settings.notices
     now = runtime.clock.now()
     wave = waves[0]
     with runtime.sessions() as session, session.begin():
         core.lock_campaign(session, campaign.id)
-        found = core.audience(session, now, settings.lookback_days)
         existing = core.existing_customers(session, campaign.id, wave)
-        new = {c: uses for c, uses in found.reminders.items() if c not in existing}
-        ids = {c: message_id(campaign.id, wave, c, envelope.domain) for c in new}
-        summary.new = core.add_notices(session, campaign, wave, "reminder", new, ids, now)
+        switched: set[int] = set()
+        reminded: set[int] = set()
+        found = core.reminders(session, now, settings.lookback_days, switched)
+        summary.new = core.add_notices(
+            session, campaign, wave, "reminder", _not_in(found, existing, reminded), lambda c: message_id(campaign.id, wave, c, envelope.domain), now
+        )
         if len(waves) > 1:
-            summary.new += _add_thanks(session, campaign, waves[1], found, now, envelope)
+            summary.new += _add_thanks(session, campaign, waves[1], switched, reminded, now, envelope)
         if resend_uncertain:
             core.release_uncertain(session, campaign.id, waves)
         counts = core.state_counts(session, campaign.id, waves)
         summary.selected = sum(counts.values())
         summary.skipped = counts.get("sent", 0) + counts.get("failed", 0)
         summary.uncertain = counts.get("sending", 0)
-        for notice_id, ctx, msg_id in core.pending_contexts(session, campaign, waves, now):
-            _compose(renderer, envelope, ctx, msg_id, now)
+        spooled = workers.render(core.pending_contexts(session, campaign, waves, now), now)
         summary.remaining = counts.get("pending", 0)
         if summary.dry_run:
             session.rollback()
-            return
+            return {}
         audit.record(session, now, runtime.actor, "notify.start", campaign_id=campaign.id, wave=wave, new=summary.new,
                      selected=summary.selected, pending=summary.remaining, resend_uncertain=resend_uncertain)
+    return spooled
 
 
-def _add_thanks(session, campaign, thanks_wave, found, now, envelope) -> int:  # type: ignore[no-untyped-def]
+def _not_in(found: Iterable[tuple[int, list[core.MailboxUse]]], existing: set[int], reminded: set[int]) -> Iterator[tuple[int, list[core.MailboxUse]]]:
+    """The reminders of customers without a ledger row in this wave yet; every reminded customer goes into ``reminded``."""
+    for customer_id, uses in found:
+        reminded.add(customer_id)
+        if customer_id not in existing:
+            yield customer_id, uses
+
+
+def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelope) -> int:  # type: ignore[no-untyped-def]
     existing = core.existing_customers(session, campaign.id, thanks_wave)
-    done = {c: m for c, m in core.thank_you_candidates(session, campaign.id, found.switched, found.reminders).items() if c not in existing}
-    lists = {c: [core.MailboxUse(m, c, "", None, None, True, True) for m in mailboxes] for c, mailboxes in done.items()}
-    ids = {c: message_id(campaign.id, thanks_wave, c, envelope.domain) for c in lists}
-    return core.add_notices(session, campaign, thanks_wave, "thanks", lists, ids, now)
-
-
-def _compose(renderer: Renderer, envelope: Envelope, ctx, msg_id: str, now: datetime) -> bytes:  # type: ignore[no-untyped-def]
-    rendered = renderer.render(ctx)
-    try:
-        return build_message(envelope, ctx.customer_name, ctx.to_address, msg_id, now, rendered)
-    except DeliveryError as exc:
-        raise DeliveryError(f"customer {ctx.customer_ref}: {exc}") from None
+    done = {c: m for c, m in core.thank_you_candidates(session, campaign.id, switched, reminded).items() if c not in existing}
+    lists = [(c, [core.MailboxUse(m, c, "", None, None, True, True) for m in mailboxes]) for c, mailboxes in done.items()]
+    return core.add_notices(session, campaign, thanks_wave, "thanks", lists, lambda c: message_id(campaign.id, thanks_wave, c, envelope.domain), now)
 
 
 # --- the send loop -----------------------------------------------------------------------
 
 
+LEDGER_STATE = {"sent": "sent", "failed": "failed", "deferred": "pending", "error": "pending"}  # what each outcome leaves
+
+
 class _Run:
-    """Shared by the worker threads of one run: counters, the limit, the stop flag."""
+    """What the send loop keeps: the counters, the limit, why it stops."""
 
     def __init__(self, summary: NotifySummary, limit: int | None, progress: Callable[[int], None] | None) -> None:
         self.summary, self.limit, self.progress = summary, limit, progress or (lambda n: None)
-        self.lock = threading.Lock()
         self.started = 0
-        self.stop = threading.Event()
+        self.exhausted = False  # no pending notice was left to claim
+        self.stopped = False  # the SMTP server could not be reached
+        self.error: str | None = None  # a failure that ends the run (refused login, a worker died)
         self.deferred: set[int] = set()  # not claimed again in this run
+        self.failures_in_a_row: dict[str, int] = {}  # per slot: connection failures
 
-    def may_start(self) -> bool:
-        with self.lock:
-            if self.stop.is_set() or (self.limit is not None and self.started >= self.limit):
-                return False
-            self.started += 1
-            return True
+    def wanted(self, idle: int) -> int:
+        """How many notices to claim for ``idle`` free slots."""
+        if self.exhausted or self.stopped or self.error:
+            return 0
+        if self.limit is not None:
+            idle = min(idle, self.limit - self.started)
+        return max(0, idle)
 
-    def skipped(self) -> list[int]:
-        with self.lock:
-            return list(self.deferred)
+    def claimed(self, wanted: int, got: int) -> None:
+        self.started += got
+        self.exhausted = self.exhausted or got < wanted
 
-    def unstart(self) -> None:
-        with self.lock:
-            self.started -= 1
-
-    def count(self, notice_id: int, delivery: Delivery, ref: str, address: str) -> None:
-        with self.lock:
-            if delivery.status == "sent":
-                self.summary.sent += 1
-            elif delivery.status == "failed":
-                self.summary.failed += 1
-                self.summary.failures.append({"customer": ref, "to": address, "reply": delivery.reply})
-            else:
-                self.summary.deferred += 1
-                self.deferred.add(notice_id)
+    def count(self, slot: str, outcome: Outcome) -> None:
+        if outcome.status in ("error", "died"):
+            self.error = self.error or outcome.reply
+            return
+        if outcome.status == "sent":
+            self.summary.sent += 1
+        elif outcome.status == "failed":
+            self.summary.failed += 1
+            self.summary.failures.append({"customer": outcome.customer_ref, "to": outcome.to_address, "reply": outcome.reply})
+        else:
+            self.summary.deferred += 1
+            self.deferred.add(outcome.notice_id)
         self.progress(1)
+        in_a_row = self.failures_in_a_row.get(slot, 0) + 1 if outcome.reply.startswith("connection:") else 0
+        self.failures_in_a_row[slot] = in_a_row
+        self.stopped = self.stopped or in_a_row >= STOP_AFTER_CONNECTION_FAILURES
 
 
-def _send_all(runtime, campaign, waves, summary, renderer, envelope, outbox, limit, progress) -> None:  # type: ignore[no-untyped-def]
+def _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, envelope, limit, progress) -> None:  # type: ignore[no-untyped-def]
+    """Give each slot (SMTP connection) one claimed notice at a time, until none is pending.
+
+    Each round is one short transaction that records the outcomes the slots
+    reported and claims as many notices as slots are free: at most one notice
+    per connection is ever `sending`.
+    """
     run = _Run(summary, limit, progress)
-    workers = 1 if outbox else max(1, runtime.settings.smtp.concurrency)
-    limiter = RateLimiter(runtime.settings.smtp.rate_per_second)
-    name = f"{socket.gethostname()}:{os.getpid()}"
-    if outbox:
-        outbox.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(workers, thread_name_prefix="notify") as pool:
-        futures = [
-            pool.submit(_worker, runtime, campaign, waves, renderer, envelope, outbox, limiter, run, f"{name}/{i}") for i in range(workers)
-        ]
-        for future in futures:
-            future.result()
-    if run.stop.is_set():
+    claimer = f"{socket.gethostname()}:{os.getpid()}"
+    idle: list[Slot] = list(workers.slots)
+    busy: dict[Slot, int] = {}
+    settled: list[tuple[int, str, str]] = []
+    with runtime.engine.connect() as conn:
+        ledger = core.SendLedger(conn, campaign.id, waves, claimer)
+        while True:
+            wanted = run.wanted(len(idle))
+            claimed = ledger.settle_and_claim(settled, wanted, runtime.clock.now(), run.deferred)
+            run.claimed(wanted, len(claimed))
+            settled = []
+            for notice_id in claimed:
+                try:
+                    record = spooled.get(notice_id) or _render_late(conn, runtime, campaign, notice_id, renderer, envelope)
+                except DeliveryError as exc:  # never sent: back to pending, and the run ends
+                    settled.append((notice_id, "pending", str(exc)))
+                    run.error = run.error or str(exc)
+                    continue
+                slot = idle.pop()
+                slot.give(notice_id, record)
+                busy[slot] = notice_id
+            if not busy and not settled:
+                break
+            for slot in workers.ready() if busy else []:
+                outcome = slot.take()
+                run.count(slot.name, outcome)
+                notice_id = busy.pop(slot, None)
+                if outcome.status == "died":  # its notice stays `sending`: uncertain
+                    workers.drop(slot)
+                    continue
+                settled.append((notice_id, LEDGER_STATE[outcome.status], outcome.reply))
+                idle.append(slot)
+    if run.error:
+        raise DeliveryError(run.error)
+    if run.stopped:
         summary.note = "stopped early: the SMTP server could not be reached; the rest stays pending for the next run"
 
 
-def _worker(runtime, campaign, waves, renderer, envelope, outbox, limiter, run: _Run, worker: str) -> None:  # type: ignore[no-untyped-def]
-    smtp = None if outbox else SmtpConnection(runtime.settings.smtp, limiter)
-    failures_in_a_row = 0
-    try:
-        with runtime.engine.connect() as conn:
-            while run.may_start():
-                notice_id = core.claim_next(conn, campaign.id, waves, worker, runtime.clock.now(), skip=run.skipped())
-                if notice_id is None:
-                    run.unstart()
-                    return
-                delivery, ref, address = _deliver_one(conn, runtime, campaign, notice_id, renderer, envelope, outbox, smtp)
-                state = {"sent": "sent", "failed": "failed"}.get(delivery.status, "pending")
-                core.record_outcome(conn, notice_id, state, delivery.reply, runtime.clock.now())
-                run.count(notice_id, delivery, ref, address)
-                failures_in_a_row = failures_in_a_row + 1 if delivery.reply.startswith("connection:") else 0
-                if failures_in_a_row >= STOP_AFTER_CONNECTION_FAILURES:
-                    run.stop.set()
-    finally:
-        if smtp is not None:
-            smtp.close()
-
-
-def _deliver_one(conn: Connection, runtime, campaign, notice_id, renderer, envelope, outbox, smtp) -> tuple[Delivery, str, str]:  # type: ignore[no-untyped-def]
+def _render_late(conn: Connection, runtime: Runtime, campaign: Campaign, notice_id: int, renderer: Renderer, envelope: Envelope) -> bytes:
+    """A notice the preflight did not see pending (another run put it back since): render it here."""
     now = runtime.clock.now()
-    try:
-        with conn.begin():
-            ctx, _customer_id, msg_id = core.notice_context(conn, notice_id, campaign, now)
-        message = _compose(renderer, envelope, ctx, msg_id, now)
-        if outbox is not None:
-            return Delivery("sent", f"outbox: {_write_eml(outbox, msg_id, message)}", 1), ctx.customer_ref, ctx.to_address
-        return smtp.send(envelope.from_address, ctx.to_address, message), ctx.customer_ref, ctx.to_address
-    except (DeliveryError, OSError):
-        # Rendering, the outbox or the SMTP login failed: the server never got this
-        # message, so the claim must not strand it in `sending`.
-        with conn.begin():
-            conn.execute(update(Notice).where(Notice.id == notice_id).values(state="pending", claimed_by=None))
-        raise
-
-
-def _write_eml(outbox: Path, msg_id: str, message: bytes) -> Path:
-    path = outbox / (msg_id.strip("<>").split("@")[0] + ".eml")
-    tmp = path.with_suffix(".eml.tmp")
-    tmp.write_bytes(message)
-    os.replace(tmp, path)  # a reader never sees half a message
-    return path
+    with conn.begin():
+        ctx, _customer_id, msg_id = core.notice_context(conn, notice_id, campaign, now)
+    return spool_record(ctx, msg_id, compose(renderer, envelope, ctx, msg_id, now))
 
 
 # --- preview and test sends --------------------------------------------------------------
