@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from itertools import chain
 from typing import Callable, Iterable, Iterator
 
 from sqlalchemy import Connection, select
@@ -20,7 +21,7 @@ from ..config import Settings
 from ..errors import DeliveryError, GuardError
 from ..mailer import RateLimiter, SmtpConnection
 from ..models import Campaign, Customer
-from ..notices import Envelope, Renderer, RenderedNotice, build_message, compose, message_id
+from ..notices import Envelope, NoticeContext, Renderer, RenderedNotice, build_message, compose, message_id
 from ..notify_workers import Location, Outcome, Slot, WorkerSetup, Workers, spool_record
 from ..runtime import Runtime
 
@@ -220,33 +221,34 @@ def _wave_due_or_explain(runtime: Runtime, campaign: Campaign, summary: NotifySu
 
 
 def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncertain) -> dict[int, Location]:  # type: ignore[no-untyped-def]
-    """One transaction: add the wave's ledger rows, then render every pending notice (the preflight).
+    """One transaction: add the wave's ledger rows and render every pending notice (the preflight).
 
-    Any rendering error rolls the new rows back: nothing is recorded, nothing is sent.
-    A dry run rolls back too, after the same checks. The workers keep what they
-    rendered in their spool, so sending does not render again: returns where each is.
+    Notices left pending by earlier runs are read back and rendered first; new
+    ones are rendered by the workers while the next ones are inserted. Any
+    rendering error rolls the new rows back: nothing is recorded, nothing is
+    sent. A dry run rolls back too, after the same checks. The workers keep what
+    they rendered in their spool, so sending does not render again: returns
+    where each notice is.
     """
     settings = runtime.settings.notices
     now = runtime.clock.now()
     wave = waves[0]
-    with runtime.sessions() as session, session.begin():
+    with runtime.sessions() as session, session.begin(), core.small_page_cache(session):
         core.lock_campaign(session, campaign.id)
+        if resend_uncertain:
+            core.release_uncertain(session, campaign.id, waves)
         existing = core.existing_customers(session, campaign.id, wave)
         switched: set[int] = set()
         reminded: set[int] = set()
-        found = core.reminders(session, now, settings.lookback_days, switched)
-        summary.new = core.add_notices(
-            session, campaign, wave, "reminder", _not_in(found, existing, reminded), lambda c: message_id(campaign.id, wave, c, envelope.domain), now
-        )
-        if len(waves) > 1:
-            summary.new += _add_thanks(session, campaign, waves[1], switched, reminded, now, envelope)
-        if resend_uncertain:
-            core.release_uncertain(session, campaign.id, waves)
+        found = _not_in(core.reminders(session, now, settings.lookback_days, switched), existing, reminded)
+        new = core.add_notices(session, campaign, wave, "reminder", found, lambda c: message_id(campaign.id, wave, c, envelope.domain), now)
+        thanks = _add_thanks(session, campaign, waves[1], switched, reminded, now, envelope) if len(waves) > 1 else ()
+        earlier = core.pending_contexts(session, campaign, waves, now)  # a generator: read before the new rows exist
+        spooled = workers.render(chain(earlier, _counted(new, summary), _counted(thanks, summary)), now)
         counts = core.state_counts(session, campaign.id, waves)
         summary.selected = sum(counts.values())
         summary.skipped = counts.get("sent", 0) + counts.get("failed", 0)
         summary.uncertain = counts.get("sending", 0)
-        spooled = workers.render(core.pending_contexts(session, campaign, waves, now), now)
         summary.remaining = counts.get("pending", 0)
         if summary.dry_run:
             session.rollback()
@@ -264,11 +266,19 @@ def _not_in(found: Iterable[tuple[int, list[core.MailboxUse]]], existing: set[in
             yield customer_id, uses
 
 
-def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelope) -> int:  # type: ignore[no-untyped-def]
+def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelope) -> Iterator[tuple[int, NoticeContext, str]]:  # type: ignore[no-untyped-def]
+    """Thank-you notes for customers whose mailboxes have all switched (a generator: it runs after the reminders)."""
     existing = core.existing_customers(session, campaign.id, thanks_wave)
     done = {c: m for c, m in core.thank_you_candidates(session, campaign.id, switched, reminded).items() if c not in existing}
-    lists = [(c, [core.MailboxUse(m, c, "", None, None, True, True) for m in mailboxes]) for c, mailboxes in done.items()]
-    return core.add_notices(session, campaign, thanks_wave, "thanks", lists, lambda c: message_id(campaign.id, thanks_wave, c, envelope.domain), now)
+    lists = [(c, [core.MailboxUse(m, c, address, None, None, True, True) for m, address in mailboxes]) for c, mailboxes in done.items()]
+    yield from core.add_notices(session, campaign, thanks_wave, "thanks", lists, lambda c: message_id(campaign.id, thanks_wave, c, envelope.domain), now)
+
+
+def _counted(items: Iterable[tuple[int, NoticeContext, str]], summary: NotifySummary) -> Iterator[tuple[int, NoticeContext, str]]:
+    """``items``, each counted as a new ledger row in ``summary.new``."""
+    for item in items:
+        summary.new += 1
+        yield item
 
 
 # --- the send loop -----------------------------------------------------------------------
@@ -408,7 +418,7 @@ def preview_notice(runtime: Runtime, customer: str | None, wave: int | None = No
         if not uses:
             raise DeliveryError(f"customer {row.external_id} has no mailbox with confident legacy use in the last {settings.notices.lookback_days} days: nothing to preview")
         lines = [core.MailboxLine(u.address, u.last_legacy_at, u.last_ip, u.switch_at) for u in uses]
-        ctx = core.build_context(campaign, wave, "reminder", row, lines, now)
+        ctx = core.build_context(campaign, wave, "reminder", row, row.email, lines, now)
     rendered: RenderedNotice = renderer.render(ctx)
     msg_id = message_id(campaign.id, wave, row.id, envelope.domain, suffix=f".test{int(now.timestamp())}")
     preview = Preview(row.external_id, row.email, wave, rendered.locale, rendered.subject, rendered.text, rendered.html, msg_id)
