@@ -1,14 +1,16 @@
-"""Shared by the benchmarks: run a child process with its wall time and peak RSS (from wait4),
-and make a throw-away PostgreSQL database."""
+"""Shared by the benchmarks: run a child process with its wall time and peak RSS (from wait4, or
+of its whole process tree), and make a throw-away PostgreSQL database."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from sqlalchemy import create_engine, text
@@ -22,18 +24,89 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    processes: int = 1  # how many processes the tree had (tree=True)
+    peaks_sum_mb: float = 0.0  # tree=True: each process's own peak, added up (an upper bound)
 
 
-def measure(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Run:
+def measure(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None, tree: bool = False) -> Run:
+    """Run ``argv``; with ``tree``, peak RSS is that of the whole process tree (see ``TreeSampler``)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err)
+        sampler = TreeSampler(proc.pid) if tree else None
         _, status, usage = os.wait4(proc.pid, 0)  # reap it ourselves to get its own rusage
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
-        return Run(seconds, usage.ru_maxrss / 1024, proc.returncode, out.read(), err.read())
+        run = Run(seconds, usage.ru_maxrss / 1024, proc.returncode, out.read(), err.read())
+        if sampler is not None:
+            sampler.stop()
+            # wait4's figure is the top process's own peak; it counts too (the sampler may miss its last moments)
+            run.peak_rss_mb = max(sampler.peak_sum_mb, sampler.own_peak_mb(proc.pid))
+            run.processes, run.peaks_sum_mb = len(sampler.peaks), sum(sampler.peaks.values())
+        return run
+
+
+class TreeSampler:
+    """Every 10 ms, the RSS of a process and all its descendants (from /proc), added up; the maximum.
+
+    Worker processes count with everything they hold, shared pages included: the
+    figure is what the run occupies at its worst moment. ``peaks`` keeps each
+    process's own high-water mark (VmHWM, reset by exec, so a child's fork of the
+    parent does not count): their sum bounds the true peak from above.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak_sum_mb = 0.0
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def own_peak_mb(self, pid: int) -> float:
+        return self.peaks.get(pid, 0.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0.0
+            for pid in self._tree():
+                status = _status(pid)
+                if status:
+                    total += status.get("VmRSS", 0.0)
+                    self.peaks[pid] = max(self.peaks.get(pid, 0.0), status.get("VmHWM", 0.0))
+            self.peak_sum_mb = max(self.peak_sum_mb, total)
+            self._stop.wait(self.interval)
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children.get(pid, [])
+        return found
+
+
+def _status(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of a process in MB; empty if it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) / 1024 for k, _, v in (l.partition(":") for l in lines) if k in ("VmRSS", "VmHWM")}
 
 
 def check(run: Run) -> Run:
