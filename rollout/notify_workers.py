@@ -98,7 +98,7 @@ class WorkerSetup:
     notices: Any  # NoticeSettings
     smtp: Any  # SmtpSettings
     outbox: str | None
-    rate_per_second: float  # this worker's share of [smtp] rate_per_second
+    rate_per_second: float  # [smtp] rate_per_second; each worker is sent its share
 
 
 def worker_main(control: Connection, slots: list[Connection], spool: Spool) -> None:
@@ -113,8 +113,8 @@ def worker_main(control: Connection, slots: list[Connection], spool: Spool) -> N
         while (request := control.recv()) is not None:
             _, now, chunk = request
             control.send(_render(renderer, envelope, spool, now, chunk))
-    except (EOFError, OSError):  # the parent is gone: the slots stop after the message in hand
-        return
+    except (EOFError, OSError):
+        pass  # the parent is gone: its pipes are closed, so each slot stops after the message in hand
     for thread in threads:
         thread.join()
 
