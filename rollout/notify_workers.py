@@ -262,6 +262,7 @@ class Workers:
         Chunks go to the least busy worker, at most ``RENDER_AHEAD`` queued each.
         The first failure raises ``DeliveryError`` naming template and customer.
         """
+        self._forget_queued()
         items = iter(items)
         index: dict[int, Location] = {}
         while chunk := list(islice(items, RENDER_CHUNK)):
@@ -276,6 +277,14 @@ class Workers:
             self._collect(index)
         return index
 
+    def _forget_queued(self) -> None:
+        """Drop what an aborted render left queued (its notice ids may be reused by the next one)."""
+        while any(w.queued for w in self.workers):
+            try:
+                self._collect({})
+            except DeliveryError:
+                pass
+
     def _collect(self, index: dict[int, Location]) -> None:
         busy = {w.control: w for w in self.workers if w.queued}
         for conn in wait(list(busy)):
@@ -283,6 +292,7 @@ class Workers:
             try:
                 status, result = worker.control.recv()
             except (EOFError, OSError):
+                worker.queued = 0  # nothing more will come from it
                 raise DeliveryError(f"a notify worker stopped while rendering (exit code {worker.process.poll()}); nothing was sent") from None
             worker.queued -= 1
             if status == "failed":

@@ -235,6 +235,7 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
     settings = runtime.settings.notices
     now = runtime.clock.now()
     wave = waves[0]
+    summary.new = 0  # a retry starts over
     with runtime.sessions() as session, session.begin(), core.small_page_cache(session):
         core.lock_campaign(session, campaign.id)
         if resend_uncertain:
