@@ -158,21 +158,20 @@ class ParallelBlocks:
         self.spec, self.file, self.workers = spec, file, workers
         self.kinds: Counter[str] = Counter()
 
-    def events(self, blocks: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, Event]]:
-        """``(end offset of the block, event)``: the caller knows how far the file is done."""
+    def events(self, blocks: Iterator[tuple[int, bytes]]) -> Iterator[Event]:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-            pending: deque[tuple[int, Future[tuple[list[tuple], Counter[str]]]]] = deque()
+            pending: deque[Future[tuple[list[tuple], Counter[str]]]] = deque()
             for base, block in blocks:
-                pending.append((base + len(block), pool.submit(parse_block, self.spec, block, base, self.file)))
+                pending.append(pool.submit(parse_block, self.spec, block, base, self.file))
                 if len(pending) >= self.workers * AHEAD_PER_WORKER:
-                    yield from self._collect(*pending.popleft())
+                    yield from self._collect(pending.popleft())
             while pending:
-                yield from self._collect(*pending.popleft())
+                yield from self._collect(pending.popleft())
 
-    def _collect(self, end: int, future: Future[tuple[list[tuple], Counter[str]]]) -> Iterator[tuple[int, Event]]:
+    def _collect(self, future: Future[tuple[list[tuple], Counter[str]]]) -> Iterator[Event]:
         rows, kinds = future.result()
         self.kinds.update(kinds)
         classes = _CLASSES
         for row in rows:
-            yield end, classes[row[0]](*row[1:])
+            yield classes[row[0]](*row[1:])

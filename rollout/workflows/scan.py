@@ -294,8 +294,7 @@ def _events(
     workers = workers or os.cpu_count() or 1
     if workers > 1 and source.path.stat().st_size - source.offset >= PARALLEL_MIN_BYTES:
         job = ParallelBlocks(spec, name, workers)
-        for _end, event in job.events(blocks):
-            yield event
+        yield from job.events(blocks)
         kinds = job.kinds
     else:
         block_parser = BlockParser(parser, trusted)
