@@ -136,6 +136,100 @@ def test_edge_cases_give_the_same_events_and_findings() -> None:
     assert_same(("\n".join(EDGES) + "\n").encode())
 
 
+FAST_SESSIONS = [
+    # two logins with one session key: the end closes the later one; a second end closes nothing
+    "Nov 23 09:00:00 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=203.0.113.5, lip=192.0.2.1, mpid=7, session=<s1>",
+    "Nov 23 09:00:01 mx1 dovecot: imap-login: Login: user=<bert@example.org>, rip=203.0.113.6, lip=192.0.2.1, mpid=8, session=<s1>",
+    "Nov 23 09:00:02 mx1 dovecot: imap(bert@example.org)<8><s1>: Disconnected: Logged out in=1 out=2",
+    "Nov 23 09:00:03 mx1 dovecot: imap(bert@example.org)<8><s1>: Disconnected: Logged out in=1 out=2",
+    # no session: keyed by protocol, user (any case) and pid; IMAP in capitals; "Logged in" with Info prefixes
+    "Nov 23 09:00:04 mx1 dovecot: Info: imap-login: Info: Logged in: user=<Carl@example.org>, rip=203.0.113.7, mpid=9, TLS, secured",
+    "Nov 23 09:00:05 mx1 dovecot: IMAP(carl@example.org)<9>: Info: Disconnected: Logged out",
+    # an empty session and an empty mpid: no key at all
+    "Nov 23 09:00:06 mx1 dovecot: pop3-login: Login: user=<dora@example.org>, rip=203.0.113.8, mpid=, session=<>",
+    "Nov 23 09:00:07 mx1 dovecot: pop3(dora@example.org)<>: Disconnected: Logged out",
+    # a trusted address opens no window, so its end closes nothing
+    "Nov 23 09:00:08 mx1 dovecot: pop3-login: Login: user=<emil@example.org>, rip=127.0.0.1, mpid=10, session=<s2>",
+    "Nov 23 09:00:09 mx1 dovecot: pop3(emil@example.org)<10><s2>: Disconnected: Logged out",
+]
+FAST_FALLBACKS = [
+    # elements the strict reader leaves to Python: a key inside a flag, a value after '<…>', a leading zero
+    "Nov 23 09:00:10 mx1 dovecot: pop3-login: Login: user=<fritz@example.org>, rip=203.0.113.9, (x=1), session=<s3>",
+    "Nov 23 09:00:10 mx1 dovecot: pop3-login: Login: user=<gina@example.org>x, rip=203.0.113.9, session=<s4>",
+    "Nov 23 09:00:10 mx1 dovecot: pop3-login: Login: user=<hans@example.org>, rip=203.0.113.09, session=<s5>",
+    "Nov 23 09:00:10 mx1 dovecot: pop3-login: Login: user=<ida@exämple.org>, rip=203.0.113.10, session=<s6>",
+    # a day that does not exist: the line is unknown on both paths
+    "Feb 30 09:00:11 mx1 dovecot: pop3-login: Login: user=<jan@example.org>, rip=203.0.113.11, session=<s7>",
+    "Nov 23 09:00:12 mx1 postfix/smtpd[11]: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 450 4.7.1 <x@remote.test>: Relay access denied; from=<> to=<x@remote.test> proto=ESMTP helo=<pc>",
+    "Nov 23 09:00:12 mx1 postfix/smtpd[11]: NOQUEUE: reject: RCPT from a[203.0.113.5]: 554 5.7.1 <x; from=<y>: Relay access denied; from=<a@b> to=<x@remote.test> proto=ESMTP helo=<pc> extra",
+    # a login Python reads: it pairs every session of the block
+    "Nov 23 09:00:13 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, (x=1), mpid=11, session=<s8>",
+    "Nov 23 09:00:14 mx1 dovecot: pop3(anna@example.org)<11><s8>: Disconnected: Logged out",
+    "Nov 23 09:00:15 mx1 dovecot: pop3-login: Login: user=<bert@example.org>, rip=203.0.113.6, mpid=12, session=<s9>",
+    "Nov 23 09:00:16 mx1 dovecot: pop3(bert@example.org)<12><s9>: Disconnected: Logged out",
+]
+FAST_MESSAGES = [
+    # a legacy message: forwarded and remote recipients, lmtp, an empty envelope sender
+    "Nov 23 09:00:20 mx1 postfix/smtpd[11]: 3F2A1B4D01: client=unknown[203.0.113.5]",
+    "Nov 23 09:00:20 mx1 postfix/qmgr[12]: 3F2A1B4D01: from=<>, size=1, nrcpt=3 (queue active)",
+    "Nov 23 09:00:21 mx1 postfix/smtp[13]: 3F2A1B4D01: to=<x@remote.test>, orig_to=<anna@example.org>, relay=mx[192.0.2.9]:25, dsn=2.0.0, status=sent (250 ok)",
+    "Nov 23 09:00:21 mx1 postfix/lmtp[13]: 3F2A1B4D01: to=<bert@example.org>, relay=store[192.0.2.10]:24, dsn=2.0.0, status=sent (250 ok)",
+    "Nov 23 09:00:21 mx1 postfix/smtp[13]: 3F2A1B4D01: to=<y@remote.test>, relay=mx[192.0.2.9]:25, dsn=4.0.0, status=deferred (timeout)",
+    "Nov 23 09:00:22 mx1 postfix/qmgr[12]: 3F2A1B4D01: removed",
+    # a message with a line only Python reads (pickup) is joined by Python, not here
+    "Nov 23 09:00:30 mx1 postfix/smtpd[11]: 3F2A1B4D02: client=unknown[203.0.113.5], sasl_method=LOGIN, sasl_username=",
+    "Nov 23 09:00:30 mx1 postfix/pickup[16]: 3F2A1B4D02: uid=33 from=<www-data>",
+    "Nov 23 09:00:31 mx1 postfix/smtp[13]: 3F2A1B4D02: to=<x@remote.test>, relay=mx[192.0.2.9]:25, dsn=2.0.0, status=sent (250 ok)",
+    "Nov 23 09:00:32 mx1 postfix/qmgr[12]: 3F2A1B4D02: removed",
+    # more than 50 recipients: the first 50 are kept
+    "Nov 23 09:00:40 mx1 postfix/smtpd[11]: 3F2A1B4D03: client=unknown[203.0.113.5]",
+    *(f"Nov 23 09:00:41 mx1 postfix/smtp[13]: 3F2A1B4D03: to=<r{i}@remote.test>, relay=mx[192.0.2.9]:25, dsn=2.0.0, status=sent (250 ok)"
+      for i in range(55)),
+    "Nov 23 09:00:42 mx1 postfix/qmgr[12]: 3F2A1B4D03: removed",
+    # an empty relay is no delivery for Python: the message is not joined here
+    "Nov 23 09:00:50 mx1 postfix/smtpd[11]: 3F2A1B4D04: client=unknown[203.0.113.5]",
+    "Nov 23 09:00:51 mx1 postfix/smtp[13]: 3F2A1B4D04: to=<x@remote.test>, relay=, dsn=2.0.0, status=sent (250 ok)",
+    "Nov 23 09:00:52 mx1 postfix/qmgr[12]: 3F2A1B4D04: removed",
+]
+
+
+def test_shapes_the_classifier_reads_itself_give_the_same_events_and_findings() -> None:
+    """Logins, session ends, refusals and whole messages built in C equal LineParser's, joined and paired alike."""
+    for lines in (FAST_SESSIONS, FAST_FALLBACKS, FAST_MESSAGES, FAST_SESSIONS[::-1], FAST_MESSAGES[::-1]):
+        assert_same(("\n".join(lines) + "\n").encode())
+
+
+def test_sessions_paired_per_block_give_the_findings_of_one_stream() -> None:
+    """A session key reused across blocks: pairing inside each block leaves the detector where line-by-line feeding does."""
+    lines = [
+        "Nov 23 09:00:00 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, mpid=7",
+        "Nov 23 09:00:01 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.6, mpid=7",
+        "Nov 23 09:00:02 mx1 dovecot: pop3(anna@example.org)<7>: Disconnected: Logged out",
+        "Nov 23 09:00:03 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.7, mpid=7",
+        "Nov 23 09:00:04 mx1 dovecot: pop3(anna@example.org)<7>: Disconnected: Logged out",
+        "Nov 23 09:00:05 mx1 dovecot: pop3(anna@example.org)<7>: Disconnected: Logged out",
+    ]
+    block = ("\n".join(lines) + "\n").encode()
+    expected = findings(BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log"))  # unjoined
+    for cut in range(len(lines) + 1):
+        at = sum(len(line) + 1 for line in lines[:cut])
+        fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
+        events = fast.parse(block[:at], 0, "t.log") + fast.parse(block[at:], at, "t.log")
+        assert findings(events) == expected, cut
+
+
+def test_the_classifier_builds_the_common_events_itself(tmp_path: Path) -> None:
+    """On a provider log almost nothing is left for Python to parse: C builds the events (and joins messages)."""
+    boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(60)]
+    log = tmp_path / "mail.log"
+    write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=datetime(2026, 11, 20, tzinfo=timezone.utc),
+                  span=timedelta(hours=6), lines=20_000, seed=5)
+    parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
+    rows, *_ = blocks._linescan.scan(log.read_bytes(), parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, blocks.C_EVENTS)
+    assert sum(isinstance(row, tuple) for row in rows) < 0.01 * len(rows)
+    assert sum(isinstance(row, CompleteMessage) for row in rows) > 100
+
+
 SHAPES = [
     "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C5D: client=unknown[203.0.113.5]",
     "Nov 23 10:00:01 mx1 postfix/submission/smtpd[11]: 3F2A1B4C5E: client=pc[198.51.100.7], sasl_method=PLAIN, sasl_username=anna@example.org",

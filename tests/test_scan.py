@@ -180,7 +180,7 @@ def test_cli_scan_refuses_a_missing_file(run: Any, tmp_path: Path) -> None:
 
 
 def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With scan.workers = 2, a file parsed in blocks by worker processes gives exactly the in-process result."""
+    """With scan.workers = 2, a file parsed in blocks by worker threads gives exactly the in-process result."""
     import dataclasses
 
     from rollout.workflows import scan as scan_module

@@ -24,9 +24,11 @@
  *       prog_start, prog_end, msg_start, qid_start, qid_end)
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
 #include <Python.h>
 #include <string.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <arpa/inet.h>
 
 enum { K_OTHER, K_ACCEPT, K_SENDER, K_REMOVED, K_DELIVERY, K_LOGIN, K_SMTPD, K_DOVECOT, K_SKIP };
@@ -266,18 +268,308 @@ static int classify(const char *p, const char *e, Line *l)
     return other_known(prog, prog_end) ? K_OTHER : K_SKIP;
 }
 
-/* -- messages of the block: inbound mail that can never matter is dropped here --------------- */
+/* -- events: the common shapes become event objects here ---------------------------------------
+ *
+ * Most of what is left after skipping is a handful of shapes: POP3/IMAP logins and session
+ * ends, relay refusals, and the four lines of a submitted message. For those, the fields
+ * are read here with exactly the rules of the Python parsers (imapd.py, postfix.py), and
+ * only when the line is plainly of that shape (ASCII, a dotted-quad address, no unusual
+ * element); anything else stays a row for Python. A message whose lines all lie in the
+ * block becomes one CompleteMessage, and a login whose session ends in the block carries
+ * its end, as detection.join_complete would make them.
+ */
 
 typedef struct {
-    int kind;
+    const char *s, *e; /* s == NULL: absent (None) */
+} Span;
+
+enum { E_NONE, E_LOGIN, E_END, E_ACCEPT, E_SENDER, E_DELIVERY, E_REMOVED, E_REFUSAL, E_KINDS };
+enum { OUT_ROW, OUT_EVENT, OUT_DROP, OUT_NONE, OUT_MESSAGE };
+
+typedef struct {
+    int kind, event, flag; /* flag: Accept authenticated; Refusal deferred (4xx) */
     const char *start, *end;
     Line l;
+    Span f[5];
+    double t;
+    Py_ssize_t next, ended; /* next row of the same message; a login's session end (-1: none) */
+    Py_ssize_t head;        /* a removal that completes a message: the message's first row */
+    int out;
 } Row;
 
+static int is_word_char(char c) { return is_alnum(c) || c == '_'; }
+
+static int same(Span a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.s != NULL && (size_t)(a.e - a.s) == n && memcmp(a.s, lit, n) == 0;
+}
+
+static int ascii(const char *p, const char *e)
+{
+    uint64_t high = 0, word;
+    for (; e - p >= 8; p += 8) {
+        memcpy(&word, p, 8);
+        high |= word;
+    }
+    for (; p < e; p++) high |= (unsigned char)*p;
+    return (high & 0x8080808080808080ULL) == 0;
+}
+
+/* net.DOTTED_QUAD: four decimal octets, no leading zeros; the address into out[4] */
+static int dotted_quad(Span s, unsigned char *out)
+{
+    const char *p = s.s, *e = s.e;
+    if (p == NULL) return 0;
+    for (int i = 0; i < 4; i++) {
+        const char *d = p;
+        int v = 0;
+        while (p < e && is_digit(*p) && p - d < 3) v = v * 10 + (*p++ - '0');
+        if (p == d || v > 255 || (p - d > 1 && *d == '0')) return 0;
+        out[i] = (unsigned char)v;
+        if (i < 3) {
+            if (p >= e || *p != '.') return 0;
+            p++;
+        }
+    }
+    return p == e;
+}
+
+static const char *find(const char *p, const char *e, const char *lit)
+{
+    size_t n = strlen(lit);
+    for (; p != NULL && e - p >= (long)n; p++) {
+        p = memchr(p, lit[0], e - p - n + 1);
+        if (p == NULL) return NULL;
+        if (memcmp(p, lit, n) == 0) return p;
+    }
+    return NULL;
+}
+
+/* imapd.DOVECOT_LOGIN and its elements, (\w+)=(<[^>]*>|[^,]*), when they come as plain
+   "key=value" or "flag" items separated by ", " */
+static int login_event(Row *r)
+{
+    const char *m = r->l.msg, *e = r->end;
+    if (starts(m, e, "Info: ")) m += 6;
+    if (!starts(m, e, "pop3-login: ") && !starts(m, e, "imap-login: ")) return 0;
+    Span proto = {m, m + 4}, user = {0}, rip = {0}, session = {0}, mpid = {0};
+    m += 12;
+    if (starts(m, e, "Info: ")) m += 6;
+    if (starts(m, e, "Login: ")) m += 7;
+    else if (starts(m, e, "Logged in: ")) m += 11;
+    else return 0;
+    for (const char *p = m; p < e;) {
+        const char *k = p;
+        while (p < e && is_word_char(*p)) p++;
+        if (p > k && p < e && *p == '=') {
+            Span key = {k, p}, value;
+            p++;
+            if (p < e && *p == '<') {
+                const char *gt = memchr(p, '>', e - p);
+                if (gt == NULL) return 0;
+                value = (Span){p + 1, gt};
+                p = gt + 1;
+            } else {
+                value.s = p;
+                while (p < e && *p != ',') p++;
+                value.e = p;
+            }
+            if (same(key, "user")) user = value;
+            else if (same(key, "rip")) rip = value;
+            else if (same(key, "session")) session = value;
+            else if (same(key, "mpid")) mpid = value;
+        } else {
+            for (p = k; p < e && *p != ','; p++)
+                if (*p == '=') return 0; /* findall would find a key inside it */
+        }
+        if (p < e && (*p != ',' || p + 1 >= e || p[1] != ' ')) return 0;
+        if (p < e) p += 2;
+    }
+    unsigned char addr[4];
+    if (user.s == NULL || user.s == user.e || !dotted_quad(rip, addr)) return 0;
+    if (session.s == session.e) session.s = NULL; /* el.get("session") or None */
+    r->f[0] = proto, r->f[1] = user, r->f[2] = rip, r->f[3] = session, r->f[4] = mpid;
+    return E_LOGIN;
+}
+
+/* imapd.DOVECOT_END, without its "session=" variant */
+static int end_event(Row *r)
+{
+    const char *m = r->l.msg, *e = r->end;
+    if (starts(m, e, "Info: ")) m += 6;
+    Span proto = {m, m + 4}, user, pid = {0}, session = {0};
+    m += 4;
+    if (m >= e || *m != '(') return 0;
+    user.s = ++m;
+    while (m < e && *m != ')') m++;
+    if (m >= e) return 0;
+    user.e = m++;
+    if (m < e && *m == '<') {
+        const char *d = m + 1;
+        while (d < e && is_digit(*d)) d++;
+        if (d > m + 1 && d < e && *d == '>') pid = (Span){m + 1, d}, m = d + 1;
+    }
+    if (m < e && *m == '<') {
+        const char *gt = memchr(m, '>', e - m);
+        if (gt == NULL) return 0;
+        session = (Span){m + 1, gt};
+        m = gt + 1;
+    }
+    if (!starts(m, e, ": ")) return 0;
+    m += 2;
+    if (starts(m, e, "Info: ")) m += 6;
+    if (!starts(m, e, "Disconnected") && !starts(m, e, "Logged out")) return 0;
+    if (session.s == session.e) session.s = NULL; /* e["session"] or e["session2"] */
+    r->f[0] = proto, r->f[1] = user, r->f[2] = session, r->f[3] = pid;
+    return E_END;
+}
+
+/* the address of "host[ip]" (net.client_ip: the last '[' and ']') */
+static Span bracketed(const char *p, const char *e)
+{
+    const char *open = NULL, *close = NULL;
+    for (const char *q = p; q < e; q++) {
+        if (*q == '[') open = q;
+        else if (*q == ']') close = q;
+    }
+    if (open == NULL || close == NULL || close < open) return (Span){0};
+    return (Span){open + 1, close};
+}
+
+/* postfix.REFUSAL for "NOQUEUE: reject: RCPT from host[ip]: NNN ...: Relay access denied" */
+static int refusal_event(Row *r)
+{
+    const char *m = r->l.msg, *e = r->end;
+    static const char head[] = "NOQUEUE: reject: RCPT from ";
+    if (!starts(m, e, head)) return 0;
+    const char *client = m + sizeof head - 1, *q = client;
+    while (q < e && is_plain(*q) && !(q[0] == ':' && q + 1 < e && q[1] == ' ')) q++;
+    if (q == client || q + 1 >= e || q[0] != ':' || q[1] != ' ') return 0;
+    Span ip = bracketed(client, q);
+    unsigned char addr[4];
+    if (!dotted_quad(ip, addr)) return 0;
+    const char *text = q + 2, *tail = NULL;
+    for (const char *s = text; (s = find(s, e, "; from=<")) != NULL; s++) tail = s; /* .* is greedy */
+    if (tail == NULL) return 0;
+    Span from, to;
+    const char *p = tail + 8;
+    from.s = p;
+    while (p < e && *p != '>') p++;
+    from.e = p;
+    if (!starts(p, e, "> to=<")) return 0;
+    to.s = p += 6;
+    while (p < e && *p != '>') p++;
+    to.e = p;
+    if (!starts(p, e, "> proto=")) return 0;
+    const char *v = p += 8;
+    while (p < e && is_plain(*p)) p++;
+    if (p == v || !starts(p, e, " helo=<")) return 0;
+    p += 7;
+    while (p < e && *p != '>') p++;
+    if (p >= e || (p + 1 < e && p[1] != ' ')) return 0;
+    static const char relay[] = ": Relay access denied";
+    if (tail - text < 4 + (long)sizeof relay - 1 || !digits(text, tail, 3) || text[3] != ' ' || !ends_with(text, tail, relay)) return 0;
+    if (from.s == from.e) from.s = NULL;
+    if (to.s == to.e) to.s = NULL;
+    r->flag = text[0] == '4';
+    r->f[0] = ip, r->f[1] = from, r->f[2] = to, r->f[3] = (Span){text, tail};
+    return E_REFUSAL;
+}
+
+/* postfix._accept: "client=host[ip], sasl_method=..., sasl_username=..." (items split on ", ") */
+static int accept_event(Row *r)
+{
+    const char *p = r->l.qid_end + 2, *e = r->end;
+    Span client = {0}, sasl_user = {0};
+    int method = 0;
+    while (p <= e) {
+        const char *next = find(p, e, ", ");
+        const char *item_end = next ? next : e;
+        const char *eq = memchr(p, '=', item_end - p);
+        if (eq != NULL) {
+            Span key = {p, eq}, value = {eq + 1, item_end};
+            if (same(key, "client")) client = value;
+            else if (same(key, "sasl_username")) sasl_user = value;
+            else if (same(key, "sasl_method")) method = 1;
+            else if (same(key, "orig_client") || same(key, "orig_queue_id")) return 0; /* after a content filter: Python */
+        }
+        if (next == NULL) break;
+        p = next + 2;
+    }
+    unsigned char addr[4];
+    Span ip = client.s ? bracketed(client.s, client.e) : client;
+    if (!dotted_quad(ip, addr)) return 0;
+    r->flag = method || sasl_user.s != NULL;
+    r->f[0] = ip, r->f[1] = sasl_user;
+    return E_ACCEPT;
+}
+
+static int sender_event(Row *r)
+{
+    const char *s = r->l.qid_end + 2 + 6;
+    r->f[0] = (Span){s, memchr(s, '>', r->end - s)};
+    return E_SENDER;
+}
+
+/* postfix._DELIVERY and _STATUS for smtp/lmtp; a content-filter hop ("queued as") stays Python's */
+static int delivery_event(Row *r)
+{
+    const char *p = r->l.qid_end + 2, *e = r->end;
+    Span rcpt, orig = {0}, relay, status;
+    if (find(p, e, "queued as") != NULL || !starts(p, e, "to=<")) return 0;
+    rcpt.s = p += 4;
+    while (p < e && *p != '>' && *p != ',') p++;
+    rcpt.e = p;
+    if (!starts(p, e, ">, ")) return 0;
+    p += 3;
+    if (starts(p, e, "orig_to=")) {
+        if (!starts(p, e, "orig_to=<")) return 0;
+        orig.s = p += 9;
+        while (p < e && *p != '>' && *p != ',') p++;
+        orig.e = p;
+        if (!starts(p, e, ">, ")) return 0;
+        p += 3;
+        if (orig.s == orig.e) orig.s = NULL;
+    }
+    if (!starts(p, e, "relay=")) return 0;
+    relay.s = p += 6;
+    while (p < e && *p != ',') p++;
+    relay.e = p;
+    if (relay.s == relay.e || !starts(p, e, ", ")) return 0;
+    const char *st = find(p + 2, e, "status=");
+    if (st == NULL) return 0;
+    status.s = p = st + 7;
+    while (p < e && (is_lower(*p) || *p == '-')) p++;
+    status.e = p;
+    if (status.s == status.e) return 0;
+    const char *slash = NULL;
+    for (const char *q = r->l.prog; q < r->l.prog_end; q++)
+        if (*q == '/') slash = q;
+    r->f[0] = rcpt, r->f[1] = orig, r->f[2] = (Span){slash + 1, r->l.prog_end}, r->f[3] = relay, r->f[4] = status;
+    return E_DELIVERY;
+}
+
+static int event_of(Row *r)
+{
+    if (!ascii(r->start, r->end)) return E_NONE;
+    switch (r->kind) {
+    case K_LOGIN: return login_event(r);
+    case K_DOVECOT: return end_event(r);
+    case K_SMTPD: return refusal_event(r);
+    case K_ACCEPT: return accept_event(r);
+    case K_SENDER: return sender_event(r);
+    case K_DELIVERY: return delivery_event(r);
+    case K_REMOVED: return E_REMOVED;
+    }
+    return E_NONE;
+}
+
+/* -- messages of the block -------------------------------------------------------------------- */
+
 typedef struct {
-    const Row *first; /* its first row: the key is (host, instance, qid) of that row */
-    Py_ssize_t accept, removed; /* row numbers, -1 when absent */
-    int accepts, removals, keep;
+    Py_ssize_t head, tail, accept, removed; /* row numbers, -1 when absent */
+    int accepts, removals, keep, dropped;
 } Message;
 
 typedef struct {
@@ -285,6 +577,11 @@ typedef struct {
     unsigned char net[16];
     int prefix;
 } Network;
+
+typedef struct {
+    const Network *nets;
+    Py_ssize_t n;
+} Trusted;
 
 static int in_network(const unsigned char *addr, int family, const Network *n)
 {
@@ -297,26 +594,29 @@ static int in_network(const unsigned char *addr, int family, const Network *n)
     return 1;
 }
 
+static int is_trusted(const unsigned char *addr, int family, Trusted trusted)
+{
+    for (Py_ssize_t i = 0; i < trusted.n; i++)
+        if (in_network(addr, family, &trusted.nets[i])) return 1;
+    return 0;
+}
+
 /* A plain "client=host[ip]" (no SASL or orig_client fields) from an untrusted, parseable address? */
-static int plain_untrusted(const Row *r, const Network *nets, Py_ssize_t n_nets)
+static int plain_untrusted(const Row *r, Trusted trusted)
 {
     const char *rest = r->l.qid_end + 2 + 7, *e = r->end;
     for (const char *q = rest; q + 1 < e; q++)
         if (q[0] == ',' && q[1] == ' ') return 0; /* more fields: let Python read them */
-    const char *open = NULL, *close = NULL;
-    for (const char *q = rest; q < e; q++) {
-        if (*q == '[') open = q;
-        if (*q == ']') close = q;
-    }
-    if (open == NULL || close == NULL || close < open || close - open - 1 >= 64) return 0;
-    char ip[64];
-    memcpy(ip, open + 1, close - open - 1);
-    ip[close - open - 1] = '\0';
+    Span ip = bracketed(rest, e);
+    if (ip.s == NULL || ip.e - ip.s >= 64) return 0;
+    char text[64];
+    memcpy(text, ip.s, ip.e - ip.s);
+    text[ip.e - ip.s] = '\0';
     unsigned char addr[16];
     int family;
-    if (inet_pton(AF_INET, ip, addr) == 1) {
+    if (inet_pton(AF_INET, text, addr) == 1) {
         family = 4;
-    } else if (inet_pton(AF_INET6, ip, addr) == 1) {
+    } else if (inet_pton(AF_INET6, text, addr) == 1) {
         family = 6;
         static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
         if (memcmp(addr, mapped, 12) == 0) {
@@ -326,9 +626,7 @@ static int plain_untrusted(const Row *r, const Network *nets, Py_ssize_t n_nets)
     } else {
         return 0;
     }
-    for (Py_ssize_t i = 0; i < n_nets; i++)
-        if (in_network(addr, family, &nets[i])) return 0;
-    return 1;
+    return !is_trusted(addr, family, trusted);
 }
 
 /* the Postfix instance: the program up to its first '/' (postfix/submission/smtpd shares postfix's queue) */
@@ -347,11 +645,9 @@ static int same_key(const Row *a, const Row *b)
         && xi - x->prog == yi - y->prog && memcmp(x->prog, y->prog, xi - x->prog) == 0;
 }
 
-static size_t key_hash(const Row *r)
+static size_t hash_bytes(size_t h, const char *p, const char *e)
 {
-    size_t h = 1469598103934665603ULL;
-    for (const char *q = r->l.qid; q < r->l.qid_end; q++) h = (h ^ (unsigned char)*q) * 1099511628211ULL;
-    for (const char *q = r->l.host; q < r->l.host_end; q++) h = (h ^ (unsigned char)*q) * 1099511628211ULL;
+    for (; p < e; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     return h;
 }
 
@@ -361,35 +657,40 @@ static int is_message_row(const Row *r)
                                 || r->kind == K_OTHER);
 }
 
-/* Mark rows of complete, plain inbound messages without remote deliveries (drop[i] = 1). */
-static int drop_inbound(const Row *rows, Py_ssize_t n, char *drop, const Network *nets, Py_ssize_t n_nets)
+static size_t table_size(Py_ssize_t n)
 {
     size_t size = 64;
     while (size < (size_t)n * 2) size <<= 1;
+    return size;
+}
+
+/* Group the message rows by (host, instance, queue ID), in order; drop complete, plain inbound
+   messages without remote deliveries (they can never matter). The table is returned for joining. */
+static Message *group_messages(Row *rows, Py_ssize_t n, Trusted trusted, size_t *size_out)
+{
+    size_t size = table_size(n);
     Message *table = calloc(size, sizeof(Message));
-    Py_ssize_t *slot_of = malloc(sizeof(Py_ssize_t) * (n ? n : 1));
-    if (table == NULL || slot_of == NULL) {
-        free(table);
-        free(slot_of);
-        return -1;
-    }
+    if (table == NULL) return NULL;
+    for (size_t s = 0; s < size; s++) table[s].head = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        const Row *r = &rows[i];
-        slot_of[i] = -1;
+        Row *r = &rows[i];
+        r->next = r->ended = -1;
         if (!is_message_row(r)) continue;
-        size_t s = key_hash(r) & (size - 1);
-        while (table[s].first != NULL && !same_key(table[s].first, r)) s = (s + 1) & (size - 1);
+        size_t s = hash_bytes(hash_bytes(1469598103934665603ULL, r->l.qid, r->l.qid_end), r->l.host, r->l.host_end) & (size - 1);
+        while (table[s].head >= 0 && !same_key(&rows[table[s].head], r)) s = (s + 1) & (size - 1);
         Message *m = &table[s];
-        if (m->first == NULL) {
-            m->first = r;
+        if (m->head < 0) {
+            m->head = i;
             m->accept = m->removed = -1;
+        } else {
+            rows[m->tail].next = i;
         }
-        slot_of[i] = (Py_ssize_t)s;
+        m->tail = i;
         switch (r->kind) {
         case K_ACCEPT:
             m->accepts++;
             m->accept = i;
-            if (!plain_untrusted(r, nets, n_nets)) m->keep = 1;
+            if (!plain_untrusted(r, trusted)) m->keep = 1;
             break;
         case K_REMOVED:
             m->removals++;
@@ -401,15 +702,135 @@ static int drop_inbound(const Row *rows, Py_ssize_t n, char *drop, const Network
             m->keep = 1;
         }
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (slot_of[i] < 0) continue;
-        const Message *m = &table[slot_of[i]];
-        drop[i] = !m->keep && m->accepts == 1 && m->removals == 1 && m->accept < m->removed && m->accept <= i;
+    for (size_t s = 0; s < size; s++) {
+        Message *m = &table[s];
+        if (m->head < 0 || m->keep || m->accepts != 1 || m->removals != 1 || m->accept > m->removed) continue;
+        m->dropped = 1;
+        for (Py_ssize_t i = m->accept; i >= 0; i = rows[i].next) rows[i].out = OUT_DROP; /* rows before its accept stay */
     }
-    free(table);
-    free(slot_of);
-    return 0;
+    *size_out = size;
+    return table;
 }
+
+/* join_complete: a message wholly in the block, every line an event here, from an untrusted address */
+static void join_messages(Row *rows, Message *table, size_t size, Trusted trusted)
+{
+    for (size_t s = 0; s < size; s++) {
+        Message *m = &table[s];
+        if (m->head < 0 || m->dropped || m->accepts != 1 || m->removals != 1 || m->head != m->accept || m->tail != m->removed) continue;
+        int whole = 1;
+        for (Py_ssize_t i = m->head; i >= 0 && whole; i = rows[i].next) whole = rows[i].event != E_NONE;
+        unsigned char addr[4];
+        if (!whole || !dotted_quad(rows[m->accept].f[0], addr) || is_trusted(addr, 4, trusted)) continue;
+        for (Py_ssize_t i = m->head; i >= 0; i = rows[i].next) rows[i].out = OUT_NONE;
+        rows[m->removed].out = OUT_MESSAGE;
+        rows[m->removed].head = m->head;
+    }
+}
+
+/* -- sessions: a login and its end in the same block (detection._pair_sessions) --------------- */
+
+typedef struct {
+    char *key;
+    size_t len;
+    Py_ssize_t row; /* -1: closed */
+} Session;
+
+/* detection._session_key, as bytes; 0 when there is none */
+static size_t session_key(char *out, Span host, Span proto, Span session, Span user, Span pid)
+{
+    char *o = out;
+#define PUT(p, e) (memcpy(o, (p), (e) - (p)), o += (e) - (p))
+    if (session.s != NULL) {
+        PUT(host.s, host.e);
+        PUT("|s|", "|s|" + 3);
+    } else if (pid.s != NULL && pid.s != pid.e) {
+        PUT(host.s, host.e);
+        *o++ = '|';
+        for (const char *q = proto.s; q < proto.e; q++) *o++ = (char)(*q | 0x20); /* POP3 → pop3 */
+        *o++ = '|';
+        for (const char *q = user.s; q < user.e; q++) *o++ = (char)(is_upper(*q) ? *q | 0x20 : *q);
+        *o++ = '|';
+        PUT(pid.s, pid.e);
+        return o - out;
+    } else {
+        return 0;
+    }
+    PUT(session.s, session.e);
+    return o - out;
+#undef PUT
+}
+
+/* a row Python reads that might be a login or a session end */
+static int may_be_session(const Row *r)
+{
+    if (r->out != OUT_ROW || r->event != E_NONE) return 0;
+    if (r->kind == K_LOGIN) return 1;
+    if (r->kind == K_DOVECOT) return find(r->l.msg, r->end, "Disconnected") || find(r->l.msg, r->end, "Logged out");
+    return r->kind == K_OTHER && (r->l.msg == NULL || !starts(r->l.prog, r->l.prog_end, "postfix"));
+}
+
+static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
+{
+    Py_ssize_t count = 0, longest = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (may_be_session(&rows[i])) return 0; /* Python reads it: Python pairs them all (join_complete) */
+        count += rows[i].event == E_LOGIN;
+        if (rows[i].end - rows[i].start > longest) longest = rows[i].end - rows[i].start;
+    }
+    if (count == 0) return 0;
+    size_t size = table_size(count);
+    Session *table = calloc(size, sizeof(Session));
+    char *key = malloc(longest + 16);
+    if (table == NULL || key == NULL) {
+        free(table);
+        free(key);
+        return -1;
+    }
+    int status = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Row *r = &rows[i];
+        Span host = {r->l.host, r->l.host_end}, none = {0};
+        size_t len;
+        if (r->event == E_LOGIN) {
+            unsigned char addr[4];
+            dotted_quad(r->f[2], addr);
+            if (is_trusted(addr, 4, trusted)) continue;
+            len = session_key(key, host, r->f[0], r->f[3], r->f[1], r->f[4]);
+        } else if (r->event == E_END) {
+            len = session_key(key, host, r->f[0], r->f[2], r->f[1], none);
+            if (len == 0) len = session_key(key, host, r->f[0], none, r->f[1], r->f[3]);
+        } else {
+            continue;
+        }
+        if (len == 0) continue;
+        size_t s = hash_bytes(1469598103934665603ULL, key, key + len) & (size - 1);
+        while (table[s].key != NULL && !(table[s].len == len && memcmp(table[s].key, key, len) == 0)) s = (s + 1) & (size - 1);
+        Session *entry = &table[s];
+        if (r->event == E_LOGIN) {
+            if (entry->key == NULL) {
+                entry->key = malloc(len);
+                if (entry->key == NULL) {
+                    status = -1;
+                    break;
+                }
+                memcpy(entry->key, key, len);
+                entry->len = len;
+            }
+            entry->row = i;
+        } else if (entry->key != NULL && entry->row >= 0) {
+            rows[entry->row].ended = i;
+            r->out = OUT_NONE;
+            entry->row = -1;
+        }
+    }
+    for (size_t s = 0; s < size; s++) free(table[s].key);
+    free(table);
+    free(key);
+    return status;
+}
+
+/* -- to Python ------------------------------------------------------------------------------- */
 
 static int parse_networks(PyObject *list, Network **out, Py_ssize_t *n)
 {
@@ -458,26 +879,239 @@ static PyObject *row_tuple(const Row *r, const char *base)
     return t;
 }
 
+/* What building the events of one block needs; strings that repeat (host, instance) are reused. */
+typedef struct {
+    const char *base;
+    Py_ssize_t offset; /* of base in the file */
+    PyObject *file, *classes[E_KINDS + 1]; /* classes[E_KINDS]: CompleteMessage */
+    const char *host, *instance;
+    Py_ssize_t host_len, instance_len;
+    PyObject *host_str, *instance_str;
+} Builder;
+
+static PyObject *pop3, *imap, *reject, *defer, *relay_reason, *k_t, *k_ip, *k_auth, *k_sasl_user, *k_sender, *k_rcpts, *k_lines,
+    *k_orig_ip, *k_orig_qid;
+
+static PyObject *text(Span s)
+{
+    if (s.s == NULL) Py_RETURN_NONE;
+    return PyUnicode_FromStringAndSize(s.s, s.e - s.s);
+}
+
+static PyObject *reused(const char *p, Py_ssize_t n, const char **last, Py_ssize_t *last_len, PyObject **obj)
+{
+    if (*obj == NULL || *last_len != n || memcmp(*last, p, n) != 0) {
+        PyObject *fresh = PyUnicode_FromStringAndSize(p, n);
+        if (fresh == NULL) return NULL;
+        Py_XSETREF(*obj, fresh);
+        *last = p, *last_len = n;
+    }
+    Py_INCREF(*obj);
+    return *obj;
+}
+
+static PyObject *host_of(Builder *b, const Row *r)
+{
+    return reused(r->l.host, r->l.host_end - r->l.host, &b->host, &b->host_len, &b->host_str);
+}
+
+static PyObject *instance_of(Builder *b, const Row *r)
+{
+    return reused(r->l.prog, instance_end(&r->l) - r->l.prog, &b->instance, &b->instance_len, &b->instance_str);
+}
+
+static PyObject *proto_of(Span s) { return Py_NewRef((s.s[0] | 0x20) == 'p' ? pop3 : imap); }
+
+/* Calls cls(t, host, file, offset, line, *rest), stealing the references in rest. */
+static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ssize_t n_rest)
+{
+    PyObject *args[16] = {PyFloat_FromDouble(r->t), host_of(b, r), Py_NewRef(b->file), PyLong_FromSsize_t(b->offset + (r->start - b->base)),
+                          PyUnicode_FromStringAndSize(r->start, r->end - r->start)};
+    memcpy(args + 5, rest, n_rest * sizeof(PyObject *));
+    PyObject *result = NULL;
+    int complete = 1;
+    for (Py_ssize_t i = 0; i < 5 + n_rest; i++) complete &= args[i] != NULL;
+    if (complete) result = PyObject_Vectorcall(b->classes[cls], args, 5 + n_rest, NULL);
+    for (Py_ssize_t i = 0; i < 5 + n_rest; i++) Py_XDECREF(args[i]);
+    return result;
+}
+
+static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
+{
+    const Span *f = r->f;
+    switch (r->event) {
+    case E_LOGIN: {
+        PyObject *ended = r->ended >= 0 ? PyFloat_FromDouble(rows[r->ended].t) : Py_NewRef(Py_None);
+        PyObject *rest[] = {proto_of(f[0]), text(f[1]), text(f[2]), text(f[3]), text(f[4]), ended};
+        return event(b, r, E_LOGIN, rest, 6);
+    }
+    case E_END: {
+        PyObject *rest[] = {proto_of(f[0]), text(f[1]), text(f[2]), text(f[3])};
+        return event(b, r, E_END, rest, 4);
+    }
+    case E_REFUSAL: {
+        PyObject *rest[] = {Py_NewRef(r->flag ? defer : reject), Py_NewRef(relay_reason), text(f[0]), text(f[1]), text(f[2]), text(f[3]),
+                            Py_NewRef(Py_None)};
+        return event(b, r, E_REFUSAL, rest, 7);
+    }
+    }
+    PyObject *key[] = {instance_of(b, r), PyUnicode_FromStringAndSize(r->l.qid, r->l.qid_end - r->l.qid)};
+    switch (r->event) {
+    case E_ACCEPT: {
+        PyObject *rest[] = {key[0], key[1], text(f[0]), text(f[1]), PyBool_FromLong(r->flag), Py_NewRef(Py_None), Py_NewRef(Py_None),
+                            Py_NewRef(Py_None)};
+        return event(b, r, E_ACCEPT, rest, 8);
+    }
+    case E_SENDER: {
+        PyObject *rest[] = {key[0], key[1], text(f[0])};
+        return event(b, r, E_SENDER, rest, 3);
+    }
+    case E_DELIVERY: {
+        PyObject *rest[] = {key[0], key[1], text(f[0]), text(f[1]), text(f[2]), text(f[3]), text(f[4]), Py_NewRef(Py_None)};
+        return event(b, r, E_DELIVERY, rest, 8);
+    }
+    default: /* E_REMOVED */
+        return event(b, r, E_REMOVED, key, 2);
+    }
+}
+
+static int set_item(PyObject *dict, PyObject *key, PyObject *value)
+{
+    if (value == NULL) return -1;
+    int status = PyDict_SetItem(dict, key, value);
+    Py_DECREF(value);
+    return status;
+}
+
+static int append(PyObject *list, PyObject *item)
+{
+    if (item == NULL) return -1;
+    int status = PyList_Append(list, item);
+    Py_DECREF(item);
+    return status;
+}
+
+static PyObject *evidence(Builder *b, const Row *r)
+{
+    return Py_BuildValue("[On N]", b->file, b->offset + (r->start - b->base), PyUnicode_FromStringAndSize(r->start, r->end - r->start));
+}
+
+/* The dict Detector._accept/_sender/_delivery/_removed build, as one CompleteMessage (at its removal). */
+static PyObject *complete_message(Builder *b, const Row *rows, const Row *removed, Py_ssize_t head)
+{
+    const Row *accept = &rows[head];
+    PyObject *msg = PyDict_New(), *rcpts = PyList_New(0), *lines = PyList_New(0), *sender = Py_NewRef(Py_None);
+    if (msg == NULL || rcpts == NULL || lines == NULL) goto fail;
+    Py_ssize_t n_rcpts = 0;
+    for (Py_ssize_t i = head; i >= 0; i = rows[i].next) {
+        const Row *r = &rows[i];
+        if (r->event == E_SENDER) Py_XSETREF(sender, text(r->f[0]));
+        if (r->event == E_DELIVERY) {
+            if (n_rcpts >= 50) continue; /* Detector._delivery keeps the first 50 */
+            n_rcpts++;
+            const Span *f = r->f;
+            if (append(rcpts, Py_BuildValue("[NNNNNO]", text(f[0]), text(f[1]), text(f[2]), text(f[3]), text(f[4]), Py_False)) < 0) goto fail;
+        }
+        if (sender == NULL || append(lines, evidence(b, r)) < 0) goto fail;
+    }
+    if (set_item(msg, k_t, PyFloat_FromDouble(accept->t)) < 0 || set_item(msg, k_ip, text(accept->f[0])) < 0
+        || set_item(msg, k_auth, PyBool_FromLong(accept->flag)) < 0 || set_item(msg, k_sasl_user, text(accept->f[1])) < 0
+        || set_item(msg, k_sender, Py_NewRef(sender)) < 0 || set_item(msg, k_rcpts, Py_NewRef(rcpts)) < 0
+        || set_item(msg, k_lines, Py_NewRef(lines)) < 0 || set_item(msg, k_orig_ip, Py_NewRef(Py_None)) < 0
+        || set_item(msg, k_orig_qid, Py_NewRef(Py_None)) < 0)
+        goto fail;
+    Py_DECREF(rcpts);
+    Py_DECREF(lines);
+    Py_DECREF(sender);
+    PyObject *rest[] = {instance_of(b, removed), PyUnicode_FromStringAndSize(removed->l.qid, removed->l.qid_end - removed->l.qid), msg};
+    return event(b, removed, E_KINDS, rest, 3);
+fail:
+    Py_XDECREF(msg);
+    Py_XDECREF(rcpts);
+    Py_XDECREF(lines);
+    Py_XDECREF(sender);
+    return NULL;
+}
+
+/* Times of the event rows, by Python's EnvelopeParser.time_of. An RFC 3164 stamp costs one call
+   per hour ("Mar  2 09" + ":00:00", as time_of caches it too), an RFC 3339 one a call per distinct
+   stamp. An event whose stamp gives None goes back to Python, which counts the line as unknown. */
+static int event_times(Row *rows, Py_ssize_t n, PyObject *time_of)
+{
+    const char *last = NULL;
+    Py_ssize_t last_len = 0;
+    double t = 0;
+    int valid = 0;
+    char stamp[64];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Row *r = &rows[i];
+        if (r->event == E_NONE) continue;
+        const char *s = r->l.stamp;
+        int bsd = !is_digit(*s);
+        Py_ssize_t len = r->l.stamp_end - s - (bsd ? 6 : 0); /* BSD: up to the hour */
+        if (last == NULL || len != last_len || memcmp(last, s, len) != 0) {
+            if (len > 48) {
+                valid = 0;
+            } else {
+                memcpy(stamp, s, len);
+                if (bsd) memcpy(stamp + len, ":00:00", 6);
+                PyObject *result = PyObject_CallFunction(time_of, "s#", stamp, len + (bsd ? 6 : 0));
+                if (result == NULL) return -1;
+                valid = result != Py_None;
+                if (valid) t = PyFloat_AsDouble(result);
+                Py_DECREF(result);
+                if (valid && t == -1.0 && PyErr_Occurred()) return -1;
+            }
+            last = s, last_len = len;
+        }
+        int ok = valid;
+        r->t = t;
+        if (bsd && ok) { /* "hh:mm:ss": digits checked by bsd_stamp */
+            const char *mmss = r->l.stamp_end - 5;
+            int mm = (mmss[0] - '0') * 10 + mmss[1] - '0', ss = (mmss[3] - '0') * 10 + mmss[4] - '0';
+            ok = mm <= 59 && ss <= 59;
+            r->t = t + mm * 60 + ss;
+        }
+        if (!ok) r->event = E_NONE;
+    }
+    return 0;
+}
+
 static PyObject *scan(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer view;
-    PyObject *trusted, *result = NULL, *list = NULL;
+    PyObject *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL;
+    Builder b = {0};
+    b.file = Py_None;
     Row *rows = NULL;
-    char *drop = NULL;
+    Message *messages = NULL;
+    size_t n_messages = 0;
     Network *nets = NULL;
-    Py_ssize_t n_nets = 0, n = 0, cap = 1024, lines = 0, skipped = 0, dropped[K_SKIP] = {0};
-    if (!PyArg_ParseTuple(args, "y*O", &view, &trusted)) return NULL;
-    if (parse_networks(trusted, &nets, &n_nets) < 0) goto done;
-    const char *base = view.buf, *end = base + view.len;
+    Py_ssize_t n_nets = 0, n = 0, cap = 1024, lines = 0, skipped = 0, dropped[K_SKIP] = {0}, events[E_KINDS] = {0};
+    int failed = 0;
+    if (!PyArg_ParseTuple(args, "y*O|OnOO", &view, &trusted_list, &b.file, &b.offset, &time_of, &classes)) return NULL;
+    int extract = time_of != Py_None;
+    if (extract && (!PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != E_KINDS)) {
+        PyErr_SetString(PyExc_TypeError, "classes: (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)");
+        goto done;
+    }
+    for (int i = 0; extract && i < E_KINDS; i++) b.classes[i + 1] = PyTuple_GET_ITEM(classes, i);
+    if (parse_networks(trusted_list, &nets, &n_nets) < 0) goto done;
+    Trusted trusted = {nets, n_nets};
+    const char *base = b.base = view.buf, *end = base + view.len;
+
+    Py_BEGIN_ALLOW_THREADS
     rows = malloc(cap * sizeof(Row));
-    if (rows == NULL) goto nomem;
-    for (const char *p = base; p < end;) {
+    for (const char *p = base; p < end && rows != NULL;) {
         const char *nl = memchr(p, '\n', end - p);
         const char *e = nl ? nl : end;
-        Row r = {0};
+        Row r; /* not {0}: most lines are skipped, and a row is large */
         r.start = p;
         r.end = e;
+        r.l.msg = r.l.qid = r.l.qid_end = NULL;
+        r.event = r.flag = 0;
+        r.out = OUT_ROW;
         r.kind = classify(p, e, &r.l);
         lines++;
         if (r.kind == K_SKIP) {
@@ -487,7 +1121,11 @@ static PyObject *scan(PyObject *self, PyObject *args)
                 queue_id(r.l.msg, e, &r.l); /* a Postfix line for the Python parser still belongs to its message */
             if (n == cap) {
                 Row *grown = realloc(rows, (cap *= 2) * sizeof(Row));
-                if (grown == NULL) goto nomem;
+                if (grown == NULL) {
+                    free(rows);
+                    rows = NULL;
+                    break;
+                }
                 rows = grown;
             }
             rows[n++] = r;
@@ -495,31 +1133,48 @@ static PyObject *scan(PyObject *self, PyObject *args)
         if (nl == NULL) break;
         p = nl + 1;
     }
-    drop = calloc(n ? n : 1, 1);
-    if (drop == NULL || drop_inbound(rows, n, drop, nets, n_nets) < 0) goto nomem;
+    if (rows != NULL) messages = group_messages(rows, n, trusted, &n_messages);
+    for (Py_ssize_t i = 0; messages != NULL && extract && i < n; i++)
+        if (rows[i].out == OUT_ROW) rows[i].event = event_of(&rows[i]);
+    Py_END_ALLOW_THREADS
+
+    if (rows == NULL || messages == NULL) goto nomem;
+    if (extract) {
+        if (event_times(rows, n, time_of) < 0) goto done;
+        join_messages(rows, messages, n_messages, trusted);
+        if (pair_sessions(rows, n, trusted) < 0) goto nomem;
+    }
     list = PyList_New(0);
     if (list == NULL) goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (drop[i]) {
-            dropped[rows[i].kind]++;
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        Row *r = &rows[i];
+        if (r->out == OUT_DROP) {
+            dropped[r->kind]++;
             continue;
         }
-        PyObject *row = row_tuple(&rows[i], base);
-        if (row == NULL || PyList_Append(list, row) < 0) {
-            Py_XDECREF(row);
-            goto done;
+        if (r->event != E_NONE) events[r->event]++;
+        if (r->out == OUT_NONE) continue;
+        if (r->out == OUT_MESSAGE) {
+            failed = append(list, complete_message(&b, rows, r, r->head)) < 0;
+        } else if (r->event != E_NONE) {
+            failed = append(list, simple_event(&b, r, rows)) < 0;
+        } else {
+            failed = append(list, row_tuple(r, base)) < 0;
         }
-        Py_DECREF(row);
     }
-    result = Py_BuildValue("(Onn(nnnnnnnn))", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
-                           dropped[5], dropped[6], dropped[7]);
+    if (failed) goto done;
+    result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn))", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
+                           dropped[5], dropped[6], dropped[7], events[E_LOGIN], events[E_END], events[E_ACCEPT], events[E_SENDER],
+                           events[E_DELIVERY], events[E_REMOVED], events[E_REFUSAL]);
     goto done;
 nomem:
     PyErr_NoMemory();
 done:
     Py_XDECREF(list);
+    Py_XDECREF(b.host_str);
+    Py_XDECREF(b.instance_str);
     free(rows);
-    free(drop);
+    free(messages);
     free(nets);
     PyBuffer_Release(&view);
     return result;
@@ -527,11 +1182,22 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
-     "scan(block, trusted) -> (rows, lines, skipped, dropped): the lines of a block of complete lines that Python must parse.\n"
-     "trusted: [(4 or 6, network address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind."},
+     "scan(block, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events)\n\n"
+     "The lines of a block of complete lines that Python must parse (rows), and with time_of and classes given,\n"
+     "the events read here (objects of classes, in line order among the rows). trusted: [(4 or 6, network\n"
+     "address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind; events: per kind."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linescan", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__linescan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__linescan(void)
+{
+    PyObject **names[] = {&pop3, &imap, &reject, &defer, &relay_reason, &k_t, &k_ip, &k_auth, &k_sasl_user, &k_sender, &k_rcpts,
+                          &k_lines, &k_orig_ip, &k_orig_qid};
+    const char *values[] = {"pop3", "imap", "reject", "defer", "relay", "t", "ip", "auth", "sasl_user", "sender", "rcpts", "lines",
+                            "orig_ip", "orig_qid"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i] = PyUnicode_InternFromString(values[i])) == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -3,32 +3,35 @@
 Each block goes through the C line classifier (``_linescan.c``) first: it skips the
 lines that can never yield an event (connects, cleanup, local deliveries, other
 programs) and the complete inbound messages that can never matter (accepted from
-an untrusted address without SMTP AUTH, no remote delivery), and it splits the
-envelope of the rest. Python then parses only those lines, with the same per-daemon
-parsers as ``LineParser`` (lines the classifier is unsure about go to ``LineParser``
-itself), so both paths give the same events; tests/test_linescan.py checks that.
+an untrusted address without SMTP AUTH, no remote delivery). The common shapes
+(logins, session ends, relay refusals, the lines of a submitted message) it turns
+into events itself, joined as ``detection.join_complete`` joins them; the rest
+comes back as rows with the envelope split, and Python parses those with the same
+per-daemon parsers as ``LineParser`` (lines the classifier is unsure about go to
+``LineParser`` itself). Both paths give the same events; tests/test_linescan.py
+checks that.
 
 Without the compiled classifier (no C compiler at install time) every line goes to
-``LineParser``: the same events, several times slower.
+``LineParser``: the same events, many times slower, on one core.
 
-Parsing is stateless, so blocks can be parsed in worker processes while the
-stateful detector consumes their events, in file order, in the calling process.
-Only a bounded number of blocks is in flight, so memory does not grow with the file.
+Parsing is stateless, so blocks can be parsed in worker threads (the classifier
+does not hold the GIL while it reads) while the stateful detector consumes their
+events, in file order, in the calling thread. Only a bounded number of blocks is
+in flight, so memory does not grow with the file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
-import multiprocessing
+import threading
 from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .envelope import EnvelopeParser
-from .events import Accept, AuthFailure, CompleteMessage, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .events import Accept, CompleteMessage, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
 from .imapd import parse_dovecot
 from ..detection import join_complete
 from .parse import LineParser, our_text_matcher
@@ -41,10 +44,10 @@ except ImportError:  # built without a C compiler
 
 OTHER, ACCEPT, SENDER, REMOVED, DELIVERY, LOGIN, SMTPD, DOVECOT = range(8)
 DROPPED_KINDS = ("unknown", "accept", "sender", "removed", "delivery", "login", "postfix-smtpd", "dovecot")
+# the events the classifier builds itself, in the order of its counts
+C_EVENTS = (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)
+C_EVENT_KINDS = ("login", "sessionend", "accept", "sender", "delivery", "removed", "refusal")
 AHEAD_PER_WORKER = 2
-_CLASSES = (Accept, Sender, Delivery, Removed, Login, SessionEnd, Refusal, AuthFailure, CompleteMessage)
-_CODES = {cls: i for i, cls in enumerate(_CLASSES)}
-_FIELD_NAMES = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES}
 
 
 def compiled() -> bool:
@@ -86,16 +89,21 @@ class BlockParser:
         return join_complete(events, self.trusted_networks)
 
     def _parse(self, block: bytes, base: int, file: str) -> list[Event]:
-        rows, _lines, skipped, dropped = _linescan.scan(block, self.trusted)  # type: ignore[union-attr]
+        envelopes = self.lines.envelopes
+        rows, _lines, skipped, dropped, built = _linescan.scan(  # type: ignore[union-attr]
+            block, self.trusted, file, base, envelopes.time_of, C_EVENTS
+        )
         kinds = self.kinds
         kinds["skipped"] += skipped
-        for kind, count in zip(DROPPED_KINDS, dropped):
+        for kind, count in (*zip(DROPPED_KINDS, dropped), *zip(C_EVENT_KINDS, built)):
             if count:
                 kinds[kind] += count
         events = []
-        envelopes = self.lines.envelopes
         postfix = self.lines.postfix
         for row in rows:
+            if row.__class__ is not tuple:  # an event the classifier built
+                events.append(row)
+                continue
             kind, start, end = row[0], row[1], row[2]
             line = block[start:end].decode("utf-8", "replace")
             if kind == OTHER:
@@ -135,43 +143,39 @@ class BlockParser:
         return events
 
 
-# -- worker processes -------------------------------------------------------------------
-
-_PARSERS: dict[ParserSpec, BlockParser] = {}
-
-
-def parse_block(spec: ParserSpec, block: bytes, base: int, file: str) -> tuple[list[tuple], Counter[str]]:
-    """In a worker: the events of one block as plain tuples (cheap to pickle), and the line kinds."""
-    parser = _PARSERS.get(spec)
-    if parser is None:
-        parser = _PARSERS[spec] = spec.build()
-    parser.kinds = Counter()
-    parser.lines.kinds = parser.kinds
-    rows = [(_CODES[e.__class__], *(getattr(e, name) for name in _FIELD_NAMES[e.__class__])) for e in parser.parse(block, base, file)]
-    return rows, parser.kinds
+# -- worker threads -------------------------------------------------------------------------
 
 
 class ParallelBlocks:
-    """Events of blocks parsed by ``workers`` processes, yielded in block order; ``kinds`` when done."""
+    """Events of blocks parsed by ``workers`` threads, yielded in block order; ``kinds`` when done.
+
+    Threads, not processes: the classifier reads a block without holding the GIL and
+    builds the events itself, so the events need no pickling and the detecting thread
+    gets them as they are.
+    """
 
     def __init__(self, spec: ParserSpec, file: str, workers: int) -> None:
         self.spec, self.file, self.workers = spec, file, workers
         self.kinds: Counter[str] = Counter()
 
     def events(self, blocks: Iterator[tuple[int, bytes]]) -> Iterator[Event]:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-            pending: deque[Future[tuple[list[tuple], Counter[str]]]] = deque()
-            for base, block in blocks:
-                pending.append(pool.submit(parse_block, self.spec, block, base, self.file))
-                if len(pending) >= self.workers * AHEAD_PER_WORKER:
-                    yield from self._collect(pending.popleft())
-            while pending:
-                yield from self._collect(pending.popleft())
+        local = threading.local()
+        parsers: list[BlockParser] = []
 
-    def _collect(self, future: Future[tuple[list[tuple], Counter[str]]]) -> Iterator[Event]:
-        rows, kinds = future.result()
-        self.kinds.update(kinds)
-        classes = _CLASSES
-        for row in rows:
-            yield classes[row[0]](*row[1:])
+        def parse(base: int, block: bytes) -> list[Event]:
+            parser = getattr(local, "parser", None)
+            if parser is None:
+                parser = local.parser = self.spec.build()
+                parsers.append(parser)
+            return parser.parse(block, base, self.file)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="scan") as pool:
+            pending: deque[Future[list[Event]]] = deque()
+            for base, block in blocks:
+                pending.append(pool.submit(parse, base, block))
+                if len(pending) >= self.workers * AHEAD_PER_WORKER:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        for parser in parsers:
+            self.kinds.update(parser.kinds)
