@@ -68,6 +68,8 @@ class Detector:
         self.config = config
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_networks]
         self._trusted_v4 = [(int(n.network_address), int(n.netmask)) for n in self._trusted if n.version == 4]
+        # first octets a trusted IPv4 address can start with (None: some network is wider than a /8)
+        self._trusted_octets = _first_octets(self._trusted)
         self._trusted_cache: dict[str, bool] = {}
         self.findings: list[Finding] = []
         self.logins: dict[str, list[list[Any]]] = {}  # ip → [[t, user, end, key, file, offset, line], ...]
@@ -117,8 +119,10 @@ class Detector:
             self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
             return
         self.logins.setdefault(e.ip, []).append(record)
-        if e.ended is not None:
+        if e.ended is not None:  # joined with its end (join_complete): as if it had taken the key, then closed
             record[2] = e.ended
+            if key is not None:
+                self.sessions.pop(key, None)
         elif key is not None:
             self.sessions[key] = record
         self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
@@ -181,7 +185,7 @@ class Detector:
                 Finding("refused", e.t, e.host, None, e.client_ip, e.sender, candidates=users, lines=line,
                         details={"action": e.action, "address": e.map_address, "rcpt": e.rcpt})
             )
-        elif e.reason == "relay" and e.action in ("reject", "defer") and e.client_ip and not self.is_trusted(e.client_ip):
+        elif e.reason == "relay" and e.action in ("reject", "defer") and e.client_ip in self.logins and not self.is_trusted(e.client_ip):
             users = self._candidates(e.client_ip, e.t, self.config.near_miss_seconds)
             if len(users) == 1:
                 self.findings.append(Finding("near_miss", e.t, e.host, users[0], e.client_ip, e.sender, lines=line, details={"rcpt": e.rcpt}))
@@ -294,6 +298,9 @@ class Detector:
     # -- helpers ------------------------------------------------------------------
 
     def is_trusted(self, ip: str) -> bool:
+        octets = self._trusted_octets
+        if octets is not None and ":" not in ip and ip.partition(".")[0] not in octets:
+            return False  # no IPv6, and no trusted dotted quad starts so: the common case, client IPs rarely repeat
         known = self._trusted_cache.get(ip)
         if known is None:
             if DOTTED_QUAD.fullmatch(ip):  # the common case: integer masks, without ipaddress's cost
@@ -379,6 +386,14 @@ class Detector:
                     self.sessions[record[3]] = record
 
 
+def _first_octets(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> frozenset[str] | None:
+    """The first octets of the trusted IPv4 networks ("127", "10"), or None when one is wider than a /8."""
+    v4 = [n for n in networks if n.version == 4]
+    if any(n.prefixlen < 8 for n in v4):
+        return None
+    return frozenset(str(n.network_address).partition(".")[0] for n in v4)
+
+
 def _end_keys(e: SessionEnd) -> tuple[str | None, str | None]:
     """The session keys a session end may close, in the order they are tried."""
     return _session_key(e.host, e.proto, e.session, e.user, None), _session_key(e.host, e.proto, None, e.user, e.pid)
@@ -453,7 +468,10 @@ def _pair_sessions(events: list[Event], builder: Detector, replace: dict[int, Ev
         if isinstance(e, Login):
             key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
             if key is not None and not builder.is_trusted(e.ip):
-                open_logins[key] = i
+                if e.ended is None:
+                    open_logins[key] = i
+                else:  # the C classifier paired it already: an end after it cannot close an older login of its key
+                    open_logins.pop(key, None)
         elif isinstance(e, SessionEnd):
             first, second = _end_keys(e)
             key = first if first is not None else second
