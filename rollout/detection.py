@@ -39,6 +39,8 @@ class DetectionConfig:
     trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     local_domains: frozenset[str] = frozenset()
     login_addresses: Mapping[str, str] = field(default_factory=dict)  # lower(login) → address_key
+    # lower-cased addresses and logins of the inventory: their logins are no findings (None: report every login)
+    known_users: frozenset[str] | None = None
 
     @property
     def near_miss_seconds(self) -> float:
@@ -114,9 +116,13 @@ class Detector:
 
     def _login(self, e: Login) -> None:
         key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
-        record = [e.t, e.user.lower(), None, key, e.file, e.offset, e.line]
+        user = e.user.lower()
+        record = [e.t, user, None, key, e.file, e.offset, e.line]
+        known = self.config.known_users
+        report = known is None or user not in known  # logins by users not in the inventory are reported
         if self.is_trusted(e.ip):  # webmail, proxies: never open a window (P11)
-            self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
+            if report:
+                self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
             return
         self.logins.setdefault(e.ip, []).append(record)
         if e.ended is not None:  # joined with its end (join_complete): as if it had taken the key, then closed
@@ -125,7 +131,8 @@ class Detector:
                 self.sessions.pop(key, None)
         elif key is not None:
             self.sessions[key] = record
-        self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
+        if report:
+            self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
 
     def _session_end(self, e: SessionEnd) -> None:
         for key in _end_keys(e):

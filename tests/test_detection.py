@@ -134,3 +134,11 @@ def test_state_round_trips_through_json() -> None:
     second = Detector(config(), state)
     second.feed_all(events[3:])
     assert [f.kind for f in second.findings] == ["legacy"]
+
+
+def test_with_the_inventory_known_only_unknown_users_logins_are_findings() -> None:
+    """Logins by inventory users still open windows but are not reported; a stranger's login is (and its relay is legacy)."""
+    d = Detector(config(known_users=frozenset({"anna@example.org"})))
+    d.feed_all([login(T, "Anna@Example.org", "192.0.2.1"), login(T, "zoe@other.test", "192.0.2.2"),
+                *message(T + 60, "192.0.2.1", "anna@example.org", ["bob@remote.test"])])
+    assert [(f.kind, f.user) for f in d.findings] == [("login", "zoe@other.test"), ("legacy", "anna@example.org")]
