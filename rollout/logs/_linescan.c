@@ -47,7 +47,12 @@ static int is_upper(char c) { return c >= 'A' && c <= 'Z'; }
 static int is_lower(char c) { return c >= 'a' && c <= 'z'; }
 static int is_alnum(char c) { return is_digit(c) || is_upper(c) || is_lower(c); }
 static int is_hex_upper(char c) { return is_digit(c) || (c >= 'A' && c <= 'F'); }
-static int is_long_qid(char c) { return is_alnum(c) && !strchr("AEIOUaeiou", c); }
+static int is_vowel(char c)
+{
+    c |= 0x20;
+    return c == 'a' || c == 'e' || c == 'i' || c == 'o' || c == 'u';
+}
+static int is_long_qid(char c) { return is_alnum(c) && !is_vowel(c); }
 
 static int starts(const char *p, const char *e, const char *lit)
 {
@@ -676,7 +681,7 @@ static Message *group_messages(Row *rows, Py_ssize_t n, Trusted trusted, size_t 
         Row *r = &rows[i];
         r->next = r->ended = -1;
         if (!is_message_row(r)) continue;
-        size_t s = hash_bytes(hash_bytes(1469598103934665603ULL, r->l.qid, r->l.qid_end), r->l.host, r->l.host_end) & (size - 1);
+        size_t s = hash_bytes(1469598103934665603ULL, r->l.qid, r->l.qid_end) & (size - 1); /* same_key compares the rest */
         while (table[s].head >= 0 && !same_key(&rows[table[s].head], r)) s = (s + 1) & (size - 1);
         Message *m = &table[s];
         if (m->head < 0) {
