@@ -6,13 +6,17 @@ import click
 import pytest
 
 from rollout.cli import cli
+from rollout.cli._base import COMMANDS
 
 from .conftest import REPO
 
 
 def all_commands(group: click.Group = cli, prefix: str = "rollout") -> list[tuple[str, click.Command]]:
     found: list[tuple[str, click.Command]] = []
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # loads each lazily registered command
+        command = group.get_command(ctx, name)
+        assert command is not None, f"{prefix} {name} is listed but cannot be loaded"
         path = f"{prefix} {name}"
         if isinstance(command, click.Group):
             found += all_commands(command, path)
@@ -37,3 +41,13 @@ def test_readme_lists_every_command_with_its_summary() -> None:
     assert sorted(documented) == sorted(actual)
     for path, summary in actual.items():
         assert documented[path] == summary, f"README summary of {path} differs from --help"
+
+
+def test_command_table_gives_each_command_its_own_summary() -> None:
+    """`rollout --help` lists commands from a table without loading them: each entry names its command and summary."""
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    for name, (_, summary) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+        assert command.get_short_help_str(limit=200) == summary, f"update the summary of {name} in rollout/cli/_base.py"

@@ -37,6 +37,7 @@ def test_crontab_and_unit_name_real_commands_and_options() -> None:
     """Every `rollout …` line of the crontab and the systemd unit names a command and options that exist."""
     from rollout.cli import cli
 
+    ctx = click.Context(cli)
     invocations = []
     for name in ("crontab", "rollout-scheduler.service"):
         for line in (REPO / "examples" / name).read_text().splitlines():
@@ -44,14 +45,14 @@ def test_crontab_and_unit_name_real_commands_and_options() -> None:
                 continue
             for segment in re.split(r"&&|\||>|;", line.replace("ExecStart=", "")):
                 words = shlex.split(segment)
-                starts = [i for i, w in enumerate(words) if w.rpartition("/")[2] == "rollout" and i + 1 < len(words) and words[i + 1] in cli.commands]
+                starts = [i for i, w in enumerate(words) if w.rpartition("/")[2] == "rollout" and i + 1 < len(words) and words[i + 1] in cli.list_commands(ctx)]
                 invocations += [words[i + 1 :] for i in starts[-1:]]
     assert len(invocations) >= 4
     for words in invocations:
         command: click.Command = cli
         while isinstance(command, click.Group):
             word = words.pop(0)
-            command = command.commands.get(word) or pytest.fail(f"examples name `rollout … {word}`, which does not exist")
+            command = command.get_command(ctx, word) or pytest.fail(f"examples name `rollout … {word}`, which does not exist")
         options = {o for p in command.params for o in getattr(p, "opts", [])}
         for word in words:
             if word.startswith("--"):

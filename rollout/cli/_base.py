@@ -6,26 +6,80 @@ Exit codes: 0 ok, 1 operational failure (``Error: …``), 2 usage error.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 import sys
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import click
 
 from ..clock import clock_from_env
 from ..config import load_settings
 from ..errors import InventoryError, RolloutError
-from ..runtime import Runtime
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
 
 MAX_PROBLEMS_SHOWN = 20
 
+# The commands: name → ("module:attribute", summary). A command's module (and what it needs:
+# SQLAlchemy, Jinja2, the workflows) is imported only when that command runs; `rollout --help`
+# lists them from here. tests/test_docs.py checks each summary against the command's own help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "campaign": ("rollout.cli.campaign:campaign_group", "The six-week notice schedule."),
+    "config": ("rollout.cli.configuration:config_group", "Inspect the configuration (rollout.toml < environment < flags)."),
+    "db": ("rollout.cli.database:db_group", "Create and migrate the database schema (Alembic)."),
+    "demo": ("rollout.cli.operate:demo_command", "Run the whole rollout on a generated provider in DIRECTORY, in about a minute."),
+    "exempt": ("rollout.cli.plan:exempt_command", "Keep one mailbox out of the map until a date (one postponement unless --force)."),
+    "inventory": ("rollout.cli.inventory:inventory_group", "Customers and their mailboxes, imported from provisioning."),
+    "legacy": ("rollout.cli.scan:legacy_command", "List the mailboxes still using SMTP-after-POP, with their evidence."),
+    "lookup": ("rollout.cli.operate:lookup_command", "One mailbox or customer, for support: legacy use, cohort, notices, reply text."),
+    "notify": ("rollout.cli.campaign:notify_command", "Send this week's notices, each customer once per wave (safe to rerun)."),
+    "pause": ("rollout.cli.plan:pause_command", "Stop all steps (by hand and scheduled) until `rollout resume`."),
+    "plan": ("rollout.cli.plan:plan_command", "Divide the mailboxes into alphabetical cohorts balanced by share, and schedule them."),
+    "resume": ("rollout.cli.plan:resume_command", "Allow steps again after `rollout pause`."),
+    "scan": ("rollout.cli.scan:scan_command", "Read mail logs incrementally and record which mailboxes use SMTP-after-POP."),
+    "scheduler": ("rollout.cli.operate:scheduler_command", "Run scan, notify, step and exemption expiry on time, until SIGTERM."),
+    "status": ("rollout.cli.operate:status_command", "Where the rollout stands: phase, next action, waves, cohorts, legacy trend."),
+    "step": ("rollout.cli.plan:step_command", "Switch off the next cohort, or move the current one to its next stage."),
+    "undo": ("rollout.cli.plan:undo_command", "Re-enable the legacy path for the last step (or back to --to-step) via a map swap."),
+}
+
 
 class RolloutGroup(click.Group):
-    """Translates ``RolloutError`` into ``Error: …`` and exit 1, once, for every command."""
+    """Loads each command on first use, and translates ``RolloutError`` into ``Error: …`` and
+    exit 1, once, for every command."""
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            module, _, attribute = self.lazy_commands[cmd_name][0].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Click's listing, with the summaries of commands not yet loaded taken from the table."""
+        listed = {}
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                if not self.commands[name].hidden:
+                    listed[name] = self.commands[name]
+            else:  # shortened exactly as click shortens the command's own help
+                listed[name] = click.Command(name, help=self.lazy_commands[name][1])
+        if listed:
+            limit = formatter.width - 6 - max(map(len, listed))
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in listed.items()])
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -45,7 +99,7 @@ def format_problems(exc: InventoryError) -> str:
     return "\n".join(lines)
 
 
-@click.group(cls=RolloutGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=RolloutGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--config",
     "config_path",
@@ -70,6 +124,8 @@ def cli(ctx: click.Context, config_path: Path | None, database_url: str | None, 
         level=logging.WARNING - 10 * verbose, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if ctx.obj is None:  # tests may pass a ready Runtime as obj
+        from ..runtime import Runtime  # SQLAlchemy: not needed to print help
+
         settings = load_settings(config_path, overrides={"database_url": database_url})
         ctx.obj = Runtime(settings=settings, clock=clock_from_env())
         ctx.call_on_close(ctx.obj.close)

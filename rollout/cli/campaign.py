@@ -9,10 +9,10 @@ import click
 
 from ..runtime import Runtime
 from ..workflows.campaign import CampaignOverview, NotifySummary, campaign_overview, notify, preview_notice, start_campaign
-from ._base import cli, dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
+from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 
-@cli.group("campaign")
+@click.group("campaign")
 def campaign_group() -> None:
     """The six-week notice schedule.
 
@@ -76,7 +76,7 @@ def _show(overview: CampaignOverview, as_json: bool) -> None:
     echo_table(rows, ("wave", "due", "pending", "sending", "sent", "failed"), "lrrrrr")
 
 
-@cli.command("notify")
+@click.command("notify")
 @click.option("--wave", type=click.IntRange(1), help="Send this wave (default: the wave due now; needed when it is past the grace period).")
 @dry_run_option
 @click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), help="Write .eml files into DIR instead of sending (recorded as sent).")

@@ -6,10 +6,10 @@ import click
 
 from ..config import describe
 from ..runtime import Runtime
-from ._base import cli, echo_json, json_option, pass_runtime
+from ._base import echo_json, json_option, pass_runtime
 
 
-@cli.group("config")
+@click.group("config")
 def config_group() -> None:
     """Inspect the configuration (rollout.toml < environment < flags).
 

@@ -6,10 +6,10 @@ import click
 
 from .. import db
 from ..runtime import Runtime
-from ._base import cli, pass_runtime
+from ._base import pass_runtime
 
 
-@cli.group("db")
+@click.group("db")
 def db_group() -> None:
     """Create and migrate the database schema (Alembic).
 

@@ -9,10 +9,10 @@ import click
 
 from ..runtime import Runtime
 from ..workflows.inventory import import_inventory, inventory_stats
-from ._base import cli, dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
+from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 
-@cli.group("inventory")
+@click.group("inventory")
 def inventory_group() -> None:
     """Customers and their mailboxes, imported from provisioning.
 

@@ -15,7 +15,7 @@ from ..lookup import Lookup, MailboxReport
 from ..runtime import Runtime
 from ..status import Status
 from ..workflows.operate import lookup, rollout_status, wait_for_step
-from ._base import cli, echo_json, echo_table, json_option, pass_runtime
+from ._base import echo_json, echo_table, json_option, pass_runtime
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,7 +38,7 @@ def stamp(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M") if moment else ""
 
 
-@cli.command("status")
+@click.command("status")
 @json_option
 @click.option("--watch", is_flag=True, help="Redraw every few seconds until interrupted.")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between redraws with --watch.")
@@ -113,7 +113,7 @@ def print_status(s: Status) -> None:
         echo_table([(j.job, stamp(j.started_at), j.outcome, j.note or "") for j in s.jobs], ("job", "started", "outcome", "note"))
 
 
-@cli.command("lookup")
+@click.command("lookup")
 @click.argument("query", metavar="ADDRESS|CUSTOMER")
 @json_option
 @pass_runtime()
@@ -186,7 +186,7 @@ def print_mailbox(m: MailboxReport) -> None:
             click.echo(f"    {line.get('file', '')}:{line.get('offset', '')}: {line.get('line', '')}")
 
 
-@cli.command("scheduler")
+@click.command("scheduler")
 @pass_runtime()
 def scheduler_command(runtime: Runtime) -> None:
     """Run scan, notify, step and exemption expiry on time, until SIGTERM.
@@ -208,7 +208,7 @@ def scheduler_command(runtime: Runtime) -> None:
     Daemon(runtime).run()
 
 
-@cli.command("demo")
+@click.command("demo")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default="rollout-demo")
 @click.option("--mailboxes", type=click.IntRange(min=100), default=5000, show_default=True, help="Mailboxes of the generated provider.")
 @click.option("--customers", type=click.IntRange(min=10), default=2000, show_default=True, help="Customers they belong to.")

@@ -10,7 +10,7 @@ from ..cohorts import parse_duration
 from ..errors import PlanError
 from ..runtime import Runtime
 from ..workflows import plan as wf
-from ._base import cli, dry_run_option, echo_json, echo_table, json_option, pass_runtime
+from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime
 
 DATETIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
 DIFF_SHOWN = 10
@@ -25,7 +25,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
-@cli.command("plan")
+@click.command("plan")
 @click.option("--cohorts", type=click.IntRange(min=1), help="Number of cohorts.")
 @click.option("--max-share", type=click.FloatRange(0, 1, min_open=True), help="Largest share one cohort may have, e.g. 0.10.")
 @click.option("--weight", type=click.Choice(["mailboxes", "legacy"]), default="mailboxes", show_default=True,
@@ -95,7 +95,7 @@ def _print_diff(result: wf.StepResult) -> None:
     click.echo(f"map: {len(result.diff.added)} added, {len(result.diff.removed)} removed, {len(result.diff.changed)} changed")
 
 
-@cli.command("step")
+@click.command("step")
 @dry_run_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Override the guards (needs --reason).")
@@ -141,7 +141,7 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
         click.echo("not confirmed; nothing changed")
 
 
-@cli.command("pause")
+@click.command("pause")
 @click.option("--reason", required=True, help="Why: shown to anyone who tries to step.")
 @pass_runtime()
 def pause_command(runtime: Runtime, reason: str) -> None:
@@ -155,7 +155,7 @@ def pause_command(runtime: Runtime, reason: str) -> None:
     click.echo(f"paused by {state.paused_by}: {state.paused_reason}")
 
 
-@cli.command("resume")
+@click.command("resume")
 @click.option("--reason", help="Why, for the audit log.")
 @pass_runtime()
 def resume_command(runtime: Runtime, reason: str | None) -> None:
@@ -169,7 +169,7 @@ def resume_command(runtime: Runtime, reason: str | None) -> None:
     click.echo("resumed")
 
 
-@cli.command("undo")
+@click.command("undo")
 @click.option("--to-step", type=click.IntRange(min=0), help="Go back to the state after this step (0 = nothing enforced).")
 @click.option("--reason", help="Why, for the audit log.")
 @json_option
@@ -190,7 +190,7 @@ def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_j
                f"{len(result.diff.removed)} addresses back on the legacy path, map now {result.checksum_after[:12]}")
 
 
-@cli.command("exempt")
+@click.command("exempt")
 @click.argument("address", required=False)
 @click.option("--until", type=click.DateTime(DATETIME_FORMATS), help="Back in the map at this time (UTC).")
 @click.option("--reason", help="Why: recorded with the exemption.")

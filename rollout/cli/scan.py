@@ -9,11 +9,10 @@ from pathlib import Path
 import click
 
 from ..runtime import Runtime
-from ..workflows.scan import legacy_report, review_report, scan_logs
-from ._base import cli, echo_json, echo_table, json_option, pass_runtime, progress_reporter
+from ._base import echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 
-@cli.command("scan")
+@click.command("scan")
 @click.argument("logfiles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--host", metavar="NAME", help="Host name for lines without one (Dovecot log_path, Exim mainlog).")
 @json_option
@@ -30,6 +29,8 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
       rollout scan /var/log/mail.log /var/log/dovecot.log
       rollout scan --host mx1 /srv/logs/mx1/dovecot.log.1.gz --json
     """
+    from ..workflows.scan import scan_logs  # here, not at the top: `rollout scan --help` needs no SQLAlchemy
+
     total = sum(os.path.getsize(p) for p in logfiles)
     with progress_reporter("scanning", total) as progress:
         summary = scan_logs(runtime, list(logfiles), host=host, progress=progress)
@@ -54,7 +55,7 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
     click.echo(f"{summary.lines} lines in {summary.elapsed_seconds:.2f} s ({summary.lines_per_second} lines/s)")
 
 
-@cli.command("legacy")
+@click.command("legacy")
 @json_option
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only use on or after this day (UTC).")
 @click.option("--customer", metavar="ID", help="Only this customer's mailboxes (customer_id from the inventory).")
@@ -70,6 +71,8 @@ def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, cust
       rollout legacy --since 2026-03-01
       rollout legacy --review --json
     """
+    from ..workflows.scan import legacy_report, review_report
+
     day = since.date() if since else None
     if review:
         entries = review_report(runtime, since=day)
