@@ -90,22 +90,30 @@ class Detector:
     # -- feeding ------------------------------------------------------------------
 
     def feed(self, event: Event) -> None:
-        if event.t > self.now:
-            self.now = event.t
-        handler = _HANDLERS.get(type(event))
-        if handler is not None:
-            handler(self, event)
-        pending = self.pending
-        while pending and pending[0][0] < self.now:
-            _due, host, qid, msg = pending.popleft()
-            self._evaluate(host, qid, msg)
-        self._since_prune += 1
-        if self._since_prune >= PRUNE_EVERY:
-            self.prune()
+        self.feed_many((event,))
+
+    def feed_many(self, events: Iterable[Event]) -> None:
+        """``feed`` each event in turn; the scan's hot loop, so the per-event work is inlined here."""
+        handlers, pending = _HANDLERS, self.pending
+        now, since = self.now, self._since_prune
+        for event in events:
+            t = event.t
+            if t > now:
+                now = self.now = t
+            handler = handlers.get(event.__class__)
+            if handler is not None:
+                handler(self, event)
+            while pending and pending[0][0] < now:
+                _due, host, qid, msg = pending.popleft()
+                self._evaluate(host, qid, msg)
+            since += 1
+            if since >= PRUNE_EVERY:
+                self.prune()
+                since = 0
+        self._since_prune = since
 
     def feed_all(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.feed(event)
+        self.feed_many(events)
         self.finish()
 
     def finish(self) -> None:

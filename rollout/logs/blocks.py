@@ -147,7 +147,7 @@ class BlockParser:
 
 
 class ParallelBlocks:
-    """Events of blocks parsed by ``workers`` threads, yielded in block order; ``kinds`` when done.
+    """Events of blocks parsed by ``workers`` threads, in block order; ``kinds`` when done.
 
     Threads, not processes: the classifier reads a block without holding the GIL and
     builds the events itself, so the events need no pickling and the detecting thread
@@ -158,7 +158,8 @@ class ParallelBlocks:
         self.spec, self.file, self.workers = spec, file, workers
         self.kinds: Counter[str] = Counter()
 
-    def events(self, blocks: Iterator[tuple[int, bytes]]) -> Iterator[Event]:
+    def events(self, blocks: Iterator[tuple[int, bytes]]) -> Iterator[list[Event]]:
+        """The events of each block, a list per block."""
         local = threading.local()
         parsers: list[BlockParser] = []
 
@@ -174,8 +175,8 @@ class ParallelBlocks:
             for base, block in blocks:
                 pending.append(pool.submit(parse, base, block))
                 if len(pending) >= self.workers * AHEAD_PER_WORKER:
-                    yield from pending.popleft().result()
+                    yield pending.popleft().result()
             while pending:
-                yield from pending.popleft().result()
+                yield pending.popleft().result()
         for parser in parsers:
             self.kinds.update(parser.kinds)

@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain, islice
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -210,10 +211,10 @@ def scan_logs(
         files, sources = _open_sources(session, paths, host or settings.scan.host, settings)
         workers, trusted = settings.scan.workers, tuple(settings.scan.trusted_networks)
         streams = [_events(src, parser, fs, progress, workers, trusted) for src, parser, fs, _row, _ident in sources]
-        events = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_time)
+        batches = streams[0] if len(streams) == 1 else _merged(streams)
         with _collector_paused():
-            for event in events:
-                detector.feed(event)
+            for batch in batches:
+                detector.feed_many(batch)
                 if len(detector.findings) >= FLUSH_FINDINGS:
                     _drain(detector, tally)
         detector.finish()
@@ -243,6 +244,13 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _merged(streams: list[Iterator[list[Event]]], size: int = 10_000) -> Iterator[list[Event]]:
+    """Several files' events merged by time (they were logged side by side), in batches."""
+    merged = heapq.merge(*(chain.from_iterable(s) for s in streams), key=_time)
+    while batch := list(islice(merged, size)):
+        yield batch
 
 
 def _time(event: Event) -> float:
@@ -314,8 +322,8 @@ def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tupl
 
 def _events(
     source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None, workers: int, trusted: tuple[str, ...]
-) -> Iterator[Event]:
-    """The file's events from where the last scan stopped; parsed in worker processes when it is big."""
+) -> Iterator[list[Event]]:
+    """The file's events from where the last scan stopped, a list per block; parsed in worker threads when it is big."""
     envelopes = parser.envelopes
     spec = ParserSpec(envelopes.default_host, envelopes.zone_name, envelopes.reference.timestamp(), *parser.spec, trusted)
     name = str(source.path)
@@ -328,7 +336,7 @@ def _events(
     else:
         block_parser = BlockParser(parser, trusted)
         for base, block in blocks:
-            yield from block_parser.parse(block, base, name)
+            yield block_parser.parse(block, base, name)
         kinds = block_parser.kinds
     _finish_file(fs, kinds, source.warning)
 
