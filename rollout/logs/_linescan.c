@@ -26,6 +26,7 @@
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -884,11 +885,41 @@ static PyObject *row_tuple(const Row *r, const char *base)
     return t;
 }
 
+/* An event class's slots in field order: its objects are filled in directly, without running the
+   dataclass __init__ (which cost as much as everything else of building an event). type == NULL:
+   not a plain slots dataclass, so the class is called instead. */
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t n, offsets[16];
+} Layout;
+
+static void layout_of(PyObject *cls, Layout *layout)
+{
+    layout->type = NULL;
+    PyObject *fields = PyObject_GetAttrString(cls, "__dataclass_fields__"), *name;
+    Py_ssize_t pos = 0, n = 0;
+    if (fields == NULL || !PyDict_Check(fields) || PyDict_GET_SIZE(fields) > 16) goto done;
+    while (PyDict_Next(fields, &pos, &name, NULL)) {
+        PyObject *descr = PyObject_GetAttr(cls, name);
+        int plain = descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)
+                    && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        if (plain) layout->offsets[n++] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_XDECREF(descr);
+        if (!plain) goto done;
+    }
+    layout->n = n;
+    layout->type = (PyTypeObject *)cls;
+done:
+    Py_XDECREF(fields);
+    PyErr_Clear();
+}
+
 /* What building the events of one block needs; strings that repeat (host, instance) are reused. */
 typedef struct {
     const char *base;
     Py_ssize_t offset; /* of base in the file */
     PyObject *file, *classes[E_KINDS + 1]; /* classes[E_KINDS]: CompleteMessage */
+    Layout layouts[E_KINDS + 1];
     const char *host, *instance;
     Py_ssize_t host_len, instance_len;
     PyObject *host_str, *instance_str;
@@ -936,7 +967,14 @@ static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ss
     PyObject *result = NULL;
     int complete = 1;
     for (Py_ssize_t i = 0; i < 5 + n_rest; i++) complete &= args[i] != NULL;
-    if (complete) result = PyObject_Vectorcall(b->classes[cls], args, 5 + n_rest, NULL);
+    const Layout *layout = &b->layouts[cls];
+    if (complete && layout->type != NULL && layout->n == 5 + n_rest) {
+        result = layout->type->tp_alloc(layout->type, 0);
+        for (Py_ssize_t i = 0; result != NULL && i < layout->n; i++)
+            *(PyObject **)((char *)result + layout->offsets[i]) = Py_NewRef(args[i]);
+    } else if (complete) {
+        result = PyObject_Vectorcall(b->classes[cls], args, 5 + n_rest, NULL);
+    }
     for (Py_ssize_t i = 0; i < 5 + n_rest; i++) Py_XDECREF(args[i]);
     return result;
 }
@@ -1101,7 +1139,10 @@ static PyObject *scan(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "classes: (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)");
         goto done;
     }
-    for (int i = 0; extract && i < E_KINDS; i++) b.classes[i + 1] = PyTuple_GET_ITEM(classes, i);
+    for (int i = 0; extract && i < E_KINDS; i++) {
+        b.classes[i + 1] = PyTuple_GET_ITEM(classes, i);
+        layout_of(b.classes[i + 1], &b.layouts[i + 1]);
+    }
     if (parse_networks(trusted_list, &nets, &n_nets) < 0) goto done;
     Trusted trusted = {nets, n_nets};
     const char *base = b.base = view.buf, *end = base + view.len;
