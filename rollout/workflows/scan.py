@@ -202,7 +202,7 @@ def scan_logs(
     started = time.monotonic()
     settings = runtime.settings
     now = runtime.clock.now()
-    with runtime.sessions() as session, session.begin():
+    with _collector_paused(), runtime.sessions() as session, session.begin():
         ids, logins, domains = _inventory(session)
         config = _detection_config(settings.scan, domains, logins, frozenset(ids))
         carry = session.get(ScanCarry, 1)
@@ -212,11 +212,10 @@ def scan_logs(
         workers, trusted = settings.scan.workers, tuple(settings.scan.trusted_networks)
         streams = [_events(src, parser, fs, progress, workers, trusted) for src, parser, fs, _row, _ident in sources]
         batches = streams[0] if len(streams) == 1 else _merged(streams)
-        with _collector_paused():
-            for batch in batches:
-                detector.feed_many(batch)
-                if len(detector.findings) >= FLUSH_FINDINGS:
-                    _drain(detector, tally)
+        for batch in batches:
+            detector.feed_many(batch)
+            if len(detector.findings) >= FLUSH_FINDINGS:
+                _drain(detector, tally)
         detector.finish()
         _drain(detector, tally)
         _save(session, tally, now)
@@ -234,9 +233,9 @@ def scan_logs(
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while events stream: events, findings and login windows
-    hold no cycles, yet with hundreds of thousands of them alive each collection walks them
-    all, which cost a third of the scan."""
+    """Pause Python's cycle collector for the scan: events, findings, login windows and the rows
+    saved hold no cycles, yet with hundreds of thousands of them alive every collection walks
+    them all, which cost a third of the scan (and more than the whole save)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -403,7 +402,10 @@ def _save_days(session: Session, tally: _Tally) -> None:
 
 
 def _save_evidence(session: Session, tally: _Tally) -> None:
-    have = {(r.mailbox_id, r.day, r.kind) for r in _by_mailbox(session, Evidence, {mid for mid, _d, _k in tally.evidence})}
+    ids = sorted({mid for mid, _d, _k in tally.evidence})
+    have = set()  # the keys only: an existing sample is never replaced
+    for i in range(0, len(ids), SAVE_CHUNK):
+        have.update(session.execute(select(Evidence.mailbox_id, Evidence.day, Evidence.kind).where(Evidence.mailbox_id.in_(ids[i : i + SAVE_CHUNK]))))
     new = [
         {"mailbox_id": mid, "day": day, "kind": kind, "lines": _line_dicts(lines), "details": details}
         for (mid, day, kind), (lines, details) in tally.evidence.items()
