@@ -255,6 +255,11 @@ SHAPES = [
     "Nov 23 10:00:01 mx1 amavis[99]: (1-1) Passed CLEAN {RelayedInbound}, [203.0.113.5] <a@b> -> <c@d>",
     "Nov 23 10:00:01 mx1 postfix/pickup[16]: 5C2A1B4C5D: uid=33 from=<www-data>",
     "Nov 23 10:00:01 mx1 postfix[16]: starting",
+    # shapes the classifier turns into events itself
+    "Nov 23 09:59:30 mx1 dovecot: imap-login: Info: Logged in: user=<bert@example.org>, rip=203.0.113.5, mpid=2, TLS",
+    "Nov 23 10:05:01 mx1 dovecot: IMAP(bert@example.org)<2>: Info: Disconnected: Logged out in=1 out=2",
+    "Nov 23 10:00:03 mx1 postfix/lmtp[13]: 3F2A1B4C5D: to=<x@remote.test>, orig_to=<anna@example.org>, relay=store[192.0.2.10]:24, dsn=2.0.0, status=deferred (451 later)",
+    "Nov 23 10:00:05 mx1 postfix/smtpd[11]: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 454 4.7.1 <x@remote.test>: Relay access denied; from=<> to=<x@remote.test> proto=SMTP helo=<pc>",
 ]
 JUNK = [" ", ":", "[", "]", "<", ">", ",", "\x1c", "é", "\t", "0", "A", "z", "/", "\x00", "-"]
 
