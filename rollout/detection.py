@@ -436,6 +436,7 @@ _HANDLERS = {
 
 
 MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
+_MESSAGE_CLASSES = frozenset(MESSAGE_EVENTS)
 
 
 def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> list[Event]:
@@ -448,9 +449,9 @@ def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> lis
     """
     builder = Detector(DetectionConfig(trusted_networks=trusted_networks))
     by_key: dict[tuple[str, str, str], list[int]] = {}
-    for i, e in enumerate(events):
-        if isinstance(e, MESSAGE_EVENTS):
-            by_key.setdefault((e.host, e.instance, e.qid), []).append(i)
+    for i in [i for i, e in enumerate(events) if e.__class__ in _MESSAGE_CLASSES]:  # few: the C classifier joins most
+        e = events[i]
+        by_key.setdefault((e.host, e.instance, e.qid), []).append(i)  # type: ignore[attr-defined]
     replace: dict[int, Event | None] = {}
     for key, positions in by_key.items():
         group = [events[i] for i in positions]
@@ -478,6 +479,8 @@ def _pair_sessions(events: list[Event], builder: Detector, replace: dict[int, Ev
     so the detector, which tries the same keys against all open sessions, would have
     closed that very login.
     """
+    if not any(e.__class__ is SessionEnd for e in events):
+        return  # nothing to pair (the C classifier pairs what it can)
     open_logins: dict[str, int] = {}
     for i, e in enumerate(events):
         if isinstance(e, Login):
