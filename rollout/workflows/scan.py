@@ -136,7 +136,7 @@ class _Tally:
         d = self.days.get(day_key)
         if d is None:
             d = self.days[day_key] = _Day()
-        getattr(self, f"_{f.kind}")(d, f)
+        _ADD[f.kind](self, d, f)
         evidence_key = (*day_key, f.kind)
         if evidence_key not in self.evidence:  # the first sighting of the day is the sample
             self.evidence[evidence_key] = (f.lines, {k: v for k, v in _details(f).items() if v not in (None, [], {})})
@@ -178,6 +178,9 @@ class _Tally:
     def _refused(self, d: _Day, f: Finding) -> None:
         d.refused_count += 1
         d.refused_last = f.t if d.refused_last is None else max(d.refused_last, f.t)
+
+
+_ADD = {"legacy": _Tally._legacy, "auth": _Tally._auth, "near_miss": _Tally._near_miss, "refused": _Tally._refused}
 
 
 def _details(f: Finding) -> dict[str, Any]:
