@@ -38,6 +38,9 @@ from ..runtime import Runtime
 FLUSH_FINDINGS = 20_000
 PARALLEL_MIN_BYTES = 64 << 20  # below this, worker start-up costs more than it saves
 BLOCK_BYTES = 4 << 20
+# raw lines kept per mailbox and day: what support is shown (legacy use, refusals) and near misses;
+# authenticated sending has its count and last time on the day row, and is the bulk of a log
+EVIDENCE_KINDS = frozenset({"legacy", "near_miss", "refused"})
 MAX_LISTED = 20  # client IPs / senders kept per mailbox and day
 CONFIDENCE_RANK = {None: 0, "medium": 1, "high": 2}
 SAVE_CHUNK = 500  # ids per IN (...) when loading rows to merge into
@@ -138,7 +141,7 @@ class _Tally:
             d = self.days[day_key] = _Day()
         _ADD[f.kind](self, d, f)
         evidence_key = (*day_key, f.kind)
-        if evidence_key not in self.evidence:  # the first sighting of the day is the sample
+        if f.kind in EVIDENCE_KINDS and evidence_key not in self.evidence:  # the first sighting of the day is the sample
             self.evidence[evidence_key] = (f.lines, {k: v for k, v in _details(f).items() if v not in (None, [], {})})
 
     def _day(self, t: float) -> date:
