@@ -16,12 +16,13 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, select, type_coerce, update
+from sqlalchemy.types import NullType
 from sqlalchemy.orm import Session
 
 from .errors import DeliveryError
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
-from .notices import MailboxLine, NoticeContext
+from .notices import CampaignFacts, MailboxLine, NoticeContext, NoticeFacts, notice_context  # noqa: F401 (MailboxLine: for callers)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SWITCHED_OFF_STAGES = ("defer", "reject")
@@ -81,11 +82,11 @@ class MailboxUse:
     mailbox_id: int
     customer_id: int
     address: str
-    last_legacy_at: datetime | None
+    last_legacy_at: Any  # UTC, as stored (see ``_as_stored``): copied to the ledger as it is
     last_ip: str | None
     confident: bool
     switched: bool
-    switch_at: datetime | None = None
+    switch_at: Any = None  # likewise
     excluded: str | None = None  # exempt | switched-off
 
 
@@ -110,8 +111,8 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
     rows = session.connection().execute(  # Core, not the ORM: a third of the time per row
         select(
             LegacyDay.mailbox_id, LegacyDay.day, LegacyDay.legacy_count, LegacyDay.high_count, LegacyDay.confidence,
-            LegacyDay.last_seen, LegacyDay.last_ip, LegacyDay.auth_last, Mailbox.customer_id, Mailbox.address,
-            Cohort.stage, Cohort.scheduled_at,
+            _as_stored(LegacyDay.last_seen), LegacyDay.last_ip, _as_stored(LegacyDay.auth_last), Mailbox.customer_id, Mailbox.address,
+            Cohort.stage, _as_stored(Cohort.scheduled_at),
         )
         .join(Mailbox, Mailbox.id == LegacyDay.mailbox_id)
         .outerjoin(CohortMember, member)
@@ -136,6 +137,17 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
                 listed.append(use)
         if listed:
             yield customer_id, sorted(listed, key=lambda u: u.address.lower())
+
+
+def _as_stored(column: Any) -> Any:
+    """A time column as the driver returns it, not converted to an aware datetime.
+
+    UTC either way (see ``UTCDateTime``): naive datetimes on PostgreSQL, fixed-width ISO
+    text on SQLite, which compare in time order too. A wave's hundreds of thousands of
+    times go to the ledger and the workers as they are (``notices.utc`` converts them for
+    the templates): converting each here was a fifth of the ledger process's preflight.
+    """
+    return type_coerce(column, NullType()).label(column.key)
 
 
 def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
@@ -232,16 +244,15 @@ def existing_customers(session: Session, campaign_id: int, wave: int) -> set[int
 def add_notices(
     session: Session, campaign: Campaign, wave: int, kind: str, lists: Iterable[tuple[int, list[MailboxUse]]], message_id: Callable[[int], str],
     now: datetime,
-) -> Iterator[tuple[int, NoticeContext, str]]:
+) -> Iterator[tuple[int, NoticeFacts]]:
     """Insert pending ledger rows, and the mailboxes each lists, as ``lists`` streams by.
 
-    Yields (notice id, context, Message-ID) of each new notice, so the preflight
-    renders it while later ones are inserted, from what is in hand: no query reads
-    it back. Batches of many rows per statement (the notices RETURNING their ids),
-    not the ORM: a wave writes hundreds of thousands of rows before its first message.
+    Yields (notice id, facts) of each new notice, so the preflight renders it while
+    later ones are inserted, from what is in hand: no query reads it back. Batches
+    of many rows per statement (the notices RETURNING their ids), not the ORM: a
+    wave writes hundreds of thousands of rows before its first message.
     """
     conn = session.connection()
-    end = campaign_end(campaign)
     lists = iter(lists)
     while batch := list(islice(lists, 2000)):
         customers = {
@@ -260,23 +271,29 @@ def add_notices(
         insert_rows(
             conn, NoticeMailbox.__table__, ("notice_id", "mailbox_id", "switch_at", "last_legacy_at", "last_ip"),
             [(notice_ids[c], u.mailbox_id, u.switch_at, u.last_legacy_at, u.last_ip) for c, uses in batch for u in uses],
+            as_stored=True,
         )
         for c, uses in batch:
-            yield notice_ids[c], build_context(campaign, wave, kind, customers[c], customers[c].email, uses, now, end), ids[c]
+            customer = customers[c]
+            lines = [(u.address, u.last_legacy_at, u.last_ip, u.switch_at) for u in uses]
+            yield notice_ids[c], NoticeFacts(ids[c], wave, kind, customer.external_id, customer.name, customer.email, customer.locale, lines)
 
 
-def insert_rows(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+def insert_rows(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]], as_stored: bool = False) -> None:
     """Many rows in one ``executemany`` of the driver, inside the connection's transaction.
 
     Three times faster than SQLAlchemy's for the hundreds of thousands of mailbox
     lines of a wave (SQLAlchemy processes each parameter of each row in Python).
     Values still go through the columns' own bind processors, so times are stored
-    exactly as the ORM stores them.
+    exactly as the ORM stores them; ``as_stored``: the values are as the driver
+    returned them from such columns (``_as_stored``), and go back unchanged.
     """
     if not rows:
         return
     dialect = conn.dialect
-    processors = [(i, f) for i, name in enumerate(columns) if (f := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))]
+    processors = [] if as_stored else [
+        (i, f) for i, name in enumerate(columns) if (f := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+    ]
     if processors:
         rows = [list(row) for row in rows]
         for row in rows:
@@ -381,8 +398,8 @@ def release_uncertain(session: Session, campaign_id: int, waves: list[int]) -> i
     return result.rowcount or 0
 
 
-def notice_context(session: Session | Connection, notice_id: int, campaign: Campaign, now: datetime) -> tuple[NoticeContext, int, str]:
-    """What a ledger row says, as a template context; plus the customer id and the Message-ID."""
+def notice_facts(session: Session | Connection, notice_id: int) -> tuple[NoticeFacts, int]:
+    """What a ledger row says, and its customer id."""
     notice = session.execute(
         select(Notice.id, Notice.wave, Notice.kind, Notice.to_address, Notice.message_id, Notice.customer_id, Customer.name, Customer.locale, Customer.external_id)
         .join(Customer, Customer.id == Notice.customer_id)
@@ -394,34 +411,26 @@ def notice_context(session: Session | Connection, notice_id: int, campaign: Camp
         .where(NoticeMailbox.notice_id == notice_id)
         .order_by(Mailbox.address_key)
     ).all()
-    return build_context(campaign, notice.wave, notice.kind, notice, notice.to_address, lines, now), notice.customer_id, notice.message_id
+    return _facts(notice, [tuple(line) for line in lines]), notice.customer_id
 
 
-def build_context(
-    campaign: Campaign, wave: int, kind: str, customer: Any, to_address: str, lines: Iterable[Any], now: datetime, end: datetime | None = None
-) -> NoticeContext:
-    """``customer``: its external_id, name, locale; ``lines``: address, last_legacy_at, last_ip, switch_at of each
-    mailbox; ``end``: the campaign's end (the deadline without plan dates), when the caller has it already."""
-    mailboxes = tuple(MailboxLine(l.address, l.last_legacy_at, l.last_ip, l.switch_at) for l in lines)
-    switch_dates = [m.switch_at for m in mailboxes if m.switch_at]
-    return NoticeContext(
-        campaign_id=campaign.id,
-        wave=min(wave, campaign.weeks),
-        weeks=campaign.weeks,
-        kind=kind,
-        customer_ref=customer.external_id,
-        customer_name=customer.name,
-        to_address=to_address,
-        locale=customer.locale,
-        mailboxes=mailboxes,
-        deadline=min(switch_dates) if switch_dates else (end or campaign_end(campaign)),
-        now=now,
-        timezone=campaign.timezone,
-    )
+def _facts(notice: Any, lines: list[Any]) -> NoticeFacts:
+    return NoticeFacts(notice.message_id, notice.wave, notice.kind, notice.external_id, notice.name, notice.to_address, notice.locale, lines)
 
 
-def pending_contexts(session: Session, campaign: Campaign, waves: list[int], now: datetime) -> Iterator[tuple[int, NoticeContext, str]]:
-    """(notice id, context, Message-ID) of every pending notice, in id order, for the preflight.
+def campaign_facts(campaign: Campaign) -> CampaignFacts:
+    return CampaignFacts(campaign.id, campaign.weeks, campaign.timezone, campaign_end(campaign))
+
+
+def build_context(campaign: Campaign, wave: int, kind: str, customer: Any, to_address: str, lines: Iterable[Any], now: datetime) -> NoticeContext:
+    """``customer``: its external_id, name, locale; ``lines``: address, last_legacy_at, last_ip, switch_at of each mailbox."""
+    facts = NoticeFacts("", wave, kind, customer.external_id, customer.name, to_address, customer.locale,
+                        [(l.address, l.last_legacy_at, l.last_ip, l.switch_at) for l in lines])
+    return notice_context(campaign_facts(campaign), facts, now)
+
+
+def pending_facts(session: Session, campaign: Campaign, waves: list[int]) -> Iterator[tuple[int, NoticeFacts]]:
+    """(notice id, facts) of every pending notice, in id order, for the preflight.
 
     Two streamed queries in notice order, the notices and the mailboxes they list,
     merged as they go: no query per notice, and no more than a batch in memory. The
@@ -451,13 +460,12 @@ def pending_contexts(session: Session, campaign: Campaign, waves: list[int], now
     )
     by_notice = groupby(lines, key=lambda l: l.notice_id)
     listed_id, listed = next(by_notice, (None, iter(())))
-    end = campaign_end(campaign)
     try:
         for n in notices:
             while listed_id is not None and listed_id < n.id:  # lines of a notice that is not pending
                 listed_id, listed = next(by_notice, (None, iter(())))
             own = sorted(listed, key=lambda l: l.address_key) if listed_id == n.id else []
-            yield n.id, build_context(campaign, n.wave, n.kind, n, n.to_address, own, now, end), n.message_id
+            yield n.id, _facts(n, [(l.address, l.last_legacy_at, l.last_ip, l.switch_at) for l in own])
     finally:
         lines.close()  # the lines after the last pending notice are never read
         notices.close()

@@ -37,7 +37,7 @@ from typing import Any, Iterable, NamedTuple
 
 from .errors import DeliveryError
 from .mailer import Delivery, RateLimiter, SmtpConnection
-from .notices import Envelope, NoticeContext, Renderer, compose
+from .notices import CampaignFacts, Envelope, NoticeContext, NoticeFacts, Renderer, compose, notice_context
 
 RENDER_CHUNK = 200  # notices per render request: small enough to keep both workers busy to the end
 RENDER_AHEAD = 2  # render requests a worker may have queued
@@ -111,20 +111,27 @@ def worker_main(control: Connection, slots: list[Connection], spool: Spool) -> N
         thread.start()
     try:
         while (request := control.recv()) is not None:
-            _, now, chunk = request
-            control.send(_render(renderer, envelope, spool, now, chunk))
+            _, now, campaign, chunk = request
+            control.send(_render(renderer, envelope, spool, now, campaign, chunk))
     except (EOFError, OSError):
         pass  # the parent is gone: its pipes are closed, so each slot stops after the message in hand
     for thread in threads:
         thread.join()
 
 
-def _render(renderer: Renderer, envelope: Envelope, spool: Spool, now: Any, chunk: list[tuple[int, NoticeContext, str]]) -> tuple[str, Any]:
-    """("rendered", [(notice id, Location)]) or ("failed", the error naming template and customer)."""
+def _render(
+    renderer: Renderer, envelope: Envelope, spool: Spool, now: Any, campaign: CampaignFacts, chunk: list[tuple[int, NoticeFacts]]
+) -> tuple[str, Any]:
+    """("rendered", [(notice id, Location)]) or ("failed", the error naming template and customer).
+
+    The parent sends each notice's facts in plain values; the context is built here,
+    in parallel, not in the process that keeps the ledger."""
     done = []
     try:
-        for notice_id, ctx, msg_id in chunk:
-            done.append((notice_id, spool.append(spool_record(ctx, msg_id, compose(renderer, envelope, ctx, msg_id, now)))))
+        for notice_id, facts in chunk:
+            ctx = notice_context(campaign, facts, now)
+            message = compose(renderer, envelope, ctx, facts.message_id, now)
+            done.append((notice_id, spool.append(spool_record(ctx, facts.message_id, message))))
     except DeliveryError as exc:
         return "failed", str(exc)
     return "rendered", done
@@ -256,7 +263,7 @@ class Workers:
             self._reports.register(conn, selectors.EVENT_READ, slot)
             self.slots.append(slot)
 
-    def render(self, items: Iterable[tuple[int, NoticeContext, str]], now: Any) -> dict[int, Location]:
+    def render(self, items: Iterable[tuple[int, NoticeFacts]], now: Any, campaign: CampaignFacts) -> dict[int, Location]:
         """Render every item (the preflight); returns where each notice is in the spool.
 
         Chunks go to the least busy worker, at most ``RENDER_AHEAD`` queued each.
@@ -271,7 +278,7 @@ class Workers:
             while worker.queued >= RENDER_AHEAD:
                 self._collect(index)
                 worker = min(self.workers, key=lambda w: w.queued)
-            worker.control.send(("render", now, chunk))
+            worker.control.send(("render", now, campaign, chunk))
             worker.queued += 1
         while any(w.queued for w in self.workers):
             self._collect(index)

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import DeliveryError, GuardError
 from ..mailer import RateLimiter, SmtpConnection
 from ..models import Campaign, Customer
-from ..notices import Envelope, NoticeContext, Renderer, RenderedNotice, build_message, compose, message_id
+from ..notices import Envelope, NoticeFacts, Renderer, RenderedNotice, build_message, compose, message_id, notice_context
 from ..notify_workers import Location, Outcome, Slot, WorkerSetup, Workers, spool_record
 from ..runtime import Runtime
 
@@ -246,8 +246,8 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
         found = _not_in(core.reminders(session, now, settings.lookback_days, switched), existing, reminded)
         new = core.add_notices(session, campaign, wave, "reminder", found, lambda c: message_id(campaign.id, wave, c, envelope.domain), now)
         thanks = _add_thanks(session, campaign, waves[1], switched, reminded, now, envelope) if len(waves) > 1 else ()
-        earlier = core.pending_contexts(session, campaign, waves, now)  # a generator: read before the new rows exist
-        spooled = workers.render(chain(earlier, _counted(new, summary), _counted(thanks, summary)), now)
+        earlier = core.pending_facts(session, campaign, waves)  # a generator: read before the new rows exist
+        spooled = workers.render(chain(earlier, _counted(new, summary), _counted(thanks, summary)), now, core.campaign_facts(campaign))
         counts = core.state_counts(session, campaign.id, waves)
         summary.selected = sum(counts.values())
         summary.skipped = counts.get("sent", 0) + counts.get("failed", 0)
@@ -269,7 +269,7 @@ def _not_in(found: Iterable[tuple[int, list[core.MailboxUse]]], existing: set[in
             yield customer_id, uses
 
 
-def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelope) -> Iterator[tuple[int, NoticeContext, str]]:  # type: ignore[no-untyped-def]
+def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelope) -> Iterator[tuple[int, NoticeFacts]]:  # type: ignore[no-untyped-def]
     """Thank-you notes for customers whose mailboxes have all switched (a generator: it runs after the reminders)."""
     existing = core.existing_customers(session, campaign.id, thanks_wave)
     done = {c: m for c, m in core.thank_you_candidates(session, campaign.id, switched, reminded).items() if c not in existing}
@@ -277,7 +277,7 @@ def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelop
     yield from core.add_notices(session, campaign, thanks_wave, "thanks", lists, lambda c: message_id(campaign.id, thanks_wave, c, envelope.domain), now)
 
 
-def _counted(items: Iterable[tuple[int, NoticeContext, str]], summary: NotifySummary) -> Iterator[tuple[int, NoticeContext, str]]:
+def _counted(items: Iterable[tuple[int, NoticeFacts]], summary: NotifySummary) -> Iterator[tuple[int, NoticeFacts]]:
     """``items``, each counted as a new ledger row in ``summary.new``."""
     for item in items:
         summary.new += 1
@@ -382,8 +382,9 @@ def _render_late(conn: Connection, runtime: Runtime, campaign: Campaign, notice_
     """A notice the preflight did not see pending (another run put it back since): render it here."""
     now = runtime.clock.now()
     with conn.begin():
-        ctx, _customer_id, msg_id = core.notice_context(conn, notice_id, campaign, now)
-    return spool_record(ctx, msg_id, compose(renderer, envelope, ctx, msg_id, now))
+        facts, _customer_id = core.notice_facts(conn, notice_id)
+    ctx = notice_context(core.campaign_facts(campaign), facts, now)
+    return spool_record(ctx, facts.message_id, compose(renderer, envelope, ctx, facts.message_id, now))
 
 
 # --- preview and test sends --------------------------------------------------------------
@@ -420,8 +421,7 @@ def preview_notice(runtime: Runtime, customer: str | None, wave: int | None = No
         uses = found.reminders.get(row.id)
         if not uses:
             raise DeliveryError(f"customer {row.external_id} has no mailbox with confident legacy use in the last {settings.notices.lookback_days} days: nothing to preview")
-        lines = [core.MailboxLine(u.address, u.last_legacy_at, u.last_ip, u.switch_at) for u in uses]
-        ctx = core.build_context(campaign, wave, "reminder", row, row.email, lines, now)
+        ctx = core.build_context(campaign, wave, "reminder", row, row.email, uses, now)
     rendered: RenderedNotice = renderer.render(ctx)
     msg_id = message_id(campaign.id, wave, row.id, envelope.domain, suffix=f".test{int(now.timestamp())}")
     preview = Preview(row.external_id, row.email, wave, rendered.locale, rendered.subject, rendered.text, rendered.html, msg_id)
