@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import selectors
 import socket
 import subprocess
@@ -88,6 +89,19 @@ class Spool:
         return os.pread(self.fds[spool], length, offset)
 
 
+# --- the pipes ---------------------------------------------------------------------------
+
+
+def _post(conn: Connection, value: Any) -> None:
+    """``conn.send`` without multiprocessing's pickler class, built anew for every message:
+    a job and its outcome cross a slot's pipe once per notice, in both processes."""
+    conn.send_bytes(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+
+
+def _receive(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
 # --- the worker process --------------------------------------------------------------------
 
 
@@ -142,9 +156,9 @@ def _slot(conn: Connection, setup: WorkerSetup, limiter: RateLimiter, spool: Spo
     smtp = None if setup.outbox else SmtpConnection(setup.smtp, limiter)
     sender = Envelope.from_settings(setup.notices).from_address
     try:
-        while (job := conn.recv()) is not None:
+        while (job := _receive(conn)) is not None:
             notice_id, where = job
-            conn.send(tuple(_deliver(notice_id, where, spool, smtp, sender, setup.outbox)))
+            _post(conn, tuple(_deliver(notice_id, where, spool, smtp, sender, setup.outbox)))
     except (EOFError, OSError):
         pass
     finally:
@@ -194,12 +208,12 @@ class Slot:
         self.name, self.conn, self.worker = name, conn, worker
 
     def give(self, notice_id: int, where: Location | bytes) -> None:
-        self.conn.send((notice_id, where))
+        _post(self.conn, (notice_id, where))
 
     def take(self) -> Outcome:
         """The slot's report; a worker that died leaves its notice uncertain."""
         try:
-            return Outcome(*self.conn.recv())
+            return Outcome(*_receive(self.conn))
         except (EOFError, OSError):
             code = self.worker.process.poll()
             return Outcome(-1, "died", f"a notify worker stopped unexpectedly (exit code {code}); its notice in flight is left uncertain")
@@ -318,7 +332,7 @@ class Workers:
         """Tell every worker to stop, and wait for them (a stuck one is killed after 30 s)."""
         for conn in [*(s.conn for s in self.slots), *(w.control for w in self.workers)]:
             try:
-                conn.send(None)
+                _post(conn, None)
             except OSError:
                 pass
         for worker in self.workers:
