@@ -180,15 +180,16 @@ static int ends_with(const char *p, const char *e, const char *lit)
     return (size_t)(e - p) >= n && memcmp(e - n, lit, n) == 0;
 }
 
-static int contains(const char *p, const char *e, const char *lit)
+/* the first occurrence of lit in [p, e), or NULL */
+static const char *find(const char *p, const char *e, const char *lit)
 {
     size_t n = strlen(lit);
-    for (; e - p >= (long)n; p++) {
-        p = memchr(p, lit[0], e - p);
-        if (p == NULL || e - p < (long)n) return 0;
-        if (memcmp(p, lit, n) == 0) return 1;
+    for (; p != NULL && e - p >= (long)n; p++) {
+        p = memchr(p, lit[0], e - p - n + 1);
+        if (p == NULL) return NULL;
+        if (memcmp(p, lit, n) == 0) return p;
     }
-    return 0;
+    return NULL;
 }
 
 static int is_word(const char *p, const char *e, const char *word)
@@ -229,7 +230,7 @@ static int postfix(const char *daemon, const char *daemon_end, const char *m, co
     static const char *local[] = {"local", "virtual", "pipe", "error", "discard", "relay", "retry", NULL};
     for (int i = 0; local[i]; i++)
         if (is_word(daemon, daemon_end, local[i])) /* local deliveries matter only as a content-filter hop */
-            return contains(m, e, "queued as") ? K_OTHER : K_SKIP;
+            return find(m, e, "queued as") != NULL ? K_OTHER : K_SKIP;
     return K_SKIP;
 }
 
@@ -305,11 +306,7 @@ typedef struct {
 
 static int is_word_char(char c) { return is_alnum(c) || c == '_'; }
 
-static int same(Span a, const char *lit)
-{
-    size_t n = strlen(lit);
-    return a.s != NULL && (size_t)(a.e - a.s) == n && memcmp(a.s, lit, n) == 0;
-}
+static int same(Span a, const char *lit) { return a.s != NULL && is_word(a.s, a.e, lit); }
 
 static int ascii(const char *p, const char *e)
 {
@@ -339,17 +336,6 @@ static int dotted_quad(Span s, unsigned char *out)
         }
     }
     return p == e;
-}
-
-static const char *find(const char *p, const char *e, const char *lit)
-{
-    size_t n = strlen(lit);
-    for (; p != NULL && e - p >= (long)n; p++) {
-        p = memchr(p, lit[0], e - p - n + 1);
-        if (p == NULL) return NULL;
-        if (memcmp(p, lit, n) == 0) return p;
-    }
-    return NULL;
 }
 
 /* imapd.DOVECOT_LOGIN and its elements, (\w+)=(<[^>]*>|[^,]*), when they come as plain

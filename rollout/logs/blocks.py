@@ -46,7 +46,7 @@ OTHER, ACCEPT, SENDER, REMOVED, DELIVERY, LOGIN, SMTPD, DOVECOT = range(8)
 DROPPED_KINDS = ("unknown", "accept", "sender", "removed", "delivery", "login", "postfix-smtpd", "dovecot")
 # the events the classifier builds itself, in the order of its counts
 C_EVENTS = (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)
-C_EVENT_KINDS = ("login", "sessionend", "accept", "sender", "delivery", "removed", "refusal")
+C_EVENT_KINDS = tuple(cls.__name__.lower() for cls in C_EVENTS[:-1])  # as LineParser counts them
 AHEAD_PER_WORKER = 2
 
 

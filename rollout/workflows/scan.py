@@ -383,10 +383,12 @@ def _save(session: Session, tally: _Tally, now: datetime) -> None:
     session.flush()
 
 
-def _by_mailbox(session: Session, model: Any, mailbox_ids: set[int]) -> Iterator[Any]:
+def _by_mailbox(session: Session, model: Any, mailbox_ids: set[int], *columns: Any) -> Iterator[Any]:
+    """Rows of ``model`` for these mailboxes, in chunks; just ``columns`` of them when given."""
     ids = sorted(mailbox_ids)
     for i in range(0, len(ids), SAVE_CHUNK):
-        yield from session.scalars(select(model).where(model.mailbox_id.in_(ids[i : i + SAVE_CHUNK])))
+        where = model.mailbox_id.in_(ids[i : i + SAVE_CHUNK])
+        yield from session.execute(select(*columns).where(where)) if columns else session.scalars(select(model).where(where))
 
 
 def _save_days(session: Session, tally: _Tally) -> None:
@@ -408,10 +410,8 @@ def _save_days(session: Session, tally: _Tally) -> None:
 
 
 def _save_evidence(session: Session, tally: _Tally) -> None:
-    ids = sorted({mid for mid, _d, _k in tally.evidence})
-    have = set()  # the keys only: an existing sample is never replaced
-    for i in range(0, len(ids), SAVE_CHUNK):
-        have.update(session.execute(select(Evidence.mailbox_id, Evidence.day, Evidence.kind).where(Evidence.mailbox_id.in_(ids[i : i + SAVE_CHUNK]))))
+    mailbox_ids = {mid for mid, _d, _k in tally.evidence}  # the keys only: an existing sample is never replaced
+    have = set(_by_mailbox(session, Evidence, mailbox_ids, Evidence.mailbox_id, Evidence.day, Evidence.kind))
     new = [
         {"mailbox_id": mid, "day": day, "kind": kind, "lines": _line_dicts(lines), "details": details}
         for (mid, day, kind), (lines, details) in tally.evidence.items()
