@@ -187,6 +187,9 @@ def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: Non
 
     log = tmp_path / "mail.log"
     truth = synthetic(log, lines=4000)
+    lines = log.read_bytes().splitlines(keepends=True)
+    long_line = b"Mar  2 12:00:00 mx1 cron[7]: (root) CMD " + b"x" * 20_000 + b"\n"  # longer than two blocks
+    log.write_bytes(b"".join(lines[:1000] + [long_line] + lines[1000:]))
     with open(log, "ab") as out:
         out.write(b"Mar  2 23:00:00 mx1 postfix/qmgr[1]: 0F5383D: rem")  # an incomplete last line
     scan_logs(runtime, [log])
@@ -197,7 +200,7 @@ def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: Non
     parallel_runtime = Runtime(dataclasses.replace(runtime.settings, scan=dataclasses.replace(runtime.settings.scan, workers=2)), runtime.clock)
     summary = scan_logs(parallel_runtime, [log])
     parallel_runtime.close()
-    assert summary.lines == truth.lines and summary.legacy_submissions == sum(truth.legacy.values())
+    assert summary.lines == truth.lines + 1 and summary.legacy_submissions == sum(truth.legacy.values())
     assert snapshot(runtime) == sequential
     with runtime.sessions() as s:
         assert s.scalar(select(ScanSource.offset)) == log.stat().st_size - len(b"Mar  2 23:00:00 mx1 postfix/qmgr[1]: 0F5383D: rem")

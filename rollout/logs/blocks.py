@@ -23,10 +23,14 @@ in flight, so memory does not grow with the file.
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from functools import partial
+from typing import TypeVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -36,6 +40,7 @@ from .imapd import parse_dovecot
 from ..detection import join_complete
 from .parse import LineParser, our_text_matcher
 from .postfix import split_program
+from .reader import LineSource, Piece, read_piece
 
 try:
     from . import _linescan
@@ -48,6 +53,7 @@ DROPPED_KINDS = ("unknown", "accept", "sender", "removed", "delivery", "login", 
 C_EVENTS = (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)
 C_EVENT_KINDS = tuple(cls.__name__.lower() for cls in C_EVENTS[:-1])  # as LineParser counts them
 AHEAD_PER_WORKER = 2
+T = TypeVar("T")
 
 
 def compiled() -> bool:
@@ -82,13 +88,13 @@ class BlockParser:
         # what the classifier needs to drop inbound mail: it must agree with Detector.is_trusted
         self.trusted = [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
 
-    def parse(self, block: bytes, base: int, file: str) -> list[Event]:
+    def parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;
         messages wholly inside the block come joined (``detection.join_complete``)."""
         events = self._parse(block, base, file) if _linescan is not None else self._parse_all(block, base, file)
         return join_complete(events, self.trusted_networks)
 
-    def _parse(self, block: bytes, base: int, file: str) -> list[Event]:
+    def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         envelopes = self.lines.envelopes
         rows, _lines, skipped, dropped, built = _linescan.scan(  # type: ignore[union-attr]
             block, self.trusted, file, base, envelopes.time_of, C_EVENTS
@@ -105,7 +111,7 @@ class BlockParser:
                 events.append(row)
                 continue
             kind, start, end = row[0], row[1], row[2]
-            line = block[start:end].decode("utf-8", "replace")
+            line = str(block[start:end], "utf-8", "replace")
             if kind == OTHER:
                 event = self.lines.parse(line, file, base + start)
                 if event is not None:
@@ -147,36 +153,81 @@ class BlockParser:
 
 
 class ParallelBlocks:
-    """Events of blocks parsed by ``workers`` threads, in block order; ``kinds`` when done.
+    """Events of a file parsed by ``workers`` threads, in file order; ``kinds`` when done.
 
     Threads, not processes: the classifier reads a block without holding the GIL and
     builds the events itself, so the events need no pickling and the detecting thread
-    gets them as they are.
+    gets them as they are. A plain file is even read by the workers, a piece each at its
+    own offset: the calling thread, which runs the detector, only joins the one line
+    each cut between two pieces crosses.
     """
 
     def __init__(self, spec: ParserSpec, file: str, workers: int) -> None:
         self.spec, self.file, self.workers = spec, file, workers
         self.kinds: Counter[str] = Counter()
+        self._parsers: list[BlockParser] = []
+        self._local = threading.local()
 
-    def events(self, blocks: Iterator[tuple[int, bytes]]) -> Iterator[list[Event]]:
-        """The events of each block, a list per block."""
-        local = threading.local()
-        parsers: list[BlockParser] = []
+    def events(self, source: LineSource, size: int, progress: Callable[[int], None] | None = None) -> Iterator[list[Event]]:
+        """The events of ``source`` from its offset on, a list per block; ``source.offset`` advances past
+        each line consumed. What was appended while the pieces were read is read after them, in order."""
+        try:
+            with ExitStack() as stack:
+                fd = stack.enter_context(open(source.path, "rb")).fileno() if source.plain() else None
+                pool = stack.enter_context(ThreadPoolExecutor(self.workers, thread_name_prefix="scan"))  # shut down before the file closes
+                if fd is not None:
+                    yield from self._pieces(pool, fd, source, size, progress)
+                yield from self._in_order(pool, source.blocks(size), progress)
+        finally:
+            for parser in self._parsers:
+                self.kinds.update(parser.kinds)
 
-        def parse(base: int, block: bytes) -> list[Event]:
-            parser = getattr(local, "parser", None)
-            if parser is None:
-                parser = local.parser = self.spec.build()
-                parsers.append(parser)
-            return parser.parse(block, base, self.file)
+    def _parser(self) -> BlockParser:
+        parser = getattr(self._local, "parser", None)
+        if parser is None:
+            parser = self._local.parser = self.spec.build()
+            self._parsers.append(parser)
+        return parser
 
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="scan") as pool:
-            pending: deque[Future[list[Event]]] = deque()
-            for base, block in blocks:
-                pending.append(pool.submit(parse, base, block))
-                if len(pending) >= self.workers * AHEAD_PER_WORKER:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        for parser in parsers:
-            self.kinds.update(parser.kinds)
+    def _parse(self, base: int, block: bytes | memoryview) -> list[Event]:
+        return self._parser().parse(block, base, self.file)
+
+    def _read_and_parse(self, fd: int, start: int, length: int, at_line_start: bool) -> tuple[Piece, list[Event]]:
+        piece = read_piece(fd, start, length, at_line_start)
+        return piece, self._parse(piece.body_start, piece.body) if len(piece.body) else []
+
+    def _pieces(self, pool: ThreadPoolExecutor, fd: int, source: LineSource, size: int, progress: Callable[[int], None] | None) -> Iterator[list[Event]]:
+        begin, end = source.offset, os.fstat(fd).st_size
+        jobs = (partial(self._read_and_parse, fd, start, min(size, end - start), start == begin) for start in range(begin, end, size))
+        stitch = self._parser()  # the calling thread's own
+        carry = b""  # the start of a line that a cut between pieces crosses
+        for piece, events in self._ordered(pool, jobs):
+            if progress is not None:
+                progress(len(piece.head or b"") + len(piece.body) + len(piece.tail))
+            if piece.head is None:  # a line longer than a piece
+                carry += piece.tail
+                continue
+            if carry or piece.head:
+                yield stitch.parse(carry + piece.head, piece.start - len(carry), self.file)
+            yield events
+            carry = piece.tail
+            source.offset = piece.body_start + len(piece.body)
+
+    def _in_order(self, pool: ThreadPoolExecutor, blocks: Iterator[tuple[int, bytes]], progress: Callable[[int], None] | None) -> Iterator[list[Event]]:
+        for size, events in self._ordered(pool, (partial(self._sized, base, block) for base, block in blocks)):
+            if progress is not None:
+                progress(size)
+            yield events
+
+    def _sized(self, base: int, block: bytes) -> tuple[int, list[Event]]:
+        return len(block), self._parse(base, block)
+
+    def _ordered(self, pool: ThreadPoolExecutor, jobs: Iterator[Callable[[], T]]) -> Iterator[T]:
+        """The results of ``jobs`` run in ``pool``, in order, with a bounded number in flight (memory stays flat)."""
+        ahead: deque[Future[T]] = deque()
+        for job in jobs:
+            ahead.append(pool.submit(job))
+            if len(ahead) >= self.workers * AHEAD_PER_WORKER:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()

@@ -87,6 +87,10 @@ class LineSource:
                 self._skip(stream, compressed)
             yield from self._read(stream, size)
 
+    def plain(self) -> bool:
+        """Whether the file can be read at any offset (not compressed), so workers can read it in pieces."""
+        return not identify_compressed(self.path)
+
     def _skip(self, stream: BinaryIO, compressed: bool) -> None:
         if not compressed:
             stream.seek(self.offset)
@@ -128,6 +132,32 @@ class LineSource:
             self.offset = base + len(block)
             yield base, block
         # a last line without "\n" is still being written: leave it for the next scan (P9)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A stretch of a plain file read at a fixed offset, cut into what lies on either side of its lines.
+
+    ``head`` ends the line the previous piece began (b"" when ``start`` begins a line);
+    ``body`` holds whole lines from ``body_start`` on; ``tail`` begins a line a later piece
+    ends. A piece without any "\n" is all ``tail``, and ``head`` is None.
+    """
+
+    start: int
+    head: bytes | None
+    body: memoryview
+    body_start: int
+    tail: bytes
+
+
+def read_piece(fd: int, start: int, length: int, at_line_start: bool) -> Piece:
+    """``length`` bytes of ``fd`` from ``start`` (fewer when the file was cut short meanwhile)."""
+    data = os.pread(fd, length, start)
+    last = data.rfind(b"\n") + 1
+    if last == 0:
+        return Piece(start, None, memoryview(b""), start, data)
+    first = 0 if at_line_start else data.find(b"\n") + 1
+    return Piece(start, data[:first], memoryview(data)[first:last], start + first, data[last:])
 
 
 def zlib_error() -> type[Exception]:

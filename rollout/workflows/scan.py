@@ -205,10 +205,15 @@ def scan_logs(
     progress: Callable[[int], None] | None = None,
 ) -> ScanSummary:
     """Read what is new in ``paths`` since the last scan and record what it shows."""
+    with _collector_paused():  # resumed once the scan's objects are gone, so its first round finds little to walk
+        return _scan(runtime, paths, host, progress)
+
+
+def _scan(runtime: Runtime, paths: Sequence[Path], host: str | None, progress: Callable[[int], None] | None) -> ScanSummary:
     started = time.monotonic()
     settings = runtime.settings
     now = runtime.clock.now()
-    with _collector_paused(), runtime.sessions() as session, session.begin():
+    with runtime.sessions() as session, session.begin():
         ids, logins, domains = _inventory(session)
         config = _detection_config(settings.scan, domains, logins, frozenset(ids))
         carry = session.get(ScanCarry, 1)
@@ -332,15 +337,14 @@ def _events(
     envelopes = parser.envelopes
     spec = ParserSpec(envelopes.default_host, envelopes.zone_name, envelopes.reference.timestamp(), *parser.spec, trusted)
     name = str(source.path)
-    blocks = _reported(source.blocks(BLOCK_BYTES), progress)
     workers = workers or os.cpu_count() or 1
     if workers > 1 and compiled() and source.path.stat().st_size - source.offset >= PARALLEL_MIN_BYTES:
         job = ParallelBlocks(spec, name, workers)
-        yield from job.events(blocks)
+        yield from job.events(source, BLOCK_BYTES, progress)
         kinds = job.kinds
     else:
         block_parser = BlockParser(parser, trusted)
-        for base, block in blocks:
+        for base, block in _reported(source.blocks(BLOCK_BYTES), progress):
             yield block_parser.parse(block, base, name)
         kinds = block_parser.kinds
     _finish_file(fs, kinds, source.warning)
