@@ -363,12 +363,14 @@ class Detector:
         self._since_prune = 0
         c = self.config
         keep_after = self.now - c.near_miss_seconds - c.window_seconds - 2 * c.tolerance_seconds
-        for ip in list(self.logins):
-            kept = [r for r in self.logins[ip] if self._session_end_time(r) >= keep_after or r[0] >= keep_after]
-            if kept:
-                self.logins[ip] = kept
-            else:
+        end_of = self._session_end_time
+        for ip, records in list(self.logins.items()):
+            # most sessions have ended (r[2]): their end decides without a call
+            kept = [r for r in records if r[0] >= keep_after or (r[2] if r[2] is not None else end_of(r)) >= keep_after]
+            if not kept:
                 del self.logins[ip]
+            elif len(kept) < len(records):
+                self.logins[ip] = kept
         for key in [k for k, r in self.sessions.items() if self._session_end_time(r) < keep_after]:
             del self.sessions[key]
         stale = self.now - 7 * 86400
