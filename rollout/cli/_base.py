@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 operational failure (``Error: …``), 2 usage error.
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import json
 import logging
@@ -120,6 +121,8 @@ def cli(ctx: click.Context, config_path: Path | None, database_url: str | None, 
     Example:
       rollout db upgrade && rollout inventory import mailboxes.csv && rollout inventory stats
     """
+    gc.disable()  # start-up makes long-lived objects only (modules, classes, SQLAlchemy's tables): nothing to collect
+    ctx.call_on_close(_collector_resumed)
     logging.basicConfig(
         level=logging.WARNING - 10 * verbose, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -133,6 +136,11 @@ def cli(ctx: click.Context, config_path: Path | None, database_url: str | None, 
         ctx.obj.actor = actor
 
 
+def _collector_resumed() -> None:
+    gc.unfreeze()
+    gc.enable()
+
+
 def pass_runtime(check_schema: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Hand the command the Runtime; by default refuse to run on a missing or stale schema."""
 
@@ -142,6 +150,9 @@ def pass_runtime(check_schema: bool = True) -> Callable[[Callable[..., Any]], Ca
         def wrapper(runtime: Runtime, *args: Any, **kwargs: Any) -> Any:
             if check_schema:
                 runtime.require_schema()
+            if not gc.isenabled():
+                gc.freeze()  # what start-up made stays out of every later collection
+                gc.enable()
             return f(runtime, *args, **kwargs)
 
         return wrapper
