@@ -7,7 +7,8 @@ It is attributed to the login user; several candidate users without a sender
 match make it ambiguous (kept for review, never counted for a mailbox).
 
 The ``Detector`` is fed events in time order and collects findings in
-``findings``. Its state (login windows, open messages) is plain data:
+``findings``; authenticated submissions (the customer has switched) are only
+counted, per SASL user and day, in ``authenticated``. Its state (login windows, open messages) is plain data:
 ``to_state()``/``from_state()`` carry it from one scan to the next, so that a log
 scanned in pieces gives exactly what one scan over the whole gives.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .logs.net import DOTTED_QUAD
-from .logs.events import Accept, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
@@ -50,12 +51,15 @@ class DetectionConfig:
 
 @dataclass(slots=True)
 class Finding:
-    """Something the scan records: ``kind`` is legacy, auth, ambiguous, unexplained, near_miss, refused or login."""
+    """Something the scan records: ``kind`` is legacy, ambiguous, unexplained, near_miss, refused or login.
+
+    Authenticated submissions are no findings: they are only counted (``Detector.authenticated``).
+    """
 
     kind: str
     t: float
     host: str
-    user: str | None  # the login user (legacy, near_miss), SASL user (auth), or None
+    user: str | None  # the login user (legacy, near_miss), or None
     ip: str | None
     sender: str | None = None
     qid: str | None = None
@@ -74,6 +78,8 @@ class Detector:
         self._trusted_octets = _first_octets(self._trusted)
         self._trusted_cache: dict[str, bool] = {}
         self.findings: list[Finding] = []
+        # authenticated submissions, counted: (SASL user lower-cased or None, UTC day number) → [count, last time]
+        self.authenticated: dict[tuple[str | None, int], list[float]] = {}
         self.logins: dict[str, list[list[Any]]] = {}  # ip → [[t, user, end, key, file, offset, line], ...]
         self.sessions: dict[str, list[Any]] = {}  # session key → its login record
         self.messages: dict[str, dict[str, Any]] = {}  # host|instance|qid → the message so far
@@ -188,6 +194,25 @@ class Detector:
         """Joined in a worker (``join_complete``): only the judgement is left, after the same ε."""
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, e.message))
 
+    def _auth_counts(self, e: AuthCounts) -> None:
+        counts = self.authenticated
+        for key, (count, last) in e.counts.items():
+            mine = counts.get(key)
+            if mine is None:
+                counts[key] = [count, last]
+            else:
+                mine[0] += count
+                mine[1] = max(mine[1], last)
+
+    def _count_authenticated(self, user: str | None, t: float) -> None:
+        key = (user.lower() if user else None, int(t // 86400))
+        mine = self.authenticated.get(key)
+        if mine is None:
+            self.authenticated[key] = [1, t]
+        else:
+            mine[0] += 1
+            mine[1] = max(mine[1], t)
+
     def _auth_failure(self, e: AuthFailure) -> None:
         if e.client_ip:
             self.auth_failures[e.client_ip] = e.t
@@ -216,9 +241,8 @@ class Detector:
             elif msg.get("orig_ip"):
                 origin = msg | {"ip": msg["orig_ip"]}
         t, ip, sender, lines = origin["t"], origin.get("ip"), origin.get("sender"), origin["lines"]
-        if origin.get("auth"):
-            user = origin.get("sasl_user")
-            self.findings.append(Finding("auth", t, host, user.lower() if user else None, ip, sender, qid, lines=lines[:6]))
+        if origin.get("auth"):  # the customer has switched: counted, not judged
+            self._count_authenticated(origin.get("sasl_user"), t)
             return
         if ip is None or self.is_trusted(ip) or not self._has_remote_recipient(msg["rcpts"]):
             return  # local submission, trusted network, or inbound mail (R2, R3)
@@ -432,6 +456,7 @@ _HANDLERS = {
     Delivery: Detector._delivery,
     Removed: Detector._removed,
     CompleteMessage: Detector._complete,
+    AuthCounts: Detector._auth_counts,
     Refusal: Detector._refusal,
     AuthFailure: Detector._auth_failure,
 }

@@ -77,12 +77,14 @@ def test_open_imap_session_extends_the_window_when_tracking_is_on() -> None:
 
 
 def test_authenticated_submission_and_inbound_mail_are_not_legacy() -> None:
-    """SASL submissions are recorded as auth; mail to local recipients only is inbound."""
+    """SASL submissions are counted per user and day; mail to local recipients only is inbound."""
     events = [login(T, "anna@example.org", "192.0.2.1"),
               *message(T + 10, "192.0.2.1", "anna@example.org", ["bob@remote.test"], qid="A1", sasl="Anna@Example.org"),
               *message(T + 20, "192.0.2.1", "x@remote.test", ["anna@example.org"], qid="A2")]
-    (f,) = run(events)
-    assert (f.kind, f.user) == ("auth", "anna@example.org")
+    d = Detector(config())
+    d.feed_all(events)
+    assert [f for f in d.findings if f.kind != "login"] == []
+    assert d.authenticated == {("anna@example.org", int(T // 86400)): [1, T + 10]}
 
 
 def test_forwarding_and_trusted_networks_are_not_relays() -> None:

@@ -10,10 +10,15 @@ CONFIG = DetectionConfig(local_domains=frozenset({"example.org"}), trusted_netwo
 
 
 def detect(lines: list[str], host: str = "files") -> list[Finding]:
+    return detect_and_count(lines, host)[0]
+
+
+def detect_and_count(lines: list[str], host: str = "files") -> tuple[list[Finding], dict]:
+    """The findings (logins aside) and the authenticated submissions counted."""
     parser = line_parser(host=host)
     detector = Detector(CONFIG)
     detector.feed_all(e for i, line in enumerate(lines) if (e := parser.parse(line, "t.log", i)) is not None)
-    return [f for f in detector.findings if f.kind != "login"]
+    return [f for f in detector.findings if f.kind != "login"], detector.authenticated
 
 
 def test_exim_relay_after_pop_login_is_legacy_and_esmtpa_is_authenticated() -> None:
@@ -27,8 +32,9 @@ def test_exim_relay_after_pop_login_is_legacy_and_esmtpa_is_authenticated() -> N
         "2026-03-02 10:06:01 [104] 10HmaX-000000005vi-0000 => friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]",
         "2026-03-02 10:06:01 [104] 10HmaX-000000005vi-0000 Completed",
     ]
-    kinds = [(f.kind, f.user) for f in detect(lines)]
-    assert kinds == [("legacy", "anna@example.org"), ("auth", "bert@example.org")]
+    found, authenticated = detect_and_count(lines)
+    assert [(f.kind, f.user) for f in found] == [("legacy", "anna@example.org")]
+    assert [user for user, _day in authenticated] == ["bert@example.org"]
 
 
 def test_content_filter_reinjection_is_judged_on_the_original_client() -> None:
@@ -97,5 +103,6 @@ def test_submission_service_joins_the_queue_of_its_instance() -> None:
         "Mar  2 10:00:02 mx postfix-out/smtpd[11]: 4A1B2C3D4F: client=pc[192.0.2.8], sasl_method=PLAIN, sasl_username=bert@example.org",
         "Mar  2 10:00:02 mx postfix/qmgr[3]: 4A1B2C3D4F: removed",  # another instance's queue: not bert's message
     ]
-    found = [(f.kind, f.user, f.sender) for f in detect(lines)]
-    assert found == [("auth", "anna@example.org", "anna@example.org")]
+    found, authenticated = detect_and_count(lines)
+    assert found == []
+    assert [(user, count) for (user, _day), (count, _last) in authenticated.items()] == [("anna@example.org", 1)]

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from rollout.detection import DetectionConfig, Detector, Finding, join_complete
 from rollout.logs import blocks
 from rollout.logs.blocks import BlockParser
-from rollout.logs.events import Accept, CompleteMessage, Delivery, Event, Removed, Sender
+from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, Removed, Sender
 from rollout.synthetic.maillog import write_maillog
 
 from .scan_support import REFERENCE, line_parser
 from .test_logs import CORPUS
 
 TRUSTED = ("127.0.0.0/8", "::1/128", "10.0.0.0/8")
-MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed, CompleteMessage)
+MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed, CompleteMessage, AuthCounts)
 CONFIG = DetectionConfig(trusted_networks=TRUSTED, local_domains=frozenset({"example.org", "kunde1.example", "kunde2.example"}))
 
 
@@ -35,12 +35,12 @@ def both(block: bytes) -> tuple[list[Event], list[Event]]:
     return fast, slow
 
 
-def findings(events: list[Event]) -> tuple[list[tuple], list[str], str, list[str]]:
-    """What the detector found, and what it carries to the next scan: open messages, login windows, open sessions."""
+def findings(events: list[Event]) -> tuple[list[tuple], dict, list[str], str, list[str]]:
+    """What the detector found and counted, and what it carries to the next scan: open messages, login windows, open sessions."""
     detector = Detector(CONFIG)
     detector.feed_all(events)
-    return (sorted((_key(f) for f in detector.findings), key=repr), sorted(detector.messages), repr(sorted(detector.logins.items())),
-            sorted(detector.sessions))
+    return (sorted((_key(f) for f in detector.findings), key=repr), detector.authenticated, sorted(detector.messages),
+            repr(sorted(detector.logins.items())), sorted(detector.sessions))
 
 
 def _key(f: Finding) -> tuple:
@@ -50,7 +50,7 @@ def _key(f: Finding) -> tuple:
 def assert_same(block: bytes) -> None:
     fast, slow = both(block)
     assert [e for e in fast if not isinstance(e, MESSAGE_EVENTS)] == [e for e in slow if not isinstance(e, MESSAGE_EVENTS)]
-    kept = [e for e in fast if isinstance(e, MESSAGE_EVENTS)]
+    kept = [e for e in fast if isinstance(e, MESSAGE_EVENTS) and not isinstance(e, AuthCounts)]  # counted ones are in findings()
     all_messages = [e for e in slow if isinstance(e, MESSAGE_EVENTS)]
     assert _subsequence(kept, all_messages)
     dropped = {(e.host, e.instance, e.qid) for e in all_messages} - {(e.host, e.instance, e.qid) for e in kept}
@@ -124,6 +124,10 @@ EDGES = [
     # a queue ID reused: the old message's "removed" comes before the new one's client=
     "Nov 23 10:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C64: removed",
     "Nov 23 10:00:06 mx1 postfix/smtpd[11]: 3F2A1B4C64: client=unknown[203.0.113.8]",
+    # a plain inbound message whose queue ID a local submission (no client=) reuses at once: not dropped whole
+    "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C65: client=unknown[203.0.113.5]",
+    "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C65: removed",
+    "Nov 23 10:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C65: from=<anna@example.org>, size=1234, nrcpt=1 (queue active)",
     # a 32-character queue ID puts " client=" past the 40 characters LineParser looks at
     "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 4kzj2B3dNDz1bcdfghjklmnpqrstvwxy: client=unknown[203.0.113.9]",
     # '<' in the host of an RFC 3164 line is no envelope for LineParser
@@ -219,15 +223,17 @@ def test_sessions_paired_per_block_give_the_findings_of_one_stream() -> None:
 
 
 def test_the_classifier_builds_the_common_events_itself(tmp_path: Path) -> None:
-    """On a provider log almost nothing is left for Python to parse: C builds the events (and joins messages)."""
+    """On a provider log almost nothing is left for Python to parse: C builds the events, joins messages and counts
+    the authenticated ones."""
     boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(60)]
     log = tmp_path / "mail.log"
     write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=datetime(2026, 11, 20, tzinfo=timezone.utc),
                   span=timedelta(hours=6), lines=20_000, seed=5)
     parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
-    rows, *_ = blocks._linescan.scan(log.read_bytes(), parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, blocks.C_EVENTS)
+    rows, *_, authenticated = blocks._linescan.scan(log.read_bytes(), parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, blocks.C_EVENTS)
     assert sum(isinstance(row, tuple) for row in rows) < 0.01 * len(rows)
-    assert sum(isinstance(row, CompleteMessage) for row in rows) > 100
+    assert sum(isinstance(row, CompleteMessage) for row in rows) > 20  # the legacy sends
+    assert sum(count for count, _last in authenticated.values()) > 100
 
 
 SHAPES = [

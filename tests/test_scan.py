@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
-from rollout.models import Evidence, LegacyDay, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from rollout.models import Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 from rollout.runtime import Runtime
 from rollout.synthetic.maillog import GroundTruth, write_maillog
 from rollout.workflows.inventory import import_inventory
@@ -59,6 +59,9 @@ def test_scan_finds_exactly_the_ground_truth(runtime: Runtime, inventory: None, 
     assert summary.legacy_submissions == sum(truth.legacy.values())
     assert summary.ambiguous == truth.ambiguous == len([e for e in review_report(runtime) if e.kind == "ambiguous"])
     assert summary.authenticated == sum(truth.auth.values())
+    with runtime.sessions() as s:  # each mailbox's own SASL count, on its days
+        per_mailbox = s.execute(select(Mailbox.address, func.sum(LegacyDay.auth_count)).join(Mailbox).group_by(Mailbox.address)).all()
+    assert {a: n for a, n in per_mailbox if n} == dict(truth.auth)
     assert summary.files[0].lines == truth.lines and summary.files[0].unparsed == 0
 
 

@@ -283,7 +283,8 @@ static int classify(const char *p, const char *e, Line *l)
  * only when the line is plainly of that shape (ASCII, a dotted-quad address, no unusual
  * element); anything else stays a row for Python. A message whose lines all lie in the
  * block becomes one CompleteMessage, and a login whose session ends in the block carries
- * its end, as detection.join_complete would make them.
+ * its end, as detection.join_complete would make them. An authenticated message whole in
+ * the block is only counted, as the detector would count it (it needs no judging).
  */
 
 typedef struct {
@@ -696,7 +697,8 @@ static Message *group_messages(Row *rows, Py_ssize_t n, Trusted trusted, size_t 
     }
     for (size_t s = 0; s < size; s++) {
         Message *m = &table[s];
-        if (m->head < 0 || m->keep || m->accepts != 1 || m->removals != 1 || m->accept > m->removed) continue;
+        if (m->head < 0 || m->keep || m->accepts != 1 || m->removals != 1 || m->accept > m->removed || m->tail != m->removed)
+            continue; /* a line after the removal: the queue ID is reused, and the detector must see both */
         m->dropped = 1;
         for (Py_ssize_t i = m->accept; i >= 0; i = rows[i].next) rows[i].out = OUT_DROP; /* rows before its accept stay */
     }
@@ -1062,6 +1064,48 @@ fail:
     return NULL;
 }
 
+/* Python's int(t // 86400): the UTC day number of t, exactly (no libm) */
+static Py_ssize_t utc_day(double t)
+{
+    Py_ssize_t day = (Py_ssize_t)(t / 86400.0);
+    double rest = t - (double)day * 86400.0;
+    if (rest < 0) day--;
+    else if (rest >= 86400.0) day++;
+    return day;
+}
+
+/* Detector._count_authenticated for a message joined here: the customer has switched, and all
+   that is kept of it is a count per (SASL user lower-cased or None, UTC day) with the last time. */
+static int count_authenticated(PyObject *counts, const Row *accept)
+{
+    Span user = accept->f[1];
+    PyObject *name;
+    if (user.s == NULL || user.s == user.e) {
+        name = Py_NewRef(Py_None);
+    } else { /* the line is ASCII (event_of): str.lower is A-Z to a-z */
+        name = PyUnicode_New(user.e - user.s, 127);
+        if (name == NULL) return -1;
+        Py_UCS1 *out = PyUnicode_1BYTE_DATA(name);
+        for (const char *p = user.s; p < user.e; p++) *out++ = is_upper(*p) ? *p | 0x20 : *p;
+    }
+    PyObject *key = Py_BuildValue("(Nn)", name, utc_day(accept->t));
+    if (key == NULL) return -1;
+    PyObject *entry = PyDict_GetItemWithError(counts, key); /* borrowed */
+    int status = 0;
+    if (entry != NULL) {
+        PyObject *count = PyLong_FromSsize_t(PyLong_AsSsize_t(PyList_GET_ITEM(entry, 0)) + 1);
+        status = count == NULL ? -1 : PyList_SetItem(entry, 0, count);
+        if (status == 0 && accept->t > PyFloat_AS_DOUBLE(PyList_GET_ITEM(entry, 1))) {
+            PyObject *last = PyFloat_FromDouble(accept->t);
+            status = last == NULL ? -1 : PyList_SetItem(entry, 1, last);
+        }
+    } else {
+        status = PyErr_Occurred() ? -1 : set_item(counts, key, Py_BuildValue("[nd]", (Py_ssize_t)1, accept->t));
+    }
+    Py_DECREF(key);
+    return status;
+}
+
 /* Times of the event rows, by Python's EnvelopeParser.time_of. An RFC 3164 stamp costs one call
    per hour ("Mar  2 09" + ":00:00", as time_of caches it too), an RFC 3339 one a call per distinct
    stamp. An event whose stamp gives None goes back to Python, which counts the line as unknown. */
@@ -1110,7 +1154,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer view;
-    PyObject *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL;
+    PyObject *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL, *counts = NULL;
     Builder b = {0};
     b.file = Py_None;
     Row *rows = NULL;
@@ -1177,7 +1221,8 @@ static PyObject *scan(PyObject *self, PyObject *args)
         if (pair_sessions(rows, n, trusted) < 0) goto nomem;
     }
     list = PyList_New(0);
-    if (list == NULL) goto done;
+    counts = extract ? PyDict_New() : Py_NewRef(Py_None);
+    if (list == NULL || counts == NULL) goto done;
     for (Py_ssize_t i = 0; i < n && !failed; i++) {
         Row *r = &rows[i];
         if (r->out == OUT_DROP) {
@@ -1186,7 +1231,9 @@ static PyObject *scan(PyObject *self, PyObject *args)
         }
         if (r->event != E_NONE) events[r->event]++;
         if (r->out == OUT_NONE) continue;
-        if (r->out == OUT_MESSAGE) {
+        if (r->out == OUT_MESSAGE && rows[r->head].flag) {
+            failed = count_authenticated(counts, &rows[r->head]) < 0;
+        } else if (r->out == OUT_MESSAGE) {
             failed = append(list, complete_message(&b, rows, r, r->head)) < 0;
         } else if (r->event != E_NONE) {
             failed = append(list, simple_event(&b, r, rows)) < 0;
@@ -1195,14 +1242,15 @@ static PyObject *scan(PyObject *self, PyObject *args)
         }
     }
     if (failed) goto done;
-    result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn))", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
+    result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn)O)", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
                            dropped[5], dropped[6], dropped[7], events[E_LOGIN], events[E_END], events[E_ACCEPT], events[E_SENDER],
-                           events[E_DELIVERY], events[E_REMOVED], events[E_REFUSAL]);
+                           events[E_DELIVERY], events[E_REMOVED], events[E_REFUSAL], counts);
     goto done;
 nomem:
     PyErr_NoMemory();
 done:
     Py_XDECREF(list);
+    Py_XDECREF(counts);
     Py_XDECREF(b.host_str);
     Py_XDECREF(b.instance_str);
     free(rows);
@@ -1214,10 +1262,12 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
-     "scan(block, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events)\n\n"
+     "scan(block, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, authenticated)\n\n"
      "The lines of a block of complete lines that Python must parse (rows), and with time_of and classes given,\n"
      "the events read here (objects of classes, in line order among the rows). trusted: [(4 or 6, network\n"
-     "address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind; events: per kind."},
+     "address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind; events: per kind;\n"
+     "authenticated: the authenticated messages joined here, counted as Detector.authenticated counts them\n"
+     "(None without time_of)."},
     {NULL, NULL, 0, NULL},
 };
 

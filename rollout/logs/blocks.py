@@ -5,7 +5,8 @@ lines that can never yield an event (connects, cleanup, local deliveries, other
 programs) and the complete inbound messages that can never matter (accepted from
 an untrusted address without SMTP AUTH, no remote delivery). The common shapes
 (logins, session ends, relay refusals, the lines of a submitted message) it turns
-into events itself, joined as ``detection.join_complete`` joins them; the rest
+into events itself, joined as ``detection.join_complete`` joins them (authenticated
+messages it counts, in one ``AuthCounts`` at the end of the block); the rest
 comes back as rows with the envelope split, and Python parses those with the same
 per-daemon parsers as ``LineParser`` (lines the classifier is unsure about go to
 ``LineParser`` itself). Both paths give the same events; tests/test_linescan.py
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .envelope import EnvelopeParser
-from .events import Accept, CompleteMessage, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .events import Accept, AuthCounts, CompleteMessage, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
 from .imapd import parse_dovecot
 from ..detection import join_complete
 from .parse import LineParser, our_text_matcher
@@ -96,7 +97,7 @@ class BlockParser:
 
     def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         envelopes = self.lines.envelopes
-        rows, _lines, skipped, dropped, built = _linescan.scan(  # type: ignore[union-attr]
+        rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(  # type: ignore[union-attr]
             block, self.trusted, file, base, envelopes.time_of, C_EVENTS
         )
         kinds = self.kinds
@@ -134,6 +135,8 @@ class BlockParser:
             else:
                 kinds[type(result).__name__.lower()] += 1
                 events.append(result)
+        if authenticated:
+            events.append(AuthCounts(max(last for _count, last in authenticated.values()), "", file, base, "", authenticated))
         return events
 
     def _parse_all(self, block: bytes, base: int, file: str) -> list[Event]:

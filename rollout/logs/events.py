@@ -125,3 +125,15 @@ class CompleteMessage(Event):
     instance: str
     qid: str
     message: dict
+
+
+@dataclass(slots=True)
+class AuthCounts(Event):
+    """Authenticated submissions whole in one block, counted there (by the C classifier) rather than itemised.
+
+    ``counts`` maps (SASL user lower-cased, or None; UTC day number) to [count, last
+    acceptance time], as ``detection.Detector`` counts the messages it judges itself.
+    Not one line: ``t`` is the last acceptance, ``offset`` the block's and ``line`` empty.
+    """
+
+    counts: dict

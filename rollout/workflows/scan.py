@@ -144,6 +144,21 @@ class _Tally:
         if f.kind in EVIDENCE_KINDS and evidence_key not in self.evidence:  # the first sighting of the day is the sample
             self.evidence[evidence_key] = (f.lines, {k: v for k, v in _details(f).items() if v not in (None, [], {})})
 
+    def add_authenticated(self, counts: dict[tuple[str | None, int], list[float]]) -> None:
+        """``Detector.authenticated``: (SASL user, UTC day number) → [count, last time]."""
+        ids, days = self.ids, self.days
+        for (user, number), (count, last) in counts.items():
+            self.counts["auth"] += int(count)
+            mailbox_id = ids.get(user) if user else None
+            if mailbox_id is None:
+                continue
+            day_key = (mailbox_id, self._day(number * 86400))
+            d = days.get(day_key)
+            if d is None:
+                d = days[day_key] = _Day()
+            d.auth_count += int(count)
+            d.auth_last = last if d.auth_last is None else max(d.auth_last, last)
+
     def _day(self, t: float) -> date:
         day = self._days_by_number.get(t // 86400)
         if day is None:
@@ -171,10 +186,6 @@ class _Tally:
         if CONFIDENCE_RANK[f.confidence] > CONFIDENCE_RANK[d.confidence]:
             d.confidence = f.confidence
 
-    def _auth(self, d: _Day, f: Finding) -> None:
-        d.auth_count += 1
-        d.auth_last = f.t if d.auth_last is None else max(d.auth_last, f.t)
-
     def _near_miss(self, d: _Day, f: Finding) -> None:
         d.near_miss_count += 1
 
@@ -183,7 +194,7 @@ class _Tally:
         d.refused_last = f.t if d.refused_last is None else max(d.refused_last, f.t)
 
 
-_ADD = {"legacy": _Tally._legacy, "auth": _Tally._auth, "near_miss": _Tally._near_miss, "refused": _Tally._refused}
+_ADD = {"legacy": _Tally._legacy, "near_miss": _Tally._near_miss, "refused": _Tally._refused}
 
 
 def _details(f: Finding) -> dict[str, Any]:
@@ -271,6 +282,8 @@ def _drain(detector: Detector, tally: _Tally) -> None:
     for f in detector.findings:
         tally.add(f)
     detector.findings.clear()
+    tally.add_authenticated(detector.authenticated)
+    detector.authenticated.clear()
 
 
 def _inventory(session: Session) -> tuple[dict[str, int], dict[str, str], set[str]]:
