@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -146,3 +146,31 @@ def require_head(engine: Engine) -> None:
         raise SchemaOutOfDate("the database has no rollout schema yet: run `rollout db upgrade`")
     if current != head:
         raise SchemaOutOfDate(f"the database schema is at {current}, this rollout expects {head}: run `rollout db upgrade`")
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``session.execute(table.insert(), rows)`` for thousands of rows, at a fraction of the cost.
+
+    SQLAlchemy runs each column's bind processor on every value, NULLs included, several
+    calls deep per value; here the same processors run once per value that needs one, and
+    the DB-API's executemany gets the finished rows. Every row has the keys of the first;
+    the rows' values are replaced by the processed ones.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    keys = list(rows[0])
+    compiled = table.insert().compile(dialect=dialect, column_keys=keys)
+    types = {key: table.c[key].type.dialect_impl(dialect) for key in keys}  # as the dialect stores them (SQLite: DATETIME strings)
+    processors = [(key, process, process(None) is None) for key in keys if (process := types[key].bind_processor(dialect))]
+    for row in rows:
+        for key, process, none_is_none in processors:
+            value = row[key]
+            if value is not None or not none_is_none:
+                row[key] = process(value)
+    if compiled.positional:
+        order = compiled.positiontup or []
+        connection.exec_driver_sql(compiled.string, [tuple(row[key] for key in order) for row in rows])
+    else:
+        connection.exec_driver_sql(compiled.string, rows)

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..db import insert_rows
 from ..detection import DetectionConfig, Detector, Finding
 from ..logs.envelope import EnvelopeParser
 from ..logs.events import Event
@@ -422,8 +423,7 @@ def _save_days(session: Session, tally: _Tally) -> None:
             new.append(vars(row))
         else:
             _merge_day(row, d)
-    if new:
-        session.execute(LegacyDay.__table__.insert(), new)  # Core: no ORM bookkeeping per row
+    insert_rows(session, LegacyDay.__table__, new)
 
 
 def _save_evidence(session: Session, tally: _Tally) -> None:
@@ -434,8 +434,7 @@ def _save_evidence(session: Session, tally: _Tally) -> None:
         for (mid, day, kind), (lines, details) in tally.evidence.items()
         if (mid, day, kind) not in have
     ]
-    if new:
-        session.execute(Evidence.__table__.insert(), new)  # Core: no ORM bookkeeping per row
+    insert_rows(session, Evidence.__table__, new)
 
 
 def _save_reviews(session: Session, tally: _Tally) -> None:
@@ -450,8 +449,7 @@ def _save_reviews(session: Session, tally: _Tally) -> None:
             seen.add(key)
             new.append({"kind": f.kind, "at": at, "host": f.host, "queue_id": f.qid or "", "client_ip": f.ip, "sender": f.sender,
                         "candidates": f.candidates, "evidence": _line_dicts(f.lines)})
-    if new:
-        session.execute(ReviewItem.__table__.insert(), new)  # Core: no ORM bookkeeping per row
+    insert_rows(session, ReviewItem.__table__, new)
 
 
 def _save_unknown(session: Session, tally: _Tally) -> None:
@@ -468,8 +466,7 @@ def _save_unknown(session: Session, tally: _Tally) -> None:
             row.first_seen, row.last_seen = min(row.first_seen, _dt(first)), max(row.last_seen, _dt(last))
             row.count += count
             row.last_ip = ip
-    if new:
-        session.execute(UnknownLogin.__table__.insert(), new)  # Core: no ORM bookkeeping per row
+    insert_rows(session, UnknownLogin.__table__, new)
 
 
 def _merge_day(row: LegacyDay, d: _Day) -> None:
