@@ -129,22 +129,26 @@ class Detector:
             self._evaluate(host, qid, msg)
 
     def _login(self, e: Login) -> None:
-        key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
         user = e.user.lower()
-        record = [e.t, user, None, key, e.file, e.offset, e.line]
         known = self.config.known_users
         report = known is None or user not in known  # logins by users not in the inventory are reported
         if self.is_trusted(e.ip):  # webmail, proxies: never open a window (P11)
             if report:
                 self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
             return
-        self.logins.setdefault(e.ip, []).append(record)
-        if e.ended is not None:  # joined with its end (join_complete): as if it had taken the key, then closed
-            record[2] = e.ended
-            if key is not None:
+        if e.ended is not None:  # joined with its end (join_complete): as if it had taken its key, then closed
+            record = [e.t, user, e.ended, None, e.file, e.offset, e.line]
+            if self.sessions and (key := _session_key(e.host, e.proto, e.session, e.user, e.pid)) is not None:
                 self.sessions.pop(key, None)
-        elif key is not None:
-            self.sessions[key] = record
+        else:
+            record = [e.t, user, None, _session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line]
+            if record[3] is not None:
+                self.sessions[record[3]] = record
+        records = self.logins.get(e.ip)
+        if records is None:
+            self.logins[e.ip] = [record]
+        else:
+            records.append(record)
         if report:
             self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
 
@@ -152,7 +156,7 @@ class Detector:
         for key in _end_keys(e):
             record = self.sessions.pop(key, None) if key else None
             if record is not None:
-                record[2] = e.t
+                record[2], record[3] = e.t, None  # closed: its key is free again
                 return
 
     def _accept(self, e: Accept) -> None:
@@ -388,13 +392,19 @@ class Detector:
         c = self.config
         keep_after = self.now - c.near_miss_seconds - c.window_seconds - 2 * c.tolerance_seconds
         end_of = self._session_end_time
-        for ip, records in list(self.logins.items()):
-            # most sessions have ended (r[2]): their end decides without a call
+        logins = self.logins
+        for ip, records in list(logins.items()):
+            # most IPs have one login, most sessions have ended (r[2]): those are decided without a call
+            if len(records) == 1:
+                r = records[0]
+                if r[0] < keep_after and (r[2] if r[2] is not None else end_of(r)) < keep_after:
+                    del logins[ip]
+                continue
             kept = [r for r in records if r[0] >= keep_after or (r[2] if r[2] is not None else end_of(r)) >= keep_after]
             if not kept:
-                del self.logins[ip]
+                del logins[ip]
             elif len(kept) < len(records):
-                self.logins[ip] = kept
+                logins[ip] = kept
         for key in [k for k, r in self.sessions.items() if self._session_end_time(r) < keep_after]:
             del self.sessions[key]
         stale = self.now - 7 * 86400
