@@ -222,17 +222,18 @@ class Detector:
             self.auth_failures[e.client_ip] = e.t
 
     def _refusal(self, e: Refusal) -> None:
-        line = [[e.file, e.offset, e.line]]
         if e.reason == "map":
             users = self._candidates(e.client_ip, e.t, self.config.window_seconds) if e.client_ip else []
             self.findings.append(
-                Finding("refused", e.t, e.host, None, e.client_ip, e.sender, candidates=users, lines=line,
+                Finding("refused", e.t, e.host, None, e.client_ip, e.sender, candidates=users, lines=[[e.file, e.offset, e.line]],
                         details={"action": e.action, "address": e.map_address, "rcpt": e.rcpt})
             )
-        elif e.reason == "relay" and e.action in ("reject", "defer") and e.client_ip in self.logins and not self.is_trusted(e.client_ip):
+        elif e.client_ip in self.logins and e.reason == "relay" and e.action in ("reject", "defer") and not self.is_trusted(e.client_ip):
+            # most relay refusals come from addresses that never logged in: the first test settles them
             users = self._candidates(e.client_ip, e.t, self.config.near_miss_seconds)
             if len(users) == 1:
-                self.findings.append(Finding("near_miss", e.t, e.host, users[0], e.client_ip, e.sender, lines=line, details={"rcpt": e.rcpt}))
+                self.findings.append(Finding("near_miss", e.t, e.host, users[0], e.client_ip, e.sender, lines=[[e.file, e.offset, e.line]],
+                                             details={"rcpt": e.rcpt}))
 
     # -- the rule -----------------------------------------------------------------
 

@@ -294,7 +294,7 @@ def _inventory(session: Session) -> tuple[dict[str, int], dict[str, str], set[st
     logins: dict[str, str] = {}
     domains: set[str] = set()
     query = select(Mailbox.id, Mailbox.address_key, Mailbox.login, Mailbox.domain).compile(session.get_bind())
-    for mid, key, login, domain in session.connection().exec_driver_sql(str(query)):
+    for mid, key, login, domain in session.connection().exec_driver_sql(str(query)).all():  # one fetch, not one per row
         ids[key] = mid
         domains.add(domain.lower())
         if login:
