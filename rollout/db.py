@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from sqlalchemy import Engine, Table, create_engine, event, inspect, text
+from sqlalchemy import JSON, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -163,7 +163,8 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
     keys = list(rows[0])
     compiled = table.insert().compile(dialect=dialect, column_keys=keys)
     types = {key: table.c[key].type.dialect_impl(dialect) for key in keys}  # as the dialect stores them (SQLite: DATETIME strings)
-    processors = [(key, process, process(None) is None) for key in keys if (process := types[key].bind_processor(dialect))]
+    processors = [(key, _empty_once(process) if isinstance(types[key], JSON) else process, process(None) is None)
+                  for key in keys if (process := types[key].bind_processor(dialect))]
     for row in rows:
         for key, process, none_is_none in processors:
             value = row[key]
@@ -174,3 +175,9 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
         connection.exec_driver_sql(compiled.string, [tuple(row[key] for key in order) for row in rows])
     else:
         connection.exec_driver_sql(compiled.string, rows)
+
+
+def _empty_once(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's processor that serialises the empty list (most rows' value) only once."""
+    empty = process([])
+    return lambda value: empty if value == [] else process(value)

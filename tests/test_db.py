@@ -109,8 +109,9 @@ def test_insert_rows_stores_exactly_what_a_core_insert_stores(runtime: Runtime) 
     table = ReviewItem.__table__
     times = [datetime(2026, 3, 2, 10, 5, 7, tzinfo=timezone.utc), datetime(2026, 3, 2, 10, 5, 7, 250_000, tzinfo=timezone.utc)]
     rows = [{"kind": "ambiguous", "at": at, "host": "mx1", "queue_id": qid, "client_ip": "192.0.2.7", "sender": sender,
-             "candidates": ["anna@example.org", "bert@example.org"], "evidence": [{"file": "f", "offset": 3, "line": "ä"}]}
-            for qid, sender, at in (("Q1", None, times[0]), ("Q2", "anna@example.org", times[1]))]
+             "candidates": candidates, "evidence": [{"file": "f", "offset": 3, "line": "ä"}]}
+            for qid, sender, at, candidates in (("Q1", None, times[0], []), ("Q2", "anna@example.org", times[1], ["anna@example.org", "bert"]),
+                                                 ("Q3", None, times[1], []))]
     with runtime.sessions() as session, session.begin():
         session.execute(table.insert(), [dict(row, host="core") for row in rows])
         db.insert_rows(session, table, [dict(row, host="bulk") for row in rows])
