@@ -95,7 +95,7 @@ def run_size(lines: int, workdir: Path, workers: int = 1) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, action="append", help="log size(s); default 2,000,000 and 10,000,000")
-    parser.add_argument("--workers", type=int, default=0, help="scan.workers for the scan (default 0: one parser process per core)")
+    parser.add_argument("--workers", type=int, default=0, help="scan.workers for the scan (default 0: one reading thread per core)")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep the files")
     args = parser.parse_args()
     sizes = args.lines or [2_000_000, 10_000_000]
