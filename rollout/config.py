@@ -39,7 +39,7 @@ class ScanSettings:
     local_domains: tuple[str, ...] = ()  # added to the inventory's domains
     timezone: str = "UTC"  # zone of year-less, zone-less log stamps
     interval_minutes: int = 15
-    workers: int = 0  # processes parsing a big file (0: one per core; 1: parse in the scanning process)
+    workers: int = 0  # threads reading and parsing a big file (0: one per core; 1: parse in the scanning thread)
 
 
 @dataclass(frozen=True)
