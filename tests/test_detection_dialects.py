@@ -106,3 +106,22 @@ def test_submission_service_joins_the_queue_of_its_instance() -> None:
     found, authenticated = detect_and_count(lines)
     assert found == []
     assert [(user, count) for (user, _day), (count, _last) in authenticated.items()] == [("anna@example.org", 1)]
+
+
+def test_behind_an_imap_proxy_the_proxy_login_opens_the_window() -> None:
+    """P18: the backend sees the proxy (trusted, no window); nginx's log has the customer's address, whose relay is legacy."""
+    config = DetectionConfig(local_domains=frozenset({"example.org"}), trusted_networks=("127.0.0.0/8", "10.0.0.0/8"))
+    lines = [
+        "Mar  2 10:00:00 mx dovecot: imap-login: Login: user=<anna@example.org>, method=PLAIN, rip=10.0.0.2, lip=10.0.0.5, mpid=5, session=<s1>",
+        'Mar  2 10:00:00 px nginx: 2026/03/02 10:00:00 [info] 8#8: *7 client logged in, client: 198.51.100.7, server: 0.0.0.0:993, '
+        'login: "anna@example.org", upstream: 10.0.0.5:143',
+        "Mar  2 10:04:00 mx postfix/smtpd[10]: 1111AAAA01: client=pc[198.51.100.7]",
+        "Mar  2 10:04:00 mx postfix/qmgr[9]: 1111AAAA01: from=<anna@example.org>, size=100, nrcpt=1 (queue active)",
+        "Mar  2 10:04:01 mx postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.5]:25, delay=1, dsn=2.0.0, status=sent (250 ok)",
+        "Mar  2 10:04:01 mx postfix/qmgr[9]: 1111AAAA01: removed",
+    ]
+    parser = line_parser()
+    detector = Detector(config)
+    detector.feed_all(e for i, line in enumerate(lines) if (e := parser.parse(line, "t.log", i)) is not None)
+    (legacy,) = [f for f in detector.findings if f.kind != "login"]
+    assert (legacy.kind, legacy.user, legacy.ip, legacy.confidence) == ("legacy", "anna@example.org", "198.51.100.7", "high")

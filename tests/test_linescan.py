@@ -130,6 +130,12 @@ EDGES = [
     "Nov 23 10:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C65: from=<anna@example.org>, size=1234, nrcpt=1 (queue active)",
     # a 32-character queue ID puts " client=" past the 40 characters LineParser looks at
     "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 4kzj2B3dNDz1bcdfghjklmnpqrstvwxy: client=unknown[203.0.113.9]",
+    # proxies and Dovecot 1.x's own log: programs and envelopes only the Python parsers read
+    'Nov 23 10:00:00 px nginx: 2026/11/23 10:00:00 [info] 8#8: *7 client logged in, client: 198.51.100.7, server: 0.0.0.0:993, login: "anna@example.org", upstream: 10.0.0.5:143',
+    '2026/11/23 10:00:01 [info] 8#8: *7 proxied session done, client: 198.51.100.7, server: 0.0.0.0:993, login: "anna@example.org", upstream: 10.0.0.5:143',
+    'Nov 23 10:00:02 px perdition.pop3s[31]: Auth: 198.51.100.8:2274->192.0.2.9:995 client-secure=ssl authorisation_id=NONE authentication_id="bert@example.org" server="pop:995" protocol=POP3S server-secure=ssl status="ok"',
+    'Nov 23 10:00:02 px perdition[31]: Auth: 198.51.100.9:2274->192.0.2.9:993 authorisation_id=NONE authentication_id="carl@example.org" server="imap:993" protocol=IMAP4S status="ok"',
+    "dovecot: Nov 23 10:00:03 Info: pop3-login: Login: user=<dora@example.org>, method=PLAIN, rip=198.51.100.10, lip=192.0.2.1",
     # '<' in the host of an RFC 3164 line is no envelope for LineParser
     "Nov 23 09:59:00 m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x1>",
     "2026-11-23T09:59:00Z m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x2>",

@@ -152,7 +152,8 @@ def test_every_corpus_line_parses_or_is_counted_and_none_is_a_false_login() -> N
     for login in logins:
         msg = login.line
         assert ("Login: " in msg or "Logged in: " in msg or "LOGIN, " in msg or "User logged in" in msg
-                or "Authenticated user=" in msg or " Login user=" in msg or "Auth user=" in msg or "APOP user=" in msg), msg
+                or "Authenticated user=" in msg or " Login user=" in msg or "Auth user=" in msg or "APOP user=" in msg
+                or "client logged in, " in msg or 'status="ok"' in msg), msg
         assert "failed" not in msg.lower() and "aborted" not in msg.lower()
 
 
@@ -178,3 +179,37 @@ def test_only_complete_lines_are_consumed(tmp_path: Path) -> None:
     source = LineSource(path)
     assert [line for _, line in source.lines()] == ["line one", "line two"]
     assert source.offset == len(b"line one\nline two\n")
+
+
+def test_proxy_logins_from_nginx_and_perdition_carry_the_customers_address() -> None:
+    """nginx's mail proxy and perdition log the client's own address (P18); SMTP through nginx is no login."""
+    p = line_parser(host="proxy1")
+    imap = p.parse('2022/04/05 13:32:06 [info] 8#8: *24819 client logged in, client: 174.233.1.144, server: 0.0.0.0:11143, '
+                   'login: "admin@example.com", upstream: 172.69.69.10:143', "nginx.log", 0)
+    done = p.parse('2022/04/05 13:32:09 [info] 8#8: *24819 proxied session done, client: 174.233.1.144, server: 0.0.0.0:11143, '
+                   'login: "admin@example.com", upstream: 172.69.69.10:143', "nginx.log", 1)
+    pop = p.parse('Mar  2 10:00:00 px nginx: 2026/03/02 10:00:00 [info] 8#8: *7 client logged in, client: 198.51.100.7 using starttls, '
+                  'server: 0.0.0.0:110, login: "bert@example.org", upstream: 10.0.0.5:110', "syslog", 2)
+    smtp = p.parse('2022/04/05 13:25:31 [info] 8#8: *24790 client logged in, client: 174.233.1.144, server: 0.0.0.0:587, '
+                   'login: "admin@example.com", upstream: 172.69.69.9:10025', "nginx.log", 3)
+    perdition = p.parse('Jul 18 16:07:18 ares perdition.imaps[3194]: Auth: 192.168.8.100:2274->193.48.191.9:993 client-secure=ssl '
+                        'authorisation_id=NONE authentication_id="carles" server="imap.biotoul.fr:993" protocol=IMAP4S '
+                        'server-secure=ssl status="ok"', "syslog", 4)
+    failed = p.parse('Jul 18 16:07:18 ares perdition.imaps[3194]: Auth: 192.168.8.100:2274->193.48.191.9:993 client-secure=ssl '
+                     'authorisation_id=NONE authentication_id="carles" server="imap.biotoul.fr:993" protocol=IMAP4S '
+                     'server-secure=ssl status="failed: Re-Authentication Failure"', "syslog", 5)
+    assert isinstance(imap, Login) and (imap.host, imap.proto, imap.user, imap.ip, imap.session) == ("proxy1", "imap", "admin@example.com", "174.233.1.144", "nginx-24819")
+    assert isinstance(done, SessionEnd) and (done.user, done.session) == ("admin@example.com", "nginx-24819")
+    assert isinstance(pop, Login) and (pop.host, pop.proto, pop.ip, pop.t) == ("px", "pop3", "198.51.100.7", ts(2026, 3, 2, 10, 0, 0))
+    assert smtp is None and failed is None
+    assert isinstance(perdition, Login) and (perdition.proto, perdition.user, perdition.ip) == ("imap", "carles", "192.168.8.100")
+    assert p.kinds["proxy-other"] == 1 and p.kinds["login-failed"] == 1
+
+
+def test_dovecot_1x_own_log_file() -> None:
+    """Dovecot 1.x's log_path lines put the program before the stamp: logins and session ends are read."""
+    p = line_parser(host="pop1")
+    login = p.parse("dovecot: Jun 23 15:04:05 Info: imap-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1", "dovecot.log", 0)
+    end = p.parse("dovecot: Jun 23 15:04:06 Info: IMAP(anna@example.org): Disconnected: Logged out bytes=59/566", "dovecot.log", 1)
+    assert isinstance(login, Login) and (login.host, login.proto, login.user, login.ip) == ("pop1", "imap", "anna@example.org", "192.0.2.7")
+    assert isinstance(end, SessionEnd) and (end.proto, end.user) == ("imap", "anna@example.org")

@@ -246,12 +246,12 @@ static int dovecot(const char *m, const char *e)
     return K_SKIP;
 }
 
-/* Exim, Courier, Cyrus, UW: programs the line parser knows besides Postfix and Dovecot */
+/* Exim, Courier, Cyrus, UW, nginx, perdition: programs the line parser knows besides Postfix and Dovecot */
 static int other_known(const char *p, const char *e)
 {
     static const char *names[] = {"pop3", "pop3s", "imap", "imaps", "pop3d", "pop3d-ssl", "courierpop3login",
-                                  "imapd", "imapd-ssl", "imaplogin", "ipop3d", NULL};
-    if (starts(p, e, "exim")) return 1;
+                                  "imapd", "imapd-ssl", "imaplogin", "ipop3d", "nginx", "perdition", NULL};
+    if (starts(p, e, "exim") || starts(p, e, "perdition.")) return 1;
     const char *last = p;
     for (const char *q = p; q < e; q++)
         if (*q == '/') last = q + 1;

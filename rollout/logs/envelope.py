@@ -3,8 +3,10 @@
 Handled: RFC 3164 (space- or zero-padded day, optional ``<PRI>``), Postfix
 ``maillog_file`` and journald ``short`` (same shape), RFC 3339 (rsyslog,
 journald ``short-iso``, with ``+hh:mm`` or ``+hhmm``), journald ``-o json``,
-Dovecot ``log_path`` files (no host: ``prefix: Level: msg``) and the Exim
-mainlog (``YYYY-MM-DD hh:mm:ss[.mmm][ ±hhmm] [[pid]] msg``, no host).
+Dovecot ``log_path`` files (no host: ``prefix: Level: msg``; Dovecot 1.x's own
+``dovecot: Mmm dd hh:mm:ss Level: msg``), the Exim mainlog
+(``YYYY-MM-DD hh:mm:ss[.mmm][ ±hhmm] [[pid]] msg``, no host) and nginx's error log
+with its mail proxy (``YYYY/MM/DD hh:mm:ss [level] pid#tid: msg``, no host).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ _ISO = re.compile(
 _SPACED = re.compile(r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)?(?: (?P<zone>[+-]\d{4}))? (?P<rest>.*)")
 _PROG = re.compile(r"(?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)")
 _EXIM_PID = re.compile(r"\[(?P<pid>\d+)\] (?P<msg>.*)")
+_NGINX = re.compile(r"(?P<stamp>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(?P<level>[a-z]+)\] (?P<pid>\d+)#\d+: (?P<msg>.*)")
+_DOVECOT1 = re.compile(r"dovecot: (?P<stamp>[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d) (?P<msg>.*)")
 
 
 class EnvelopeParser:
@@ -52,7 +56,7 @@ class EnvelopeParser:
             return self._iso(line)
         m = _BSD.match(line)
         if m is None:
-            return None
+            return self._dovecot1(line)
         t = self._bsd_time(m["stamp"])
         if t is None:
             return None
@@ -78,7 +82,7 @@ class EnvelopeParser:
             return None if t is None else Envelope(t, m["host"], m["prog"], m["pid"], m["msg"])
         m = _SPACED.match(line)
         if m is None:
-            return None
+            return self._nginx(line)
         t = self._spaced_time(m["stamp"], m["zone"])
         if t is None:
             return None
@@ -93,6 +97,22 @@ class EnvelopeParser:
         if e is not None:
             pid, rest = e["pid"], e["msg"]
         return Envelope(t, self.default_host, "exim", pid, rest)
+
+    def _nginx(self, line: str) -> Envelope | None:
+        """nginx's error log (its mail proxy logs there): local time, no host."""
+        m = _NGINX.fullmatch(line)
+        if m is None:
+            return None
+        t = self._spaced_time(m["stamp"].replace("/", "-"), None)
+        return None if t is None else Envelope(t, self.default_host, "nginx", m["pid"], m["msg"])
+
+    def _dovecot1(self, line: str) -> Envelope | None:
+        """Dovecot 1.x's own log file: the program first, then a year-less stamp, no host."""
+        m = _DOVECOT1.fullmatch(line)
+        if m is None:
+            return None
+        t = self._bsd_time(m["stamp"])
+        return None if t is None else Envelope(t, self.default_host, "dovecot", None, m["msg"])
 
     def _json(self, line: str) -> Envelope | None:
         try:

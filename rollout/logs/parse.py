@@ -12,6 +12,7 @@ from .events import Event
 from .exim import parse_exim
 from .imapd import parse_dovecot, parse_other_imapd
 from .postfix import PostfixParser, split_program
+from .proxies import parse_nginx, parse_perdition
 
 UNKNOWN = "unknown"
 
@@ -62,6 +63,10 @@ class LineParser:
             return parse_dovecot(env, file, offset, line)
         if program == "exim" or program.startswith("exim4"):
             return parse_exim(env, file, offset, line)
+        if program == "nginx":
+            return parse_nginx(env, file, offset, line)
+        if program == "perdition" or program.startswith("perdition."):
+            return parse_perdition(env, file, offset, line)
         other = parse_other_imapd(env, file, offset, line)
         if other is not None:
             return other
