@@ -158,18 +158,23 @@ def test_every_corpus_line_parses_or_is_counted_and_none_is_a_false_login() -> N
 
 
 def test_compressed_files_are_read_by_magic_and_truncation_keeps_what_was_readable(tmp_path: Path) -> None:
-    """gz, bz2 and xz are recognised without a suffix; a truncated gzip yields its readable lines and a warning."""
-    text = b"".join(b"Nov 23 10:00:%02d mx postfix/qmgr[1]: 0F5383D: removed\n" % i for i in range(2000))
-    for name, data in (("a", gzip.compress(text)), ("b", bz2.compress(text)), ("c", lzma.compress(text))):
+    """gz, bz2, xz and zstd (also several frames) are recognised without a suffix; a truncated file yields its
+    readable lines and a warning."""
+    import zstandard
+
+    text = b"".join(b"Nov 23 10:%02d:%02d mx postfix/qmgr[1]: %010X: removed\n" % (i // 60 % 60, i % 60, i * 7919) for i in range(20000))
+    zstd = zstandard.ZstdCompressor()
+    for name, data in (("a", gzip.compress(text)), ("b", bz2.compress(text)), ("c", lzma.compress(text)), ("d", zstd.compress(text)),
+                       ("e", zstd.compress(text[:500_000]) + zstd.compress(text[500_000:]))):
         (tmp_path / name).write_bytes(data)
-        assert len(list(LineSource(tmp_path / name).lines())) == 2000
+        assert b"".join(raw.encode() + b"\n" for _, raw in LineSource(tmp_path / name).lines()) == text, name
         assert identify(tmp_path / name).compressed
-    whole = gzip.compress(text)
-    (tmp_path / "cut").write_bytes(whole[: len(whole) // 2])
-    source = LineSource(tmp_path / "cut")
-    got = list(source.lines())
-    assert 0 < len(got) < 2000
-    assert source.warning and "ends early" in source.warning
+    for name, whole in (("gz-cut", gzip.compress(text)), ("zst-cut", zstd.compress(text))):
+        (tmp_path / name).write_bytes(whole[: len(whole) // 2])
+        source = LineSource(tmp_path / name)
+        got = list(source.lines())
+        assert 0 < len(got) < 20000, name
+        assert source.warning and "ends early" in source.warning
 
 
 def test_only_complete_lines_are_consumed(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import LogParseError
 
 log = logging.getLogger(__name__)
-MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
 BLOCK = 4 << 20  # bytes per block handed to the parser (a few tens of thousands of lines)
 
@@ -32,6 +32,53 @@ class FileIdentity:
     compressed: bool
 
 
+class ZstdReader(io.RawIOBase):
+    """A zstd file's text, every frame of it. Data that ends inside a frame, or is corrupt,
+    raises EOFError as gzip, bz2 and lzma do (``zstandard``'s own reader just stops there)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import zstandard  # only for .zst files
+
+        self._raw = raw
+        self._error = zstandard.ZstdError
+        self._context = zstandard.ZstdDecompressor()
+        self._frame = self._context.decompressobj()
+        self._in_frame = False
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            rest = b""
+            if self._frame.eof:  # a file may hold several frames (zstd run again, files concatenated)
+                rest = self._frame.unused_data
+                self._frame = self._context.decompressobj()
+                self._in_frame = False
+            data = rest or self._raw.read(CHUNK)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("zstd data ends inside a frame")
+                return 0
+            self._in_frame = True
+            try:
+                self._pending = self._frame.decompress(data)
+            except self._error as exc:
+                raise EOFError(f"zstd data is corrupt: {exc}") from None
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+
+
 def open_log(path: Path) -> tuple[BinaryIO, bool]:
     """The file as a binary stream of its text, and whether it was compressed."""
     try:
@@ -44,13 +91,15 @@ def open_log(path: Path) -> tuple[BinaryIO, bool]:
         if head.startswith(magic):
             raw.close()
             return opener(path, "rb"), True  # type: ignore[operator]
+    if head.startswith(ZSTD_MAGIC):
+        return io.BufferedReader(ZstdReader(raw), CHUNK), True  # type: ignore[return-value]
     return raw, False
 
 
 def identify_compressed(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(6)
-    return any(head.startswith(magic) for magic in MAGIC)
+    return any(head.startswith(magic) for magic in (*MAGIC, ZSTD_MAGIC))
 
 
 def identify(path: Path) -> FileIdentity:
