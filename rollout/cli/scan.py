@@ -20,7 +20,7 @@ from ._base import echo_json, echo_table, json_option, pass_runtime, progress_re
 def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None, as_json: bool) -> None:
     """Read mail logs incrementally and record which mailboxes use SMTP-after-POP.
 
-    Files may be plain, gzip, bzip2 or xz. Each run continues where the last one
+    Files may be plain, gzip, bzip2, xz or zstd. Each run continues where the last one
     stopped (rotation and copytruncate are detected); scanning the same files
     again adds nothing.
 

@@ -1,4 +1,4 @@
-"""Open log files (plain, gzip, bzip2, xz by magic bytes) and yield complete lines with offsets."""
+"""Open log files (plain, gzip, bzip2, xz, zstd by magic bytes) and yield complete lines with offsets."""
 
 from __future__ import annotations
 
