@@ -258,7 +258,12 @@ class Detector:
         users = sorted({r[1] for r, _ in qualifying})
         lines = lines[:6]
         if not users:
-            self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, lines=lines))
+            other = self._dual_stack_login(ip, t, sender)
+            if other is None:
+                self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, lines=lines))
+            else:  # P2: not legacy (the legacy maps key on the exact address), but the reviewer sees whose it likely is
+                self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, None, [other[1]], [[other[4], other[5], other[6]]] + lines,
+                                             {"flags": ["dual_stack"], "login_ip": other[7]}))
             return
         matching = [u for u in users if self.sender_matches(u, sender)]
         tiers = {tier for _, tier in qualifying}
@@ -270,6 +275,8 @@ class Detector:
         if failed is not None and t - self.config.window_seconds <= failed <= t:
             # the client tries SMTP AUTH with a wrong password and the legacy path hides it
             details["flags"] = ["auth_failed_then_legacy"]
+        if sender and not self.is_local(sender):
+            details["flags"] = details.get("flags", []) + ["foreign_sender_domain"]  # P3: worth a look, still the login's
         if len(users) == 1 and not matching and self.is_shared(ip, t):
             # P1: behind a NAT with three or more users nobody is named without a sender match
             details["flags"] = details.get("flags", []) + ["shared_ip"]
@@ -284,6 +291,23 @@ class Detector:
             self.findings.append(Finding("legacy", t, host, matching[0], ip, sender, qid, "medium", users, login_lines + lines, details))
         else:
             self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, users, login_lines + lines, details))
+
+    def _dual_stack_login(self, ip: str, t: float, sender: str | None) -> list[Any] | None:
+        """P2: the latest login within the window by the sender's own mailbox from the other address family
+        (IPv6 login, IPv4 relay or the reverse), with its address appended. Walks every remembered login:
+        only relays nobody's login explains come here, and they are rare."""
+        if not sender:
+            return None
+        v6, c = ":" in ip, self.config
+        found: list[Any] | None = None
+        for other_ip, records in self.logins.items():
+            if (":" in other_ip) == v6:
+                continue
+            for r in records:
+                if r[0] - c.tolerance_seconds <= t <= r[0] + c.window_seconds + c.tolerance_seconds and self.sender_matches(r[1], sender):
+                    if found is None or r[0] > found[0]:
+                        found = [*r, other_ip]
+        return found
 
     def _qualifying(self, ip: str, t: float) -> list[tuple[list[Any], str]]:
         """Logins from ``ip`` whose window (or session, P4) covers ``t``, with their tier."""

@@ -115,7 +115,7 @@ def test_ip_with_three_users_in_a_window_needs_a_sender_match() -> None:
               *message(T + 4000, nat, "shop@anna-shop.test", ["bob@remote.test"], qid="AAA111"),
               *message(T + 4100, nat, "anna@example.org", ["bob@remote.test"], qid="AAA222")]
     found = [(f.kind, f.user, f.details.get("flags")) for f in run(events)]
-    assert found == [("ambiguous", None, ["shared_ip"]), ("legacy", "anna@example.org", None)]
+    assert found == [("ambiguous", None, ["foreign_sender_domain", "shared_ip"]), ("legacy", "anna@example.org", None)]
 
 
 def test_relay_denied_after_a_login_is_a_near_miss_and_our_refusal_is_counted() -> None:
@@ -144,3 +144,21 @@ def test_with_the_inventory_known_only_unknown_users_logins_are_findings() -> No
     d.feed_all([login(T, "Anna@Example.org", "192.0.2.1"), login(T, "zoe@other.test", "192.0.2.2"),
                 *message(T + 60, "192.0.2.1", "anna@example.org", ["bob@remote.test"])])
     assert [(f.kind, f.user) for f in d.findings] == [("login", "zoe@other.test"), ("legacy", "anna@example.org")]
+
+
+def test_a_relay_by_the_sender_whose_login_came_over_the_other_address_family_is_dual_stack_not_legacy() -> None:
+    """P2: an IPv6 POP login, then an IPv4 relay with that mailbox as sender: the legacy maps never matched it."""
+    events = [login(T, "anna@example.org", "2001:db8::7"), *message(T + 120, "192.0.2.7", "anna@example.org", ["bob@remote.test"])]
+    (f,) = run(events)
+    assert (f.kind, f.candidates, f.details["flags"], f.details["login_ip"]) == ("unexplained", ["anna@example.org"], ["dual_stack"], "2001:db8::7")
+    assert f.lines[0] == ["f", 0, "login line"]
+    other_sender = [login(T, "anna@example.org", "2001:db8::7"), *message(T + 120, "192.0.2.7", "bert@example.org", ["bob@remote.test"])]
+    (g,) = run(other_sender)
+    assert (g.kind, g.candidates, g.details) == ("unexplained", [], {})
+
+
+def test_a_legacy_relay_with_a_sender_outside_our_domains_is_flagged_and_stays_the_logins() -> None:
+    """P3 asks for a look at foreign envelope senders; the mailbox is still the login user's (the issue's "still that mailbox")."""
+    (f,) = run([login(T, "anna@example.org", "192.0.2.1"), *message(T + 60, "192.0.2.1", "office@anna-shop.test", ["bob@remote.test"])])
+    assert (f.kind, f.user, f.confidence) == ("legacy", "anna@example.org", "medium")
+    assert f.details["flags"] == ["foreign_sender_domain", "sender_mismatch"]

@@ -207,3 +207,20 @@ def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: Non
     assert snapshot(runtime) == sequential
     with runtime.sessions() as s:
         assert s.scalar(select(ScanSource.offset)) == log.stat().st_size - len(b"Mar  2 23:00:00 mx1 postfix/qmgr[1]: 0F5383D: rem")
+
+
+def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """P2: after user01's IMAP login over IPv6 an IPv4 relay with user01 as sender is no legacy use; --review shows it as dual_stack."""
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Mar  2 10:00:00 mx1 dovecot: imap-login: Login: user=<user01@example.org>, method=PLAIN, rip=2001:db8::7, lip=2001:db8::1, mpid=5, session=<s1>\n"
+        "Mar  2 10:03:00 mx1 postfix/smtpd[10]: 1111AAAA01: client=pc[198.51.100.7]\n"
+        "Mar  2 10:03:00 mx1 postfix/qmgr[9]: 1111AAAA01: from=<user01@example.org>, size=100, nrcpt=1 (queue active)\n"
+        "Mar  2 10:03:01 mx1 postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=mx.remote.test[203.0.113.5]:25, delay=1, dsn=2.0.0, status=sent (250 ok)\n"
+        "Mar  2 10:03:01 mx1 postfix/qmgr[9]: 1111AAAA01: removed\n"
+    )
+    summary = scan_logs(runtime, [log])
+    assert summary.legacy_submissions == 0 and summary.unexplained == 1
+    (entry,) = review_report(runtime)
+    assert (entry.kind, entry.client_ip, entry.candidates) == ("dual_stack", "198.51.100.7", ["user01@example.org"])
+    assert "rip=2001:db8::7" in entry.evidence[0]["line"]

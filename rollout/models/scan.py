@@ -81,7 +81,7 @@ class ReviewItem(Base):
     __tablename__ = "review_items"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # ambiguous | unexplained
+    kind: Mapped[str] = mapped_column(String(16))  # ambiguous | unexplained | dual_stack (unexplained, P2)
     at: Mapped[datetime] = mapped_column(index=True)
     host: Mapped[str] = mapped_column(String(255))
     queue_id: Mapped[str] = mapped_column(String(64))

@@ -450,7 +450,8 @@ def _save_reviews(session: Session, tally: _Tally) -> None:
         key = (f.host, f.qid or "", at)
         if key not in seen:
             seen.add(key)
-            new.append({"kind": f.kind, "at": at, "host": f.host, "queue_id": f.qid or "", "client_ip": f.ip, "sender": f.sender,
+            kind = "dual_stack" if "dual_stack" in f.details.get("flags", ()) else f.kind
+            new.append({"kind": kind, "at": at, "host": f.host, "queue_id": f.qid or "", "client_ip": f.ip, "sender": f.sender,
                         "candidates": f.candidates, "evidence": _line_dicts(f.lines)})
     insert_rows(session, ReviewItem.__table__, new)
 
@@ -560,7 +561,7 @@ class ReviewEntry:
 
 
 def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEntry]:
-    """Ambiguous sightings and unexplained unauthenticated relays, oldest first."""
+    """Ambiguous sightings and unexplained unauthenticated relays (``dual_stack`` ones name the likely mailbox), oldest first."""
     with runtime.sessions() as session:
         query = select(ReviewItem).order_by(ReviewItem.at, ReviewItem.id)
         if since is not None:
