@@ -224,3 +224,24 @@ def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(runtime
     (entry,) = review_report(runtime)
     assert (entry.kind, entry.client_ip, entry.candidates) == ("dual_stack", "198.51.100.7", ["user01@example.org"])
     assert "rip=2001:db8::7" in entry.evidence[0]["line"]
+
+
+def test_copytruncates_copy_and_compressed_rotations_add_only_what_was_not_read(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """P8: maillog copied to maillog.1 and truncated, later gzipped to maillog.2.gz, all scanned again: no line counts twice."""
+    log = tmp_path / "maillog"
+    truth = synthetic(log, lines=1200)
+    data = log.read_bytes()
+    log.write_bytes(data[: len(data) // 2])
+    scan_logs(runtime, [log])
+    with open(log, "ab") as out:  # written after the scan, before the rotation: only the copy has it
+        out.write(data[len(data) // 2 :])
+    (tmp_path / "maillog.1").write_bytes(log.read_bytes())  # logrotate's copytruncate
+    log.write_bytes(b"")
+    later = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5)
+    scan_logs(runtime, [tmp_path / "maillog.1", log])
+    total = sum(truth.legacy.values()) + sum(later.legacy.values())
+    assert sum(r.submissions for r in legacy_report(runtime)) == total
+    (tmp_path / "maillog.2.gz").write_bytes(gzip.compress((tmp_path / "maillog.1").read_bytes()))  # the next rotation
+    (tmp_path / "maillog.1").unlink()
+    again = scan_logs(runtime, [tmp_path / "maillog.2.gz", log])
+    assert again.lines == 0 and sum(r.submissions for r in legacy_report(runtime)) == total

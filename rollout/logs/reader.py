@@ -22,6 +22,13 @@ CHUNK = 1 << 20
 BLOCK = 4 << 20  # bytes per block handed to the parser (a few tens of thousands of lines)
 
 
+def first_line_fingerprint(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()[:32]
+
+
+EMPTY_FINGERPRINT = first_line_fingerprint(b"")
+
+
 @dataclass(frozen=True)
 class FileIdentity:
     device: int
@@ -110,7 +117,7 @@ def identify(path: Path) -> FileIdentity:
             first = stream.readline(4096)
         except (EOFError, OSError, lzma.LZMAError):
             first = b""
-    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime, hashlib.sha256(first).hexdigest()[:32], compressed)
+    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime, first_line_fingerprint(first), compressed)
 
 
 class LineSource:

@@ -32,7 +32,7 @@ from ..logs.envelope import EnvelopeParser
 from ..logs.events import Event
 from ..logs.parse import LineParser, our_text_matcher
 from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec, compiled
-from ..logs.reader import LineSource, identify
+from ..logs.reader import EMPTY_FINGERPRINT, LineSource, identify
 from ..models import Customer, Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 from ..runtime import Runtime
 
@@ -334,7 +334,9 @@ def _open_sources(session: Session, paths: Sequence[Path], host: str | None, set
 
 
 def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tuple[int, bool]:
-    """Where to continue: same file → its offset; rotated/truncated → 0, or where a renamed copy stopped."""
+    """Where to continue: the same file → its offset; a file renamed by rotation (maillog → maillog.1),
+    or a copy of a scanned one (copytruncate's maillog.1, a compressed maillog.2.gz: the same first
+    line, another inode) → where the scan of the original stopped; truncated or new → 0."""
     if row is not None and (row.device, row.inode, row.fingerprint) == (ident.device, ident.inode, ident.fingerprint):
         if ident.compressed or ident.size >= row.offset:
             return row.offset, False
@@ -344,6 +346,11 @@ def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tupl
     )
     if same is not None:  # renamed by rotation (maillog → maillog.1): continue where it stopped
         return same.offset, row is not None
+    if ident.fingerprint != EMPTY_FINGERPRINT:  # every empty file has this one
+        offsets = session.scalars(select(ScanSource.offset).where(ScanSource.fingerprint == ident.fingerprint)).all()
+        copied = [offset for offset in offsets if ident.compressed or offset <= ident.size]  # a copy holds what its original had
+        if copied:
+            return max(copied), row is not None
     return 0, row is not None
 
 
