@@ -323,7 +323,7 @@ def _open_sources(session: Session, paths: Sequence[Path], host: str | None, set
         ident = identify(path)
         key_host = host or "localhost"
         row = session.scalar(select(ScanSource).where(ScanSource.host == key_host, ScanSource.path == str(path)))
-        offset, restarted = _resume_offset(session, row, ident)
+        offset, restarted = _resume_offset(session, row, ident, key_host)
         fs = FileSummary(str(path), key_host, started_at_offset=offset, restarted=restarted)
         reference = datetime.fromtimestamp(ident.mtime, timezone.utc)
         parser = LineParser(EnvelopeParser(key_host, settings.scan.timezone, reference), our_text)
@@ -333,10 +333,10 @@ def _open_sources(session: Session, paths: Sequence[Path], host: str | None, set
     return files, sources
 
 
-def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tuple[int, bool]:
+def _resume_offset(session: Session, row: ScanSource | None, ident: Any, host: str) -> tuple[int, bool]:
     """Where to continue: the same file → its offset; a file renamed by rotation (maillog → maillog.1),
-    or a copy of a scanned one (copytruncate's maillog.1, a compressed maillog.2.gz: the same first
-    line, another inode) → where the scan of the original stopped; truncated or new → 0."""
+    or a copy of one scanned for the same host (copytruncate's maillog.1, a compressed maillog.2.gz:
+    the same first line, another inode) → where the scan of the original stopped; truncated or new → 0."""
     if row is not None and (row.device, row.inode, row.fingerprint) == (ident.device, ident.inode, ident.fingerprint):
         if ident.compressed or ident.size >= row.offset:
             return row.offset, False
@@ -347,7 +347,7 @@ def _resume_offset(session: Session, row: ScanSource | None, ident: Any) -> tupl
     if same is not None:  # renamed by rotation (maillog → maillog.1): continue where it stopped
         return same.offset, row is not None
     if ident.fingerprint != EMPTY_FINGERPRINT:  # every empty file has this one
-        offsets = session.scalars(select(ScanSource.offset).where(ScanSource.fingerprint == ident.fingerprint)).all()
+        offsets = session.scalars(select(ScanSource.offset).where(ScanSource.host == host, ScanSource.fingerprint == ident.fingerprint)).all()
         copied = [offset for offset in offsets if ident.compressed or offset <= ident.size]  # a copy holds what its original had
         if copied:
             return max(copied), row is not None
