@@ -90,7 +90,7 @@ def test_failed_smtp_auth_then_legacy_relay_is_flagged() -> None:
         "Mar  2 10:00:07 mx postfix/qmgr[9]: 1111AAAA01: removed",
     ]
     (f,) = detect(lines)
-    assert (f.kind, f.details.get("flags")) == ("legacy", ["auth_failed_then_legacy"])
+    assert (f.kind, f.details.get("flags")) == ("legacy", ["auth_failed_then_legacy", "year_inferred"])
 
 
 def test_submission_service_joins_the_queue_of_its_instance() -> None:
@@ -125,3 +125,19 @@ def test_behind_an_imap_proxy_the_proxy_login_opens_the_window() -> None:
     detector.feed_all(e for i, line in enumerate(lines) if (e := parser.parse(line, "t.log", i)) is not None)
     (legacy,) = [f for f in detector.findings if f.kind != "login"]
     assert (legacy.kind, legacy.user, legacy.ip, legacy.confidence) == ("legacy", "anna@example.org", "198.51.100.7", "high")
+
+
+def test_a_sighting_from_year_less_stamps_says_its_year_was_inferred() -> None:
+    """P7: RFC 3164 stamps have no year, so the sighting carries year_inferred; RFC 3339 ones do not."""
+    iso = [
+        "2026-03-02T10:00:00+00:00 mx dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1",
+        "2026-03-02T10:00:06+00:00 mx postfix/smtpd[10]: 1111AAAA01: client=pc[192.0.2.7]",
+        "2026-03-02T10:00:06+00:00 mx postfix/qmgr[9]: 1111AAAA01: from=<anna@example.org>, size=100, nrcpt=1 (queue active)",
+        "2026-03-02T10:00:07+00:00 mx postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.5]:25, delay=1, dsn=2.0.0, status=sent (250 ok)",
+        "2026-03-02T10:00:07+00:00 mx postfix/qmgr[9]: 1111AAAA01: removed",
+    ]
+    (f,) = detect(iso)
+    assert f.kind == "legacy" and "year_inferred" not in f.details.get("flags", [])
+    bsd = ["Mar  2 10:00:00 mx" + iso[0].partition(" mx")[2], *iso[1:]]
+    (g,) = detect(bsd)
+    assert g.kind == "legacy" and g.details["flags"] == ["year_inferred"]
