@@ -13,10 +13,10 @@ def detect(lines: list[str], host: str = "files") -> list[Finding]:
     return detect_and_count(lines, host)[0]
 
 
-def detect_and_count(lines: list[str], host: str = "files") -> tuple[list[Finding], dict]:
+def detect_and_count(lines: list[str], host: str = "files", config: DetectionConfig = CONFIG) -> tuple[list[Finding], dict]:
     """The findings (logins aside) and the authenticated submissions counted."""
     parser = line_parser(host=host)
-    detector = Detector(CONFIG)
+    detector = Detector(config)
     detector.feed_all(e for i, line in enumerate(lines) if (e := parser.parse(line, "t.log", i)) is not None)
     return [f for f in detector.findings if f.kind != "login"], detector.authenticated
 
@@ -120,10 +120,7 @@ def test_behind_an_imap_proxy_the_proxy_login_opens_the_window() -> None:
         "Mar  2 10:04:01 mx postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.5]:25, delay=1, dsn=2.0.0, status=sent (250 ok)",
         "Mar  2 10:04:01 mx postfix/qmgr[9]: 1111AAAA01: removed",
     ]
-    parser = line_parser()
-    detector = Detector(config)
-    detector.feed_all(e for i, line in enumerate(lines) if (e := parser.parse(line, "t.log", i)) is not None)
-    (legacy,) = [f for f in detector.findings if f.kind != "login"]
+    (legacy,), _authenticated = detect_and_count(lines, config=config)
     assert (legacy.kind, legacy.user, legacy.ip, legacy.confidence) == ("legacy", "anna@example.org", "198.51.100.7", "high")
 
 

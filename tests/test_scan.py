@@ -108,15 +108,20 @@ def test_scanning_in_pieces_equals_scanning_at_once(runtime: Runtime, inventory:
     assert snapshot(runtime) == at_once
 
 
-def test_rotation_continues_in_the_renamed_file_and_copytruncate_restarts(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
-    """maillog → maillog.1 continues where it stopped; a truncated file is read from its start."""
-    log = tmp_path / "maillog"
+def half_scanned_then_grown(runtime: Runtime, log: Path) -> tuple[Path, GroundTruth]:
+    """A synthetic log scanned when half written, then completed (the second half not scanned yet)."""
     truth = synthetic(log, lines=1200)
     data = log.read_bytes()
     log.write_bytes(data[: len(data) // 2])
     scan_logs(runtime, [log])
     with open(log, "ab") as out:
         out.write(data[len(data) // 2 :])
+    return log, truth
+
+
+def test_rotation_continues_in_the_renamed_file_and_copytruncate_restarts(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+    """maillog → maillog.1 continues where it stopped; a truncated file is read from its start."""
+    log, truth = half_scanned_then_grown(runtime, tmp_path / "maillog")
     os.rename(log, tmp_path / "maillog.1")
     later = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5)
     summary = scan_logs(runtime, [tmp_path / "maillog.1", log])
@@ -228,13 +233,7 @@ def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(runtime
 
 def test_copytruncates_copy_and_compressed_rotations_add_only_what_was_not_read(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
     """P8: maillog copied to maillog.1 and truncated, later gzipped to maillog.2.gz, all scanned again: no line counts twice."""
-    log = tmp_path / "maillog"
-    truth = synthetic(log, lines=1200)
-    data = log.read_bytes()
-    log.write_bytes(data[: len(data) // 2])
-    scan_logs(runtime, [log])
-    with open(log, "ab") as out:  # written after the scan, before the rotation: only the copy has it
-        out.write(data[len(data) // 2 :])
+    log, truth = half_scanned_then_grown(runtime, tmp_path / "maillog")  # the second half: only the copy has it
     (tmp_path / "maillog.1").write_bytes(log.read_bytes())  # logrotate's copytruncate
     log.write_bytes(b"")
     later = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5)
