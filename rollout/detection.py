@@ -8,9 +8,10 @@ match make it ambiguous (kept for review, never counted for a mailbox).
 
 The ``Detector`` is fed events in time order and collects findings in
 ``findings``; authenticated submissions (the customer has switched) are only
-counted, per SASL user and day, in ``authenticated``. Its state (login windows, open messages) is plain data:
-``to_state()``/``from_state()`` carry it from one scan to the next, so that a log
-scanned in pieces gives exactly what one scan over the whole gives.
+counted, per SASL user and day, in ``authenticated``. Its state (login windows,
+open messages) is plain data: ``to_state()``/``from_state()`` carry it from one
+scan to the next, so that a log scanned in pieces gives exactly what one scan
+over the whole gives.
 """
 
 from __future__ import annotations
@@ -202,23 +203,19 @@ class Detector:
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, e.message))
 
     def _auth_counts(self, e: AuthCounts) -> None:
-        counts = self.authenticated
         for key, (count, last) in e.counts.items():
-            mine = counts.get(key)
-            if mine is None:
-                counts[key] = [count, last]
-            else:
-                mine[0] += count
-                mine[1] = max(mine[1], last)
+            self._add_authenticated(key, count, last)
 
     def _count_authenticated(self, user: str | None, t: float) -> None:
-        key = (user.lower() if user else None, int(t // 86400))
+        self._add_authenticated((user.lower() if user else None, int(t // 86400)), 1, t)
+
+    def _add_authenticated(self, key: tuple[str | None, int], count: int, last: float) -> None:
         mine = self.authenticated.get(key)
         if mine is None:
-            self.authenticated[key] = [1, t]
+            self.authenticated[key] = [count, last]
         else:
-            mine[0] += 1
-            mine[1] = max(mine[1], t)
+            mine[0] += count
+            mine[1] = max(mine[1], last)
 
     def _auth_failure(self, e: AuthFailure) -> None:
         if e.client_ip:
@@ -274,25 +271,29 @@ class Detector:
         login = max((r for r, _ in qualifying), key=lambda r: r[0])
         login_lines = [[login[4], login[5], login[6]]]
         details: dict[str, Any] = {"tier": tier, "delta_seconds": round(t - login[0], 3)}
+
+        def flag(name: str) -> None:
+            details.setdefault("flags", []).append(name)
+
         failed = self.auth_failures.get(ip)
         if failed is not None and t - self.config.window_seconds <= failed <= t:
             # the client tries SMTP AUTH with a wrong password and the legacy path hides it
-            details["flags"] = ["auth_failed_then_legacy"]
+            flag("auth_failed_then_legacy")
         if sender and not self.is_local(sender):
-            details["flags"] = details.get("flags", []) + ["foreign_sender_domain"]  # P3: worth a look, still the login's
+            flag("foreign_sender_domain")  # P3: worth a look, still the login's
         if any(YEARLESS_STAMP.match(text) for _file, _offset, text in login_lines + lines):
-            details["flags"] = details.get("flags", []) + ["year_inferred"]  # P7: its year was the reader's guess
+            flag("year_inferred")  # P7: its year was the reader's guess
         if len(users) == 1 and not matching and self.is_shared(ip, t):
             # P1: behind a NAT with three or more users nobody is named without a sender match
-            details["flags"] = details.get("flags", []) + ["shared_ip"]
+            flag("shared_ip")
             self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, self._nearby_users(ip, t), login_lines + lines, details))
         elif len(users) == 1:
             confidence = "high" if matching and tier != "extended" else "medium"
             if not matching:
-                details["flags"] = details.get("flags", []) + ["sender_mismatch"]
+                flag("sender_mismatch")
             self.findings.append(Finding("legacy", t, host, users[0], ip, sender, qid, confidence, users, login_lines + lines, details))
         elif len(matching) == 1:
-            details["flags"] = details.get("flags", []) + ["shared_ip"]
+            flag("shared_ip")
             self.findings.append(Finding("legacy", t, host, matching[0], ip, sender, qid, "medium", users, login_lines + lines, details))
         else:
             self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, users, login_lines + lines, details))
