@@ -17,18 +17,16 @@ over the whole gives.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .logs.envelope import year_inferred
 from .logs.net import DOTTED_QUAD
 from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
 
-# P7: an RFC 3164 stamp, or Dovecot 1.x's own, has no year: the parser infers it
-YEARLESS_STAMP = re.compile(r"(?:<\d{1,3}>)?(?:dovecot: )?[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d")
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
 TRUSTED_CACHE_SIZE = 100_000
@@ -281,7 +279,7 @@ class Detector:
             flag("auth_failed_then_legacy")
         if sender and not self.is_local(sender):
             flag("foreign_sender_domain")  # P3: worth a look, still the login's
-        if any(YEARLESS_STAMP.match(text) for _file, _offset, text in login_lines + lines):
+        if any(year_inferred(text) for _file, _offset, text in login_lines + lines):
             flag("year_inferred")  # P7: its year was the reader's guess
         if len(users) == 1 and not matching and self.is_shared(ip, t):
             # P1: behind a NAT with three or more users nobody is named without a sender match

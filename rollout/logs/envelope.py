@@ -35,6 +35,12 @@ _PROG = re.compile(r"(?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d
 _EXIM_PID = re.compile(r"\[(?P<pid>\d+)\] (?P<msg>.*)")
 _NGINX = re.compile(r"(?P<stamp>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(?P<level>[a-z]+)\] (?P<pid>\d+)#\d+: (?P<msg>.*)")
 _DOVECOT1 = re.compile(r"dovecot: (?P<stamp>[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d) (?P<msg>.*)")
+_YEARLESS = re.compile(r"(?:<\d{1,3}>)?(?:dovecot: )?[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d")
+
+
+def year_inferred(line: str) -> bool:
+    """Whether the line's stamp has no year (RFC 3164, Dovecot 1.x's own log): its year is inferred (P7)."""
+    return _YEARLESS.match(line) is not None
 
 
 class EnvelopeParser:
