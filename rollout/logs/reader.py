@@ -17,7 +17,6 @@ from typing import Any, BinaryIO
 from ..errors import LogParseError
 
 log = logging.getLogger(__name__)
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CHUNK = 1 << 20
 BLOCK = 4 << 20  # bytes per block handed to the parser (a few tens of thousands of lines)
 
@@ -83,7 +82,11 @@ class ZstdReader(io.RawIOBase):
         super().close()
 
 
-MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+def open_zstd(path: Path, mode: str = "rb") -> BinaryIO:
+    return io.BufferedReader(ZstdReader(open(path, mode)), CHUNK)  # type: ignore[return-value]
+
+
+MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open, b"\x28\xb5\x2f\xfd": open_zstd}
 
 
 def open_log(path: Path) -> tuple[BinaryIO, bool]:
@@ -98,15 +101,13 @@ def open_log(path: Path) -> tuple[BinaryIO, bool]:
         if head.startswith(magic):
             raw.close()
             return opener(path, "rb"), True  # type: ignore[operator]
-    if head.startswith(ZSTD_MAGIC):
-        return io.BufferedReader(ZstdReader(raw), CHUNK), True  # type: ignore[return-value]
     return raw, False
 
 
 def identify_compressed(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(6)
-    return any(head.startswith(magic) for magic in (*MAGIC, ZSTD_MAGIC))
+    return any(head.startswith(magic) for magic in MAGIC)
 
 
 def identify(path: Path) -> FileIdentity:
