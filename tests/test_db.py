@@ -114,7 +114,8 @@ def test_insert_rows_stores_exactly_what_a_core_insert_stores(runtime: Runtime) 
                                                  ("Q3", None, times[1], []))]
     with runtime.sessions() as session, session.begin():
         session.execute(table.insert(), [dict(row, host="core") for row in rows])
-        db.insert_rows(session, table, [dict(row, host="bulk") for row in rows])
+        columns = list(rows[0])
+        db.insert_rows(session.connection(), table, columns, [tuple(dict(row, host="bulk")[c] for c in columns) for row in rows])
     with runtime.sessions() as session:
         raw = session.connection().exec_driver_sql("SELECT host, kind, at, queue_id, client_ip, sender, CAST(candidates AS TEXT), "
                                                    "CAST(evidence AS TEXT) FROM review_items ORDER BY queue_id, host").all()

@@ -433,7 +433,7 @@ def _save_days(session: Session, tally: _Tally) -> None:
             new.append(vars(row))
         else:
             _merge_day(row, d)
-    insert_rows(session, LegacyDay.__table__, new)
+    _insert(session, LegacyDay.__table__, new)
 
 
 def _save_evidence(session: Session, tally: _Tally) -> None:
@@ -444,7 +444,7 @@ def _save_evidence(session: Session, tally: _Tally) -> None:
         for (mid, day, kind), (lines, details) in tally.evidence.items()
         if (mid, day, kind) not in have
     ]
-    insert_rows(session, Evidence.__table__, new)
+    _insert(session, Evidence.__table__, new)
 
 
 def _save_reviews(session: Session, tally: _Tally) -> None:
@@ -460,7 +460,7 @@ def _save_reviews(session: Session, tally: _Tally) -> None:
             kind = "dual_stack" if "dual_stack" in f.details.get("flags", ()) else f.kind
             new.append({"kind": kind, "at": at, "host": f.host, "queue_id": f.qid or "", "client_ip": f.ip, "sender": f.sender,
                         "candidates": f.candidates, "evidence": _line_dicts(f.lines)})
-    insert_rows(session, ReviewItem.__table__, new)
+    _insert(session, ReviewItem.__table__, new)
 
 
 def _save_unknown(session: Session, tally: _Tally) -> None:
@@ -477,7 +477,13 @@ def _save_unknown(session: Session, tally: _Tally) -> None:
             row.first_seen, row.last_seen = min(row.first_seen, _dt(first)), max(row.last_seen, _dt(last))
             row.count += count
             row.last_ip = ip
-    insert_rows(session, UnknownLogin.__table__, new)
+    _insert(session, UnknownLogin.__table__, new)
+
+
+def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        columns = list(rows[0])
+        insert_rows(session.connection(), table, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
 def _merge_day(row: LegacyDay, d: _Day) -> None:
