@@ -105,6 +105,18 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    bind: str = "127.0.0.1:8080"  # HOST:PORT; loopback unless told otherwise
+    threads: int = 4
+    status_refresh_seconds: float = 60.0  # the overview's figures are recomputed this often (0: on every request)
+    session_hours: float = 10.0  # a working day; then log in again
+    login_attempts: int = 5  # failed logins per account and per client address ...
+    lockout_minutes: int = 15  # ... within this time lock that account / address for it
+    trusted_header: str | None = None  # e.g. "X-Remote-User" from an SSO reverse proxy; off by default
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks whose trusted_header is believed
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///rollout.db"
     scan: ScanSettings = field(default_factory=ScanSettings)
@@ -113,6 +125,7 @@ class Settings:
     enforcement: EnforcementSettings = field(default_factory=EnforcementSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     source: str = "defaults"  # where the file part came from, for `config show`
 
 

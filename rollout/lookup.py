@@ -251,3 +251,32 @@ def notice_infos(session: Session, customer_pk: int) -> list[NoticeInfo]:
         for notice_id, address in rows:
             listed.setdefault(notice_id, []).append(address)
     return [NoticeInfo(n.wave, n.kind, n.state, n.sent_at, n.message_id, n.to_address, listed.get(n.id, [])) for n in notices]
+
+
+def matching_customers(session: Session, query: str, limit: int = 50) -> list[tuple[Customer, str]]:
+    """Every customer a query names, with how it matched: several when a login or contact address is shared.
+
+    The same order of tries as ``find_customer`` (mailbox address, login, customer id, contact address).
+    """
+    query = query.strip()
+    if not query:
+        return []
+    mailbox = _mailbox_by_address(session, query)
+    if mailbox is not None:
+        return [(mailbox.customer, "mailbox")]
+    by_login = session.scalars(
+        select(Customer).join(Mailbox, Mailbox.customer_id == Customer.id).where(Mailbox.login == query).distinct().limit(limit)
+    ).all()
+    if by_login:
+        return [(c, "login") for c in by_login]
+    by_id = session.scalars(select(Customer).where(Customer.external_id == query)).all() or session.scalars(
+        select(Customer).where(func.lower(Customer.external_id) == query.lower()).limit(limit)  # no index: only when needed
+    ).all()
+    if by_id:
+        return [(c, "customer") for c in by_id]
+    if "@" in query:
+        by_email = session.scalars(
+            select(Customer).where(func.lower(Customer.email) == query.lower()).order_by(Customer.external_id).limit(limit)
+        ).all()
+        return [(c, "customer email") for c in by_email]
+    return []

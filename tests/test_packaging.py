@@ -31,6 +31,7 @@ def test_wheel_contains_templates_and_migrations(wheel: Path) -> None:
     assert "rollout/_data/migrations/env.py" in names
     assert any(n.startswith("rollout/_data/migrations/versions/0001_") for n in names)
     assert any(n.startswith("rollout/_data/templates/") for n in names)
+    assert {"rollout/_data/templates/web/style.css", "rollout/_data/templates/web/customer.html.j2"} <= set(names)  # rollout web
     assert not any("__pycache__" in n for n in names)
 
 
@@ -62,3 +63,9 @@ def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path:
     call("db", "upgrade")
     call("inventory", "import", "inv.csv")
     assert json.loads(call("inventory", "stats", "--json"))["mailboxes"] == 1
+    desk = subprocess.run(  # the support desk finds its templates and stylesheet in the wheel
+        [str(venv / "bin" / "python"), "-c", "from rollout.web.app import SupportDesk; from rollout.runtime import Runtime; "
+         "from rollout.config import load_settings; d = SupportDesk(Runtime(load_settings()), b'k'); print(len(d.stylesheet))"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert desk.returncode == 0 and int(desk.stdout) > 1000, desk.stderr

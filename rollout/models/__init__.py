@@ -6,6 +6,7 @@ from .core import AuditEvent, Customer, Mailbox
 from .ops import JobRun
 from .plan import Cohort, CohortMember, Exemption, MapVersion, Plan, RolloutState
 from .scan import Evidence, LegacyDay, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from .web import WebSecret, WebUser
 
 __all__ = [
     "AuditEvent",
@@ -29,4 +30,6 @@ __all__ = [
     "ScanSource",
     "UTCDateTime",
     "UnknownLogin",
+    "WebSecret",
+    "WebUser",
 ]

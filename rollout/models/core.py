@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base
@@ -23,6 +23,12 @@ class Customer(Base):
     updated_at: Mapped[datetime]
 
     mailboxes: Mapped[list[Mailbox]] = relationship(back_populates="customer", order_by="Mailbox.address_key")
+
+    # Support searches by contact address and customer id in any case (`rollout lookup`, `rollout web`).
+    __table_args__ = (
+        Index("ix_customers_email_lower", func.lower(email)),
+        Index("ix_customers_external_id_lower", func.lower(external_id)),
+    )
 
 
 class Mailbox(Base):
