@@ -145,7 +145,7 @@ def find_customer(session: Session, query: str) -> tuple[Customer, str, int | No
     customer = session.scalars(select(Customer).where(Customer.external_id == query)).first()
     if customer is not None:
         return customer, "customer", None
-    # Slower fallbacks (no index on these), tried only when the fast ones found nothing.
+    # Case-insensitive fallbacks (indexes on lower(...), migration 0007), tried only when the exact ones found nothing.
     customer = session.scalars(select(Customer).where(func.lower(Customer.external_id) == query.lower())).first()
     if customer is not None:
         return customer, "customer", None
@@ -265,18 +265,25 @@ def matching_customers(session: Session, query: str, limit: int = 50) -> list[tu
     if mailbox is not None:
         return [(mailbox.customer, "mailbox")]
     by_login = session.scalars(
-        select(Customer).join(Mailbox, Mailbox.customer_id == Customer.id).where(Mailbox.login == query).distinct().limit(limit)
+        select(Customer)
+        .join(Mailbox, Mailbox.customer_id == Customer.id)
+        .where(Mailbox.login == query)
+        .distinct()
+        .limit(limit)
     ).all()
     if by_login:
         return [(c, "login") for c in by_login]
     by_id = session.scalars(select(Customer).where(Customer.external_id == query)).all() or session.scalars(
-        select(Customer).where(func.lower(Customer.external_id) == query.lower()).limit(limit)  # no index: only when needed
+        select(Customer).where(func.lower(Customer.external_id) == query.lower()).limit(limit)
     ).all()
     if by_id:
         return [(c, "customer") for c in by_id]
     if "@" in query:
         by_email = session.scalars(
-            select(Customer).where(func.lower(Customer.email) == query.lower()).order_by(Customer.external_id).limit(limit)
+            select(Customer)
+            .where(func.lower(Customer.email) == query.lower())
+            .order_by(Customer.external_id)
+            .limit(limit)
         ).all()
         return [(c, "customer email") for c in by_email]
     return []

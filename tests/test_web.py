@@ -47,7 +47,9 @@ def test_login_sets_a_safe_cookie_and_logout_ends_the_session(desk: Desk) -> Non
     assert status == 200 and data["phase"] == "switch-off" and [c["label"] for c in data["cohorts"]] == ["a–m", "n–z"]
     status, headers, _ = desk.request("POST", "/logout", cookie=session)
     assert status == 303 and "Max-Age=0" in headers["set-cookie"]
-    _, headers, _ = desk.request("POST", "/login", {"name": USER, "password": PASSWORD}, headers={"X-Forwarded-Proto": "https"})
+    _, headers, _ = desk.request(
+        "POST", "/login", {"name": USER, "password": PASSWORD}, headers={"X-Forwarded-Proto": "https"}
+    )
     assert "Secure" not in headers["set-cookie"]  # that header counts only from a trusted proxy
 
 
@@ -63,7 +65,9 @@ def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(desk: 
     assert desk.login(name="nobody", password="x" * 12)[0] == 429  # the same address is locked too
 
 
-def test_trusted_header_is_ignored_unless_enabled_and_sent_by_a_trusted_proxy(runtime: Runtime, cli_env: dict[str, str]) -> None:
+def test_trusted_header_is_ignored_unless_enabled_and_sent_by_a_trusted_proxy(
+    runtime: Runtime, cli_env: dict[str, str]
+) -> None:
     """X-Remote-User logs nobody in by default, nor from an untrusted address; from a trusted proxy it does."""
     build_desk_database(runtime)
     sso = {"X-Remote-User": "carol"}
@@ -79,7 +83,9 @@ def test_trusted_header_is_ignored_unless_enabled_and_sent_by_a_trusted_proxy(ru
         _, headers, _ = desk.request("POST", "/login", {"name": USER, "password": PASSWORD}, headers=tls)
         assert "; Secure" in headers["set-cookie"]  # the proxy terminates TLS: the cookie is sent over HTTPS only
     with runtime.sessions() as s:
-        assert s.scalars(select(AuditEvent.actor).where(AuditEvent.action == "web.customer_view")).all() == ["web:carol"]
+        assert s.scalars(select(AuditEvent.actor).where(AuditEvent.action == "web.customer_view")).all() == [
+            "web:carol"
+        ]
 
 
 def test_customer_name_with_html_is_shown_escaped(desk: Desk) -> None:
@@ -101,7 +107,9 @@ def test_each_customer_view_is_audited_with_who_and_which_customer(desk: Desk, r
     assert desk.json("/api/customer/K-2", session)[0] == 200
     desk.request("GET", "/", cookie=session)  # the overview shows no personal data: not audited
     with runtime.sessions() as s:
-        rows = s.scalars(select(AuditEvent).where(AuditEvent.action == "web.customer_view").order_by(AuditEvent.id)).all()
+        rows = s.scalars(
+            select(AuditEvent).where(AuditEvent.action == "web.customer_view").order_by(AuditEvent.id)
+        ).all()
         assert [(r.actor, r.details["customer"], r.details["query"]) for r in rows] == [
             ("web:support", "K-1", "ANNA@acme.EXAMPLE"),
             ("web:support", "K-2", "K-2"),
@@ -110,7 +118,7 @@ def test_each_customer_view_is_audited_with_who_and_which_customer(desk: Desk, r
 
 
 def test_search_by_login_customer_id_and_contact_address_and_unknown(desk: Desk) -> None:
-    """A POP login, a customer id in another case and a contact address find the customer; nothing found is a 404 page."""
+    """A POP login, a customer id in another case and a contact address find the customer; nothing found: 404."""
     session = desk.login()[1]
     for query, customer in (("web1p2", "K-1"), ("k-2", "K-2"), ("Billing@ACME.example", "K-1")):
         status, headers, _ = desk.request("GET", f"/search?q={query}", cookie=session)
@@ -119,7 +127,9 @@ def test_search_by_login_customer_id_and_contact_address_and_unknown(desk: Desk)
     assert status == 404 and "Nothing found for" in page
     assert desk.json("/api/search?q=Billing%40ACME.example", session)[1] == {
         "query": "Billing@ACME.example",
-        "customers": [{"customer_id": "K-1", "name": "Acme GmbH", "email": "billing@acme.example", "matched": "customer email"}],
+        "customers": [
+            {"customer_id": "K-1", "name": "Acme GmbH", "email": "billing@acme.example", "matched": "customer email"}
+        ],
     }
 
 
@@ -143,13 +153,16 @@ def test_pages_change_nothing(desk: Desk) -> None:
 
 def test_user_add_asks_twice_list_and_remove(run: Cli, runtime: Runtime) -> None:
     """Accounts: the password is asked twice and stored as an argon2id hash; list (also JSON); remove."""
-    result = run("web", "user", "add", "dora", input="a long passphrase\na different one\na long passphrase\na long passphrase\n")
+    result = run(
+        "web", "user", "add", "dora", input="a long passphrase\na different one\na long passphrase\na long passphrase\n"
+    )
     assert "account dora created" in result.output
     with runtime.sessions() as s:
         stored = s.scalars(select(WebUser.password_hash).where(WebUser.name == "dora")).one()
     assert stored.startswith("$argon2id$") and "a long passphrase" not in stored
     assert run("web", "user", "add", "dora", input="a long passphrase\na long passphrase\n", expect=1).output.endswith(
-        "Error: account 'dora' exists already (remove it first to set a new password)\n")
+        "Error: account 'dora' exists already (remove it first to set a new password)\n"
+    )
     assert "at least 10 characters" in run("web", "user", "add", "eve", input="short\nshort\n", expect=1).output
     assert [u["name"] for u in json.loads(run("web", "user", "list", "--json").output)] == ["dora"]
     run("web", "user", "remove", "dora")
@@ -171,8 +184,14 @@ def test_bad_bind_is_a_clear_error(run: Cli, runtime: Runtime) -> None:
 
 @pytest.mark.parametrize(
     ("header", "language"),
-    [("de-DE,de;q=0.9,en;q=0.8", "de"), ("en-US,en;q=0.9,de;q=0.8", "en"), ("fr-FR,de;q=0.5", "de"), ("fr", "en"), (None, "en"),
-     ("en;q=0.1, de;q=0.9", "de")],
+    [
+        ("de-DE,de;q=0.9,en;q=0.8", "de"),
+        ("en-US,en;q=0.9,de;q=0.8", "en"),
+        ("fr-FR,de;q=0.5", "de"),
+        ("fr", "en"),
+        (None, "en"),
+        ("en;q=0.1, de;q=0.9", "de"),
+    ],
 )
 def test_language_follows_the_browser(header: str | None, language: str) -> None:
     """German or English by Accept-Language and its q-values; English when neither is asked for."""

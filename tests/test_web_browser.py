@@ -45,8 +45,15 @@ def browser(width: int, language: str) -> WebDriver:
         pytest.skip("chromium / chromedriver not installed")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--window-size={width},1000",
-                     f"--lang={language}", "--no-proxy-server"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={width},1000",
+        f"--lang={language}",
+        "--no-proxy-server",
+    ):
         options.add_argument(argument)
     options.add_experimental_option("prefs", {"intl.accept_languages": language})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -72,7 +79,9 @@ def log_in(driver: WebDriver, desk: Desk) -> None:
 
 def arrive(driver: WebDriver, where: Callable[[str], bool]) -> None:
     """Wait for the browser to load the next page (a click or submit returns before it has)."""
-    WebDriverWait(driver, 15).until(lambda d: where(d.current_url) and d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 15).until(
+        lambda d: where(d.current_url) and d.execute_script("return document.readyState") == "complete"
+    )
 
 
 def full_page_screenshot(driver: WebDriver, path: Path) -> None:
@@ -82,7 +91,7 @@ def full_page_screenshot(driver: WebDriver, path: Path) -> None:
 
 
 def test_support_finds_a_customer_and_sees_the_reply_and_notices(desk: Desk, chrome: WebDriver, tmp_path: Path) -> None:
-    """Log in, search an address in another case, land on the customer page with the SMTP reply, evidence and notices."""
+    """Log in, search an address in another case, reach the customer page: SMTP reply, evidence and notices."""
     shots = screenshot_dir(tmp_path)
     log_in(chrome, desk)
     assert chrome.find_element(By.TAG_NAME, "h1").text == "Overview"
@@ -94,7 +103,9 @@ def test_support_finds_a_customer_and_sees_the_reply_and_notices(desk: Desk, chr
     page = chrome.find_element(By.TAG_NAME, "main").text
     assert "Anna@acme.example" in page.split("bert@acme.example")[0]  # the searched mailbox comes first
     reply = chrome.find_element(By.CSS_SELECTOR, "pre.reply").text
-    assert reply.startswith("554 5.7.1 <Anna@acme.example>: Sender address rejected: SMTP-after-POP is switched off for Anna@acme.example")
+    assert reply.startswith(
+        "554 5.7.1 <Anna@acme.example>: Sender address rejected: SMTP-after-POP is switched off for Anna@acme.example"
+    )
     assert "Mar 20 10:00:00 mx1 postfix/smtpd[123]: 4ABC: client=dsl-1.example.net[198.51.100.7]" in page
     notices = [row.text for row in chrome.find_elements(By.CSS_SELECTOR, "#notices tbody tr")]
     assert len(notices) == 3 and all("sent" in row and "<rollout.1." in row for row in notices)
@@ -114,7 +125,9 @@ def test_overview_shows_the_cohort_table_and_the_trend_chart(desk: Desk, chrome:
     assert rows[0].split()[:4] == ["1", "a–m", "2", "50.0"] and "reject" in rows[0] and rows[0].endswith("3")
     assert "pending" in rows[1]
     values = [t.text for t in chrome.find_elements(By.CSS_SELECTOR, "svg#trend text.value")]
-    heights = [float(b.get_attribute("height") or -1) for b in chrome.find_elements(By.CSS_SELECTOR, "svg#trend rect.bar")]
+    heights = [
+        float(b.get_attribute("height") or -1) for b in chrome.find_elements(By.CSS_SELECTOR, "svg#trend rect.bar")
+    ]
     assert values == ["2", "1", "0"]  # anna and bert in the week of T0, nina the week after, then no legacy use
     assert heights[0] > heights[1] > heights[2] == 0
     waves = chrome.find_elements(By.CSS_SELECTOR, "#waves tbody tr")
@@ -137,7 +150,9 @@ def test_german_browser_in_a_narrow_window_gets_german_and_no_sideways_scrolling
         assert driver.find_element(By.TAG_NAME, "h1").text == "Übersicht"
         driver.get(desk.url + "/search?q=nina@home.example")
         assert "Benachrichtigungen an den Kunden" in driver.find_element(By.TAG_NAME, "main").text
-        overflow = driver.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
         assert overflow <= 0
         full_page_screenshot(driver, screenshot_dir(tmp_path) / "customer-narrow-de.png")
     finally:

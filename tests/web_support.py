@@ -31,11 +31,23 @@ def build_desk_database(runtime: Runtime) -> None:
     """The operate_support story, a customer whose name is HTML, and one support account."""
     build_rollout(runtime)
     with runtime.sessions() as s, s.begin():
-        evil = Customer(external_id="K-3", email="evil@html.example", name=HOSTILE_NAME, locale="en", created_at=T0, updated_at=T0)
+        evil = Customer(
+            external_id="K-3", email="evil@html.example", name=HOSTILE_NAME, locale="en", created_at=T0, updated_at=T0
+        )
         s.add(evil)
         s.flush()
-        s.add(Mailbox(address="mallory@html.example", address_key="mallory@html.example", domain="html.example",
-                      customer_id=evil.id, bucket="m", sort_key="mallory", created_at=T0, updated_at=T0))
+        s.add(
+            Mailbox(
+                address="mallory@html.example",
+                address_key="mallory@html.example",
+                domain="html.example",
+                customer_id=evil.id,
+                bucket="m",
+                sort_key="mallory",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
         accounts.add_user(s, USER, PASSWORD, T0, "tester")
 
 
@@ -52,8 +64,14 @@ class Desk:
     port: int
     cookie: str | None = field(default=None)
 
-    def request(self, method: str, path: str, body: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-                cookie: str | None = None) -> tuple[int, dict[str, str], str]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        cookie: str | None = None,
+    ) -> tuple[int, dict[str, str], str]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         sent = dict(headers or {})
         if cookie:
@@ -68,7 +86,9 @@ class Desk:
         conn.close()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, text
 
-    def login(self, name: str = USER, password: str = PASSWORD, headers: dict[str, str] | None = None) -> tuple[int, str | None]:
+    def login(
+        self, name: str = USER, password: str = PASSWORD, headers: dict[str, str] | None = None
+    ) -> tuple[int, str | None]:
         status, got, _ = self.request("POST", "/login", {"name": name, "password": password, "next": "/"}, headers)
         cookie = got.get("set-cookie")
         return status, cookie.split(";", 1)[0] if cookie else None
@@ -83,8 +103,12 @@ def running_desk(env: dict[str, str], **settings: str) -> Iterator[Desk]:
     """`rollout web` started as its own process; stopped with SIGTERM, which must end it cleanly."""
     port = free_port()
     env = {**env, "ROLLOUT_NOW": NOW.isoformat(), **{f"ROLLOUT_WEB_{k.upper()}": v for k, v in settings.items()}}
-    process = subprocess.Popen([sys.executable, "-m", "rollout", "web", "--bind", f"127.0.0.1:{port}"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "web", "--bind", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     desk = Desk(f"http://127.0.0.1:{port}", process, port)
     try:
         _wait_until_listening(desk)
@@ -114,4 +138,6 @@ def clean_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def _no_proxy() -> dict[str, str]:
-    return {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"} if os.environ.get("http_proxy") else {}
+    return (
+        {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"} if os.environ.get("http_proxy") else {}
+    )

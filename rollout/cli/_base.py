@@ -49,7 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("rollout.cli.operate:status_command", "Where the rollout stands: phase, next action, waves, cohorts, legacy trend."),
     "step": ("rollout.cli.plan:step_command", "Switch off the next cohort, or move the current one to its next stage."),
     "undo": ("rollout.cli.plan:undo_command", "Re-enable the legacy path for the last step (or back to --to-step) via a map swap."),
-    "web": ("rollout.cli.web:web_group", "Serve the read-only support desk in the browser until SIGTERM (login required)."),
+    "web": ("rollout.cli.web:web_group", "Serve the read-only support desk in the browser (login required)."),
 }
 
 

@@ -13,12 +13,12 @@ from ._base import echo_json, echo_table, json_option, pass_runtime
 @click.option("--bind", metavar="HOST:PORT", help="Where to listen (default: web.bind, 127.0.0.1:8080).")
 @click.pass_context
 def web_group(ctx: click.Context, bind: str | None) -> None:
-    """Serve the read-only support desk in the browser until SIGTERM (login required).
+    """Serve the read-only support desk in the browser (login required).
 
     Overview, search, one page per customer (what `rollout lookup` shows), cohort
     listings and the same as JSON under /api/. It listens on loopback unless told
     otherwise: put nginx or Apache with TLS in front of it. Create an account
-    first with `rollout web user add NAME`.
+    first with `rollout web user add NAME`. SIGTERM stops it cleanly.
 
     \b
     Example:
@@ -31,7 +31,9 @@ def web_group(ctx: click.Context, bind: str | None) -> None:
 
 @pass_runtime()
 def _serve(runtime: Runtime, bind: str | None) -> None:
-    serve_web(runtime, bind, on_ready=lambda url: click.echo(f"support desk on {url} (SIGTERM or Ctrl-C stops it)", err=True))
+    serve_web(
+        runtime, bind, on_ready=lambda url: click.echo(f"support desk on {url} (SIGTERM or Ctrl-C stops it)", err=True)
+    )
 
 
 @web_group.group("user")
@@ -73,7 +75,9 @@ def user_list(runtime: Runtime, as_json: bool) -> None:
     if as_json:
         echo_json(users)
         return
-    echo_table([(u.name, u.created_at.strftime("%Y-%m-%d %H:%M"), u.created_by) for u in users], ("account", "created", "by"))
+    echo_table(
+        [(u.name, u.created_at.strftime("%Y-%m-%d %H:%M"), u.created_by) for u in users], ("account", "created", "by")
+    )
 
 
 @user_group.command("remove")

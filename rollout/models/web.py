@@ -35,5 +35,10 @@ class WebSecret(Base):
 # The support desk pages through one cohort's members in mailbox order (rollout.web.pages).
 Index("ix_cohort_members_cohort_id_mailbox_id", CohortMember.cohort_id, CohortMember.mailbox_id)
 # ... and lists the mailboxes our map refused: the few days with refusals, not every legacy day.
-Index("ix_legacy_days_refused", LegacyDay.mailbox_id, LegacyDay.day,
-      sqlite_where=LegacyDay.refused_count > 0, postgresql_where=LegacyDay.refused_count > 0)
+Index(
+    "ix_legacy_days_refused",
+    LegacyDay.mailbox_id,
+    LegacyDay.day,
+    sqlite_where=LegacyDay.refused_count > 0,
+    postgresql_where=LegacyDay.refused_count > 0,
+)

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,12 +47,16 @@ def add_user(session: Session, name: str, password: str, now: datetime, actor: s
 
 
 def list_users(session: Session) -> list[Account]:
-    return [Account(u.name, u.created_at, u.created_by) for u in session.scalars(select(WebUser).order_by(WebUser.name))]
+    return [
+        Account(u.name, u.created_at, u.created_by) for u in session.scalars(select(WebUser).order_by(WebUser.name))
+    ]
 
 
 def remove_user(session: Session, name: str) -> None:
-    if session.execute(delete(WebUser).where(WebUser.name == name)).rowcount == 0:
+    user = session.scalars(select(WebUser).where(WebUser.name == name)).first()
+    if user is None:
         raise RolloutError(f"there is no account {name!r} (see `rollout web user list`)")
+    session.delete(user)
 
 
 def user_exists(session: Session, name: str) -> bool:

@@ -36,7 +36,10 @@ MAX_FORM_BYTES = 4096
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 SECURITY_HEADERS = [
     # Pages show customers' personal data: no caching, no framing, no referrer leaking addresses in URLs.
-    ("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
+    ),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-store"),
@@ -56,8 +59,13 @@ class Request:
     @classmethod
     def from_environ(cls, environ: dict[str, Any]) -> Request:
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-        request = cls(environ, environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/") or "/", query,
-                      choose_language(environ.get("HTTP_ACCEPT_LANGUAGE")))
+        request = cls(
+            environ,
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("PATH_INFO", "/") or "/",
+            query,
+            choose_language(environ.get("HTTP_ACCEPT_LANGUAGE")),
+        )
         if request.method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(min(length, MAX_FORM_BYTES)).decode("utf-8", "replace")
@@ -137,8 +145,13 @@ class SupportDesk:
         self.status = StatusCache(lambda: rollout_status(runtime), web.status_refresh_seconds)
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in web.trusted_proxies]
         folder = templates_dir() / "web"
-        self.templates = Environment(loader=FileSystemLoader(folder), autoescape=select_autoescape(default=True),
-                                     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.templates = Environment(
+            loader=FileSystemLoader(folder),
+            autoescape=select_autoescape(default=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         self.templates.filters["stamp"] = stamp
         self.templates.filters["percent"] = lambda share: f"{share * 100:.1f} %"
         self.templates.globals["quote"] = lambda text: quote(text, safe="")
@@ -160,8 +173,12 @@ class SupportDesk:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request.from_environ(environ)
         response = self.respond(request)
-        headers = [("Content-Type", response.content_type), ("Content-Length", str(len(response.body))),
-                   *SECURITY_HEADERS, *response.headers]
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            *SECURITY_HEADERS,
+            *response.headers,
+        ]
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
         return [response.body]
 
@@ -231,13 +248,17 @@ class SupportDesk:
         address = self.client_address(request)
         if self.limiter.blocked(name, address):
             message = "Too many failed logins: try again in a few minutes."
-            return self.page(request, "login.html.j2", code=HTTPStatus.TOO_MANY_REQUESTS, next=target, message=message, name=name)
+            return self.page(
+                request, "login.html.j2", code=HTTPStatus.TOO_MANY_REQUESTS, next=target, message=message, name=name
+            )
         with self.runtime.sessions() as session:
             valid = bool(name) and accounts.check_password(session, name, password)
         if not valid:
             self.limiter.failed(name, address)
             message = "Wrong account or password."
-            return self.page(request, "login.html.j2", code=HTTPStatus.UNAUTHORIZED, next=target, message=message, name=name)
+            return self.page(
+                request, "login.html.j2", code=HTTPStatus.UNAUTHORIZED, next=target, message=message, name=name
+            )
         self.limiter.succeeded(name)
         hours = self.settings.session_hours
         cookie = sign_session(self.key, name, time.time() + hours * 3600)
@@ -265,8 +286,15 @@ class SupportDesk:
         with self.runtime.sessions() as session:
             ambiguous = pages.ambiguous_sightings(session)
         bars = chart.trend_bars([(w.week, w.mailboxes) for w in status.trend])
-        return self.page(request, "overview.html.j2", status=status, bars=bars, chart=chart, ambiguous=ambiguous,
-                         held_back=getattr(status, "held_back", None))
+        return self.page(
+            request,
+            "overview.html.j2",
+            status=status,
+            bars=bars,
+            chart=chart,
+            ambiguous=ambiguous,
+            held_back=getattr(status, "held_back", None),
+        )
 
     def search(self, request: Request) -> Response:
         query = request.query.get("q", "").strip()
@@ -294,8 +322,12 @@ class SupportDesk:
 
     def page(self, request: Request, template: str, code: int = HTTPStatus.OK, **context: Any) -> Response:
         html = self.templates.get_template(template).render(
-            _=translator(request.language), lang=request.language, user=request.user, q=request.query.get("q", ""),
-            now=self.runtime.clock.now(), **context,
+            _=translator(request.language),
+            lang=request.language,
+            user=request.user,
+            q=request.query.get("q", ""),
+            now=self.runtime.clock.now(),
+            **context,
         )
         return Response(code, html.encode())
 
@@ -307,7 +339,9 @@ class SupportDesk:
     def api_search(self, request: Request) -> Response:
         with self.runtime.sessions() as session:
             found = matching_customers(session, request.query.get("q", ""))
-            rows = [{"customer_id": c.external_id, "name": c.name, "email": c.email, "matched": how} for c, how in found]
+            rows = [
+                {"customer_id": c.external_id, "name": c.name, "email": c.email, "matched": how} for c, how in found
+            ]
         return Response.json({"query": request.query.get("q", ""), "customers": rows})
 
     def api_customer(self, request: Request, customer_id: str) -> Response:
@@ -332,17 +366,29 @@ class SupportDesk:
         if report.customer_id != customer_id:  # a customer id that is also someone's login
             return None
         with self.runtime.sessions() as session, session.begin():
-            audit.record(session, self.runtime.clock.now(), f"web:{request.user}", "web.customer_view",
-                         customer=customer_id, query=query or customer_id, client=self.client_address(request))
+            audit.record(
+                session,
+                self.runtime.clock.now(),
+                f"web:{request.user}",
+                "web.customer_view",
+                customer=customer_id,
+                query=query or customer_id,
+                client=self.client_address(request),
+            )
         return report
 
     def _cohort(self, request: Request, position: str) -> pages.CohortPage | None:
         chosen = request.query.get("filter", "all")
         after = request.query.get("after", "")
         with self.runtime.sessions() as session:
-            return pages.cohort_page(session, int(position), chosen if chosen in pages.FILTERS else "all",
-                                     int(after) if after.isdigit() else 0, self.runtime.settings.notices.lookback_days,
-                                     self.runtime.clock.now())
+            return pages.cohort_page(
+                session,
+                int(position),
+                chosen if chosen in pages.FILTERS else "all",
+                int(after) if after.isdigit() else 0,
+                self.runtime.settings.notices.lookback_days,
+                self.runtime.clock.now(),
+            )
 
 
 def wave_columns(wave: Any) -> list[str]:
@@ -350,7 +396,16 @@ def wave_columns(wave: Any) -> list[str]:
     return [f.name for f in fields(wave) if f.name != "wave" and isinstance(getattr(wave, f.name), int)]
 
 
-SHOWN_MAILBOX_FIELDS = {"address", "login", "legacy", "cohort", "exemption", "refused_reply", "evidence", "evidence_day"}
+SHOWN_MAILBOX_FIELDS = {
+    "address",
+    "login",
+    "legacy",
+    "cohort",
+    "exemption",
+    "refused_reply",
+    "evidence",
+    "evidence_day",
+}
 
 
 def extra_fields(report: Any) -> list[tuple[str, str]]:
@@ -361,7 +416,11 @@ def extra_fields(report: Any) -> list[tuple[str, str]]:
         if f.name in SHOWN_MAILBOX_FIELDS or value in (None, "", [], {}, False):
             continue
         if is_dataclass(value) and not isinstance(value, type):
-            value = "; ".join(f"{k} {stamp(v) if isinstance(v, datetime) else v}" for k, v in asdict(value).items() if v not in (None, ""))
+            value = "; ".join(
+                f"{k} {stamp(v) if isinstance(v, datetime) else v}"
+                for k, v in asdict(value).items()
+                if v not in (None, "")
+            )
         elif isinstance(value, datetime):
             value = stamp(value)
         elif isinstance(value, list):
@@ -384,5 +443,3 @@ def _safe_next(target: str | None) -> str:
 def _with_query(request: Request) -> str:
     query = request.environ.get("QUERY_STRING", "")
     return request.path + ("?" + query if query else "")
-
-

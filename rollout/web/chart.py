@@ -28,5 +28,14 @@ def trend_bars(weeks: list[tuple[date, int]]) -> list[Bar]:
     bars = []
     for i, (week, count) in enumerate(weeks):
         height = max(2.0 if count else 0.0, plot * count / peak)
-        bars.append(Bar(round(i * slot + slot * 0.15, 1), round(plot - height + 16, 1), round(slot * 0.7, 1), round(height, 1), count, week))
+        bars.append(
+            Bar(
+                round(i * slot + slot * 0.15, 1),
+                round(plot - height + 16, 1),
+                round(slot * 0.7, 1),
+                round(height, 1),
+                count,
+                week,
+            )
+        )
     return bars

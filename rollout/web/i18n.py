@@ -13,7 +13,9 @@ GERMAN = {
     "Account": "Konto",
     "Password": "Passwort",
     "Wrong account or password.": "Konto oder Passwort falsch.",
-    "Too many failed logins: try again in a few minutes.": "Zu viele Fehlversuche: bitte in einigen Minuten erneut versuchen.",
+    "Too many failed logins: try again in a few minutes.": (
+        "Zu viele Fehlversuche: bitte in einigen Minuten erneut versuchen."
+    ),
     "Please log in.": "Bitte anmelden.",
     "Search": "Suchen",
     "Address, login, customer id or contact address": "Adresse, Login, Kundennummer oder Kontaktadresse",
@@ -86,12 +88,14 @@ GERMAN = {
     "Refused by our map": "Von unserer Map abgewiesen",
     "times": "mal",
     "A client sending without AUTH now gets": "Ein Client ohne AUTH bekommt jetzt",
-    "Stage warn: mail sent without AUTH is still accepted; Postfix logs a warning.":
-        "Stufe warn: Mail ohne AUTH wird noch angenommen; Postfix protokolliert eine Warnung.",
+    "Stage warn: mail sent without AUTH is still accepted; Postfix logs a warning.": (
+        "Stufe warn: Mail ohne AUTH wird noch angenommen; Postfix protokolliert eine Warnung."
+    ),
     "Mail sent without AUTH is accepted.": "Mail ohne AUTH wird angenommen.",
     "Evidence": "Belege",
-    "more mailboxes, not shown (the ones with legacy use come first)":
-        "weitere Postfächer, nicht gezeigt (die mit Altverfahren zuerst)",
+    "more mailboxes, not shown (the ones with legacy use come first)": (
+        "weitere Postfächer, nicht gezeigt (die mit Altverfahren zuerst)"
+    ),
     "Notices to the customer": "Benachrichtigungen an den Kunden",
     "none": "keine",
     "kind": "Art",

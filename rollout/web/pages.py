@@ -42,17 +42,28 @@ class CohortPage:
     next_after: int | None = None  # mailbox id to continue from
 
 
-def cohort_page(session: Session, position: int, filter: str, after: int, lookback_days: int, now: datetime) -> CohortPage | None:
+def cohort_page(
+    session: Session, position: int, filter: str, after: int, lookback_days: int, now: datetime
+) -> CohortPage | None:
     plan = active_plan(session)
-    cohort = None if plan is None else session.scalars(
-        select(Cohort).where(Cohort.plan_id == plan.id, Cohort.position == position)
-    ).first()
+    cohort = (
+        None
+        if plan is None
+        else session.scalars(select(Cohort).where(Cohort.plan_id == plan.id, Cohort.position == position)).first()
+    )
     if cohort is None:
         return None
     since = now - timedelta(days=lookback_days)
     ids = _member_ids(session, cohort, filter, after, since)
-    page = CohortPage(cohort.position, cohort.label, cohort.stage, cohort.scheduled_at, cohort.enforced_at,
-                      cohort.mailbox_count, filter)
+    page = CohortPage(
+        cohort.position,
+        cohort.label,
+        cohort.stage,
+        cohort.scheduled_at,
+        cohort.enforced_at,
+        cohort.mailbox_count,
+        filter,
+    )
     if len(ids) > PAGE_SIZE:
         ids = ids[:PAGE_SIZE]
         page.next_after = ids[-1]
@@ -85,9 +96,16 @@ def _member_ids(session: Session, cohort: Cohort, filter: str, after: int, since
         # the partial index of refused days: refusals are few, the cohort's members many
         query = (
             select(LegacyDay.mailbox_id)
-            .join(CohortMember, and_(CohortMember.plan_id == cohort.plan_id, CohortMember.mailbox_id == LegacyDay.mailbox_id))
-            .where(LegacyDay.refused_count > 0, LegacyDay.day >= cohort.enforced_at.date(), LegacyDay.mailbox_id > after,
-                   CohortMember.cohort_id == cohort.id)
+            .join(
+                CohortMember,
+                and_(CohortMember.plan_id == cohort.plan_id, CohortMember.mailbox_id == LegacyDay.mailbox_id),
+            )
+            .where(
+                LegacyDay.refused_count > 0,
+                LegacyDay.day >= cohort.enforced_at.date(),
+                LegacyDay.mailbox_id > after,
+                CohortMember.cohort_id == cohort.id,
+            )
             .group_by(LegacyDay.mailbox_id)
         )
         return list(session.scalars(query.order_by(LegacyDay.mailbox_id).limit(PAGE_SIZE + 1)))
@@ -97,7 +115,7 @@ def _member_ids(session: Session, cohort: Cohort, filter: str, after: int, since
 def _usage(
     session: Session, ids: list[int], since: datetime, enforced_at: datetime | None
 ) -> dict[int, tuple[datetime | None, bool, int]]:
-    """Per mailbox on the page: last legacy use, still on the legacy path (lookback period), refusals since the switch-off."""
+    """Per mailbox on the page: last legacy use, still legacy (lookback period), refusals since the switch-off."""
     if not ids:
         return {}
     recent = LegacyDay.day >= since.date()

@@ -30,7 +30,9 @@ def parse_bind(bind: str) -> tuple[str, int]:
 def serve(app: Any, bind: str, threads: int, on_ready: Callable[[str], None] = lambda url: None) -> None:
     host, port = parse_bind(bind)
     try:
-        server = create_server(app, host=host, port=port, threads=threads, ident="rollout", clear_untrusted_proxy_headers=False)
+        server = create_server(
+            app, host=host, port=port, threads=threads, ident="rollout", clear_untrusted_proxy_headers=False
+        )
     except OSError as exc:
         raise RolloutError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
 
