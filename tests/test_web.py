@@ -14,6 +14,7 @@ from rollout.web.i18n import choose_language
 from rollout.web.sessions import LoginLimiter, read_session, sign_session
 
 from .conftest import Cli
+from .operate_support import NOW
 from .web_support import HOSTILE_NAME, PASSWORD, USER, Desk, build_desk_database, clean_env, running_desk
 
 
@@ -220,3 +221,17 @@ def test_login_limiter_counts_per_account_and_per_address_within_the_window() ->
     assert limiter.blocked("carol", "192.0.2.1")  # the address, for any account
     now[0] = 61
     assert not limiter.blocked("anna", "192.0.2.1")
+
+
+def test_customer_id_with_non_ascii_characters_has_its_page(desk: Desk, runtime: Runtime) -> None:
+    """A customer id such as K-Müller-7 is found by search and its page address works (UTF-8 in the URL)."""
+    from rollout.models import Customer
+
+    with runtime.sessions() as s, s.begin():
+        s.add(Customer(external_id="K-Müller-7", email="m@x.example", name="Müller", locale="de", created_at=NOW,
+                       updated_at=NOW))
+    session = desk.login()[1]
+    status, headers, _ = desk.request("GET", "/search?q=K-M%C3%BCller-7", cookie=session)
+    assert status == 303 and headers["location"].startswith("/customer/K-M%C3%BCller-7?")
+    status, _, page = desk.request("GET", headers["location"], cookie=session)
+    assert status == 200 and "K-Müller-7: Müller" in page

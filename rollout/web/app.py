@@ -62,7 +62,7 @@ class Request:
         request = cls(
             environ,
             environ.get("REQUEST_METHOD", "GET"),
-            environ.get("PATH_INFO", "/") or "/",
+            _path(environ),
             query,
             choose_language(environ.get("HTTP_ACCEPT_LANGUAGE")),
         )
@@ -427,6 +427,15 @@ def extra_fields(report: Any) -> list[tuple[str, str]]:
             value = ", ".join(map(str, value))
         shown.append((f.name.replace("_", " "), str(value)))
     return shown
+
+
+def _path(environ: dict[str, Any]) -> str:
+    """PATH_INFO as text: WSGI hands it over as bytes decoded as Latin-1 (PEP 3333); URLs are UTF-8."""
+    raw = str(environ.get("PATH_INFO") or "/")
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return raw
 
 
 def stamp(moment: datetime | None) -> str:
