@@ -235,3 +235,32 @@ def test_customer_id_with_non_ascii_characters_has_its_page(desk: Desk, runtime:
     assert status == 303 and headers["location"].startswith("/customer/K-M%C3%BCller-7?")
     status, _, page = desk.request("GET", headers["location"], cookie=session)
     assert status == 200 and "K-Müller-7: Müller" in page
+
+
+def test_overview_counts_open_ambiguous_sightings(desk: Desk, runtime: Runtime) -> None:
+    """An ambiguous sighting waiting for ops shows on the overview (the status is recomputed for the page)."""
+    from rollout.models import ReviewItem
+
+    session = desk.login()[1]
+    assert "Ambiguous sightings" not in desk.request("GET", "/", cookie=session)[2]
+    with runtime.sessions() as s, s.begin():
+        s.add(ReviewItem(kind="ambiguous", at=NOW, host="mx1", queue_id="4XYZ", client_ip="198.51.100.7", sender=None,
+                         candidates=["anna", "bert"], evidence=[]))
+    page = desk.request("GET", "/", cookie=session)[2]
+    assert "Ambiguous sightings open for review: <b>1</b>" in page
+
+
+def test_status_cache_computes_once_then_serves_the_latest() -> None:
+    """With a refresh interval the overview's status is computed once and then served; with 0, on every request."""
+    from rollout.web.app import StatusCache
+
+    computed: list[int] = []
+
+    def compute() -> object:
+        computed.append(1)
+        return len(computed)
+
+    cache = StatusCache(compute, seconds=3600)  # type: ignore[arg-type]
+    assert (cache.get(), cache.get(), len(computed)) == (1, 1, 1)
+    fresh = StatusCache(compute, seconds=0)  # type: ignore[arg-type]
+    assert (fresh.get(), fresh.get()) == (2, 3)

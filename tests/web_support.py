@@ -102,6 +102,7 @@ class Desk:
 def running_desk(env: dict[str, str], **settings: str) -> Iterator[Desk]:
     """`rollout web` started as its own process; stopped with SIGTERM, which must end it cleanly."""
     port = free_port()
+    settings = {"status_refresh_seconds": "0", **settings}  # tests change the database while it runs
     env = {**env, "ROLLOUT_NOW": NOW.isoformat(), **{f"ROLLOUT_WEB_{k.upper()}": v for k, v in settings.items()}}
     process = subprocess.Popen(
         [sys.executable, "-m", "rollout", "web", "--bind", f"127.0.0.1:{port}"],

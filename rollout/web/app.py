@@ -158,6 +158,7 @@ class SupportDesk:
         self.templates.globals["phases"] = PHASES
         self.templates.globals["wave_columns"] = wave_columns
         self.templates.globals["extra_fields"] = extra_fields
+        self.templates.globals["row_cells"] = row_cells
         self.stylesheet = (folder / "style.css").read_bytes()
         self.routes: list[tuple[re.Pattern[str], Callable[..., Response]]] = [
             (re.compile(r"/"), self.overview),
@@ -283,8 +284,10 @@ class SupportDesk:
 
     def overview(self, request: Request) -> Response:
         status = self.status.get()
-        with self.runtime.sessions() as session:
-            ambiguous = pages.ambiguous_sightings(session)
+        open_sightings = getattr(status, "open_sightings", None)  # counted by rollout.status once sightings resolve
+        if open_sightings is None:
+            with self.runtime.sessions() as session:
+                open_sightings = pages.ambiguous_sightings(session)
         bars = chart.trend_bars([(w.week, w.mailboxes) for w in status.trend])
         return self.page(
             request,
@@ -292,8 +295,9 @@ class SupportDesk:
             status=status,
             bars=bars,
             chart=chart,
-            ambiguous=ambiguous,
-            held_back=getattr(status, "held_back", None),
+            ambiguous=open_sightings,
+            held_back=getattr(status, "held_count", None),
+            lists=[(title, getattr(status, name)) for name, title in LISTED if getattr(status, name, None)],
         )
 
     def search(self, request: Request) -> Response:
@@ -396,6 +400,8 @@ def wave_columns(wave: Any) -> list[str]:
     return [f.name for f in fields(wave) if f.name != "wave" and isinstance(getattr(wave, f.name), int)]
 
 
+# Lists in `rollout status` the overview shows as plain tables, whatever their rows carry.
+LISTED = (("held", "Held back from the switch-off"), ("unreachable", "Customers whose latest notice bounced"))
 SHOWN_MAILBOX_FIELDS = {
     "address",
     "login",
@@ -427,6 +433,19 @@ def extra_fields(report: Any) -> list[tuple[str, str]]:
             value = ", ".join(map(str, value))
         shown.append((f.name.replace("_", " "), str(value)))
     return shown
+
+
+def row_cells(row: Any) -> list[tuple[str, str]]:
+    """A dataclass row as (column, text) pairs: lists from `rollout status` render without knowing their shape."""
+    cells = []
+    for f in fields(row):
+        value = getattr(row, f.name)
+        if isinstance(value, datetime):
+            value = stamp(value)
+        elif isinstance(value, (list, tuple)):
+            value = ", ".join(map(str, value))
+        cells.append((f.name.replace("_", " "), "" if value is None else str(value)))
+    return cells
 
 
 def _path(environ: dict[str, Any]) -> str:
