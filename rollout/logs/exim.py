@@ -1,4 +1,4 @@
-"""Exim main log (log-formats.md §4): arrivals, deliveries, completion, relay refusals."""
+"""Exim main log (docs/detection.md §4): arrivals, deliveries, completion, relay refusals."""
 
 from __future__ import annotations
 
