@@ -28,7 +28,8 @@ this page differs from the commands). Exit codes: 0 ok, 1 operational failure (`
 
 def walk(command: click.Command, parent: click.Context | None = None, name: str = "rollout") -> list[tuple[str, str]]:
     """(command path, help text) for ``command`` and every command below it, in listing order."""
-    ctx = click.Context(command, info_name=name, parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
+    settings = {**command.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+    ctx = click.Context(command, info_name=name, parent=parent, **settings)  # as click builds it to run the command
     found = [(ctx.command_path, command.get_help(ctx))]
     if isinstance(command, click.Group):
         for sub_name in command.list_commands(ctx):
