@@ -41,7 +41,7 @@ from rollout.config import load_settings  # noqa: E402
 from rollout.models import Cohort, CohortMember, Customer, LegacyDay, Mailbox  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
-from rollout.web import accounts  # noqa: E402
+from rollout import accounts  # noqa: E402
 from rollout.web.app import SupportDesk  # noqa: E402
 from rollout.web.sessions import sign_session  # noqa: E402
 from rollout.workflows.inventory import import_inventory  # noqa: E402

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from rollout.models import Customer, Mailbox
 from rollout.runtime import Runtime
-from rollout.web import accounts
+from rollout import accounts
 
 from .conftest import T0
 from .operate_support import NOW, build_rollout

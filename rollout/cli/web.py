@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..runtime import Runtime
-from ..workflows.web import add_user, list_users, remove_user, serve_web
+from ..web.server import serve_desk
+from ..workflows.web import add_user, list_users, remove_user
 from ._base import echo_json, echo_table, json_option, pass_runtime
 
 
@@ -31,7 +32,7 @@ def web_group(ctx: click.Context, bind: str | None) -> None:
 
 @pass_runtime()
 def _serve(runtime: Runtime, bind: str | None) -> None:
-    serve_web(
+    serve_desk(
         runtime, bind, on_ready=lambda url: click.echo(f"support desk on {url} (SIGTERM or Ctrl-C stops it)", err=True)
     )
 

@@ -21,13 +21,14 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from .. import audit
+from .. import accounts, audit
 from ..lookup import NotFound, matching_customers
 from ..resources import templates_dir
 from ..runtime import Runtime
-from ..status import PHASES, Status
+from ..rules import PHASES
+from ..status import Status
 from ..workflows.operate import lookup, rollout_status
-from . import accounts, chart, pages
+from . import chart, pages
 from .i18n import choose_language, translator
 from .sessions import COOKIE_NAME, LoginLimiter, read_session, sign_session
 

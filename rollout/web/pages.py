@@ -12,8 +12,8 @@ from sqlalchemy import and_, false, func, select
 from sqlalchemy.orm import Session
 
 from ..models import Cohort, CohortMember, Customer, LegacyDay, Mailbox, ReviewItem
-from ..plans import still_legacy_ids
-from ..status import active_plan, is_still_legacy
+from ..plans import active_plan, still_legacy_query
+from ..rules import is_still_legacy
 
 PAGE_SIZE = 50
 FILTERS = ("all", "legacy", "refused")
@@ -88,7 +88,7 @@ def _member_ids(session: Session, cohort: Cohort, filter: str, after: int, since
     """
     query = select(CohortMember.mailbox_id).where(CohortMember.cohort_id == cohort.id, CohortMember.mailbox_id > after)
     if filter == "legacy":
-        query = query.where(still_legacy_ids(since, 0).where(LegacyDay.mailbox_id == CohortMember.mailbox_id).exists())
+        query = query.where(still_legacy_query(since.date()).where(LegacyDay.mailbox_id == CohortMember.mailbox_id).exists())
     elif filter == "refused":
         if cohort.enforced_at is None:
             return []

@@ -14,7 +14,10 @@ from typing import Any, Callable
 
 from waitress.server import create_server
 
+from .. import accounts
 from ..errors import RolloutError
+from ..runtime import Runtime
+from .app import SupportDesk
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +50,10 @@ def serve(app: Any, bind: str, threads: int, on_ready: Callable[[str], None] = l
         signal.signal(signal.SIGTERM, previous)
         server.close()
         log.info("support desk stopped")
+
+
+def serve_desk(runtime: Runtime, bind: str | None = None, on_ready: Callable[[str], None] = lambda url: None) -> None:
+    """`rollout web`: serve until SIGTERM; the cookie key is made on the first start and kept in the database."""
+    with runtime.sessions() as session, session.begin():
+        key = accounts.cookie_key(session, runtime.clock.now())
+    serve(SupportDesk(runtime, key), bind or runtime.settings.web.bind, runtime.settings.web.threads, on_ready)
