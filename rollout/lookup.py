@@ -83,6 +83,9 @@ class NoticeInfo:
     message_id: str
     to_address: str
     mailboxes: list[str]
+    delivery: str | None = None  # delivered | bounced | delayed, from the provider MTA's log; None: not seen there yet
+    delivery_reply: str | None = None
+    delivery_at: datetime | None = None
 
 
 @dataclass
@@ -250,4 +253,7 @@ def notice_infos(session: Session, customer_pk: int) -> list[NoticeInfo]:
         )
         for notice_id, address in rows:
             listed.setdefault(notice_id, []).append(address)
-    return [NoticeInfo(n.wave, n.kind, n.state, n.sent_at, n.message_id, n.to_address, listed.get(n.id, [])) for n in notices]
+    return [
+        NoticeInfo(n.wave, n.kind, n.state, n.sent_at, n.message_id, n.to_address, listed.get(n.id, []), n.delivery, n.delivery_reply, n.delivery_at)
+        for n in notices
+    ]

@@ -86,10 +86,16 @@ def print_status(s: Status) -> None:
     if s.waves:
         click.echo("\nnotice waves")
         echo_table(
-            [(w.wave, stamp(w.due_at), w.sent, w.failed, w.uncertain, w.pending) for w in s.waves],
-            ("wave", "due", "sent", "failed", "uncertain", "pending"),
-            "rlrrrr",
+            [(w.wave, stamp(w.due_at), w.sent, w.failed, w.uncertain, w.pending, w.delivered, w.bounced, w.delayed) for w in s.waves],
+            ("wave", "due", "sent", "failed", "uncertain", "pending", "delivered", "bounced", "delayed"),
+            "rlrrrrrrr",
         )
+    if s.unreachable_count:
+        click.echo(f"\nunreachable customers (their latest notice bounced; support calls them): {s.unreachable_count}")
+        echo_table([(u.customer, u.name, u.to_address, u.wave, u.reply or "") for u in s.unreachable],
+                   ("customer", "name", "address", "wave", "reply"))
+    if s.open_sightings:
+        click.echo(f"\nopen ambiguous sightings: {s.open_sightings} (`rollout legacy --review`, then `rollout attribute` or `rollout dismiss`)")
     if s.cohorts:
         click.echo("\ncohorts")
         echo_table(
@@ -147,10 +153,13 @@ def print_lookup(found: Lookup) -> None:
         click.echo("  none")
         return
     echo_table(
-        [(n.wave, n.kind, n.state, stamp(n.sent_at), n.message_id, ", ".join(n.mailboxes)) for n in found.notices],
-        ("wave", "kind", "state", "sent", "message-id", "mailboxes listed"),
-        "rlllll",
+        [(n.wave, n.kind, n.state, n.delivery or "", stamp(n.sent_at), n.message_id, ", ".join(n.mailboxes)) for n in found.notices],
+        ("wave", "kind", "state", "delivery", "sent", "message-id", "mailboxes listed"),
+        "rllllll",
     )
+    for n in found.notices:
+        if n.delivery in ("bounced", "delayed") and n.delivery_reply:
+            click.echo(f"  wave {n.wave} {n.delivery} {stamp(n.delivery_at)}: {n.delivery_reply}")
 
 
 def print_mailbox(m: MailboxReport) -> None:

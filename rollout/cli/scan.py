@@ -52,6 +52,8 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
         f"{summary.authenticated} authenticated; {summary.ambiguous} ambiguous and {summary.unexplained} unexplained (see --review); "
         f"{summary.near_misses} near misses; {summary.refused} refused by our map; {summary.unknown_logins} unknown login users"
     )
+    if summary.notices:
+        click.echo("our notices: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.notices.items())))
     click.echo(f"{summary.lines} lines in {summary.elapsed_seconds:.2f} s ({summary.lines_per_second} lines/s)")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import audit
+from .. import audit, notice_delivery
 from ..db import insert_rows
 from ..detection import DetectionConfig, Detector, Finding
 from ..logs.envelope import EnvelopeParser
@@ -74,6 +74,7 @@ class ScanSummary:
     unknown_logins: int
     elapsed_seconds: float
     lines_per_second: float
+    notices: dict[str, int] = field(default_factory=dict)  # our notices' delivery states learnt from this log
 
 
 @dataclass
@@ -231,12 +232,14 @@ def _scan(runtime: Runtime, paths: Sequence[Path], host: str | None, progress: C
         carry = session.get(ScanCarry, 1)
         detector = Detector(config, json.loads(zlib.decompress(carry.state)) if carry else None)
         tally = _Tally(ids)
+        deliveries = notice_delivery.tracker_for(session)
         files, sources = _open_sources(session, paths, host or settings.scan.host, settings)
         workers, trusted = settings.scan.workers, tuple(settings.scan.trusted_networks)
         streams = [_events(src, parser, fs, progress, workers, trusted) for src, parser, fs, _row, _ident in sources]
         batches = streams[0] if len(streams) == 1 else _merged(streams)
         for batch in batches:
             detector.feed_many(batch)
+            deliveries.feed(batch)
             if len(detector.findings) >= FLUSH_FINDINGS:
                 _drain(detector, tally)
         detector.finish()
@@ -249,8 +252,9 @@ def _scan(runtime: Runtime, paths: Sequence[Path], host: str | None, progress: C
         else:
             carry.state, carry.updated_at = state, now
         summary = _summary(files, tally, started)
+        summary.notices = notice_delivery.record(session, deliveries)
         audit.record(session, now, runtime.actor, "scan.run", files=[f.path for f in files], lines=summary.lines,
-                     legacy_submissions=summary.legacy_submissions, mailboxes=summary.mailboxes)
+                     legacy_submissions=summary.legacy_submissions, mailboxes=summary.mailboxes, notices=summary.notices)
     return summary
 
 
