@@ -44,3 +44,7 @@ class DeliveryError(RolloutError):
 
 class GuardError(RolloutError):
     """A safety guard refuses the action (paused, outside the window, soak time...)."""
+
+
+class SightingError(RolloutError):
+    """A sighting cannot be attributed or dismissed as asked."""

@@ -567,6 +567,7 @@ def _legacy_mailbox(address: str, customer: str, days: list[LegacyDay]) -> Legac
 
 @dataclass
 class ReviewEntry:
+    id: int  # what `rollout attribute` and `rollout dismiss` take
     kind: str
     at: datetime
     host: str
@@ -575,6 +576,11 @@ class ReviewEntry:
     sender: str | None
     candidates: list[str]
     evidence: list[dict[str, Any]]
+    resolution: str | None = None  # attributed | dismissed; None: open
+    mailbox: str | None = None  # attributed to
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    reason: str | None = None
 
 
 def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEntry]:
@@ -583,8 +589,11 @@ def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEnt
         query = select(ReviewItem).order_by(ReviewItem.at, ReviewItem.id)
         if since is not None:
             query = query.where(ReviewItem.at >= datetime(since.year, since.month, since.day, tzinfo=timezone.utc))
+        attributed = select(Mailbox.id, Mailbox.address).join(ReviewItem, ReviewItem.mailbox_id == Mailbox.id)
+        addresses = {mailbox_id: address for mailbox_id, address in session.execute(attributed)}
         return [
-            ReviewEntry(r.kind, r.at, r.host, r.queue_id, r.client_ip, r.sender, list(r.candidates), list(r.evidence))
+            ReviewEntry(r.id, r.kind, r.at, r.host, r.queue_id, r.client_ip, r.sender, list(r.candidates), list(r.evidence), r.resolution,
+                        addresses.get(r.mailbox_id) if r.mailbox_id else None, r.resolved_by, r.resolved_at, r.resolution_reason)
             for r in session.scalars(query)
         ]
 
