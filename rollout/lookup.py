@@ -14,8 +14,10 @@ from typing import Any, Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from . import holdback
 from .addresses import AddressError, parse_address
 from .errors import RolloutError
+from .holdback import HeldView
 from .models import Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
 from .status import active_plan, is_still_legacy
 
@@ -72,6 +74,7 @@ class MailboxReport:
     refused_reply: str | None  # the exact reply text a refused client sees now, if it is refused
     evidence: list[dict[str, Any]] = field(default_factory=list)
     evidence_day: date | None = None
+    held: HeldView | None = None  # held back by a step: not warned in time (rollout.holdback)
 
 
 @dataclass
@@ -108,10 +111,11 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
     legacy = legacy_uses(session, ids)
     cohorts = cohort_infos(session, ids)
     exemptions = exemption_infos(session, ids)
+    held = {h.address: h for h in holdback.views(session, mailbox_ids=ids)}
     reports = []
     for mailbox in order_for_support(mailboxes, focus, legacy)[:MAX_MAILBOXES_SHOWN]:
         cohort, exemption = cohorts.get(mailbox.id), exemptions.get(mailbox.id)
-        refused = cohort is not None and cohort.enforced_at is not None and not (exemption and exemption.active)
+        refused = cohort is not None and cohort.enforced_at is not None and not (exemption and exemption.active) and mailbox.address not in held
         day, lines = evidence_sample(session, mailbox.id)
         reports.append(
             MailboxReport(
@@ -123,6 +127,7 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
                 refused_reply=reply_text(mailbox.address, cohort.stage) if refused and cohort else None,
                 evidence=lines,
                 evidence_day=day,
+                held=held.get(mailbox.address),
             )
         )
     return Lookup(

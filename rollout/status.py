@@ -13,8 +13,10 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from . import holdback
 from .campaign import active_campaign, wave_due_at
 from .config import Settings
+from .holdback import HeldView
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
 from .models import ReviewItem
 from .notice_delivery import Unreachable, delivery_counts, unreachable
@@ -104,6 +106,8 @@ class Status:
     open_sightings: int = 0  # ambiguous sightings nobody has attributed or dismissed yet
     unreachable: list[Unreachable] = field(default_factory=list)  # customers whose latest notice bounced (at most 20)
     unreachable_count: int = 0
+    held: list[HeldView] = field(default_factory=list)  # mailboxes a step held back: not warned in time (at most 50)
+    held_count: int = 0
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:
@@ -114,6 +118,7 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
     cohorts = cohort_statuses(session, plan, since) if plan else []
     paused = current_pause(session)
     final_stage = settings.enforcement.ladder[-1] if settings.enforcement.ladder else "reject"
+    held = holdback.views(session)
     return Status(
         now=now,
         phase=phase(session, campaign, cohorts, final_stage),
@@ -130,6 +135,8 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
         open_sightings=open_sightings(session),
         unreachable=unreachable(session, limit=20),
         unreachable_count=len(unreachable(session)),
+        held=held[:50],
+        held_count=len(held),
     )
 
 
