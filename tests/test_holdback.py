@@ -122,3 +122,12 @@ def test_a_notice_delivered_after_the_hold_gives_a_date_and_switching_to_auth_en
     with runtime.sessions() as session:
         carl = session.scalars(select(HeldMailbox).where(HeldMailbox.reason == "notice bounced")).one()
     assert carl.release == "switched"
+
+
+def test_the_scheduler_never_includes_the_unwarned(runtime: Runtime, planned: Path) -> None:
+    """The scheduler's step job obeys the hold-back like a step by hand: bert stays out of the map."""
+    from rollout.scheduler import Planned, do_step
+
+    result = do_step(runtime, Planned(id="step", job="step"))
+    assert [h.address for h in result.held] == ["bert@example.de"] and result.included_unwarned == []
+    assert map_keys(planned) == {"anna@example.de"}

@@ -277,3 +277,16 @@ def test_refused_login_stops_the_run_and_leaves_notices_pending(affected: Runtim
         with pytest.raises(DeliveryError, match="offers no SMTP AUTH"):
             notify(affected)
     assert {s for _, _, s, _ in ledger(affected)} == {"pending"}
+
+
+def test_a_later_wave_lists_mailboxes_first_seen_after_wave_1(affected: Runtime, clock: ManualClock, smtp: SmtpServer, tmp_path: Path) -> None:
+    """Wave 2 lists every mailbox of the customer affected by then, including one first seen after wave 1."""
+    add_customers(affected, tmp_path, [*CUSTOMERS, "neu@example.net,K2,zed@example.org,Zed Ltd,en"])
+    notify(affected)
+    first = next(m for m in smtp.inbox.messages if "zed@example.org" in m["To"]).get_body(("plain",)).get_content()
+    assert "zed@example.net" in first and "neu@example.net" not in first
+    add_legacy(affected, "neu@example.net", T0 + timedelta(days=3), confidence="medium", high=0)
+    clock.set(T0 + timedelta(days=7))
+    assert notify(affected).wave == 2
+    second = [m for m in smtp.inbox.messages if "zed@example.org" in m["To"]][-1].get_body(("plain",)).get_content()
+    assert "zed@example.net" in second and "neu@example.net" in second
