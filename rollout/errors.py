@@ -4,6 +4,13 @@ The CLI turns every ``RolloutError`` into ``Error: <message>`` and exit code 1;
 anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .gates import Gate
+
 
 class RolloutError(Exception):
     """An operational failure the operator can act on; the message says how."""
@@ -48,3 +55,12 @@ class GuardError(RolloutError):
 
 class SightingError(RolloutError):
     """A sighting cannot be attributed or dismissed as asked."""
+
+
+class GatesFailed(GuardError):
+    """The step is refused because gates failed (figures over their thresholds); ``gates`` names them."""
+
+    def __init__(self, message: str, gates: list[Gate], other_blockers: int = 0) -> None:
+        super().__init__(message)
+        self.gates = gates
+        self.other_blockers = other_blockers  # guards besides the gates (paused, window, soak, …)

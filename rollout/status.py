@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from . import holdback
 from .campaign import active_campaign, wave_due_at
 from .config import Settings
+from .gates import Gate
 from .holdback import HeldView
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
 from .models import ReviewItem
@@ -108,6 +109,7 @@ class Status:
     unreachable_count: int = 0
     held: list[HeldView] = field(default_factory=list)  # mailboxes a step held back: not warned in time (at most 50)
     held_count: int = 0
+    gates: list[Gate] = field(default_factory=list)  # before the next step (filled by the status workflow: it may run a command)
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:
