@@ -156,6 +156,8 @@ def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
         notices={"from_address": "Mail Support <support@example.org>"},
         rollout={"window": "00:00-23:59", "timezone": "UTC", "skip_weekends": False},
         enforcement={"map_path": str(map_path), "soak_hours": 0.0},
+        # two mailboxes, both on the legacy path, and a week without scans: the gates of issue 13 would refuse
+        gates={"max_scan_age_minutes": None, "max_next_legacy_share": None},
     )
     inventory = tmp_path / "inventory.csv"
     inventory.write_text("mailbox,customer_id,customer_email,customer_name,locale\n"
