@@ -24,9 +24,9 @@ from .db import insert_rows
 from .errors import DeliveryError
 from .models import Campaign, Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
 from .notices import CampaignFacts, MailboxLine, NoticeContext, NoticeFacts, notice_context  # noqa: F401 (MailboxLine: for callers)
+from .rules import REFUSING_STAGES, has_switched
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-SWITCHED_OFF_STAGES = ("defer", "reject")
 
 
 # --- schedule -----------------------------------------------------------------------------
@@ -88,7 +88,6 @@ class MailboxUse:
     confident: bool
     switched: bool
     switch_at: Any = None  # likewise
-    excluded: str | None = None  # exempt | switched-off
     senders: str | None = None  # envelope senders other than its own address, on the last day of legacy use
     basis: str | None = None  # why a medium sighting is theirs (notices.BASES); None for a high one
     login_gap_seconds: int | None = None
@@ -140,7 +139,7 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
             if use.switched and switched is not None:
                 switched.add(mailbox_id)
             stage, scheduled_at = group[0][10], group[0][11]
-            if use.confident and not use.switched and mailbox_id not in exempt and stage not in SWITCHED_OFF_STAGES:
+            if use.confident and not use.switched and mailbox_id not in exempt and stage not in REFUSING_STAGES:
                 use.switch_at = scheduled_at
                 listed.append(use)
         if listed:
@@ -184,7 +183,7 @@ def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
         last_legacy_at=last_at,
         last_ip=last_ip,
         confident=True,
-        switched=bool(auth_last and last_at and auth_last > last_at),
+        switched=has_switched(last_at, auth_last),
         senders=_other_senders(senders, address),
         basis=basis,
         login_gap_seconds=gap,
