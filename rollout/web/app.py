@@ -290,10 +290,6 @@ class SupportDesk:
 
     def overview(self, request: Request) -> Response:
         status = self.status.get()
-        open_sightings = getattr(status, "open_sightings", None)  # counted by rollout.status once sightings resolve
-        if open_sightings is None:
-            with self.runtime.sessions() as session:
-                open_sightings = pages.ambiguous_sightings(session)
         bars = chart.trend_bars([(w.week, w.mailboxes) for w in status.trend])
         return self.page(
             request,
@@ -301,8 +297,8 @@ class SupportDesk:
             status=status,
             bars=bars,
             chart=chart,
-            ambiguous=open_sightings,
-            held_back=getattr(status, "held_count", None),
+            ambiguous=status.open_sightings,
+            held_back=status.held_count,
             lists=[(title, getattr(status, name)) for name, title in LISTED if getattr(status, name, None)],
         )
 

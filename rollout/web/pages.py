@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, false, func, select
 from sqlalchemy.orm import Session
 
-from ..models import Cohort, CohortMember, Customer, LegacyDay, Mailbox, ReviewItem
+from ..models import Cohort, CohortMember, Customer, LegacyDay, Mailbox
 from ..plans import active_plan, still_legacy_query
 from ..rules import is_still_legacy
 
@@ -135,8 +135,3 @@ def _usage(
         mailbox_id: (last, is_still_legacy(recent_last, auth), int(refusals))
         for mailbox_id, last, recent_last, auth, refusals in rows
     }
-
-
-def ambiguous_sightings(session: Session) -> int:
-    """Sightings with several candidate users: nobody is notified about them until ops attributes or dismisses them."""
-    return session.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.kind == "ambiguous")) or 0
