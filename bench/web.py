@@ -24,24 +24,26 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import postgres_database  # noqa: E402
 from lookup import COHORTS, T0, fill_rollout, ms, percentile  # noqa: E402
-
 from sqlalchemy import insert, select  # noqa: E402
 
-from rollout import db  # noqa: E402
+from rollout import (
+    accounts,  # noqa: E402
+    db,  # noqa: E402
+)
 from rollout.clock import ManualClock  # noqa: E402
 from rollout.config import load_settings  # noqa: E402
 from rollout.models import Cohort, CohortMember, Customer, LegacyDay, Mailbox  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
-from rollout import accounts  # noqa: E402
 from rollout.web.app import SupportDesk  # noqa: E402
 from rollout.web.sessions import sign_session  # noqa: E402
 from rollout.workflows.inventory import import_inventory  # noqa: E402

@@ -228,8 +228,16 @@ def test_customer_id_with_non_ascii_characters_has_its_page(desk: Desk, runtime:
     from rollout.models import Customer
 
     with runtime.sessions() as s, s.begin():
-        s.add(Customer(external_id="K-Müller-7", email="m@x.example", name="Müller", locale="de", created_at=NOW,
-                       updated_at=NOW))
+        s.add(
+            Customer(
+                external_id="K-Müller-7",
+                email="m@x.example",
+                name="Müller",
+                locale="de",
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
     session = desk.login()[1]
     status, headers, _ = desk.request("GET", "/search?q=K-M%C3%BCller-7", cookie=session)
     assert status == 303 and headers["location"].startswith("/customer/K-M%C3%BCller-7?")
@@ -244,8 +252,18 @@ def test_overview_counts_open_ambiguous_sightings(desk: Desk, runtime: Runtime) 
     session = desk.login()[1]
     assert "Ambiguous sightings" not in desk.request("GET", "/", cookie=session)[2]
     with runtime.sessions() as s, s.begin():
-        s.add(ReviewItem(kind="ambiguous", at=NOW, host="mx1", queue_id="4XYZ", client_ip="198.51.100.7", sender=None,
-                         candidates=["anna", "bert"], evidence=[]))
+        s.add(
+            ReviewItem(
+                kind="ambiguous",
+                at=NOW,
+                host="mx1",
+                queue_id="4XYZ",
+                client_ip="198.51.100.7",
+                sender=None,
+                candidates=["anna", "bert"],
+                evidence=[],
+            )
+        )
     page = desk.request("GET", "/", cookie=session)[2]
     assert "Ambiguous sightings open for review: <b>1</b>" in page
 

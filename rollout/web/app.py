@@ -12,11 +12,12 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import date, datetime
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -24,8 +25,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from .. import accounts, audit
 from ..lookup import NotFound, matching_customers
 from ..resources import templates_dir
-from ..runtime import Runtime
 from ..rules import PHASES
+from ..runtime import Runtime
 from ..status import Status
 from ..workflows.operate import lookup, rollout_status
 from . import chart, pages

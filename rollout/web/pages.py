@@ -88,7 +88,9 @@ def _member_ids(session: Session, cohort: Cohort, filter: str, after: int, since
     """
     query = select(CohortMember.mailbox_id).where(CohortMember.cohort_id == cohort.id, CohortMember.mailbox_id > after)
     if filter == "legacy":
-        query = query.where(still_legacy_query(since.date()).where(LegacyDay.mailbox_id == CohortMember.mailbox_id).exists())
+        query = query.where(
+            still_legacy_query(since.date()).where(LegacyDay.mailbox_id == CohortMember.mailbox_id).exists()
+        )
     elif filter == "refused":
         if cohort.enforced_at is None:
             return []

@@ -8,8 +8,8 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 COOKIE_NAME = "rollout_session"
 
