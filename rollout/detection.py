@@ -16,20 +16,18 @@ over the whole gives.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .logs.envelope import year_inferred
-from .logs.net import DOTTED_QUAD
 from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
+from .logs.net import TrustedNetworks
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
-TRUSTED_CACHE_SIZE = 100_000
 SHARED_IP_USERS = 3  # P1: an IP with this many users within a window is a NAT: a sender match is required
 
 
@@ -74,11 +72,8 @@ class Finding:
 class Detector:
     def __init__(self, config: DetectionConfig, state: Mapping[str, Any] | None = None) -> None:
         self.config = config
-        self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_networks]
-        self._trusted_v4 = [(int(n.network_address), int(n.netmask)) for n in self._trusted if n.version == 4]
-        # first octets a trusted IPv4 address can start with (None: some network is wider than a /8)
-        self._trusted_octets = _first_octets(self._trusted)
-        self._trusted_cache: dict[str, bool] = {}
+        self.trusted = TrustedNetworks(config.trusted_networks)
+        self.is_trusted: Callable[[str], bool] = self.trusted.contains  # asked for nearly every event: bound once
         self.findings: list[Finding] = []
         # authenticated submissions, counted: (SASL user lower-cased or None, UTC day number) → [count, last time]
         self.authenticated: dict[tuple[str | None, int], list[float]] = {}
@@ -140,10 +135,10 @@ class Detector:
             return
         if e.ended is not None:  # joined with its end (join_complete): as if it had taken its key, then closed
             record = [e.t, user, e.ended, None, e.file, e.offset, e.line]
-            if self.sessions and (key := _session_key(e.host, e.proto, e.session, e.user, e.pid)) is not None:
+            if self.sessions and (key := session_key(e.host, e.proto, e.session, e.user, e.pid)) is not None:
                 self.sessions.pop(key, None)
         else:
-            record = [e.t, user, None, _session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line]
+            record = [e.t, user, None, session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line]
             if record[3] is not None:
                 self.sessions[record[3]] = record
         records = self.logins.get(e.ip)
@@ -155,34 +150,21 @@ class Detector:
             self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
 
     def _session_end(self, e: SessionEnd) -> None:
-        for key in _end_keys(e):
+        for key in end_keys(e):
             record = self.sessions.pop(key, None) if key else None
             if record is not None:
                 record[2], record[3] = e.t, None  # closed: its key is free again
                 return
 
     def _accept(self, e: Accept) -> None:
-        msg = self._message(e.host, e.instance, e.qid, e.t)
-        msg["ip"] = e.client_ip
-        msg["auth"] = e.authenticated
-        msg["sasl_user"] = e.sasl_user
-        msg["orig_ip"] = e.orig_client_ip
-        msg["orig_qid"] = e.orig_qid
-        if e.sender is not None:
-            msg["sender"] = e.sender
-        msg["lines"].append([e.file, e.offset, e.line])
+        add_accept(self._message(e.host, e.instance, e.qid, e.t), e)
 
     def _sender(self, e: Sender) -> None:
-        msg = self._message(e.host, e.instance, e.qid, e.t)
-        msg["sender"] = e.sender
-        msg["lines"].append([e.file, e.offset, e.line])
+        add_sender(self._message(e.host, e.instance, e.qid, e.t), e)
 
     def _delivery(self, e: Delivery) -> None:
         msg = self._message(e.host, e.instance, e.qid, e.t)
-        if len(msg["rcpts"]) < 50:
-            hop = bool(e.queued_as) and self._is_trusted_relay(e.relay)
-            msg["rcpts"].append([e.rcpt, e.orig_to, e.daemon, e.relay, e.status, hop])
-            msg["lines"].append([e.file, e.offset, e.line])
+        add_delivery(msg, e, bool(e.queued_as) and self._is_trusted_relay(e.relay))
         if e.queued_as and self._is_trusted_relay(e.relay):
             # the content filter re-queues the message under a new ID: remember where it came from (P14)
             self.reinjected[f"{e.host}|{e.queued_as}"] = {k: msg.get(k) for k in ("t", "ip", "auth", "sasl_user", "sender")} | {
@@ -193,11 +175,11 @@ class Detector:
         msg = self.messages.pop(f"{e.host}|{e.instance}|{e.qid}", None)
         if msg is None:
             return
-        msg["lines"].append([e.file, e.offset, e.line])
+        add_removed(msg, e)
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, msg))
 
     def _complete(self, e: CompleteMessage) -> None:
-        """Joined in a worker (``join_complete``): only the judgement is left, after the same ε."""
+        """Joined in a worker (``logs.join.join_complete``): only the judgement is left, after the same ε."""
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, e.message))
 
     def _auth_counts(self, e: AuthCounts) -> None:
@@ -369,30 +351,6 @@ class Detector:
 
     # -- helpers ------------------------------------------------------------------
 
-    def is_trusted(self, ip: str) -> bool:
-        octets = self._trusted_octets
-        if octets is not None and ":" not in ip and ip.partition(".")[0] not in octets:
-            return False  # no IPv6, and no trusted dotted quad starts so: the common case, client IPs rarely repeat
-        known = self._trusted_cache.get(ip)
-        if known is None:
-            if DOTTED_QUAD.fullmatch(ip):  # the common case: integer masks, without ipaddress's cost
-                value = int.from_bytes(socket.inet_aton(ip), "big")
-                known = False
-                for net, mask in self._trusted_v4:
-                    if value & mask == net:
-                        known = True
-                        break
-            else:
-                try:
-                    addr = ipaddress.ip_address(ip)
-                    known = any(addr in net for net in self._trusted)
-                except ValueError:
-                    known = False
-            if len(self._trusted_cache) >= TRUSTED_CACHE_SIZE:
-                self._trusted_cache.clear()  # dynamic client IPs never end: keep memory flat
-            self._trusted_cache[ip] = known
-        return known
-
     def is_local(self, address: str) -> bool:
         return address.rpartition("@")[2].lower() in self.config.local_domains
 
@@ -408,11 +366,11 @@ class Detector:
         bare = local.split("+", 1)[0] + ("@" + domain if local else domain)
         return bare == user or bare == self.config.login_addresses.get(user)
 
-    def _message(self, host: str, instance: str, qid: str, t: float) -> dict[str, Any]:
+    def _message(self, host: str, instance: str, qid: str, t: float) -> Message:
         key = f"{host}|{instance}|{qid}"
         msg = self.messages.get(key)
         if msg is None:
-            msg = self.messages[key] = {"t": t, "ip": None, "auth": False, "sasl_user": None, "sender": None, "rcpts": [], "lines": []}
+            msg = self.messages[key] = new_message(t)
         return msg
 
     def prune(self) -> None:
@@ -466,27 +424,6 @@ class Detector:
                     self.sessions[record[3]] = record
 
 
-def _first_octets(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> frozenset[str] | None:
-    """The first octets of the trusted IPv4 networks ("127", "10"), or None when one is wider than a /8."""
-    v4 = [n for n in networks if n.version == 4]
-    if any(n.prefixlen < 8 for n in v4):
-        return None
-    return frozenset(str(n.network_address).partition(".")[0] for n in v4)
-
-
-def _end_keys(e: SessionEnd) -> tuple[str | None, str | None]:
-    """The session keys a session end may close, in the order they are tried."""
-    return _session_key(e.host, e.proto, e.session, e.user, None), _session_key(e.host, e.proto, None, e.user, e.pid)
-
-
-def _session_key(host: str, proto: str, session: str | None, user: str, pid: str | None) -> str | None:
-    if session:
-        return f"{host}|s|{session}"
-    if pid:
-        return f"{host}|{proto}|{user.lower()}|{pid}"
-    return None
-
-
 _HANDLERS = {
     Login: Detector._login,
     SessionEnd: Detector._session_end,
@@ -499,68 +436,3 @@ _HANDLERS = {
     Refusal: Detector._refusal,
     AuthFailure: Detector._auth_failure,
 }
-
-
-MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
-_MESSAGE_CLASSES = frozenset(MESSAGE_EVENTS)
-
-
-def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> list[Event]:
-    """Replace each message that lies wholly in ``events`` by one ``CompleteMessage``.
-
-    Work moves from the detecting process to the parsing workers: the message is built
-    by the detector's own handlers. Left as they are: messages that start or end
-    outside ``events``, that go through a content filter (their re-injected copy needs
-    the detector's state) or come from a trusted or unknown address (same reason).
-    """
-    builder = Detector(DetectionConfig(trusted_networks=trusted_networks))
-    by_key: dict[tuple[str, str, str], list[int]] = {}
-    for i in [i for i, e in enumerate(events) if e.__class__ in _MESSAGE_CLASSES]:  # few: the C classifier joins most
-        e = events[i]
-        by_key.setdefault((e.host, e.instance, e.qid), []).append(i)  # type: ignore[attr-defined]
-    replace: dict[int, Event | None] = {}
-    for key, positions in by_key.items():
-        group = [events[i] for i in positions]
-        first, last = group[0], group[-1]
-        if not (isinstance(first, Accept) and isinstance(last, Removed)) or sum(isinstance(e, (Accept, Removed)) for e in group) != 2:
-            continue
-        if first.client_ip is None or builder.is_trusted(first.client_ip) or any(isinstance(e, Delivery) and e.queued_as for e in group):
-            continue
-        for e in group:
-            _HANDLERS[type(e)](builder, e)
-        _due, host, qid, message = builder.pending.pop()
-        for i in positions[:-1]:
-            replace[i] = None
-        replace[positions[-1]] = CompleteMessage(last.t, host, last.file, last.offset, last.line, last.instance, qid, message)
-    _pair_sessions(events, builder, replace)
-    if not replace:
-        return events
-    return [r for i, e in enumerate(events) if (r := replace.get(i, e)) is not None]
-
-
-def _pair_sessions(events: list[Event], builder: Detector, replace: dict[int, Event | None]) -> None:
-    """A login and its session end in the same events: the end rides on the login (``Login.ended``).
-
-    Only when the end's first key is the login's own (or it has none and the second is),
-    so the detector, which tries the same keys against all open sessions, would have
-    closed that very login.
-    """
-    if not any(e.__class__ is SessionEnd for e in events):
-        return  # nothing to pair (the C classifier pairs what it can)
-    open_logins: dict[str, int] = {}
-    for i, e in enumerate(events):
-        if isinstance(e, Login):
-            key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
-            if key is not None and not builder.is_trusted(e.ip):
-                if e.ended is None:
-                    open_logins[key] = i
-                else:  # the C classifier paired it already: an end after it cannot close an older login of its key
-                    open_logins.pop(key, None)
-        elif isinstance(e, SessionEnd):
-            first, second = _end_keys(e)
-            key = first if first is not None else second
-            if key is not None and key in open_logins:
-                login = events[open_logins.pop(key)]
-                assert isinstance(login, Login)
-                login.ended = e.t
-                replace[i] = None

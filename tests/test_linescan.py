@@ -14,9 +14,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rollout.detection import DetectionConfig, Detector, Finding, join_complete
+from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs import blocks
 from rollout.logs.blocks import BlockParser
+from rollout.logs.join import join_complete
 from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, Removed, Sender
 from rollout.synthetic.maillog import write_maillog
 
@@ -236,7 +237,7 @@ def test_the_classifier_builds_the_common_events_itself(tmp_path: Path) -> None:
     write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=datetime(2026, 11, 20, tzinfo=timezone.utc),
                   span=timedelta(hours=6), lines=20_000, seed=5)
     parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
-    rows, *_, authenticated = blocks._linescan.scan(log.read_bytes(), parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, blocks.C_EVENTS)
+    rows, *_, authenticated = blocks._linescan.scan(log.read_bytes(), parser.rules, parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, blocks.C_EVENTS)
     assert sum(isinstance(row, tuple) for row in rows) < 0.01 * len(rows)
     assert sum(isinstance(row, CompleteMessage) for row in rows) > 20  # the legacy sends
     assert sum(count for count, _last in authenticated.values()) > 100

@@ -1,27 +1,31 @@
 /*
- * rollout.logs._linescan: sort a block of syslog lines before Python sees them.
+ * rollout.logs._linescan: the scanner's C line classifier and event builder.
  *
- * A provider's maillog is mostly lines that can never matter to detection
- * (connects, cleanup, local deliveries, other programs). scan() walks a block of
- * complete lines and returns one row per line that Python must look at; every
- * other line is skipped here. It never decides what a line means beyond that:
+ * What it does today. scan() walks a block of complete lines without holding the GIL and
+ *   1. skips every line that can never be an event (connects, cleanup, local deliveries,
+ *      programs no parser reads): counted, never returned;
+ *   2. drops whole plain inbound messages (accepted from an untrusted address without SMTP
+ *      AUTH, no remote delivery, every line in the block): counted per kind;
+ *   3. builds the common events itself, as objects of the classes Python hands in: POP3/IMAP
+ *      logins and session ends (Dovecot), relay refusals, and the lines of a submitted message;
+ *      a message whole in the block becomes one CompleteMessage (or, authenticated, only a count
+ *      in the block's AuthCounts), a login whose session ends in the block carries that end,
+ *      exactly as rollout.logs.join.join_complete would join them;
+ *   4. returns every other line as a row with its envelope split, for the Python parsers.
+ * Rows: (kind, line_start, line_end[, stamp_start, stamp_end, host_start, host_end, prog_start,
+ * prog_end, msg_start, qid_start, qid_end]); kind OTHER (3 items) goes to LineParser whole.
  *
- *   SKIP      a line LineParser would turn into no event (counted, not returned)
- *   ACCEPT    Postfix smtpd "QID: client=..."       (qid span returned)
- *   SENDER    Postfix qmgr "QID: from=<...>, size=... (queue active)"
- *   REMOVED   Postfix qmgr "QID: removed"
- *   DELIVERY  Postfix smtp/lmtp "QID: to=..."
- *   LOGIN     Dovecot "pop3-login: Login: ..." / "imap-login: Logged in: ..."
- *   SMTPD     Postfix smtpd warning or refusal: Python parses the message
- *   DOVECOT   Dovecot "pop3(user)...": a session end, Python parses the message
- *   OTHER     anything else (other envelopes, Exim, Courier, ...): the full line parser
+ * Where its rules come from. The programs and line shapes (Postfix daemons and their message
+ * shapes, Dovecot's login and session-end shapes, Courier/UW/Cyrus/Exim/nginx/perdition program
+ * names) are those of rollout/logs/rules.py: BlockParser hands them in as
+ * rules(classifier_rules()) when a scan starts, and the Python parsers build their patterns from
+ * the same tables. What is written here is only how to read a line fast: the envelope (RFC 3164
+ * and RFC 3339 with a host, as envelope.py), the queue ID's shape, key=value fields. When in doubt
+ * a line goes to Python, which stays the reference: tests/test_linescan.py checks both paths give
+ * the same events and findings, tests/test_log_rules.py that nothing in the tables is skipped here.
  *
- * The envelope rules are those of rollout/logs/envelope.py (RFC 3164 and RFC 3339
- * with a host); when in doubt a line is OTHER, so the Python parser stays the
- * reference. tests/test_linescan.py checks both give the same events.
- *
- * Row: (kind, line_start, line_end, stamp_start, stamp_end, host_start, host_end,
- *       prog_start, prog_end, msg_start, qid_start, qid_end)
+ * Changing a rule: edit rules.py (and the Python parser), never only this file; after editing this
+ * file rebuild it with `pip install -e .` (docs/development.md, "Changing a log rule").
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -198,11 +202,165 @@ static int is_word(const char *p, const char *e, const char *word)
     return (size_t)(e - p) == n && memcmp(p, word, n) == 0;
 }
 
-static int smtpd(const char *m, const char *e, Line *l)
+/* -- the rules: rollout/logs/rules.py's tables, handed in as rules(classifier_rules()) ---------- */
+
+#define MAX_WORDS 32
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+    PyObject *text, *lower; /* the word as a str, and lower-cased (a service is an event's proto) */
+    const char *ls;         /* lower as UTF-8 */
+    Py_ssize_t ln;
+} Word;
+
+typedef struct {
+    Word w[MAX_WORDS];
+    int n;
+} Words;
+
+typedef struct {
+    PyObject *source; /* the dict the words point into, kept alive */
+    Word postfix, dovecot, smtpd, qmgr, pickup, warning, queued_as, dovecot_info, qmgr_removed, queue_active, delivery_to;
+    Words programs, program_prefixes, daemons, remote_daemons, local_daemons, smtpd_session, sender_fields, login_services, login_verbs,
+        end_services, end_verbs;
+} Rules;
+
+static const char RULES_CAPSULE[] = "rollout.logs._linescan.rules";
+
+static int is_(const char *p, const char *e, const Word *w) { return e - p == w->n && memcmp(p, w->s, w->n) == 0; }
+static int starts_(const char *p, const char *e, const Word *w) { return e - p >= w->n && memcmp(p, w->s, w->n) == 0; }
+
+/* the word of ws that [p, e) is, or NULL */
+static const Word *one_of(const char *p, const char *e, const Words *ws)
 {
-    if (starts(m, e, "warning:")) return K_SMTPD;
-    if (starts(m, e, "connect from") || starts(m, e, "disconnect from") || starts(m, e, "lost connection") || starts(m, e, "timeout"))
-        return K_SKIP;
+    for (int i = 0; i < ws->n; i++)
+        if (is_(p, e, &ws->w[i])) return &ws->w[i];
+    return NULL;
+}
+
+/* the word of ws that [p, e) starts with, or NULL */
+static const Word *prefix_of(const char *p, const char *e, const Words *ws)
+{
+    for (int i = 0; i < ws->n; i++)
+        if (starts_(p, e, &ws->w[i])) return &ws->w[i];
+    return NULL;
+}
+
+/* a word of ws followed by the literal after, at *p: *p moves past both (a regex's "(?:a|b)after") */
+static const Word *head(const char **p, const char *e, const Words *ws, const char *after)
+{
+    size_t n = strlen(after);
+    for (int i = 0; i < ws->n; i++) {
+        const Word *w = &ws->w[i];
+        if (starts_(*p, e, w) && (size_t)(e - *p - w->n) >= n && memcmp(*p + w->n, after, n) == 0) {
+            *p += w->n + n;
+            return w;
+        }
+    }
+    return NULL;
+}
+
+static void skip_(const char **p, const char *e, const Word *w)
+{
+    if (starts_(*p, e, w)) *p += w->n;
+}
+
+static void free_rules(PyObject *capsule)
+{
+    Rules *r = PyCapsule_GetPointer(capsule, RULES_CAPSULE);
+    if (r == NULL) return;
+    Words *lists[] = {&r->programs, &r->program_prefixes, &r->daemons, &r->remote_daemons, &r->local_daemons, &r->smtpd_session,
+                      &r->sender_fields, &r->login_services, &r->login_verbs, &r->end_services, &r->end_verbs};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        for (int j = 0; j < lists[i]->n; j++) Py_XDECREF(lists[i]->w[j].lower);
+    Py_XDECREF(r->source);
+    free(r);
+}
+
+static int word_of(PyObject *str, Word *w)
+{
+    if (!PyUnicode_Check(str)) {
+        PyErr_SetString(PyExc_TypeError, "rules: words are str");
+        return -1;
+    }
+    w->s = PyUnicode_AsUTF8AndSize(str, &w->n);
+    if (w->s == NULL) return -1;
+    w->text = str;
+    w->lower = PyObject_CallMethod(str, "lower", NULL);
+    if (w->lower == NULL) return -1;
+    w->ls = PyUnicode_AsUTF8AndSize(w->lower, &w->ln);
+    return w->ls == NULL ? -1 : 0;
+}
+
+static int rule(PyObject *dict, const char *key, Word *w)
+{
+    PyObject *value = PyDict_GetItemString(dict, key); /* borrowed; the dict is kept */
+    if (value == NULL) {
+        PyErr_Format(PyExc_KeyError, "rules: %s missing", key);
+        return -1;
+    }
+    int status = word_of(value, w);
+    Py_XDECREF(w->lower); /* a single word needs no lower-cased copy */
+    w->lower = NULL;
+    return status;
+}
+
+static int rule_list(PyObject *dict, const char *key, Words *ws)
+{
+    PyObject *value = PyDict_GetItemString(dict, key);
+    if (value == NULL || !PyTuple_Check(value) || PyTuple_GET_SIZE(value) > MAX_WORDS) {
+        PyErr_Format(PyExc_ValueError, "rules: %s must be a tuple of at most %d str", key, MAX_WORDS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(value); i++) {
+        if (word_of(PyTuple_GET_ITEM(value, i), &ws->w[i]) < 0) return -1;
+        ws->n = (int)i + 1;
+    }
+    return 0;
+}
+
+/* rules(classifier_rules()) -> the tables as this module reads them (a capsule for scan) */
+static PyObject *rules(PyObject *self, PyObject *dict)
+{
+    (void)self;
+    if (!PyDict_Check(dict)) {
+        PyErr_SetString(PyExc_TypeError, "rules: a dict (rollout.logs.rules.classifier_rules())");
+        return NULL;
+    }
+    Rules *r = calloc(1, sizeof(Rules));
+    if (r == NULL) return PyErr_NoMemory();
+    PyObject *capsule = PyCapsule_New(r, RULES_CAPSULE, free_rules);
+    if (capsule == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->source = Py_NewRef(dict);
+    struct { const char *key; Word *w; } words[] = {
+        {"postfix", &r->postfix}, {"dovecot", &r->dovecot}, {"smtpd", &r->smtpd}, {"qmgr", &r->qmgr}, {"pickup", &r->pickup},
+        {"warning", &r->warning}, {"queued_as", &r->queued_as}, {"dovecot_info", &r->dovecot_info},
+        {"qmgr_removed", &r->qmgr_removed}, {"queue_active", &r->queue_active}, {"delivery_to", &r->delivery_to}};
+    struct { const char *key; Words *ws; } lists[] = {
+        {"programs", &r->programs}, {"program_prefixes", &r->program_prefixes}, {"daemons", &r->daemons},
+        {"remote_daemons", &r->remote_daemons}, {"local_daemons", &r->local_daemons}, {"smtpd_session", &r->smtpd_session},
+        {"sender_fields", &r->sender_fields}, {"login_services", &r->login_services}, {"login_verbs", &r->login_verbs},
+        {"end_services", &r->end_services}, {"end_verbs", &r->end_verbs}};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (rule(dict, words[i].key, words[i].w) < 0) goto fail;
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        if (rule_list(dict, lists[i].key, lists[i].ws) < 0) goto fail;
+    return capsule;
+fail:
+    Py_DECREF(capsule);
+    return NULL;
+}
+
+/* -- classifying ----------------------------------------------------------------------------- */
+
+static int smtpd(const Rules *R, const char *m, const char *e, Line *l)
+{
+    if (starts_(m, e, &R->warning)) return K_SMTPD;
+    if (prefix_of(m, e, &R->smtpd_session)) return K_SKIP;
     const char *q = m;
     while (q < e && is_alnum(*q)) q++;
     if (q - m < 6 || e - q < 2 || q[0] != ':' || q[1] != ' ') return K_SKIP; /* not "NOQUEUE: " or "QID: ": no event */
@@ -210,69 +368,63 @@ static int smtpd(const char *m, const char *e, Line *l)
     return K_SMTPD;
 }
 
-static int postfix(const char *daemon, const char *daemon_end, const char *m, const char *e, Line *l)
+static int postfix(const Rules *R, const char *daemon, const char *daemon_end, const char *m, const char *e, Line *l)
 {
-    if (is_word(daemon, daemon_end, "smtpd")) return smtpd(m, e, l);
-    if (is_word(daemon, daemon_end, "qmgr")) {
+    if (is_(daemon, daemon_end, &R->smtpd)) return smtpd(R, m, e, l);
+    if (is_(daemon, daemon_end, &R->qmgr)) {
         if (!queue_id(m, e, l)) return K_SKIP;
         const char *r = l->qid_end + 2;
-        if (is_word(r, e, "removed")) return K_REMOVED;
-        if (!starts(r, e, "from=<") || !ends_with(r, e, "(queue active)")) return K_SKIP;
+        if (is_(r, e, &R->qmgr_removed)) return K_REMOVED;
+        if (!starts(r, e, "from=<") || e - r < R->queue_active.n || memcmp(e - R->queue_active.n, R->queue_active.s, R->queue_active.n) != 0)
+            return K_SKIP;
         const char *gt = memchr(r + 6, '>', e - r - 6);
-        if (gt == NULL || !(starts(gt, e, ">, size=") || starts(gt, e, ">, status="))) return K_SKIP;
-        return K_SENDER;
+        if (gt == NULL || !starts(gt, e, ">, ")) return K_SKIP;
+        gt += 3;
+        return head(&gt, e, &R->sender_fields, "=") ? K_SENDER : K_SKIP;
     }
-    if (is_word(daemon, daemon_end, "smtp") || is_word(daemon, daemon_end, "lmtp")) {
-        if (!queue_id(m, e, l) || !starts(l->qid_end + 2, e, "to=")) return K_SKIP;
+    if (one_of(daemon, daemon_end, &R->remote_daemons)) {
+        if (!queue_id(m, e, l) || !starts_(l->qid_end + 2, e, &R->delivery_to)) return K_SKIP;
         return K_DELIVERY;
     }
-    if (is_word(daemon, daemon_end, "pickup")) return K_OTHER;
-    static const char *local[] = {"local", "virtual", "pipe", "error", "discard", "relay", "retry", NULL};
-    for (int i = 0; local[i]; i++)
-        if (is_word(daemon, daemon_end, local[i])) /* local deliveries matter only as a content-filter hop */
-            return find(m, e, "queued as") != NULL ? K_OTHER : K_SKIP;
+    if (is_(daemon, daemon_end, &R->pickup)) return K_OTHER;
+    if (one_of(daemon, daemon_end, &R->local_daemons)) /* local deliveries matter only as a content-filter hop */
+        return find(m, e, R->queued_as.s) != NULL ? K_OTHER : K_SKIP;
     return K_SKIP;
 }
 
-static int dovecot(const char *m, const char *e)
+static int dovecot(const Rules *R, const char *m, const char *e)
 {
-    if (starts(m, e, "Info: ")) m += 6;
-    if (starts(m, e, "pop3-login: ") || starts(m, e, "imap-login: ")) {
-        const char *q = m + 12;
-        if (starts(q, e, "Info: ")) q += 6;
-        return starts(q, e, "Login: ") || starts(q, e, "Logged in: ") ? K_LOGIN : K_SKIP;
+    skip_(&m, e, &R->dovecot_info);
+    if (head(&m, e, &R->login_services, "-login: ")) {
+        skip_(&m, e, &R->dovecot_info);
+        return head(&m, e, &R->login_verbs, ": ") ? K_LOGIN : K_SKIP;
     }
-    if (starts(m, e, "pop3(") || starts(m, e, "imap(") || starts(m, e, "POP3(") || starts(m, e, "IMAP(")) return K_DOVECOT;
-    return K_SKIP;
+    return head(&m, e, &R->end_services, "(") ? K_DOVECOT : K_SKIP;
 }
 
 /* Exim, Courier, Cyrus, UW, nginx, perdition: programs the line parser knows besides Postfix and Dovecot */
-static int other_known(const char *p, const char *e)
+static int other_known(const Rules *R, const char *p, const char *e)
 {
-    static const char *names[] = {"pop3", "pop3s", "imap", "imaps", "pop3d", "pop3d-ssl", "courierpop3login",
-                                  "imapd", "imapd-ssl", "imaplogin", "ipop3d", "nginx", "perdition", NULL};
-    if (starts(p, e, "exim") || starts(p, e, "perdition.")) return 1;
+    if (one_of(p, e, &R->programs) || prefix_of(p, e, &R->program_prefixes)) return 1;
     const char *last = p;
     for (const char *q = p; q < e; q++)
         if (*q == '/') last = q + 1;
-    for (int i = 0; names[i]; i++)
-        if (is_word(last, e, names[i])) return 1;
-    return 0;
+    return one_of(last, e, &R->daemons) != NULL; /* Cyrus: "cyrus/imaps" */
 }
 
-static int classify(const char *p, const char *e, Line *l)
+static int classify(const Rules *R, const char *p, const char *e, Line *l)
 {
     if (p == e || !envelope(p, e, l)) return K_OTHER;
     const char *prog = l->prog, *prog_end = l->prog_end;
-    if (starts(prog, prog_end, "postfix")) {
+    if (starts_(prog, prog_end, &R->postfix)) {
         const char *slash = NULL;
         for (const char *q = prog; q < prog_end; q++)
             if (*q == '/') slash = q;
         if (slash == NULL) return K_OTHER;
-        return postfix(slash + 1, prog_end, l->msg, e, l);
+        return postfix(R, slash + 1, prog_end, l->msg, e, l);
     }
-    if (is_word(prog, prog_end, "dovecot")) return dovecot(l->msg, e);
-    return other_known(prog, prog_end) ? K_OTHER : K_SKIP;
+    if (is_(prog, prog_end, &R->dovecot)) return dovecot(R, l->msg, e);
+    return other_known(R, prog, prog_end) ? K_OTHER : K_SKIP;
 }
 
 /* -- events: the common shapes become event objects here ---------------------------------------
@@ -296,6 +448,7 @@ enum { OUT_ROW, OUT_EVENT, OUT_DROP, OUT_NONE, OUT_MESSAGE };
 
 typedef struct {
     int kind, event, flag; /* flag: Accept authenticated; Refusal deferred (4xx) */
+    const Word *service;   /* a login's or session end's */
     const char *start, *end;
     Line l;
     Span f[5];
@@ -341,17 +494,16 @@ static int dotted_quad(Span s, unsigned char *out)
 
 /* imapd.DOVECOT_LOGIN and its elements, (\w+)=(<[^>]*>|[^,]*), when they come as plain
    "key=value" or "flag" items separated by ", " */
-static int login_event(Row *r)
+static int login_event(const Rules *R, Row *r)
 {
     const char *m = r->l.msg, *e = r->end;
-    if (starts(m, e, "Info: ")) m += 6;
-    if (!starts(m, e, "pop3-login: ") && !starts(m, e, "imap-login: ")) return 0;
-    Span proto = {m, m + 4}, user = {0}, rip = {0}, session = {0}, mpid = {0};
-    m += 12;
-    if (starts(m, e, "Info: ")) m += 6;
-    if (starts(m, e, "Login: ")) m += 7;
-    else if (starts(m, e, "Logged in: ")) m += 11;
-    else return 0;
+    skip_(&m, e, &R->dovecot_info);
+    const char *service = m;
+    r->service = head(&m, e, &R->login_services, "-login: ");
+    if (r->service == NULL) return 0;
+    Span proto = {service, service + r->service->n}, user = {0}, rip = {0}, session = {0}, mpid = {0};
+    skip_(&m, e, &R->dovecot_info);
+    if (!head(&m, e, &R->login_verbs, ": ")) return 0;
     for (const char *p = m; p < e;) {
         const char *k = p;
         while (p < e && is_word_char(*p)) p++;
@@ -387,14 +539,15 @@ static int login_event(Row *r)
 }
 
 /* imapd.DOVECOT_END, without its "session=" variant */
-static int end_event(Row *r)
+static int end_event(const Rules *R, Row *r)
 {
     const char *m = r->l.msg, *e = r->end;
-    if (starts(m, e, "Info: ")) m += 6;
-    Span proto = {m, m + 4}, user, pid = {0}, session = {0};
-    m += 4;
-    if (m >= e || *m != '(') return 0;
-    user.s = ++m;
+    skip_(&m, e, &R->dovecot_info);
+    const char *service = m;
+    r->service = head(&m, e, &R->end_services, "(");
+    if (r->service == NULL) return 0;
+    Span proto = {service, service + r->service->n}, user, pid = {0}, session = {0};
+    user.s = m;
     while (m < e && *m != ')') m++;
     if (m >= e) return 0;
     user.e = m++;
@@ -411,8 +564,8 @@ static int end_event(Row *r)
     }
     if (!starts(m, e, ": ")) return 0;
     m += 2;
-    if (starts(m, e, "Info: ")) m += 6;
-    if (!starts(m, e, "Disconnected") && !starts(m, e, "Logged out")) return 0;
+    skip_(&m, e, &R->dovecot_info);
+    if (!prefix_of(m, e, &R->end_verbs)) return 0;
     if (session.s == session.e) session.s = NULL; /* e["session"] or e["session2"] */
     r->f[0] = proto, r->f[1] = user, r->f[2] = session, r->f[3] = pid;
     return E_END;
@@ -506,11 +659,11 @@ static int sender_event(Row *r)
 }
 
 /* postfix._DELIVERY and _STATUS for smtp/lmtp; a content-filter hop ("queued as") stays Python's */
-static int delivery_event(Row *r)
+static int delivery_event(const Rules *R, Row *r)
 {
     const char *p = r->l.qid_end + 2, *e = r->end;
     Span rcpt, orig = {0}, relay, status;
-    if (find(p, e, "queued as") != NULL || !starts(p, e, "to=<")) return 0;
+    if (find(p, e, R->queued_as.s) != NULL || !starts(p, e, "to=<")) return 0;
     rcpt.s = p += 4;
     while (p < e && *p != '>' && *p != ',') p++;
     rcpt.e = p;
@@ -543,16 +696,16 @@ static int delivery_event(Row *r)
     return E_DELIVERY;
 }
 
-static int event_of(Row *r)
+static int event_of(const Rules *R, Row *r)
 {
     if (!ascii(r->start, r->end)) return E_NONE;
     switch (r->kind) {
-    case K_LOGIN: return login_event(r);
-    case K_DOVECOT: return end_event(r);
+    case K_LOGIN: return login_event(R, r);
+    case K_DOVECOT: return end_event(R, r);
     case K_SMTPD: return refusal_event(r);
     case K_ACCEPT: return accept_event(r);
     case K_SENDER: return sender_event(r);
-    case K_DELIVERY: return delivery_event(r);
+    case K_DELIVERY: return delivery_event(R, r);
     case K_REMOVED: return E_REMOVED;
     }
     return E_NONE;
@@ -730,7 +883,8 @@ typedef struct {
     Py_ssize_t row; /* -1: closed */
 } Session;
 
-/* detection._session_key, as bytes; 0 when there is none */
+/* detection._session_key, as bytes; 0 when there is none. proto: the event's (a login's service as
+   logged, a session end's lower-cased) */
 static size_t session_key(char *out, Span host, Span proto, Span session, Span user, Span pid)
 {
     char *o = out;
@@ -741,7 +895,7 @@ static size_t session_key(char *out, Span host, Span proto, Span session, Span u
     } else if (pid.s != NULL && pid.s != pid.e) {
         PUT(host.s, host.e);
         *o++ = '|';
-        for (const char *q = proto.s; q < proto.e; q++) *o++ = (char)(*q | 0x20); /* POP3 → pop3 */
+        PUT(proto.s, proto.e);
         *o++ = '|';
         for (const char *q = user.s; q < user.e; q++) *o++ = (char)(is_upper(*q) ? *q | 0x20 : *q);
         *o++ = '|';
@@ -790,10 +944,12 @@ static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
             unsigned char addr[4];
             dotted_quad(r->f[2], addr);
             if (is_trusted(addr, 4, trusted)) continue;
-            len = session_key(key, host, r->f[0], r->f[3], r->f[1], r->f[4]);
+            Span proto = {r->service->s, r->service->s + r->service->n};
+            len = session_key(key, host, proto, r->f[3], r->f[1], r->f[4]);
         } else if (r->event == E_END) {
-            len = session_key(key, host, r->f[0], r->f[2], r->f[1], none);
-            if (len == 0) len = session_key(key, host, r->f[0], none, r->f[1], r->f[3]);
+            Span proto = {r->service->ls, r->service->ls + r->service->ln};
+            len = session_key(key, host, proto, r->f[2], r->f[1], none);
+            if (len == 0) len = session_key(key, host, proto, none, r->f[1], r->f[3]);
         } else {
             continue;
         }
@@ -913,7 +1069,7 @@ typedef struct {
     PyObject *host_str, *instance_str;
 } Builder;
 
-static PyObject *pop3, *imap, *reject, *defer, *relay_reason, *k_t, *k_ip, *k_auth, *k_sasl_user, *k_sender, *k_rcpts, *k_lines,
+static PyObject *reject, *defer, *relay_reason, *k_t, *k_ip, *k_auth, *k_sasl_user, *k_sender, *k_rcpts, *k_lines,
     *k_orig_ip, *k_orig_qid;
 
 static PyObject *text(Span s)
@@ -944,7 +1100,6 @@ static PyObject *instance_of(Builder *b, const Row *r)
     return reused(r->l.prog, instance_end(&r->l) - r->l.prog, &b->instance, &b->instance_len, &b->instance_str);
 }
 
-static PyObject *proto_of(Span s) { return Py_NewRef((s.s[0] | 0x20) == 'p' ? pop3 : imap); }
 
 /* Calls cls(t, host, file, offset, line, *rest), stealing the references in rest. */
 static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ssize_t n_rest)
@@ -973,11 +1128,11 @@ static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
     switch (r->event) {
     case E_LOGIN: {
         PyObject *ended = r->ended >= 0 ? PyFloat_FromDouble(rows[r->ended].t) : Py_NewRef(Py_None);
-        PyObject *rest[] = {proto_of(f[0]), text(f[1]), text(f[2]), text(f[3]), text(f[4]), ended};
+        PyObject *rest[] = {Py_NewRef(r->service->text), text(f[1]), text(f[2]), text(f[3]), text(f[4]), ended};
         return event(b, r, E_LOGIN, rest, 6);
     }
     case E_END: {
-        PyObject *rest[] = {proto_of(f[0]), text(f[1]), text(f[2]), text(f[3])};
+        PyObject *rest[] = {Py_NewRef(r->service->lower), text(f[1]), text(f[2]), text(f[3])};
         return event(b, r, E_END, rest, 4);
     }
     case E_REFUSAL: {
@@ -1154,7 +1309,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer view;
-    PyObject *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL, *counts = NULL;
+    PyObject *rules_capsule, *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL, *counts = NULL;
     Builder b = {0};
     b.file = Py_None;
     Row *rows = NULL;
@@ -1163,7 +1318,12 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Network *nets = NULL;
     Py_ssize_t n_nets = 0, n = 0, cap = 1024, lines = 0, skipped = 0, dropped[K_SKIP] = {0}, events[E_KINDS] = {0};
     int failed = 0;
-    if (!PyArg_ParseTuple(args, "y*O|OnOO", &view, &trusted_list, &b.file, &b.offset, &time_of, &classes)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*OO|OnOO", &view, &rules_capsule, &trusted_list, &b.file, &b.offset, &time_of, &classes)) return NULL;
+    const Rules *R = PyCapsule_GetPointer(rules_capsule, RULES_CAPSULE);
+    if (R == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     int extract = time_of != Py_None;
     if (extract && (!PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != E_KINDS)) {
         PyErr_SetString(PyExc_TypeError, "classes: (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)");
@@ -1188,7 +1348,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
         r.l.msg = r.l.qid = r.l.qid_end = NULL;
         r.event = r.flag = 0;
         r.out = OUT_ROW;
-        r.kind = classify(p, e, &r.l);
+        r.kind = classify(R, p, e, &r.l);
         lines++;
         if (r.kind == K_SKIP) {
             skipped++;
@@ -1211,7 +1371,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     }
     if (rows != NULL) messages = group_messages(rows, n, trusted, &n_messages);
     for (Py_ssize_t i = 0; messages != NULL && extract && i < n; i++)
-        if (rows[i].out == OUT_ROW) rows[i].event = event_of(&rows[i]);
+        if (rows[i].out == OUT_ROW) rows[i].event = event_of(R, &rows[i]);
     Py_END_ALLOW_THREADS
 
     if (rows == NULL || messages == NULL) goto nomem;
@@ -1261,8 +1421,10 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    {"rules", rules, METH_O,
+     "rules(classifier_rules()) -> the tables of rollout/logs/rules.py as scan reads them (build once, pass to every scan)"},
     {"scan", scan, METH_VARARGS,
-     "scan(block, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, authenticated)\n\n"
+     "scan(block, rules, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, authenticated)\n\n"
      "The lines of a block of complete lines that Python must parse (rows), and with time_of and classes given,\n"
      "the events read here (objects of classes, in line order among the rows). trusted: [(4 or 6, network\n"
      "address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind; events: per kind;\n"
@@ -1275,9 +1437,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linescan", NULL, -1
 
 PyMODINIT_FUNC PyInit__linescan(void)
 {
-    PyObject **names[] = {&pop3, &imap, &reject, &defer, &relay_reason, &k_t, &k_ip, &k_auth, &k_sasl_user, &k_sender, &k_rcpts,
+    PyObject **names[] = {&reject, &defer, &relay_reason, &k_t, &k_ip, &k_auth, &k_sasl_user, &k_sender, &k_rcpts,
                           &k_lines, &k_orig_ip, &k_orig_qid};
-    const char *values[] = {"pop3", "imap", "reject", "defer", "relay", "t", "ip", "auth", "sasl_user", "sender", "rcpts", "lines",
+    const char *values[] = {"reject", "defer", "relay", "t", "ip", "auth", "sasl_user", "sender", "rcpts", "lines",
                             "orig_ip", "orig_qid"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i] = PyUnicode_InternFromString(values[i])) == NULL) return NULL;
