@@ -13,6 +13,7 @@ import pytest
 from rollout.logs import rules
 from rollout.logs.blocks import BlockParser
 from rollout.logs.events import Event
+from rollout.logs.join import join_complete
 
 from .scan_support import REFERENCE, line_parser
 
@@ -109,3 +110,27 @@ def test_a_shape_added_to_a_table_is_read_by_the_classifier_too(monkeypatch: pyt
     finally:
         monkeypatch.undo()
         importlib.reload(imapd)
+
+
+ADDRESS_SPELLINGS = [
+    "198.51.100.7", "2001:db8::7", "2001:DB8::7", "2001:db8:0:0:0:0:0:7", "2001:0db8::7", "::ffff:198.51.100.7", "::198.51.100.7",
+    "2001:0:0:1:0:0:0:1", "2001:db8:0:1:1:1:1:1", "::1", "::", "fe80::1%eth0", "2001:db8::7x", "198.051.100.7", "1::",
+    "2001:db8:1:2:3:4:5:6",
+]
+
+
+@pytest.mark.parametrize("address", ADDRESS_SPELLINGS)
+def test_client_addresses_are_read_as_python_reads_them(address: str) -> None:
+    """The classifier reads a login's, an acceptance's and a refusal's address only when it is written as
+    net.normalise_ip would write it; any other spelling goes to Python. Either way the events are the same."""
+    lines = [
+        f"{STAMP} dovecot[7]: imap-login: Login: user=<anna@example.org>, rip={address}, lip=192.0.2.1, mpid=4711, session=<x1>",
+        f"{STAMP} dovecot[7]: imap(anna@example.org)<4711><x1>: Disconnected: Logged out",
+        f"{STAMP} postfix/smtpd[7]: {QID}: client=pc.example[{address}], sasl_method=PLAIN, sasl_username=anna@example.org",
+        f"{STAMP} postfix/smtpd[7]: NOQUEUE: reject: RCPT from pc.example[{address}]: 554 5.7.1 <a@remote.example>: "
+        "Relay access denied; from=<anna@example.org> to=<a@remote.example> proto=ESMTP helo=<pc>",
+    ]
+    block = "".join(line + "\n" for line in lines).encode()
+    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED).parse(block, 0, "t.log")
+    slow = join_complete(BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log"), TRUSTED)
+    assert fast == slow

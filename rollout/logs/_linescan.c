@@ -449,6 +449,8 @@ enum { OUT_ROW, OUT_EVENT, OUT_DROP, OUT_NONE, OUT_MESSAGE };
 typedef struct {
     int kind, event, flag; /* flag: Accept authenticated; Refusal deferred (4xx) */
     const Word *service;   /* a login's or session end's */
+    int family;            /* of addr, the client address of a login, acceptance or refusal: 4 or 6 */
+    unsigned char addr[16];
     const char *start, *end;
     Line l;
     Span f[5];
@@ -492,6 +494,54 @@ static int dotted_quad(Span s, unsigned char *out)
     return p == e;
 }
 
+/* RFC 5952 text of an IPv6 address, as Python's ipaddress writes it: lower-case hex without
+   leading zeros, the longest run (the first of equals) of two or more zero groups as "::" */
+static size_t ipv6_text(const unsigned char *a, char *out)
+{
+    int groups[8], best = -1, best_len = 1;
+    for (int i = 0; i < 8; i++) groups[i] = a[2 * i] << 8 | a[2 * i + 1];
+    for (int i = 0; i < 8;) {
+        int j = i;
+        while (j < 8 && groups[j] == 0) j++;
+        if (j - i > best_len) best = i, best_len = j - i;
+        i = j > i ? j : i + 1;
+    }
+    char *o = out;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            *o++ = ':';
+            if (i == 0) *o++ = ':';
+            i += best_len - 1;
+            continue;
+        }
+        o += sprintf(o, "%x", groups[i]);
+        if (i < 7) *o++ = ':';
+    }
+    *o = '\0';
+    return o - out;
+}
+
+/* net.normalise_ip for what the C reads: a dotted quad, or an IPv6 address written as Python would
+   write it (not IPv4-mapped, which Python turns into the dotted quad); r->addr and r->family set.
+   0 for anything else: the line goes to Python. */
+static int client_address(Row *r, Span s)
+{
+    if (dotted_quad(s, r->addr)) {
+        r->family = 4;
+        return 1;
+    }
+    char text[48], canonical[48];
+    size_t n = s.s ? (size_t)(s.e - s.s) : 0;
+    if (n < 2 || n >= sizeof text || memchr(s.s, ':', n) == NULL) return 0;
+    memcpy(text, s.s, n);
+    text[n] = '\0';
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (inet_pton(AF_INET6, text, r->addr) != 1 || memcmp(r->addr, mapped, 12) == 0) return 0;
+    if (ipv6_text(r->addr, canonical) != n || memcmp(canonical, text, n) != 0) return 0;
+    r->family = 6;
+    return 1;
+}
+
 /* imapd.DOVECOT_LOGIN and its elements, (\w+)=(<[^>]*>|[^,]*), when they come as plain
    "key=value" or "flag" items separated by ", " */
 static int login_event(const Rules *R, Row *r)
@@ -531,8 +581,7 @@ static int login_event(const Rules *R, Row *r)
         if (p < e && (*p != ',' || p + 1 >= e || p[1] != ' ')) return 0;
         if (p < e) p += 2;
     }
-    unsigned char addr[4];
-    if (user.s == NULL || user.s == user.e || !dotted_quad(rip, addr)) return 0;
+    if (user.s == NULL || user.s == user.e || !client_address(r, rip)) return 0;
     if (session.s == session.e) session.s = NULL; /* el.get("session") or None */
     r->f[0] = proto, r->f[1] = user, r->f[2] = rip, r->f[3] = session, r->f[4] = mpid;
     return E_LOGIN;
@@ -593,8 +642,7 @@ static int refusal_event(Row *r)
     while (q < e && is_plain(*q) && !(q[0] == ':' && q + 1 < e && q[1] == ' ')) q++;
     if (q == client || q + 1 >= e || q[0] != ':' || q[1] != ' ') return 0;
     Span ip = bracketed(client, q);
-    unsigned char addr[4];
-    if (!dotted_quad(ip, addr)) return 0;
+    if (!client_address(r, ip)) return 0;
     const char *text = q + 2, *tail = NULL;
     for (const char *s = text; (s = find(s, e, "; from=<")) != NULL; s++) tail = s; /* .* is greedy */
     if (tail == NULL) return 0;
@@ -643,9 +691,8 @@ static int accept_event(Row *r)
         if (next == NULL) break;
         p = next + 2;
     }
-    unsigned char addr[4];
     Span ip = client.s ? bracketed(client.s, client.e) : client;
-    if (!dotted_quad(ip, addr)) return 0;
+    if (!client_address(r, ip)) return 0;
     r->flag = method || sasl_user.s != NULL;
     r->f[0] = ip, r->f[1] = sasl_user;
     return E_ACCEPT;
@@ -867,8 +914,8 @@ static void join_messages(Row *rows, Message *table, size_t size, Trusted truste
         if (m->head < 0 || m->dropped || m->accepts != 1 || m->removals != 1 || m->head != m->accept || m->tail != m->removed) continue;
         int whole = 1;
         for (Py_ssize_t i = m->head; i >= 0 && whole; i = rows[i].next) whole = rows[i].event != E_NONE;
-        unsigned char addr[4];
-        if (!whole || !dotted_quad(rows[m->accept].f[0], addr) || is_trusted(addr, 4, trusted)) continue;
+        const Row *accept = &rows[m->accept];
+        if (!whole || is_trusted(accept->addr, accept->family, trusted)) continue; /* whole: the accept's address was read */
         for (Py_ssize_t i = m->head; i >= 0; i = rows[i].next) rows[i].out = OUT_NONE;
         rows[m->removed].out = OUT_MESSAGE;
         rows[m->removed].head = m->head;
@@ -941,9 +988,7 @@ static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
         Span host = {r->l.host, r->l.host_end}, none = {0};
         size_t len;
         if (r->event == E_LOGIN) {
-            unsigned char addr[4];
-            dotted_quad(r->f[2], addr);
-            if (is_trusted(addr, 4, trusted)) continue;
+            if (is_trusted(r->addr, r->family, trusted)) continue;
             Span proto = {r->service->s, r->service->s + r->service->n};
             len = session_key(key, host, proto, r->f[3], r->f[1], r->f[4]);
         } else if (r->event == E_END) {

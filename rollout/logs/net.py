@@ -53,11 +53,18 @@ class TrustedNetworks:
         # first octets a trusted IPv4 address can start with (None: some network is wider than a /8)
         wide = any(n.prefixlen < 8 for n in self.networks if n.version == 4)
         self._octets = None if wide else frozenset(str(n.network_address).partition(".")[0] for n in self.networks if n.version == 4)
+        # the same for IPv6: the first group a trusted address can start with, without leading zeros ("" for 0)
+        v6 = [n for n in self.networks if n.version == 6]
+        wide6 = any(n.prefixlen < 16 for n in v6)
+        self._groups = None if wide6 else frozenset(format(int(n.network_address) >> 112, "x").lstrip("0") for n in v6)
         self._cache: dict[str, bool] = {}
 
     def contains(self, ip: str) -> bool:
-        octets = self._octets
-        if octets is not None and ":" not in ip and ip.partition(".")[0] not in octets:
+        if ":" in ip:
+            groups = self._groups
+            if groups is not None and ip.partition(":")[0].lower().lstrip("0") not in groups:
+                return False  # no trusted IPv6 network starts so
+        elif self._octets is not None and ip.partition(".")[0] not in self._octets:
             return False  # no trusted dotted quad starts so: the common case
         known = self._cache.get(ip)
         if known is None:
