@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from .campaign import active_campaign, wave_due_at
 from .config import Settings
+from .gates import Gate
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
 
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
@@ -94,6 +95,7 @@ class Status:
     trend: list[WeekCount] = field(default_factory=list)
     expiring: list[ExpiringExemption] = field(default_factory=list)
     jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
+    gates: list[Gate] = field(default_factory=list)  # before the next step (filled by the status workflow: it may run a command)
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:

@@ -11,13 +11,18 @@ from .. import status as status_model
 from ..enforcement import client_reply
 from ..errors import RolloutError
 from ..runtime import Runtime
+from .plan import next_step
 
 POLL_SECONDS = 2.0
 
 
 def rollout_status(runtime: Runtime) -> status_model.Status:
     with runtime.sessions() as session:
-        return status_model.build_status(session, runtime.settings, runtime.clock.now())
+        report = status_model.build_status(session, runtime.settings, runtime.clock.now())
+    if report.cohorts:
+        upcoming = next_step(runtime, run_command=True)  # the gates exactly as the next step will see them
+        report.gates = upcoming.gates if upcoming else []
+    return report
 
 
 def lookup(runtime: Runtime, query: str) -> lookup_model.Lookup:
