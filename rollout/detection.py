@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .logs.envelope import year_inferred
-from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .logs.events import (
+    Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, LoginRecord, LoginRun, Refusal, Removed, Sender, SessionEnd,
+)
 from .logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
 from .logs.net import TrustedNetworks
 
@@ -59,8 +61,8 @@ class Finding:
     kind: str
     t: float
     host: str
-    user: str | None  # the login user (legacy, near_miss), or None
-    ip: str | None
+    user: str | None = None  # the login user (legacy, near_miss, login), or None
+    ip: str | None = None
     sender: str | None = None
     qid: str | None = None
     confidence: str | None = None  # high | medium (legacy)
@@ -77,8 +79,8 @@ class Detector:
         self.findings: list[Finding] = []
         # authenticated submissions, counted: (SASL user lower-cased or None, UTC day number) → [count, last time]
         self.authenticated: dict[tuple[str | None, int], list[float]] = {}
-        self.logins: dict[str, list[list[Any]]] = {}  # ip → [[t, user, end, key, file, offset, line], ...]
-        self.sessions: dict[str, list[Any]] = {}  # session key → its login record
+        self.logins: dict[str, list[LoginRecord]] = {}  # ip → its logins, oldest first
+        self.sessions: dict[str, LoginRecord] = {}  # session key → its login, while the session is open
         self.messages: dict[str, dict[str, Any]] = {}  # host|instance|qid → the message so far
         self.reinjected: dict[str, dict[str, Any]] = {}  # host|qid after a content filter → original
         self.auth_failures: dict[str, float] = {}  # ip → last failed SMTP AUTH (P17)
@@ -106,10 +108,11 @@ class Detector:
             handler = handlers.get(event.__class__)
             if handler is not None:
                 handler(self, event)
+                now = self.now  # a run of logins ends later than it starts
             while pending and pending[0][0] < now:
                 _due, host, qid, msg = pending.popleft()
                 self._evaluate(host, qid, msg)
-            since += 1
+            since += 1 if event.__class__ is not LoginRun else len(event.logins)  # type: ignore[attr-defined]
             if since >= PRUNE_EVERY:
                 self.prune()
                 since = 0
@@ -131,29 +134,47 @@ class Detector:
         report = known is None or user not in known  # logins by users not in the inventory are reported
         if self.is_trusted(e.ip):  # webmail, proxies: never open a window (P11)
             if report:
-                self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
+                self.findings.append(Finding("login", e.t, e.host, user=e.user, ip=e.ip, details={"trusted": True}))
             return
         if e.ended is not None:  # joined with its end (join_complete): as if it had taken its key, then closed
-            record = [e.t, user, e.ended, None, e.file, e.offset, e.line]
+            record = LoginRecord(e.t, user, e.ended, None, e.file, e.offset, e.line)
             if self.sessions and (key := session_key(e.host, e.proto, e.session, e.user, e.pid)) is not None:
                 self.sessions.pop(key, None)
         else:
-            record = [e.t, user, None, session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line]
-            if record[3] is not None:
-                self.sessions[record[3]] = record
+            record = LoginRecord(e.t, user, None, session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line)
+            if record.key is not None:
+                self.sessions[record.key] = record
         records = self.logins.get(e.ip)
         if records is None:
             self.logins[e.ip] = [record]
         else:
             records.append(record)
         if report:
-            self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
+            self.findings.append(Finding("login", e.t, e.host, user=e.user, ip=e.ip))
+
+    def _login_run(self, e: LoginRun) -> None:
+        """``_login`` for logins the C classifier filed already (untrusted, ended in their block): the scan's
+        commonest event, so only what is left is done here. A run's later logins are filed before the messages
+        due in between are judged: harmless, as every question about a login asks for its time first."""
+        known, logins, sessions, host = self.config.known_users, self.logins, self.sessions, e.host
+        for ip, record, key, user in e.logins:
+            if sessions and key is not None:
+                sessions.pop(key, None)
+            records = logins.get(ip)
+            if records is None:
+                logins[ip] = [record]
+            else:
+                records.append(record)
+            if known is None or record.user not in known:  # logins by users not in the inventory are reported
+                self.findings.append(Finding("login", record.t, host, user=user or record.user, ip=ip))
+        if e.last > self.now:
+            self.now = e.last
 
     def _session_end(self, e: SessionEnd) -> None:
         for key in end_keys(e):
             record = self.sessions.pop(key, None) if key else None
             if record is not None:
-                record[2], record[3] = e.t, None  # closed: its key is free again
+                record.ended, record.key = e.t, None  # closed: its key is free again
                 return
 
     def _accept(self, e: Accept) -> None:
@@ -205,14 +226,14 @@ class Detector:
         if e.reason == "map":
             users = self._candidates(e.client_ip, e.t, self.config.window_seconds) if e.client_ip else []
             self.findings.append(
-                Finding("refused", e.t, e.host, None, e.client_ip, e.sender, candidates=users, lines=[[e.file, e.offset, e.line]],
+                Finding("refused", e.t, e.host, ip=e.client_ip, sender=e.sender, candidates=users, lines=[[e.file, e.offset, e.line]],
                         details={"action": e.action, "address": e.map_address, "rcpt": e.rcpt})
             )
         elif e.client_ip in self.logins and e.reason == "relay" and e.action in ("reject", "defer") and not self.is_trusted(e.client_ip):
             # most relay refusals come from addresses that never logged in: the first test settles them
             users = self._candidates(e.client_ip, e.t, self.config.near_miss_seconds)
             if len(users) == 1:
-                self.findings.append(Finding("near_miss", e.t, e.host, users[0], e.client_ip, e.sender, lines=[[e.file, e.offset, e.line]],
+                self.findings.append(Finding("near_miss", e.t, e.host, user=users[0], ip=e.client_ip, sender=e.sender, lines=[[e.file, e.offset, e.line]],
                                              details={"rcpt": e.rcpt}))
 
     # -- the rule -----------------------------------------------------------------
@@ -235,22 +256,24 @@ class Detector:
 
     def _attribute(self, host: str, qid: str, t: float, ip: str, sender: str | None, lines: list[list[Any]]) -> None:
         qualifying = self._qualifying(ip, t)
-        users = sorted({r[1] for r, _ in qualifying})
+        users = sorted({r.user for r, _ in qualifying})
         lines = lines[:6]
         if not users:
             other = self._dual_stack_login(ip, t, sender)
             if other is None:
-                self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, lines=lines))
+                self.findings.append(Finding("unexplained", t, host, ip=ip, sender=sender, qid=qid, lines=lines))
             else:  # P2: not legacy (the legacy maps key on the exact address), but the reviewer sees whose it likely is
-                self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, None, [other[1]], [[other[4], other[5], other[6]]] + lines,
-                                             {"flags": ["dual_stack"], "login_ip": other[7]}))
+                login, login_ip = other
+                self.findings.append(Finding("unexplained", t, host, ip=ip, sender=sender, qid=qid, candidates=[login.user],
+                                             lines=[[login.file, login.offset, login.line], *lines],
+                                             details={"flags": ["dual_stack"], "login_ip": login_ip}))
             return
         matching = [u for u in users if self.sender_matches(u, sender)]
         tiers = {tier for _, tier in qualifying}
         tier = next(t for t in ("strict", "session", "extended") if t in tiers)
-        login = max((r for r, _ in qualifying), key=lambda r: r[0])
-        login_lines = [[login[4], login[5], login[6]]]
-        details: dict[str, Any] = {"tier": tier, "delta_seconds": round(t - login[0], 3)}
+        login = max((r for r, _ in qualifying), key=_time_of)
+        login_lines = [[login.file, login.offset, login.line]]
+        details: dict[str, Any] = {"tier": tier, "delta_seconds": round(t - login.t, 3)}
 
         def flag(name: str) -> None:
             details.setdefault("flags", []).append(name)
@@ -266,42 +289,46 @@ class Detector:
         if len(users) == 1 and not matching and self.is_shared(ip, t):
             # P1: behind a NAT with three or more users nobody is named without a sender match
             flag("shared_ip")
-            self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, self._nearby_users(ip, t), login_lines + lines, details))
+            self.findings.append(Finding("ambiguous", t, host, ip=ip, sender=sender, qid=qid, candidates=self._nearby_users(ip, t),
+                                         lines=login_lines + lines, details=details))
         elif len(users) == 1:
             confidence = "high" if matching and tier != "extended" else "medium"
             if not matching:
                 flag("sender_mismatch")
-            self.findings.append(Finding("legacy", t, host, users[0], ip, sender, qid, confidence, users, login_lines + lines, details))
+            self.findings.append(Finding("legacy", t, host, user=users[0], ip=ip, sender=sender, qid=qid, confidence=confidence,
+                                         candidates=users, lines=login_lines + lines, details=details))
         elif len(matching) == 1:
             flag("shared_ip")
-            self.findings.append(Finding("legacy", t, host, matching[0], ip, sender, qid, "medium", users, login_lines + lines, details))
+            self.findings.append(Finding("legacy", t, host, user=matching[0], ip=ip, sender=sender, qid=qid, confidence="medium",
+                                         candidates=users, lines=login_lines + lines, details=details))
         else:
-            self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, users, login_lines + lines, details))
+            self.findings.append(Finding("ambiguous", t, host, ip=ip, sender=sender, qid=qid, candidates=users, lines=login_lines + lines,
+                                         details=details))
 
-    def _dual_stack_login(self, ip: str, t: float, sender: str | None) -> list[Any] | None:
+    def _dual_stack_login(self, ip: str, t: float, sender: str | None) -> tuple[LoginRecord, str] | None:
         """P2: the latest login within the window by the sender's own mailbox from the other address family
-        (IPv6 login, IPv4 relay or the reverse), with its address appended. Walks every remembered login:
+        (IPv6 login, IPv4 relay or the reverse), with its address. Walks every remembered login:
         only relays nobody's login explains come here, and they are rare."""
         if not sender:
             return None
         v6, c = ":" in ip, self.config
-        found: list[Any] | None = None
+        found: tuple[LoginRecord, str] | None = None
         for other_ip, records in self.logins.items():
             if (":" in other_ip) == v6:
                 continue
             for r in records:
-                if r[0] - c.tolerance_seconds <= t <= r[0] + c.window_seconds + c.tolerance_seconds and self.sender_matches(r[1], sender):
-                    if found is None or r[0] > found[0]:
-                        found = [*r, other_ip]
+                if r.t - c.tolerance_seconds <= t <= r.t + c.window_seconds + c.tolerance_seconds and self.sender_matches(r.user, sender):
+                    if found is None or r.t > found[0].t:
+                        found = (r, other_ip)
         return found
 
-    def _qualifying(self, ip: str, t: float) -> list[tuple[list[Any], str]]:
+    def _qualifying(self, ip: str, t: float) -> list[tuple[LoginRecord, str]]:
         """Logins from ``ip`` whose window (or session, P4) covers ``t``, with their tier."""
         c = self.config
         eps, w = c.tolerance_seconds, c.window_seconds
         out = []
         for record in self.logins.get(ip, ()):
-            start, end = record[0], record[2]
+            start = record.t
             if t < start - eps:
                 continue
             if t <= start + w + eps:
@@ -316,7 +343,7 @@ class Detector:
         """P1: among the logins remembered for ``ip`` up to ``t``, ``SHARED_IP_USERS`` or more distinct
         users within one window ``W``."""
         w, eps = self.config.window_seconds, self.config.tolerance_seconds
-        records = sorted((r[0], r[1]) for r in self.logins.get(ip, ()) if r[0] <= t + eps)
+        records = sorted((r.t, r.user) for r in self.logins.get(ip, ()) if r.t <= t + eps)
         for i, (start, _user) in enumerate(records):
             if len({u for s, u in records[i:] if s <= start + w}) >= SHARED_IP_USERS:
                 return True
@@ -325,18 +352,18 @@ class Detector:
     def _nearby_users(self, ip: str, t: float) -> list[str]:
         """The users behind a shared IP, for the reviewer: everyone who logged in within the reach of ``t``."""
         c = self.config
-        return sorted({r[1] for r in self.logins.get(ip, ()) if t - c.near_miss_seconds - c.window_seconds <= r[0] <= t + c.tolerance_seconds})
+        return sorted({r.user for r in self.logins.get(ip, ()) if t - c.near_miss_seconds - c.window_seconds <= r.t <= t + c.tolerance_seconds})
 
     def _candidates(self, ip: str, t: float, reach: float) -> list[str]:
         eps = self.config.tolerance_seconds
-        return sorted({r[1] for r in self.logins.get(ip, ()) if r[0] - eps <= t <= r[0] + reach + eps})
+        return sorted({r.user for r in self.logins.get(ip, ()) if r.t - eps <= t <= r.t + reach + eps})
 
-    def _session_end_time(self, record: list[Any]) -> float:
-        if record[2] is not None:
-            return float(record[2])
-        if record[3] is not None:  # still open: counts until the cap
-            return float(record[0]) + self.config.session_cap_seconds
-        return float(record[0])
+    def _session_end_time(self, record: LoginRecord) -> float:
+        if record.ended is not None:
+            return float(record.ended)
+        if record.key is not None:  # still open: counts until the cap
+            return float(record.t) + self.config.session_cap_seconds
+        return float(record.t)
 
     def _has_remote_recipient(self, rcpts: list[list[Any]]) -> bool:
         for rcpt, orig_to, daemon, relay, _status, filter_hop in rcpts:
@@ -381,13 +408,13 @@ class Detector:
         end_of = self._session_end_time
         logins = self.logins
         for ip, records in list(logins.items()):
-            # most IPs have one login, most sessions have ended (r[2]): those are decided without a call
+            # most IPs have one login, most sessions have ended: those are decided without a call
             if len(records) == 1:
                 r = records[0]
-                if r[0] < keep_after and (r[2] if r[2] is not None else end_of(r)) < keep_after:
+                if r.t < keep_after and (r.ended if r.ended is not None else end_of(r)) < keep_after:
                     del logins[ip]
                 continue
-            kept = [r for r in records if r[0] >= keep_after or (r[2] if r[2] is not None else end_of(r)) >= keep_after]
+            kept = [r for r in records if r.t >= keep_after or (r.ended if r.ended is not None else end_of(r)) >= keep_after]
             if not kept:
                 del logins[ip]
             elif len(kept) < len(records):
@@ -407,25 +434,27 @@ class Detector:
     def to_state(self) -> dict[str, Any]:
         self.finish()
         self.prune()
-        return {"version": STATE_VERSION, "now": self.now, "logins": self.logins, "messages": self.messages,
+        logins = {ip: [[r.t, r.user, r.ended, r.key, r.file, r.offset, r.line] for r in records] for ip, records in self.logins.items()}
+        return {"version": STATE_VERSION, "now": self.now, "logins": logins, "messages": self.messages,
                 "reinjected": self.reinjected, "auth_failures": self.auth_failures}
 
     def _load(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             return  # an older format: start afresh rather than misread it
         self.now = float(state["now"])
-        self.logins = {ip: [list(r) for r in records] for ip, records in state["logins"].items()}
+        self.logins = {ip: [LoginRecord(*r) for r in records] for ip, records in state["logins"].items()}
         self.messages = dict(state["messages"])
         self.reinjected = dict(state["reinjected"])
         self.auth_failures = dict(state.get("auth_failures", {}))
         for records in self.logins.values():
             for record in records:
-                if record[3] is not None and record[2] is None:
-                    self.sessions[record[3]] = record
+                if record.key is not None and record.ended is None:
+                    self.sessions[record.key] = record
 
 
 _HANDLERS = {
     Login: Detector._login,
+    LoginRun: Detector._login_run,
     SessionEnd: Detector._session_end,
     Accept: Detector._accept,
     Sender: Detector._sender,
@@ -436,3 +465,7 @@ _HANDLERS = {
     Refusal: Detector._refusal,
     AuthFailure: Detector._auth_failure,
 }
+
+
+def _time_of(record: LoginRecord) -> float:
+    return record.t

@@ -77,7 +77,7 @@ def events_of(parser: BlockParser, line: str) -> list[Event]:
 def test_every_program_and_shape_in_the_tables_is_read_by_both_paths(line: str) -> None:
     python = line_parser(reference=REFERENCE).parse(line, "t.log", 0)
     assert python is not None, "the sample must be a line Python reads, or this test proves nothing"
-    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
+    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED, login_runs=False)
     assert events_of(fast, line) == [python]
     assert fast.kinds["skipped"] == 0
 
@@ -104,7 +104,7 @@ def test_a_shape_added_to_a_table_is_read_by_the_classifier_too(monkeypatch: pyt
     try:
         importlib.reload(imapd)  # the Python patterns are built from the tables at import
         monkeypatch.setattr(parse, "parse_dovecot", imapd.parse_dovecot)
-        fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
+        fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED, login_runs=False)
         python = line_parser(reference=REFERENCE).parse(line, "t.log", 0)
         assert python is not None and events_of(fast, line) == [python]
     finally:
@@ -131,6 +131,6 @@ def test_client_addresses_are_read_as_python_reads_them(address: str) -> None:
         "Relay access denied; from=<anna@example.org> to=<a@remote.example> proto=ESMTP helo=<pc>",
     ]
     block = "".join(line + "\n" for line in lines).encode()
-    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED).parse(block, 0, "t.log")
+    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED, login_runs=False).parse(block, 0, "t.log")
     slow = join_complete(BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log"), TRUSTED)
     assert fast == slow

@@ -444,6 +444,8 @@ typedef struct {
 } Span;
 
 enum { E_NONE, E_LOGIN, E_END, E_ACCEPT, E_SENDER, E_DELIVERY, E_REMOVED, E_REFUSAL, E_KINDS };
+/* the classes scan is handed, after the events': CompleteMessage, LoginRun, LoginRecord */
+enum { C_MESSAGE = E_KINDS, C_RUN, C_RECORD, N_CLASSES };
 enum { OUT_ROW, OUT_EVENT, OUT_DROP, OUT_NONE, OUT_MESSAGE };
 
 typedef struct {
@@ -1107,8 +1109,8 @@ done:
 typedef struct {
     const char *base;
     Py_ssize_t offset; /* of base in the file */
-    PyObject *file, *classes[E_KINDS + 1]; /* classes[E_KINDS]: CompleteMessage */
-    Layout layouts[E_KINDS + 1];
+    PyObject *file, *classes[N_CLASSES]; /* [E_LOGIN .. E_REFUSAL], then C_MESSAGE, C_RUN, C_RECORD */
+    Layout layouts[N_CLASSES];
     const char *host, *instance;
     Py_ssize_t host_len, instance_len;
     PyObject *host_str, *instance_str;
@@ -1146,25 +1148,33 @@ static PyObject *instance_of(Builder *b, const Row *r)
 }
 
 
-/* Calls cls(t, host, file, offset, line, *rest), stealing the references in rest. */
-static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ssize_t n_rest)
+/* An object of classes[cls] from its fields in order, stealing the references in args (NULL: failed). */
+static PyObject *build(Builder *b, int cls, PyObject **args, Py_ssize_t n)
 {
-    PyObject *args[16] = {PyFloat_FromDouble(r->t), host_of(b, r), Py_NewRef(b->file), PyLong_FromSsize_t(b->offset + (r->start - b->base)),
-                          PyUnicode_FromStringAndSize(r->start, r->end - r->start)};
-    memcpy(args + 5, rest, n_rest * sizeof(PyObject *));
     PyObject *result = NULL;
     int complete = 1;
-    for (Py_ssize_t i = 0; i < 5 + n_rest; i++) complete &= args[i] != NULL;
+    for (Py_ssize_t i = 0; i < n; i++) complete &= args[i] != NULL;
     const Layout *layout = &b->layouts[cls];
-    if (complete && layout->type != NULL && layout->n == 5 + n_rest) {
+    if (complete && layout->type != NULL && layout->n == n) {
         result = layout->type->tp_alloc(layout->type, 0);
         for (Py_ssize_t i = 0; result != NULL && i < layout->n; i++)
             *(PyObject **)((char *)result + layout->offsets[i]) = Py_NewRef(args[i]);
     } else if (complete) {
-        result = PyObject_Vectorcall(b->classes[cls], args, 5 + n_rest, NULL);
+        result = PyObject_Vectorcall(b->classes[cls], args, n, NULL);
     }
-    for (Py_ssize_t i = 0; i < 5 + n_rest; i++) Py_XDECREF(args[i]);
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(args[i]);
     return result;
+}
+
+static PyObject *offset_of(Builder *b, const Row *r) { return PyLong_FromSsize_t(b->offset + (r->start - b->base)); }
+
+/* Calls cls(t, host, file, offset, line, *rest), stealing the references in rest. */
+static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ssize_t n_rest)
+{
+    PyObject *args[16] = {PyFloat_FromDouble(r->t), host_of(b, r), Py_NewRef(b->file), offset_of(b, r),
+                          PyUnicode_FromStringAndSize(r->start, r->end - r->start)};
+    memcpy(args + 5, rest, n_rest * sizeof(PyObject *));
+    return build(b, cls, args, 5 + n_rest);
 }
 
 static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
@@ -1255,13 +1265,101 @@ static PyObject *complete_message(Builder *b, const Row *rows, const Row *remove
     Py_DECREF(lines);
     Py_DECREF(sender);
     PyObject *rest[] = {instance_of(b, removed), PyUnicode_FromStringAndSize(removed->l.qid, removed->l.qid_end - removed->l.qid), msg};
-    return event(b, removed, E_KINDS, rest, 3);
+    return event(b, removed, C_MESSAGE, rest, 3);
 fail:
     Py_XDECREF(msg);
     Py_XDECREF(rcpts);
     Py_XDECREF(lines);
     Py_XDECREF(sender);
     return NULL;
+}
+
+/* -- runs of logins: the detector's records built here ----------------------------------------
+ *
+ * Most events of a provider's log are logins whose session ends in the same block. Consecutive
+ * ones of one host (nothing else for Python between them) go out as one LoginRun holding, per
+ * login, (address, LoginRecord, session key or None, user as logged or None when it is lower case
+ * already): exactly what Detector._login would file, so the detector only files them.
+ */
+
+#define RUN_KEY_MAX 1024
+
+typedef struct {
+    PyObject *logins; /* NULL: no run open */
+    const Row *head;
+    double first, last;
+} Run;
+
+static int in_run(const Builder *b, const Row *r)
+{
+    return b->classes[C_RUN] != Py_None && r->out == OUT_ROW && r->event == E_LOGIN && r->ended >= 0
+           && (r->l.host_end - r->l.host) + (r->end - r->start) + 16 < RUN_KEY_MAX;
+}
+
+static PyObject *lower_ascii(Span s, int *changed)
+{
+    PyObject *out = PyUnicode_New(s.e - s.s, 127); /* the line is ASCII (event_of) */
+    if (out == NULL) return NULL;
+    Py_UCS1 *o = PyUnicode_1BYTE_DATA(out);
+    *changed = 0;
+    for (const char *p = s.s; p < s.e; p++) {
+        *changed |= is_upper(*p);
+        *o++ = is_upper(*p) ? *p | 0x20 : *p;
+    }
+    return out;
+}
+
+static PyObject *run_entry(Builder *b, const Row *r, const Row *rows)
+{
+    const Span *f = r->f; /* proto, user, rip, session, mpid */
+    char key[RUN_KEY_MAX];
+    Span host = {r->l.host, r->l.host_end}, proto = {r->service->s, r->service->s + r->service->n};
+    size_t key_len = session_key(key, host, proto, f[3], f[1], f[4]);
+    int upper = 0;
+    PyObject *user = lower_ascii(f[1], &upper);
+    PyObject *fields[] = {PyFloat_FromDouble(r->t), user, PyFloat_FromDouble(rows[r->ended].t), Py_NewRef(Py_None), Py_NewRef(b->file),
+                          offset_of(b, r), PyUnicode_FromStringAndSize(r->start, r->end - r->start)};
+    PyObject *record = build(b, C_RECORD, fields, 7);
+    PyObject *entry = PyTuple_New(4);
+    PyObject *items[] = {text(f[2]), record, key_len ? PyUnicode_FromStringAndSize(key, key_len) : Py_NewRef(Py_None),
+                         upper ? text(f[1]) : Py_NewRef(Py_None)};
+    int complete = entry != NULL;
+    for (int i = 0; i < 4; i++) complete &= items[i] != NULL;
+    if (!complete) {
+        for (int i = 0; i < 4; i++) Py_XDECREF(items[i]);
+        Py_XDECREF(entry);
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) PyTuple_SET_ITEM(entry, i, items[i]);
+    return entry;
+}
+
+static int same_host(const Row *a, const Row *b)
+{
+    return a->l.host_end - a->l.host == b->l.host_end - b->l.host && memcmp(a->l.host, b->l.host, a->l.host_end - a->l.host) == 0;
+}
+
+/* the open run, if any, as one LoginRun(t = first, host, file, offset, "", last, logins) at the end of list */
+static int flush_run(Builder *b, Run *run, PyObject *list)
+{
+    if (run->logins == NULL) return 0;
+    PyObject *args[] = {PyFloat_FromDouble(run->first), host_of(b, run->head), Py_NewRef(b->file), offset_of(b, run->head),
+                        PyUnicode_FromStringAndSize("", 0), PyFloat_FromDouble(run->last), run->logins};
+    run->logins = NULL;
+    return append(list, build(b, C_RUN, args, 7));
+}
+
+static int add_to_run(Builder *b, Run *run, const Row *r, const Row *rows, PyObject *list)
+{
+    if (run->logins != NULL && !same_host(run->head, r) && flush_run(b, run, list) < 0) return -1;
+    if (run->logins == NULL) {
+        if ((run->logins = PyList_New(0)) == NULL) return -1;
+        run->head = r;
+        run->first = run->last = r->t;
+    }
+    if (r->t < run->first) run->first = r->t;
+    if (r->t > run->last) run->last = r->t;
+    return append(run->logins, run_entry(b, r, rows));
 }
 
 /* Python's int(t // 86400): the UTC day number of t, exactly (no libm) */
@@ -1356,6 +1454,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Py_buffer view;
     PyObject *rules_capsule, *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL, *counts = NULL;
     Builder b = {0};
+    Run run = {0};
     b.file = Py_None;
     Row *rows = NULL;
     Message *messages = NULL;
@@ -1370,13 +1469,14 @@ static PyObject *scan(PyObject *self, PyObject *args)
         return NULL;
     }
     int extract = time_of != Py_None;
-    if (extract && (!PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != E_KINDS)) {
-        PyErr_SetString(PyExc_TypeError, "classes: (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)");
+    if (extract && (!PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != N_CLASSES - 1)) {
+        PyErr_SetString(PyExc_TypeError, "classes: (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage, "
+                                         "LoginRun or None, LoginRecord)");
         goto done;
     }
-    for (int i = 0; extract && i < E_KINDS; i++) {
+    for (int i = 0; extract && i < N_CLASSES - 1; i++) {
         b.classes[i + 1] = PyTuple_GET_ITEM(classes, i);
-        layout_of(b.classes[i + 1], &b.layouts[i + 1]);
+        if (b.classes[i + 1] != Py_None) layout_of(b.classes[i + 1], &b.layouts[i + 1]);
     }
     if (parse_networks(trusted_list, &nets, &n_nets) < 0) goto done;
     Trusted trusted = {nets, n_nets};
@@ -1437,7 +1537,15 @@ static PyObject *scan(PyObject *self, PyObject *args)
         if (r->event != E_NONE) events[r->event]++;
         if (r->out == OUT_NONE) continue;
         if (r->out == OUT_MESSAGE && rows[r->head].flag) {
-            failed = count_authenticated(counts, &rows[r->head]) < 0;
+            failed = count_authenticated(counts, &rows[r->head]) < 0; /* no event: a run goes on */
+            continue;
+        }
+        if (in_run(&b, r)) {
+            failed = add_to_run(&b, &run, r, rows, list) < 0;
+            continue;
+        }
+        if (flush_run(&b, &run, list) < 0) {
+            failed = 1;
         } else if (r->out == OUT_MESSAGE) {
             failed = append(list, complete_message(&b, rows, r, r->head)) < 0;
         } else if (r->event != E_NONE) {
@@ -1446,6 +1554,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
             failed = append(list, row_tuple(r, base)) < 0;
         }
     }
+    if (!failed) failed = flush_run(&b, &run, list) < 0;
     if (failed) goto done;
     result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn)O)", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
                            dropped[5], dropped[6], dropped[7], events[E_LOGIN], events[E_END], events[E_ACCEPT], events[E_SENDER],
@@ -1454,6 +1563,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 nomem:
     PyErr_NoMemory();
 done:
+    Py_XDECREF(run.logins);
     Py_XDECREF(list);
     Py_XDECREF(counts);
     Py_XDECREF(b.host_str);

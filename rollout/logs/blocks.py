@@ -36,7 +36,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .envelope import EnvelopeParser
-from .events import Accept, AuthCounts, CompleteMessage, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .events import (
+    Accept, AuthCounts, CompleteMessage, Delivery, Envelope, Event, Login, LoginRecord, LoginRun, Refusal, Removed, Sender, SessionEnd,
+)
 from .imapd import parse_dovecot
 from .join import join_complete
 from .parse import LineParser, our_text_matcher
@@ -82,7 +84,9 @@ class ParserSpec:
 class BlockParser:
     """Events of blocks of complete lines; counts lines per kind in ``kinds``."""
 
-    def __init__(self, lines: LineParser, trusted_networks: tuple[str, ...]) -> None:
+    def __init__(self, lines: LineParser, trusted_networks: tuple[str, ...], login_runs: bool = True) -> None:
+        """``login_runs``: ended logins of the classifier come as ``LoginRun`` (the detector's records, built in C);
+        False gives a ``Login`` event for each, as ``LineParser`` does (tests compare events one by one)."""
         self.lines = lines
         # one count per file, whichever path parsed a line (the classifier, its rows, or LineParser itself)
         self.kinds: Counter[str] = lines.kinds
@@ -92,6 +96,7 @@ class BlockParser:
         self.trusted = [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
         # the classifier reads the same rule tables as the parsers (rules.py), taken now: one source for each rule
         self.rules = _linescan.rules(classifier_rules()) if _linescan is not None else None
+        self.classes = (*C_EVENTS, LoginRun if login_runs else None, LoginRecord)
 
     def parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;
@@ -102,7 +107,7 @@ class BlockParser:
     def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         envelopes = self.lines.envelopes
         rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(  # type: ignore[union-attr]
-            block, self.rules, self.trusted, file, base, envelopes.time_of, C_EVENTS
+            block, self.rules, self.trusted, file, base, envelopes.time_of, self.classes
         )
         kinds = self.kinds
         kinds["skipped"] += skipped

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import Accept, CompleteMessage, Delivery, Event, Login, Removed, Sender, SessionEnd
+from .events import Accept, CompleteMessage, Delivery, Event, Login, LoginRun, Removed, Sender, SessionEnd
 from .net import TrustedNetworks
 
 MAX_RECIPIENTS = 50  # recipients kept per message: enough to judge it, bounded for a mailing list
@@ -128,6 +128,10 @@ def _pair_sessions(events: list[Event], trusted: TrustedNetworks, replace: dict[
                 if e.ended is None:
                     open_logins[key] = i
                 else:  # the C classifier paired it already: an end after it cannot close an older login of its key
+                    open_logins.pop(key, None)
+        elif isinstance(e, LoginRun):  # logins the C classifier paired already, as above
+            for _ip, _record, key, _user in e.logins:
+                if key is not None:
                     open_logins.pop(key, None)
         elif isinstance(e, SessionEnd):
             first, second = end_keys(e)
