@@ -58,6 +58,8 @@ def sample_lines() -> list[str]:
     for daemon in rules.CYRUS_DAEMONS:
         for program in (daemon, f"cyrus/{daemon}"):
             lines.append(f"{STAMP} {program}[7]: login: pc.example [198.51.100.7] anna plaintext User logged in")
+    lines.append(f"{STAMP} sloti24t04/imapmail[7]: {rules.CYRUS_LOGIN}frontend1.example [198.51.100.7] anna@example.org plaintext "
+                 "User logged in SESSIONID=<x>")  # a Cyrus service under a site's own name
     for program in (*rules.EXIM_PROGRAMS, *(f"{prefix}-daemon" for prefix in rules.EXIM_PREFIXES)):
         lines.append(f"{STAMP} {program}[7]: 1Ov4tU-0000Nz-Rm <= joe@example.com H=pc.example.net [192.0.2.77]:51792 P=esmtp S=2177")
     for program in rules.NGINX_PROGRAMS:

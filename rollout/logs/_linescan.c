@@ -17,7 +17,7 @@
  *
  * Where its rules come from. The programs and line shapes (Postfix daemons and their message
  * shapes, Dovecot's login and session-end shapes, Courier/UW/Cyrus/Exim/nginx/perdition program
- * names) are those of rollout/logs/rules.py: BlockParser hands them in as
+ * names, a Cyrus login under a site's own "prefix/service" name) are those of rollout/logs/rules.py: BlockParser hands them in as
  * rules(classifier_rules()) when a scan starts, and the Python parsers build their patterns from
  * the same tables. What is written here is only how to read a line fast: the envelope (RFC 3164
  * and RFC 3339 with a host, as envelope.py), the queue ID's shape, key=value fields. When in doubt
@@ -119,6 +119,22 @@ static const char *iso_stamp(const char *p, const char *e)
     return p;
 }
 
+/* envelope.SOLARIS_TAG: Solaris syslogd's "[ID 197553 mail.info] " before the message; returns where the message starts */
+static const char *solaris_tag(const char *m, const char *e)
+{
+    if (!starts(m, e, "[ID ")) return m;
+    const char *q = m + 4, *d = q;
+    while (q < e && is_digit(*q)) q++;
+    if (q == d || q >= e || *q != ' ') return m;
+    const char *f = ++q;
+    while (q < e && (is_lower(*q) || is_digit(*q))) q++;
+    if (q == f || q >= e || *q != '.') return m;
+    const char *v = ++q;
+    while (q < e && is_lower(*q)) q++;
+    if (q == v || !starts(q, e, "] ")) return m;
+    return q + 2;
+}
+
 /* stamp, host, program[pid]: — 0 when the line is not plainly of that shape */
 static int envelope(const char *p, const char *e, Line *l)
 {
@@ -156,7 +172,7 @@ static int envelope(const char *p, const char *e, Line *l)
         q = d + 1;
     }
     if (e - q < 2 || q[0] != ':' || q[1] != ' ') return 0;
-    l->msg = q + 2;
+    l->msg = solaris_tag(q + 2, e);
     return 1;
 }
 
@@ -221,7 +237,7 @@ typedef struct {
 
 typedef struct {
     PyObject *source; /* the dict the words point into, kept alive */
-    Word postfix, dovecot, smtpd, qmgr, pickup, warning, queued_as, dovecot_info, qmgr_removed, queue_active, delivery_to;
+    Word postfix, dovecot, smtpd, qmgr, pickup, warning, queued_as, dovecot_info, qmgr_removed, queue_active, delivery_to, cyrus_login;
     Words programs, program_prefixes, daemons, remote_daemons, local_daemons, smtpd_session, sender_fields, login_services, login_verbs,
         end_services, end_verbs;
 } Rules;
@@ -339,7 +355,8 @@ static PyObject *rules(PyObject *self, PyObject *dict)
     struct { const char *key; Word *w; } words[] = {
         {"postfix", &r->postfix}, {"dovecot", &r->dovecot}, {"smtpd", &r->smtpd}, {"qmgr", &r->qmgr}, {"pickup", &r->pickup},
         {"warning", &r->warning}, {"queued_as", &r->queued_as}, {"dovecot_info", &r->dovecot_info},
-        {"qmgr_removed", &r->qmgr_removed}, {"queue_active", &r->queue_active}, {"delivery_to", &r->delivery_to}};
+        {"qmgr_removed", &r->qmgr_removed}, {"queue_active", &r->queue_active}, {"delivery_to", &r->delivery_to},
+        {"cyrus_login", &r->cyrus_login}};
     struct { const char *key; Words *ws; } lists[] = {
         {"programs", &r->programs}, {"program_prefixes", &r->program_prefixes}, {"daemons", &r->daemons},
         {"remote_daemons", &r->remote_daemons}, {"local_daemons", &r->local_daemons}, {"smtpd_session", &r->smtpd_session},
@@ -412,6 +429,12 @@ static int other_known(const Rules *R, const char *p, const char *e)
     return one_of(last, e, &R->daemons) != NULL; /* Cyrus: "cyrus/imaps" */
 }
 
+/* imapd.parse_other_imapd: a Cyrus login under a site's own service name ("prefix/imapmail"), known by its message */
+static int cyrus_login(const Rules *R, const char *prog, const char *prog_end, const char *m, const char *e)
+{
+    return memchr(prog, '/', prog_end - prog) != NULL && starts_(m, e, &R->cyrus_login);
+}
+
 static int classify(const Rules *R, const char *p, const char *e, Line *l)
 {
     if (p == e || !envelope(p, e, l)) return K_OTHER;
@@ -424,7 +447,7 @@ static int classify(const Rules *R, const char *p, const char *e, Line *l)
         return postfix(R, slash + 1, prog_end, l->msg, e, l);
     }
     if (is_(prog, prog_end, &R->dovecot)) return dovecot(R, l->msg, e);
-    return other_known(R, prog, prog_end) ? K_OTHER : K_SKIP;
+    return other_known(R, prog, prog_end) || cyrus_login(R, prog, prog_end, l->msg, e) ? K_OTHER : K_SKIP;
 }
 
 /* -- events: the common shapes become event objects here ---------------------------------------

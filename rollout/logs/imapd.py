@@ -1,4 +1,4 @@
-"""POP3/IMAP logins and session ends: Dovecot 1.x–2.4, Courier, Cyrus, UW (log-formats.md §3, §5)."""
+"""POP3/IMAP logins and session ends: Dovecot 1.x–2.4, Courier, Cyrus, UW (docs/detection.md §3, §5)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from .events import Envelope, Event, Login, SessionEnd
 from .net import normalise_ip
 from .rules import (
-    COURIER_PROGRAMS, CYRUS_DAEMONS, DOVECOT_END_SERVICES, DOVECOT_END_VERBS, DOVECOT_INFO, DOVECOT_LOGIN_SERVICES,
+    COURIER_PROGRAMS, CYRUS_DAEMONS, CYRUS_LOGIN, DOVECOT_END_SERVICES, DOVECOT_END_VERBS, DOVECOT_INFO, DOVECOT_LOGIN_SERVICES,
     DOVECOT_LOGIN_VERBS, UW_PROGRAMS, alternatives,
 )
 
@@ -25,7 +25,7 @@ _DOVECOT_END = re.compile(DOVECOT_END)
 _ELEMENT = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
 
 _COURIER = re.compile(r"(?P<what>LOGIN|LOGOUT|TIMEOUT|DISCONNECTED), user=(?P<user>[^,]+), ip=\[(?P<ip>[^\]]*)\](?:, .*)?")
-_CYRUS = re.compile(r"login: (?:\S+ )?\[(?P<ip>[^\]]+)\] (?P<user>\S+) \S+ User logged in(?: .*)?")
+_CYRUS = re.compile(re.escape(CYRUS_LOGIN) + r"(?:\S+ )?\[(?P<ip>[^\]]+)\] (?P<user>\S+) \S+ User logged in(?: .*)?")
 _UW = re.compile(r"(?P<what>Login|Authenticated|Auth|APOP|Logout|Autologout|Killed) user=(?P<user>\S+) host=(?:\S+ )?\[(?P<ip>[^\]]+)\](?: .*)?")
 
 
@@ -62,14 +62,20 @@ def parse_other_imapd(env: Envelope, file: str, offset: int, line: str) -> Event
         if m is not None:
             is_login = m["what"] in ("Login", "Authenticated", "Auth", "APOP")
             return _login_or_end(env, is_login, UW_PROGRAMS[prog], m["user"], m["ip"], file, offset, line)
-    if daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon):
+    if (daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon)) or ("/" in prog and env.message.startswith(CYRUS_LOGIN)):
+        # Cyrus logs as "prefix/service", and a site names its services itself (cyrus.conf: "imapmail", "pop3s-int");
+        # under a name of its own a Cyrus login is known by its message
         m = _CYRUS.fullmatch(env.message)
         if m is not None:
             user = m["user"].split("+", 1)[0]
-            return _login_or_end(env, True, CYRUS_DAEMONS[daemon], user, m["ip"], file, offset, line)
+            return _login_or_end(env, True, _cyrus_protocol(daemon), user, m["ip"], file, offset, line)
     if prog in COURIER_PROGRAMS or prog in UW_PROGRAMS or daemon in CYRUS_DAEMONS:
         return "imapd"
     return None
+
+
+def _cyrus_protocol(service: str) -> str:
+    return CYRUS_DAEMONS.get(service) or ("pop3" if "pop" in service else "imap")
 
 
 def _login_or_end(env: Envelope, is_login: bool, proto: str, user: str, raw_ip: str, file: str, offset: int, line: str) -> Event | str:

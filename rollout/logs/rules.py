@@ -28,6 +28,8 @@ COURIER_PROGRAMS = {
 UW_PROGRAMS = {"ipop3d": "pop3", "imapd": "imap"}
 # Cyrus: the daemon is the program's last part ("cyrus/imaps", "imaps")
 CYRUS_DAEMONS = {"pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap"}
+# a Cyrus login under a site's own service name ("sloti24t04/imapmail"): any "prefix/name" program whose message starts so
+CYRUS_LOGIN = "login: "
 
 # -- Postfix daemons and shapes --------------------------------------------------------------
 
@@ -72,6 +74,7 @@ def classifier_rules() -> dict[str, str | tuple[str, ...]]:
         "programs": tuple(sorted(other_programs())),
         "program_prefixes": (*EXIM_PREFIXES, *PERDITION_PREFIXES),
         "daemons": tuple(CYRUS_DAEMONS),
+        "cyrus_login": CYRUS_LOGIN,
         "smtpd": SMTPD,
         "qmgr": QMGR,
         "pickup": PICKUP,
