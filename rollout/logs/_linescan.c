@@ -1142,16 +1142,24 @@ typedef struct {
 static PyObject *reject, *defer, *relay_reason, *k_t, *k_ip, *k_auth, *k_sasl_user, *k_sender, *k_rcpts, *k_lines,
     *k_orig_ip, *k_orig_qid;
 
+/* a str of ASCII bytes (every row that becomes an event passed ascii()): no UTF-8 decoding */
+static PyObject *ascii_str(const char *p, Py_ssize_t n)
+{
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out != NULL) memcpy(PyUnicode_1BYTE_DATA(out), p, n);
+    return out;
+}
+
 static PyObject *text(Span s)
 {
     if (s.s == NULL) Py_RETURN_NONE;
-    return PyUnicode_FromStringAndSize(s.s, s.e - s.s);
+    return ascii_str(s.s, s.e - s.s);
 }
 
 static PyObject *reused(const char *p, Py_ssize_t n, const char **last, Py_ssize_t *last_len, PyObject **obj)
 {
     if (*obj == NULL || *last_len != n || memcmp(*last, p, n) != 0) {
-        PyObject *fresh = PyUnicode_FromStringAndSize(p, n);
+        PyObject *fresh = ascii_str(p, n);
         if (fresh == NULL) return NULL;
         Py_XSETREF(*obj, fresh);
         *last = p, *last_len = n;
@@ -1195,7 +1203,7 @@ static PyObject *offset_of(Builder *b, const Row *r) { return PyLong_FromSsize_t
 static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ssize_t n_rest)
 {
     PyObject *args[16] = {PyFloat_FromDouble(r->t), host_of(b, r), Py_NewRef(b->file), offset_of(b, r),
-                          PyUnicode_FromStringAndSize(r->start, r->end - r->start)};
+                          ascii_str(r->start, r->end - r->start)};
     memcpy(args + 5, rest, n_rest * sizeof(PyObject *));
     return build(b, cls, args, 5 + n_rest);
 }
@@ -1219,7 +1227,7 @@ static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
         return event(b, r, E_REFUSAL, rest, 7);
     }
     }
-    PyObject *key[] = {instance_of(b, r), PyUnicode_FromStringAndSize(r->l.qid, r->l.qid_end - r->l.qid)};
+    PyObject *key[] = {instance_of(b, r), ascii_str(r->l.qid, r->l.qid_end - r->l.qid)};
     switch (r->event) {
     case E_ACCEPT: {
         PyObject *rest[] = {key[0], key[1], text(f[0]), text(f[1]), PyBool_FromLong(r->flag), Py_NewRef(Py_None), Py_NewRef(Py_None),
@@ -1257,7 +1265,7 @@ static int append(PyObject *list, PyObject *item)
 
 static PyObject *evidence(Builder *b, const Row *r)
 {
-    return Py_BuildValue("[On N]", b->file, b->offset + (r->start - b->base), PyUnicode_FromStringAndSize(r->start, r->end - r->start));
+    return Py_BuildValue("[On N]", b->file, b->offset + (r->start - b->base), ascii_str(r->start, r->end - r->start));
 }
 
 /* The dict Detector._accept/_sender/_delivery/_removed build, as one CompleteMessage (at its removal). */
@@ -1287,7 +1295,7 @@ static PyObject *complete_message(Builder *b, const Row *rows, const Row *remove
     Py_DECREF(rcpts);
     Py_DECREF(lines);
     Py_DECREF(sender);
-    PyObject *rest[] = {instance_of(b, removed), PyUnicode_FromStringAndSize(removed->l.qid, removed->l.qid_end - removed->l.qid), msg};
+    PyObject *rest[] = {instance_of(b, removed), ascii_str(removed->l.qid, removed->l.qid_end - removed->l.qid), msg};
     return event(b, removed, C_MESSAGE, rest, 3);
 fail:
     Py_XDECREF(msg);
@@ -1341,10 +1349,10 @@ static PyObject *run_entry(Builder *b, const Row *r, const Row *rows)
     int upper = 0;
     PyObject *user = lower_ascii(f[1], &upper);
     PyObject *fields[] = {PyFloat_FromDouble(r->t), user, PyFloat_FromDouble(rows[r->ended].t), Py_NewRef(Py_None), Py_NewRef(b->file),
-                          offset_of(b, r), PyUnicode_FromStringAndSize(r->start, r->end - r->start)};
+                          offset_of(b, r), ascii_str(r->start, r->end - r->start)};
     PyObject *record = build(b, C_RECORD, fields, 7);
     PyObject *entry = PyTuple_New(4);
-    PyObject *items[] = {text(f[2]), record, key_len ? PyUnicode_FromStringAndSize(key, key_len) : Py_NewRef(Py_None),
+    PyObject *items[] = {text(f[2]), record, key_len ? ascii_str(key, key_len) : Py_NewRef(Py_None),
                          upper ? text(f[1]) : Py_NewRef(Py_None)};
     int complete = entry != NULL;
     for (int i = 0; i < 4; i++) complete &= items[i] != NULL;
@@ -1367,7 +1375,7 @@ static int flush_run(Builder *b, Run *run, PyObject *list)
 {
     if (run->logins == NULL) return 0;
     PyObject *args[] = {PyFloat_FromDouble(run->first), host_of(b, run->head), Py_NewRef(b->file), offset_of(b, run->head),
-                        PyUnicode_FromStringAndSize("", 0), PyFloat_FromDouble(run->last), run->logins};
+                        ascii_str("", 0), PyFloat_FromDouble(run->last), run->logins};
     run->logins = NULL;
     return append(list, build(b, C_RUN, args, 7));
 }
