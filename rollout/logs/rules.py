@@ -20,7 +20,7 @@ EXIM_PREFIXES = ("exim4",)  # Debian's exim4 packages: exim4, exim4-daemon-heavy
 NGINX_PROGRAMS = ("nginx",)
 PERDITION_PROGRAMS = ("perdition",)
 PERDITION_PREFIXES = ("perdition.",)  # perdition.imap4s, perdition.pop3s
-# program → service (log-formats.md §5)
+# program → service (docs/detection.md §5)
 COURIER_PROGRAMS = {
     "pop3d": "pop3", "pop3d-ssl": "pop3", "courierpop3login": "pop3",
     "imapd": "imap", "imapd-ssl": "imap", "imaplogin": "imap",
