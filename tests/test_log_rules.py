@@ -41,6 +41,8 @@ def sample_lines() -> list[str]:
         lines.append(f"{STAMP} {rules.POSTFIX}/{rules.QMGR}[7]: {QID}: from=<anna@example.org>, {field}=1234, nrcpt=1 {rules.QUEUE_ACTIVE}")
     lines.append(f"{STAMP} {rules.POSTFIX}/{rules.QMGR}[7]: {QID}: {rules.QMGR_REMOVED}")
     lines.append(f"{STAMP} {rules.POSTFIX}/{rules.PICKUP}[7]: {QID}: uid=1000 from=<anna>")
+    lines.append(f"{STAMP} {rules.POSTFIX}/{rules.CLEANUP}[7]: {QID}: {rules.NOTICE_MESSAGE_ID}20261123.1.abc@rollout.example>")
+    lines.append(f"{STAMP} {rules.POSTFIX}/{rules.QMGR}[7]: {QID}: from=<notices@example.org>{rules.QMGR_EXPIRED}, returned to sender")
     for info in ("", rules.DOVECOT_INFO):
         for service in rules.DOVECOT_LOGIN_SERVICES:
             for verb in rules.DOVECOT_LOGIN_VERBS:

@@ -14,6 +14,8 @@
  *   4. returns every other line as a row with its envelope split, for the Python parsers.
  * Rows: (kind, line_start, line_end[, stamp_start, stamp_end, host_start, host_end, prog_start,
  * prog_end, msg_start, qid_start, qid_end]); kind OTHER (3 items) goes to LineParser whole.
+ * Our own notices are followed to their delivery in Python (logs/deliveries.py): cleanup's
+ * Message-ID of a notice (<rollout.…>) and qmgr's "status=expired" go to Python as OTHER.
  *
  * Where its rules come from. The programs and line shapes (Postfix daemons and their message
  * shapes, Dovecot's login and session-end shapes, Courier/UW/Cyrus/Exim/nginx/perdition program
@@ -25,7 +27,7 @@
  * the same events and findings, tests/test_log_rules.py that nothing in the tables is skipped here.
  *
  * Changing a rule: edit rules.py (and the Python parser), never only this file; after editing this
- * file rebuild it with `pip install -e .` (docs/development.md, "Changing a log rule").
+ * file rebuild it with `pip install -e .` (docs/development.md, "Adding a log rule").
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -237,7 +239,8 @@ typedef struct {
 
 typedef struct {
     PyObject *source; /* the dict the words point into, kept alive */
-    Word postfix, dovecot, smtpd, qmgr, pickup, warning, queued_as, dovecot_info, qmgr_removed, queue_active, delivery_to, cyrus_login;
+    Word postfix, dovecot, smtpd, qmgr, pickup, warning, queued_as, dovecot_info, qmgr_removed, queue_active, delivery_to, cyrus_login,
+        qmgr_expired, cleanup, notice_id;
     Words programs, program_prefixes, daemons, remote_daemons, local_daemons, smtpd_session, sender_fields, login_services, login_verbs,
         end_services, end_verbs;
 } Rules;
@@ -356,7 +359,7 @@ static PyObject *rules(PyObject *self, PyObject *dict)
         {"postfix", &r->postfix}, {"dovecot", &r->dovecot}, {"smtpd", &r->smtpd}, {"qmgr", &r->qmgr}, {"pickup", &r->pickup},
         {"warning", &r->warning}, {"queued_as", &r->queued_as}, {"dovecot_info", &r->dovecot_info},
         {"qmgr_removed", &r->qmgr_removed}, {"queue_active", &r->queue_active}, {"delivery_to", &r->delivery_to},
-        {"cyrus_login", &r->cyrus_login}};
+        {"cyrus_login", &r->cyrus_login}, {"qmgr_expired", &r->qmgr_expired}, {"cleanup", &r->cleanup}, {"notice_id", &r->notice_id}};
     struct { const char *key; Words *ws; } lists[] = {
         {"programs", &r->programs}, {"program_prefixes", &r->program_prefixes}, {"daemons", &r->daemons},
         {"remote_daemons", &r->remote_daemons}, {"local_daemons", &r->local_daemons}, {"smtpd_session", &r->smtpd_session},
@@ -392,6 +395,7 @@ static int postfix(const Rules *R, const char *daemon, const char *daemon_end, c
         if (!queue_id(m, e, l)) return K_SKIP;
         const char *r = l->qid_end + 2;
         if (is_(r, e, &R->qmgr_removed)) return K_REMOVED;
+        if (find(r, e, R->qmgr_expired.s) != NULL) return K_OTHER; /* a notice given up: logs/deliveries.py */
         if (!starts(r, e, "from=<") || e - r < R->queue_active.n || memcmp(e - R->queue_active.n, R->queue_active.s, R->queue_active.n) != 0)
             return K_SKIP;
         const char *gt = memchr(r + 6, '>', e - r - 6);
@@ -404,6 +408,8 @@ static int postfix(const Rules *R, const char *daemon, const char *daemon_end, c
         return K_DELIVERY;
     }
     if (is_(daemon, daemon_end, &R->pickup)) return K_OTHER;
+    if (is_(daemon, daemon_end, &R->cleanup)) /* our own notices, followed to their delivery: logs/deliveries.py */
+        return find(m, e, R->notice_id.s) != NULL ? K_OTHER : K_SKIP;
     if (one_of(daemon, daemon_end, &R->local_daemons)) /* local deliveries matter only as a content-filter hop */
         return find(m, e, R->queued_as.s) != NULL ? K_OTHER : K_SKIP;
     return K_SKIP;

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import Accept, CompleteMessage, Delivery, Event, Login, LoginRun, Removed, Sender, SessionEnd
+from .deliveries import names_a_notice
+from .events import Accept, CompleteMessage, Delivery, Event, Login, LoginRun, NoticeQueued, Removed, Sender, SessionEnd
 from .net import TrustedNetworks
 
 MAX_RECIPIENTS = 50  # recipients kept per message: enough to judge it, bounded for a mailing list
 MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
 _MESSAGE_CLASSES = frozenset(MESSAGE_EVENTS)
+_JOINED_CLASSES = _MESSAGE_CLASSES | {NoticeQueued}
 
 Message = dict[str, Any]  # t, ip, auth, sasl_user, sender, rcpts, lines[, orig_ip, orig_qid]
 
@@ -76,12 +78,14 @@ def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> lis
     """
     trusted = TrustedNetworks(trusted_networks)
     by_key: dict[tuple[str, str, str], list[int]] = {}
-    for i in [i for i, e in enumerate(events) if e.__class__ in _MESSAGE_CLASSES]:  # few: the C classifier joins most
+    for i in [i for i, e in enumerate(events) if e.__class__ in _JOINED_CLASSES]:  # few: the C classifier joins most
         e = events[i]
         by_key.setdefault((e.host, e.instance, e.qid), []).append(i)  # type: ignore[attr-defined]
     replace: dict[int, Event | None] = {}
     for positions in by_key.values():
         group = [events[i] for i in positions]
+        if any(names_a_notice(e) for e in group):
+            continue  # one of our own notices: its deliveries are followed one by one (logs/deliveries.py)
         first, last = group[0], group[-1]
         if not (isinstance(first, Accept) and isinstance(last, Removed)) or sum(isinstance(e, (Accept, Removed)) for e in group) != 2:
             continue

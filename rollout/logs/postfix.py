@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .events import Accept, AuthFailure, Delivery, Envelope, Event, Refusal, Removed, Sender
+from .deliveries import EXPIRED, notice_queued
+from .events import Accept, AuthFailure, Delivery, Envelope, Event, Expired, Refusal, Removed, Sender
 from .net import client_ip, normalise_ip
 from .rules import (
-    DELIVERY_DAEMONS, DELIVERY_TO, PICKUP, QMGR, QMGR_REMOVED, QUEUE_ACTIVE, QUEUED_AS, REMOTE_DAEMONS, SENDER_FIELDS, SMTPD,
+    CLEANUP, DELIVERY_DAEMONS, DELIVERY_TO, PICKUP, QMGR, QMGR_REMOVED, QUEUE_ACTIVE, QUEUED_AS, REMOTE_DAEMONS, SENDER_FIELDS, SMTPD,
     SMTPD_SESSION, WARNING, alternatives,
 )
 
@@ -62,12 +63,16 @@ class PostfixParser:
         if daemon == QMGR:
             if rest == QMGR_REMOVED:
                 return Removed(env.t, env.host, file, offset, line, instance, qid)
+            if EXPIRED in rest:
+                return Expired(env.t, env.host, file, offset, line, instance, qid)
             f = _FROM.match(rest)
             if f is not None and rest.endswith(QUEUE_ACTIVE):
                 return Sender(env.t, env.host, file, offset, line, instance, qid, f["from"])
             return "postfix-qmgr"
         if daemon in DELIVERY_DAEMONS:
             return _delivery(env, instance, daemon, qid, rest, file, offset, line)
+        if daemon == CLEANUP:
+            return notice_queued(env, instance, qid, rest, file, offset, line) or "postfix-cleanup"
         if daemon == PICKUP:
             p = _PICKUP.match(rest)
             if p is not None:

@@ -43,6 +43,9 @@ QMGR_REMOVED = "removed"  # qmgr "QID: removed": the message left the queue
 QUEUE_ACTIVE = "(queue active)"  # qmgr "QID: from=<…>, size=…, nrcpt=1 (queue active)": the sender
 SENDER_FIELDS = ("size", "status")  # what follows "from=<…>, " in that line
 DELIVERY_TO = "to="  # smtp/lmtp "QID: to=<…>, relay=…, status=…"
+QMGR_EXPIRED = ", status=expired"  # qmgr "QID: from=<…>, status=expired, returned to sender": a notice given up
+CLEANUP = "cleanup"  # read only for our own notices' Message-ID
+NOTICE_MESSAGE_ID = "message-id=<rollout."  # cleanup "QID: message-id=<rollout.…>": one of our notices (logs/deliveries.py)
 WARNING = "warning:"  # smtpd warnings: SASL failures
 SMTPD_SESSION = ("connect from", "disconnect from", "lost connection", "timeout")  # smtpd lines that are no event
 QUEUED_AS = "queued as"  # a local delivery that hands the message on (a content filter's re-injection)
@@ -84,6 +87,9 @@ def classifier_rules() -> dict[str, str | tuple[str, ...]]:
         "queue_active": QUEUE_ACTIVE,
         "sender_fields": SENDER_FIELDS,
         "delivery_to": DELIVERY_TO,
+        "qmgr_expired": QMGR_EXPIRED,
+        "cleanup": CLEANUP,
+        "notice_id": NOTICE_MESSAGE_ID,
         "warning": WARNING,
         "smtpd_session": SMTPD_SESSION,
         "queued_as": QUEUED_AS,
