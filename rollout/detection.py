@@ -113,7 +113,7 @@ class Detector:
             while pending and pending[0][0] < now:
                 _due, host, qid, msg = pending.popleft()
                 self._evaluate(host, qid, msg)
-            since += 1 if event.__class__ is not LoginRun else len(event.logins)  # type: ignore[attr-defined]
+            since += 1 if event.__class__ is not LoginRun else len(event.logins)
             if since >= PRUNE_EVERY:
                 self.prune()
                 since = 0
@@ -453,7 +453,7 @@ class Detector:
                     self.sessions[record.key] = record
 
 
-_HANDLERS = {
+_HANDLERS: dict[type[Event], Callable[[Detector, Any], None]] = {
     Login: Detector._login,
     LoginRun: Detector._login_run,
     SessionEnd: Detector._session_end,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rollout.logs.net import TrustedNetworks
 
@@ -21,8 +22,26 @@ def reference(ip: str, networks: tuple[str, ...] = NETWORKS) -> bool:
 
 v4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
 v6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
-near = st.sampled_from(["127.0.0.1", "10.255.0.1", "192.0.2.77", "192.0.3.1", "::1", "::2", "2001:db8:ff::1", "2001:db8:fe::1",
-                        "fd12::1", "fe80::1", "::ffff:127.0.0.1", "2001:DB8:FF::9", "0:0:0:0:0:0:0:1", "FD00::1", "1.2.3", "x"])
+near = st.sampled_from(
+    [
+        "127.0.0.1",
+        "10.255.0.1",
+        "192.0.2.77",
+        "192.0.3.1",
+        "::1",
+        "::2",
+        "2001:db8:ff::1",
+        "2001:db8:fe::1",
+        "fd12::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "2001:DB8:FF::9",
+        "0:0:0:0:0:0:0:1",
+        "FD00::1",
+        "1.2.3",
+        "x",
+    ]
+)
 
 
 @settings(deadline=None)  # no timing: a loaded machine must not fail it

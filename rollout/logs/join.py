@@ -87,13 +87,21 @@ def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> lis
         if any(names_a_notice(e) for e in group):
             continue  # one of our own notices: its deliveries are followed one by one (logs/deliveries.py)
         first, last = group[0], group[-1]
-        if not (isinstance(first, Accept) and isinstance(last, Removed)) or sum(isinstance(e, (Accept, Removed)) for e in group) != 2:
+        if (
+            not (isinstance(first, Accept) and isinstance(last, Removed))
+            or sum(isinstance(e, (Accept, Removed)) for e in group) != 2
+        ):
             continue
-        if first.client_ip is None or trusted.contains(first.client_ip) or any(isinstance(e, Delivery) and e.queued_as for e in group):
+        if (
+            first.client_ip is None
+            or trusted.contains(first.client_ip)
+            or any(isinstance(e, Delivery) and e.queued_as for e in group)
+        ):
             continue
         replace.update(dict.fromkeys(positions[:-1]))
-        replace[positions[-1]] = CompleteMessage(last.t, last.host, last.file, last.offset, last.line, last.instance, last.qid,
-                                                 _message_of(group))
+        replace[positions[-1]] = CompleteMessage(
+            last.t, last.host, last.file, last.offset, last.line, last.instance, last.qid, _message_of(group)
+        )
     _pair_sessions(events, trusted, replace)
     if not replace:
         return events

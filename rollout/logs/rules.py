@@ -22,13 +22,18 @@ PERDITION_PROGRAMS = ("perdition",)
 PERDITION_PREFIXES = ("perdition.",)  # perdition.imap4s, perdition.pop3s
 # program → service (docs/detection.md §5)
 COURIER_PROGRAMS = {
-    "pop3d": "pop3", "pop3d-ssl": "pop3", "courierpop3login": "pop3",
-    "imapd": "imap", "imapd-ssl": "imap", "imaplogin": "imap",
+    "pop3d": "pop3",
+    "pop3d-ssl": "pop3",
+    "courierpop3login": "pop3",
+    "imapd": "imap",
+    "imapd-ssl": "imap",
+    "imaplogin": "imap",
 }
 UW_PROGRAMS = {"ipop3d": "pop3", "imapd": "imap"}
 # Cyrus: the daemon is the program's last part ("cyrus/imaps", "imaps")
 CYRUS_DAEMONS = {"pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap"}
-# a Cyrus login under a site's own service name ("sloti24t04/imapmail"): any "prefix/name" program whose message starts so
+# a Cyrus login under a site's own service name ("sloti24t04/imapmail"):
+# any "prefix/name" program whose message starts so
 CYRUS_LOGIN = "login: "
 
 # -- Postfix daemons and shapes --------------------------------------------------------------
@@ -45,7 +50,9 @@ SENDER_FIELDS = ("size", "status")  # what follows "from=<…>, " in that line
 DELIVERY_TO = "to="  # smtp/lmtp "QID: to=<…>, relay=…, status=…"
 QMGR_EXPIRED = ", status=expired"  # qmgr "QID: from=<…>, status=expired, returned to sender": a notice given up
 CLEANUP = "cleanup"  # read only for our own notices' Message-ID
-NOTICE_MESSAGE_ID = "message-id=<rollout."  # cleanup "QID: message-id=<rollout.…>": one of our notices (logs/deliveries.py)
+NOTICE_MESSAGE_ID = (
+    "message-id=<rollout."  # cleanup "QID: message-id=<rollout.…>": one of our notices (logs/deliveries.py)
+)
 WARNING = "warning:"  # smtpd warnings: SASL failures
 SMTPD_SESSION = ("connect from", "disconnect from", "lost connection", "timeout")  # smtpd lines that are no event
 QUEUED_AS = "queued as"  # a local delivery that hands the message on (a content filter's re-injection)
