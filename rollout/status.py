@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from .campaign import active_campaign, wave_due_at
 from .config import Settings
 from .gates import Gate
-from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
+from .models import (
+    Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RefusalHour, RolloutState, ScanSource,
+)
 
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
 TREND_WEEKS = 8
@@ -44,6 +46,13 @@ class CohortStatus:
     scheduled_at: datetime
     enforced_at: datetime | None
     refusals: int  # refusals by our map logged since the cohort was switched off
+    refusals_per_hour: list[HourCount] = field(default_factory=list)  # since the switch-off; hours without any left out
+
+
+@dataclass
+class HourCount:
+    hour: datetime  # the start of the clock hour (UTC, by log time)
+    refusals: int
 
 
 @dataclass
@@ -160,6 +169,7 @@ def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[Cohor
         for cohort_id, mailbox_id in members:
             if mailbox_id in legacy:
                 legacy_per_cohort[cohort_id] = legacy_per_cohort.get(cohort_id, 0) + 1
+    hourly = refusals_per_hour(session, plan)
     return [
         CohortStatus(
             position=c.position,
@@ -171,9 +181,29 @@ def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[Cohor
             scheduled_at=c.scheduled_at,
             enforced_at=c.enforced_at,
             refusals=refusals_since(session, c) if c.enforced_at else 0,
+            refusals_per_hour=hourly.get(c.id, []),
         )
         for c in plan.cohorts
     ]
+
+
+def refusals_per_hour(session: Session, plan: Plan) -> dict[int, list[HourCount]]:
+    """Per switched-off cohort (by id), its refusals by our map in each clock hour since its switch-off."""
+    since = {c.id: c.enforced_at.replace(minute=0, second=0, microsecond=0) for c in plan.cohorts if c.enforced_at}
+    if not since:
+        return {}
+    rows = session.execute(
+        select(CohortMember.cohort_id, RefusalHour.hour, func.sum(RefusalHour.count))
+        .join(CohortMember, and_(CohortMember.mailbox_id == RefusalHour.mailbox_id, CohortMember.plan_id == plan.id))
+        .where(RefusalHour.hour >= min(since.values()), CohortMember.cohort_id.in_(list(since)))
+        .group_by(CohortMember.cohort_id, RefusalHour.hour)
+        .order_by(CohortMember.cohort_id, RefusalHour.hour)
+    )
+    series: dict[int, list[HourCount]] = {}
+    for cohort_id, hour, count in rows:
+        if hour >= since[cohort_id] and count:
+            series.setdefault(cohort_id, []).append(HourCount(hour, int(count)))
+    return series
 
 
 def refusals_since(session: Session, cohort: Cohort) -> int:

@@ -221,3 +221,25 @@ def test_gates_settings_accept_off(tmp_path: Path) -> None:
     path.write_text('[gates]\nmax_refusals_per_hour = "lots"\n')
     with pytest.raises(ConfigError, match="max_refusals_per_hour must be a number"):
         load_settings(path, environ={})
+
+
+def test_status_charts_refusals_per_hour_since_each_switch_off(run: Cli, runtime: Runtime, clock: ManualClock, planned: Path) -> None:
+    """Per switched-off cohort: hourly refusals since its switch-off, a text chart in status and a series in --json."""
+    gates(runtime, max_scan_age_minutes=None, max_refusals_per_hour=None, max_refused_share=None)
+    run("step", "--yes")  # cohort 1 at 09:00
+    refused(runtime, "anna@example.de", T0 - timedelta(hours=2), count=9)  # before its switch-off: not charted
+    for hours, count in ((0, 2), (1, 8), (2, 4), (4, 1)):
+        refused(runtime, "bert@example.de", T0 + timedelta(hours=hours, minutes=30), count=count)
+    clock.advance(timedelta(hours=3))
+    run("step", "--yes")  # cohort 2 at 12:00
+    refused(runtime, "gina@example.de", T0 + timedelta(hours=4, minutes=10), count=3)
+    clock.set(T0 + timedelta(hours=5, minutes=15))
+    cohorts = json.loads(run("status", "--json").output)["cohorts"]
+    assert cohorts[0]["refusals_per_hour"] == [
+        {"hour": (T0 + timedelta(hours=h)).isoformat(), "refusals": n} for h, n in ((0, 2), (1, 8), (2, 4), (4, 1))
+    ]
+    assert cohorts[1]["refusals_per_hour"] == [{"hour": (T0 + timedelta(hours=4)).isoformat(), "refusals": 3}]
+    assert cohorts[2]["refusals_per_hour"] == []
+    text = run("status").output
+    assert " 1 a–e      from 2026-03-02 09:00  ▂█▄·▁·  peak 8/h at 2026-03-02 10:00" in text
+    assert " 2 f–j      from 2026-03-02 12:00  ·█·  peak 3/h at 2026-03-02 13:00" in text
