@@ -112,7 +112,7 @@ def step_jobs(runtime: Runtime) -> list[Planned]:
         if active_plan(session) is None:
             return []
     upcoming = next_step(runtime)
-    if upcoming is None:
+    if upcoming is None or upcoming.kind == "retire":  # the final step is taken by ops: its writer must be stopped first
         return []
     job_id = f"step-{upcoming.position}-{upcoming.to_stage}"
     at = upcoming.due_at if upcoming.due_at > runtime.clock.now() else upcoming.scheduled_at

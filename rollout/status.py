@@ -17,7 +17,8 @@ from .campaign import active_campaign, wave_due_at
 from .config import Settings
 from .gates import Gate
 from .models import (
-    Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RefusalHour, RolloutState, ScanSource,
+    Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RefusalHour, Retirement, RolloutState,
+    ScanSource,
 )
 
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
@@ -91,6 +92,14 @@ class LastJob:
 
 
 @dataclass
+class Retired:
+    at: datetime
+    legacy_map: str
+    mode: str  # empty | check
+    by: str
+
+
+@dataclass
 class Status:
     now: datetime
     phase: str
@@ -104,6 +113,7 @@ class Status:
     trend: list[WeekCount] = field(default_factory=list)
     expiring: list[ExpiringExemption] = field(default_factory=list)
     jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
+    retired: Retired | None = None  # the final step: the legacy path retired after the last cohort
     gates: list[Gate] = field(default_factory=list)  # before the next step (filled by the status workflow: it may run a command)
 
 
@@ -115,19 +125,21 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
     cohorts = cohort_statuses(session, plan, since) if plan else []
     paused = current_pause(session)
     final_stage = settings.enforcement.ladder[-1] if settings.enforcement.ladder else "reject"
+    retired = current_retirement(session, plan)
     return Status(
         now=now,
-        phase=phase(session, campaign, cohorts, final_stage),
+        phase=phase(session, campaign, cohorts, final_stage, retired is not None),
         customers=session.scalar(select(func.count()).select_from(Customer)) or 0,
         mailboxes=session.scalar(select(func.count()).select_from(Mailbox)) or 0,
         legacy_mailboxes=len(still_legacy_ids(session, since)),
-        next_action=next_action(waves, cohorts, final_stage, now, paused is not None),
+        next_action=next_action(waves, cohorts, final_stage, now, paused is not None, retired is not None),
         paused=paused,
         waves=waves,
         cohorts=cohorts,
         trend=legacy_trend(session, now),
         expiring=expiring_exemptions(session, now),
         jobs=last_jobs(session),
+        retired=retired,
     )
 
 
@@ -256,9 +268,18 @@ def current_pause(session: Session) -> Pause | None:
     return Pause(state.paused_reason, state.paused_by, state.paused_at)
 
 
-def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatus], final_stage: str) -> str:
+def current_retirement(session: Session, plan: Plan | None) -> Retired | None:
+    if plan is None:
+        return None
+    row = session.scalars(
+        select(Retirement).where(Retirement.plan_id == plan.id, Retirement.undone_at.is_(None)).order_by(Retirement.id.desc()).limit(1)
+    ).first()
+    return Retired(row.retired_at, row.legacy_map, row.mode, row.actor) if row else None
+
+
+def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatus], final_stage: str, retired: bool = False) -> str:
     if cohorts and all(c.stage == final_stage for c in cohorts):
-        return "done"
+        return "done" if retired else "switch-off"  # done only once the final step has retired the legacy path
     if any(c.enforced_at for c in cohorts):
         return "switch-off"
     if campaign is not None:
@@ -267,8 +288,10 @@ def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatu
     return "scanning" if scanned else "inventory"
 
 
-def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stage: str, now: datetime, paused: bool = False) -> NextAction | None:
-    """The earliest of: the next wave due, the first cohort not at its final stage."""
+def next_action(
+    waves: list[WaveStatus], cohorts: list[CohortStatus], final_stage: str, now: datetime, paused: bool = False, retired: bool = False
+) -> NextAction | None:
+    """The earliest of: the next wave due, the first cohort not at its final stage, the final step."""
     candidates: list[NextAction] = []
     upcoming = [w for w in waves if w.due_at > now]
     if upcoming:
@@ -279,6 +302,9 @@ def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stag
             held = " (paused: waits for `rollout resume`)" if paused else ""
             candidates.append(NextAction(f"{verb} cohort {cohort.position} ({cohort.label}){held}", cohort.scheduled_at))
             break
+    if cohorts and not retired and all(c.stage == final_stage for c in cohorts):
+        last = max((c.enforced_at for c in cohorts if c.enforced_at), default=None)
+        candidates.append(NextAction("the final step: retire the legacy path (stop its daemon, then `rollout step`)", last))
     if not candidates:
         return None
     return min(candidates, key=lambda a: a.at or now)

@@ -170,8 +170,17 @@ def test_external_command_that_hangs_is_killed_and_fails(run: Cli, runtime: Runt
     gates(runtime, command=str(check), command_timeout_seconds=1)
     result = run("step", "--yes", expect=1)
     assert f"gate command: {check} did not answer within 1 s and was killed" in result.stderr
-    for pid in pids.read_text().split():
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert not [pid for pid in pids.read_text().split() if still_running(pid, (str(check), "sleep"))]
+
+
+def still_running(pid: str, names: tuple[str, ...]) -> bool:
+    """The process is alive and still the one we started (a busy machine reuses pids)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and any(a in names or a.endswith("/hang") for a in argv)
 
 
 def test_stale_scan_data_fails_the_gate(run: Cli, runtime: Runtime, clock: ManualClock, planned: Path) -> None:

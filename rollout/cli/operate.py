@@ -84,6 +84,8 @@ def print_status(s: Status) -> None:
         click.echo(f"PAUSED by {s.paused.by} at {stamp(s.paused.at)}: {s.paused.reason}")
     if s.next_action:
         click.echo(f"next: {s.next_action.action} at {stamp(s.next_action.at)}")
+    if s.retired:
+        click.echo(f"legacy path retired {stamp(s.retired.at)} by {s.retired.by}: {s.retired.legacy_map} ({s.retired.mode})")
     if s.waves:
         click.echo("\nnotice waves")
         echo_table(
@@ -139,7 +141,7 @@ def echo_refusal_chart(s: Status) -> None:
             if 0 <= index < len(columns):
                 columns[index] += point.refusals
         peak = max(c.refusals_per_hour, key=lambda p: p.refusals, default=None)
-        busiest = f"peak {peak.refusals}/h at {stamp(peak.hour)}" if peak else "none yet"
+        busiest = f"peak {peak.refusals}/h at {stamp(peak.hour)}" if peak else "none"
         unit = f", {per_column} h a column" if per_column > 1 else ""
         click.echo(f"  {c.position:>2} {c.label:<8} from {stamp(first)}  {sparkline(columns)}  {busiest}{unit}")
 

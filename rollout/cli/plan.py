@@ -80,6 +80,10 @@ def plan_command(runtime: Runtime, cohorts: int | None, max_share: float | None,
 
 
 def _print_gate(upcoming: wf.NextStep) -> None:
+    if upcoming.kind == "retire":
+        click.echo(f"next: the final step: retire the legacy path {upcoming.label} (every cohort is switched off)")
+        echo_gates(upcoming.gates)
+        return
     click.echo(f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) {upcoming.from_stage} → {upcoming.to_stage}")
     click.echo(f"gate: {upcoming.still_legacy} mailboxes of this cohort still use the legacy path; "
                f"{upcoming.refusals_since_switch} refusals of switched-off mailboxes since their switch")
@@ -126,6 +130,11 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
     external check; a failed gate refuses the step (exit 1, each named) unless
     --force --reason. Prints the gate figures and asks before acting.
 
+    After the last cohort, the final step retires the legacy path: the map in
+    enforcement.legacy_map is replaced by an empty one (refused while the daemon
+    that feeds it runs), or with enforcement.retire = "check" its removal from
+    every smtpd_*_restrictions is verified with postconf. Then the phase is done.
+
     \b
     Example:
       rollout step --dry-run
@@ -138,6 +147,8 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
 
     def confirm(preview: wf.StepResult) -> bool:
         _print_gate(preview.step)
+        if preview.step.kind == "retire":
+            return click.confirm(f"retire the legacy path {preview.step.label}?", default=False)
         return click.confirm(f"switch cohort {preview.step.label} to {preview.step.to_stage}?", default=False)
 
     result = wf.step(runtime, dry_run=dry_run, yes=yes, force=force, reason=reason, confirm=confirm)
@@ -151,6 +162,8 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
     if dry_run:
         click.echo(f"dry run, nothing changed; customers affected ({len(result.customers)} shown): {', '.join(result.customers[:10])}")
         _print_diff(result)
+    elif result.retired:
+        click.echo(f"the legacy path is retired: {result.retired}; the rollout is done (`rollout undo` restores it)")
     elif result.applied:
         _print_diff(result)
         click.echo(f"cohort {result.step.label} is now {result.step.to_stage} (map {result.checksum_after[:12] if result.checksum_after else ''})")
@@ -194,6 +207,8 @@ def resume_command(runtime: Runtime, reason: str | None) -> None:
 def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_json: bool) -> None:
     """Re-enable the legacy path for the last step (or back to --to-step) via a map swap.
 
+    Undoing the final step puts the legacy map back as it was before it.
+
     \b
     Example:
       rollout undo --reason "printer fleet at K-1001 cannot do AUTH"
@@ -203,6 +218,8 @@ def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_j
     if as_json:
         echo_json(result)
         return
+    if result.legacy_restored:
+        click.echo(f"the legacy map {result.legacy_restored} is back as it was before the final step")
     click.echo(f"undone from step {result.from_step} to step {result.to_step}; "
                f"{len(result.diff.removed)} addresses back on the legacy path, map now {result.checksum_after[:12]}")
 
