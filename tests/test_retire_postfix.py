@@ -60,6 +60,8 @@ def test_final_step_empties_the_legacy_map_and_undo_restores_it(run: Cli, runtim
     try:
         result = run("step", "--yes", expect=1)
         assert f"pop-before-smtp (pid {writer.pid}) is running: it feeds hash:{stack.pop_map}; stop and disable it first" in result.stderr
+        forced = run("step", "--yes", "--force", "--reason", "try anyway", expect=1)
+        assert f"the final step refused: pop-before-smtp (pid {writer.pid}) is running" in forced.stderr
     finally:
         writer.kill()
         writer.wait(10)

@@ -494,6 +494,9 @@ def _retire(
     if result.dry_run or (not yes and (confirm is None or not confirm(result))):
         session.rollback()
         return result
+    unmet = retirement.blockers(runtime.settings.enforcement)
+    if unmet:  # not even --force: a writer still running would put the addresses straight back
+        raise GuardError("the final step refused: " + "; ".join(unmet))
     now = runtime.clock.now()
     row = retirement.retire(session, runtime.settings.enforcement, plan, now, runtime.actor, reason)
     result.applied, result.retired = True, row.legacy_map
