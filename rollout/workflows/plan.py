@@ -480,10 +480,15 @@ def step(
             session, now, runtime.actor, "step", cohort=upcoming.label, position=upcoming.position,
             from_stage=upcoming.from_stage, to_stage=upcoming.to_stage, reason=reason, forced=result.forced,
             still_legacy=upcoming.still_legacy, refusals_since_switch=upcoming.refusals_since_switch,
-            gates={g.name: {"passed": g.passed, "value": g.value, "limit": g.limit, "figure": g.figure} for g in upcoming.gates},
+            gates=_gate_figures(upcoming.gates),
             map_before=swap.checksum_before, map_after=swap.checksum_after, map_drifted=swap.drifted, expired_exemptions=expired,
         )
     return result
+
+
+def _gate_figures(gates: list[gate_checks.Gate]) -> dict[str, dict[str, Any]]:
+    """Each gate as the step saw it, for the audit log."""
+    return {g.name: {"passed": g.passed, "value": g.value, "limit": g.limit, "figure": g.figure} for g in gates}
 
 
 def _retire(
@@ -503,7 +508,7 @@ def _retire(
     audit.record(
         session, now, runtime.actor, "retire", legacy_map=row.legacy_map, mode=row.mode, saved=row.saved,
         entries_before=row.entries_before, reason=reason, forced=result.forced,
-        gates={g.name: {"passed": g.passed, "value": g.value, "limit": g.limit, "figure": g.figure} for g in result.step.gates},
+        gates=_gate_figures(result.step.gates),
     )
     return result
 
