@@ -26,7 +26,10 @@ from sqlalchemy import select
 
 from . import db
 from .clock import ManualClock
-from .config import EnforcementSettings, GateSettings, NoticeSettings, RolloutSettings, ScanSettings, SchedulerSettings, Settings, SmtpSettings
+from .config import (
+    EnforcementSettings, GateSettings, NoticeSettings, RolloutSettings, ScanSettings, SchedulerSettings, Settings,
+    SmtpSettings,
+)
 from .errors import RolloutError
 from .models import JobRun, Mailbox
 from .runtime import Runtime

@@ -34,7 +34,7 @@ def legacy_map(settings: EnforcementSettings) -> legacy.LegacyMap:
         raise ConfigError(f"enforcement.retire {settings.retire!r} must be one of {', '.join(MODES)}")
     if not settings.legacy_map:
         raise ConfigError(
-            'the final step needs enforcement.legacy_map, the POP-before-SMTP client map as in main.cf '
+            "the final step needs enforcement.legacy_map, the POP-before-SMTP client map as in main.cf "
             '(e.g. legacy_map = "hash:/etc/postfix/pop-before-smtp")'
         )
     return legacy.parse_legacy_map(settings.legacy_map, settings.map_type)
@@ -55,12 +55,19 @@ def blockers(settings: EnforcementSettings) -> list[str]:
     return found
 
 
-def retire(session: Session, settings: EnforcementSettings, plan: Plan, now: datetime, actor: str, reason: str | None) -> Retirement:
+def retire(
+    session: Session, settings: EnforcementSettings, plan: Plan, now: datetime, actor: str, reason: str | None
+) -> Retirement:
     """Record the retirement (flushed), then empty the map (mode ``empty``); ``check`` was verified by ``blockers``."""
     target = legacy_map(settings)
     row = Retirement(
-        plan_id=plan.id, retired_at=now, actor=actor, mode=settings.retire, legacy_map=target.spec,
-        entries_before=legacy.count_entries(target), reason=reason,
+        plan_id=plan.id,
+        retired_at=now,
+        actor=actor,
+        mode=settings.retire,
+        legacy_map=target.spec,
+        entries_before=legacy.count_entries(target),
+        reason=reason,
     )
     session.add(row)
     session.flush()

@@ -17,8 +17,8 @@ from .campaign import active_campaign, wave_due_at
 from .config import Settings
 from .gates import Gate
 from .models import (
-    Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RefusalHour, Retirement, RolloutState,
-    ScanSource,
+    Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RefusalHour,
+    Retirement, RolloutState, ScanSource,
 )
 
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
@@ -114,7 +114,8 @@ class Status:
     expiring: list[ExpiringExemption] = field(default_factory=list)
     jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
     retired: Retired | None = None  # the final step: the legacy path retired after the last cohort
-    gates: list[Gate] = field(default_factory=list)  # before the next step (filled by the status workflow: it may run a command)
+    # before the next step; filled by the status workflow, not here: the external gate command runs there
+    gates: list[Gate] = field(default_factory=list)
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:
@@ -272,12 +273,17 @@ def current_retirement(session: Session, plan: Plan | None) -> Retired | None:
     if plan is None:
         return None
     row = session.scalars(
-        select(Retirement).where(Retirement.plan_id == plan.id, Retirement.undone_at.is_(None)).order_by(Retirement.id.desc()).limit(1)
+        select(Retirement)
+        .where(Retirement.plan_id == plan.id, Retirement.undone_at.is_(None))
+        .order_by(Retirement.id.desc())
+        .limit(1)
     ).first()
     return Retired(row.retired_at, row.legacy_map, row.mode, row.actor) if row else None
 
 
-def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatus], final_stage: str, retired: bool = False) -> str:
+def phase(
+    session: Session, campaign: Campaign | None, cohorts: list[CohortStatus], final_stage: str, retired: bool = False
+) -> str:
     if cohorts and all(c.stage == final_stage for c in cohorts):
         return "done" if retired else "switch-off"  # done only once the final step has retired the legacy path
     if any(c.enforced_at for c in cohorts):
@@ -289,7 +295,12 @@ def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatu
 
 
 def next_action(
-    waves: list[WaveStatus], cohorts: list[CohortStatus], final_stage: str, now: datetime, paused: bool = False, retired: bool = False
+    waves: list[WaveStatus],
+    cohorts: list[CohortStatus],
+    final_stage: str,
+    now: datetime,
+    paused: bool = False,
+    retired: bool = False,
 ) -> NextAction | None:
     """The earliest of: the next wave due, the first cohort not at its final stage, the final step."""
     candidates: list[NextAction] = []
@@ -304,7 +315,8 @@ def next_action(
             break
     if cohorts and not retired and all(c.stage == final_stage for c in cohorts):
         last = max((c.enforced_at for c in cohorts if c.enforced_at), default=None)
-        candidates.append(NextAction("the final step: retire the legacy path (stop its daemon, then `rollout step`)", last))
+        final = "the final step: retire the legacy path (stop its daemon, then `rollout step`)"
+        candidates.append(NextAction(final, last))
     if not candidates:
         return None
     return min(candidates, key=lambda a: a.at or now)

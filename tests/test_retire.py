@@ -23,7 +23,20 @@ def test_without_legacy_map_the_final_step_says_what_to_set(run: Cli, runtime: R
     """After the last cohort `step` refuses, naming enforcement.legacy_map; status says the final step is next."""
     configure(runtime, tmp_path, backend="plain-list")
     import_locals(runtime, tmp_path, ["anna", "zoe"])
-    run("plan", "--cohorts", "1", "--start", T0.strftime("%Y-%m-%d %H:%M"), "--every", "1h", "--tz", "UTC", "--window", "00:00-23:59", "--apply")
+    run(
+        "plan",
+        "--cohorts",
+        "1",
+        "--start",
+        T0.strftime("%Y-%m-%d %H:%M"),
+        "--every",
+        "1h",
+        "--tz",
+        "UTC",
+        "--window",
+        "00:00-23:59",
+        "--apply",
+    )
     run("step", "--yes")
     runtime.clock.set(T0 + timedelta(hours=1))  # type: ignore[attr-defined]
     result = run("step", "--yes", expect=1)
@@ -55,11 +68,15 @@ def test_a_process_holding_the_map_open_for_writing_is_a_writer(tmp_path: Path, 
     """Any process with the map's index open for writing is named; Postfix's readers are not."""
     legacy = parse_legacy_map(f"hash:{tmp_path / 'relay-ips'}", "hash")
     legacy.index.write_bytes(b"")
-    holder = subprocess.Popen([sys.executable, "-c", f"import time; f = open({str(legacy.index)!r}, {mode!r}); time.sleep(60)"])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import time; f = open({str(legacy.index)!r}, {mode!r}); time.sleep(60)"]
+    )
     try:
         wait_for_open(holder.pid, legacy.index)
         writers = running_writers(legacy, ())
-        assert [(w.pid, w.how) for w in writers if w.pid == holder.pid] == ([(holder.pid, "has the map open for writing")] if named else [])
+        assert [(w.pid, w.how) for w in writers if w.pid == holder.pid] == (
+            [(holder.pid, "has the map open for writing")] if named else []
+        )
     finally:
         holder.kill()
         holder.wait(10)

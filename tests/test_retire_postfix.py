@@ -17,7 +17,12 @@ from .conftest import T0, Cli
 from .mailstack import MailStack, Mailuser, mailstack_available
 from .plan_support import configure, import_locals
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink (.ci/run installs them)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink (.ci/run installs them)"
+    ),
+]
 
 REMOTE = ["someone@remote.test"]
 STRANGER = "stranger@elsewhere.test"  # an envelope sender in no map: only the POP-before-SMTP map lets it relay
@@ -33,7 +38,20 @@ def stack() -> Iterator[MailStack]:
 
 def switch_off_every_cohort(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
     import_locals(runtime, tmp_path, ["anna", "bert", "yan", "zoe"], domain="example.org")
-    run("plan", "--cohorts", "2", "--start", T0.strftime("%Y-%m-%d %H:%M"), "--every", "1h", "--tz", "UTC", "--window", "00:00-23:59", "--apply")
+    run(
+        "plan",
+        "--cohorts",
+        "2",
+        "--start",
+        T0.strftime("%Y-%m-%d %H:%M"),
+        "--every",
+        "1h",
+        "--tz",
+        "UTC",
+        "--window",
+        "00:00-23:59",
+        "--apply",
+    )
     run("step", "--yes")
     runtime.clock.set(T0 + timedelta(hours=1))  # type: ignore[attr-defined]
     run("step", "--yes")
@@ -45,7 +63,9 @@ def relay_after_pop_login(stack: MailStack, source: str) -> tuple[int, str]:
     return reply.code, reply.text
 
 
-def test_final_step_empties_the_legacy_map_and_undo_restores_it(run: Cli, runtime: Runtime, stack: MailStack, tmp_path: Path) -> None:
+def test_final_step_empties_the_legacy_map_and_undo_restores_it(
+    run: Cli, runtime: Runtime, stack: MailStack, tmp_path: Path
+) -> None:
     """Before the final step a relay right after a POP login is accepted; a running writer is named and refused;
     after it the relay is refused (Relay access denied) and the phase is done; after undo it is accepted again."""
     client = "127.0.0.136"
@@ -59,7 +79,10 @@ def test_final_step_empties_the_legacy_map_and_undo_restores_it(run: Cli, runtim
     writer = subprocess.Popen([sys.executable, str(daemon)])
     try:
         result = run("step", "--yes", expect=1)
-        assert f"pop-before-smtp (pid {writer.pid}) is running: it feeds hash:{stack.pop_map}; stop and disable it first" in result.stderr
+        assert (
+            f"pop-before-smtp (pid {writer.pid}) is running: it feeds hash:{stack.pop_map}; stop and disable it first"
+            in result.stderr
+        )
         forced = run("step", "--yes", "--force", "--reason", "try anyway", expect=1)
         assert f"the final step refused: pop-before-smtp (pid {writer.pid}) is running" in forced.stderr
     finally:
@@ -79,19 +102,38 @@ def test_final_step_empties_the_legacy_map_and_undo_restores_it(run: Cli, runtim
     assert json.loads(run("status", "--json").output)["phase"] == "switch-off"
 
 
-def test_final_step_in_check_mode_names_the_line_to_remove(run: Cli, runtime: Runtime, stack: MailStack, tmp_path: Path) -> None:
+def test_final_step_in_check_mode_names_the_line_to_remove(
+    run: Cli, runtime: Runtime, stack: MailStack, tmp_path: Path
+) -> None:
     """retire = "check": refused while main.cf still has the map in smtpd_recipient_restrictions, naming the exact
     element; once removed (postconf -e, reload) the step passes and a relay after a POP login is refused."""
     client = "127.0.0.137"
     postconf = f"postconf -c {stack.postfix_dir}"
-    configure(runtime, tmp_path, map_path=str(stack.sender_map), legacy_map=str(stack.pop_map), retire="check", postconf_command=postconf)
+    configure(
+        runtime,
+        tmp_path,
+        map_path=str(stack.sender_map),
+        legacy_map=str(stack.pop_map),
+        retire="check",
+        postconf_command=postconf,
+    )
     switch_off_every_cohort(run, runtime, tmp_path)
     result = run("step", "--yes", expect=1)
-    assert f"remove `check_client_access hash:{stack.pop_map}` from smtpd_recipient_restrictions in main.cf" in result.stderr
+    assert (
+        f"remove `check_client_access hash:{stack.pop_map}` from smtpd_recipient_restrictions in main.cf"
+        in result.stderr
+    )
     assert relay_after_pop_login(stack, client)[0] == 250
 
-    restrictions = f"permit_mynetworks, permit_sasl_authenticated, check_sender_access hash:{stack.sender_map}, reject_unauth_destination"
-    subprocess.run(["postconf", "-c", str(stack.postfix_dir), "-e", f"smtpd_recipient_restrictions = {restrictions}"], check=True, timeout=30)
+    restrictions = (
+        f"permit_mynetworks, permit_sasl_authenticated, check_sender_access hash:{stack.sender_map}, "
+        "reject_unauth_destination"
+    )
+    subprocess.run(
+        ["postconf", "-c", str(stack.postfix_dir), "-e", f"smtpd_recipient_restrictions = {restrictions}"],
+        check=True,
+        timeout=30,
+    )
     subprocess.run(["postfix", "-c", str(stack.postfix_dir), "reload"], check=True, timeout=30, capture_output=True)
     stack.wait_for_log(stack.postfix_log, "reload", count=1)
     run("step", "--yes")

@@ -63,10 +63,12 @@ def test_phase_is_done_only_after_the_final_step(run: Cli, runtime: Runtime) -> 
     with runtime.sessions() as s, s.begin():
         s.execute(update(Cohort).values(stage="reject", enforced_at=NOW))
     data = json.loads(run("status", "--json").output)
-    assert data["phase"] == "switch-off" and data["next_action"]["action"].startswith("the final step: retire the legacy path")
+    assert data["phase"] == "switch-off"
+    assert data["next_action"]["action"].startswith("the final step: retire the legacy path")
     with runtime.sessions() as s, s.begin():
         plan_id = s.scalars(select(Plan.id)).one()
-        s.add(Retirement(plan_id=plan_id, retired_at=NOW + timedelta(weeks=3), actor="ops", mode="empty", legacy_map="hash:/etc/postfix/pop-before-smtp"))
+        s.add(Retirement(plan_id=plan_id, retired_at=NOW + timedelta(weeks=3), actor="ops", mode="empty",
+                         legacy_map="hash:/etc/postfix/pop-before-smtp"))
     data = json.loads(run("status", "--json").output)
     assert data["phase"] == "done" and data["next_action"] is None
     assert data["retired"]["legacy_map"] == "hash:/etc/postfix/pop-before-smtp"

@@ -85,7 +85,8 @@ def print_status(s: Status) -> None:
     if s.next_action:
         click.echo(f"next: {s.next_action.action} at {stamp(s.next_action.at)}")
     if s.retired:
-        click.echo(f"legacy path retired {stamp(s.retired.at)} by {s.retired.by}: {s.retired.legacy_map} ({s.retired.mode})")
+        retired = s.retired
+        click.echo(f"legacy path retired {stamp(retired.at)} by {retired.by}: {retired.legacy_map} ({retired.mode})")
     if s.waves:
         click.echo("\nnotice waves")
         echo_table(

@@ -15,9 +15,9 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import EnforcementError
 from .files import fsync_dir, write_synced
@@ -53,7 +53,9 @@ def parse_legacy_map(spec: str, default_type: str) -> LegacyMap:
     if sep and kind in INDEX_SUFFIX:
         return LegacyMap(kind, Path(rest))
     if sep and re.fullmatch(r"[a-z]+", kind):
-        raise EnforcementError(f"enforcement.legacy_map {spec!r}: map type {kind!r} is not one of {', '.join(INDEX_SUFFIX)}")
+        raise EnforcementError(
+            f"enforcement.legacy_map {spec!r}: map type {kind!r} is not one of {', '.join(INDEX_SUFFIX)}"
+        )
     return LegacyMap(default_type, Path(spec))
 
 
@@ -79,7 +81,9 @@ def running_writers(legacy: LegacyMap, names: Sequence[str], proc: Path = Path("
             if name:
                 found.append(Writer(int(entry.name), name, "is running"))
             elif _writes_any(entry, targets):
-                found.append(Writer(int(entry.name), (entry / "comm").read_text().strip(), "has the map open for writing"))
+                found.append(
+                    Writer(int(entry.name), (entry / "comm").read_text().strip(), "has the map open for writing")
+                )
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return found
@@ -90,7 +94,9 @@ def _process_name(entry: Path, names: set[str]) -> str | None:
     candidates = [(entry / "comm").read_text().strip()]
     if argv:
         candidates.append(os.path.basename(argv[0]))
-        if os.path.basename(argv[0]).rstrip("0123456789.") in INTERPRETERS:  # a script: its own name follows the options
+        if (
+            os.path.basename(argv[0]).rstrip("0123456789.") in INTERPRETERS
+        ):  # a script: its own name follows the options
             candidates += [os.path.basename(a) for a in argv[1:3] if not a.startswith("-")]
     return next((c for c in candidates if c in names), None)
 
@@ -116,7 +122,11 @@ def _open_for_writing(fdinfo: Path) -> bool:
 def count_entries(legacy: LegacyMap) -> int:
     """Lines of the map's source, when there is one (daemons such as pop-before-smtp write only the index)."""
     try:
-        return sum(1 for line in legacy.path.read_text(errors="replace").splitlines() if line.strip() and not line.startswith("#"))
+        return sum(
+            1
+            for line in legacy.path.read_text(errors="replace").splitlines()
+            if line.strip() and not line.startswith("#")
+        )
     except OSError:
         return 0
 
@@ -124,11 +134,15 @@ def count_entries(legacy: LegacyMap) -> int:
 def empty(legacy: LegacyMap, postmap_command: str) -> Path:
     """Replace the map by an empty one atomically; the files in force are kept in ``legacy.saved`` first."""
     if not legacy.path.exists() and not legacy.index.exists():
-        raise EnforcementError(f"{legacy.spec} does not exist (neither {legacy.path} nor {legacy.index}): check enforcement.legacy_map")
+        raise EnforcementError(
+            f"{legacy.spec} does not exist (neither {legacy.path} nor {legacy.index}): check enforcement.legacy_map"
+        )
     tmp = legacy.path.with_name(f".{legacy.path.name}.retire-{os.getpid()}")
     tmp_index = tmp.with_name(tmp.name + INDEX_SUFFIX[legacy.type])
     try:
-        write_synced(tmp, "# retired by rollout: SMTP-after-POP is switched off for everyone; `rollout undo` restores it\n")
+        write_synced(
+            tmp, "# retired by rollout: SMTP-after-POP is switched off for everyone; `rollout undo` restores it\n"
+        )
         _run(shlex.split(postmap_command) + [f"{legacy.type}:{tmp}"], f"{legacy.spec} is unchanged")
         _keep(legacy)
         os.replace(tmp_index, legacy.index)  # the index first: it is what Postfix reads
@@ -153,7 +167,9 @@ def restore(legacy: LegacyMap, saved: Path) -> None:
     """Put the kept files back, each by copy and rename (the index first)."""
     files = [saved / legacy.index.name, saved / legacy.path.name]
     if not any(f.exists() for f in files):
-        raise EnforcementError(f"nothing to restore: {saved} holds no copy of {legacy.spec}; the map in force is unchanged")
+        raise EnforcementError(
+            f"nothing to restore: {saved} holds no copy of {legacy.spec}; the map in force is unchanged"
+        )
     for kept, target in zip(files, (legacy.index, legacy.path)):
         if kept.exists():
             tmp = target.with_name(f".{target.name}.restore-{os.getpid()}")
@@ -202,7 +218,7 @@ def _elements_naming(value: str, path: str) -> list[str]:
 
 def _run(argv: list[str], unchanged: str) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=POSTCONF_TIMEOUT)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=POSTCONF_TIMEOUT, check=False)
     except FileNotFoundError:
         raise EnforcementError(f"cannot run {argv[0]!r}; {unchanged}") from None
     except subprocess.TimeoutExpired:

@@ -22,7 +22,9 @@ from ..clock import as_utc
 from ..cohorts import Window, layout, parse_window
 from ..enforcement import MapEntry, STRENGTH, backend_for, checksum
 from ..errors import GatesFailed, GuardError, PlanError
-from ..models import Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, Retirement, RolloutState
+from ..models import (
+    Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, Retirement, RolloutState,
+)
 from ..plans import Proposal, ProposedCohort
 from ..runtime import Runtime
 
@@ -357,12 +359,15 @@ def _assess_retire(runtime: Runtime, session: Session, plan: Plan, run_command: 
     if now < due:
         blockers.append(f"the last step is soaking until {due:%Y-%m-%d %H:%M} UTC (enforcement.soak_hours)")
     if not window.contains(now):
-        blockers.append(f"outside the step window {settings.rollout.window} {settings.rollout.timezone}; next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC")
+        where = f"{settings.rollout.window} {settings.rollout.timezone}"
+        blockers.append(f"outside the step window {where}; next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC")
     blockers += retirement.blockers(settings.enforcement)
     last = max(plan.cohorts, key=lambda c: c.position)
-    step = NextStep(0, last.position + 1, settings.enforcement.legacy_map or "legacy map", "in force", "retired", 0, due,
-                    window.next_open(due), blockers, kind="retire")
-    step.gates = gate_checks.evaluate(session, settings.gates, now, last, None, settings.notices.lookback_days, run_command)
+    label = settings.enforcement.legacy_map or "legacy map"
+    due_at = window.next_open(due)
+    step = NextStep(0, last.position + 1, label, "in force", "retired", 0, due, due_at, blockers, kind="retire")
+    lookback = settings.notices.lookback_days
+    step.gates = gate_checks.evaluate(session, settings.gates, now, last, None, lookback, run_command)
     blockers += [g.describe() for g in step.failed_gates]
     return plan, step
 
@@ -450,7 +455,9 @@ def step(
     with runtime.sessions() as session, session.begin():
         assessed = _assess(runtime, session)
         if assessed is None:
-            raise PlanError("the rollout is done: every cohort is at the last stage of its ladder and the legacy path is retired")
+            raise PlanError(
+                "the rollout is done: every cohort is at the last stage of its ladder and the legacy path is retired"
+            )
         plan, upcoming = assessed
         if upcoming.blockers and not force and not dry_run:
             message = "step refused: " + "; ".join(upcoming.blockers) + " (--force --reason TEXT overrides)"
@@ -596,13 +603,16 @@ def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None
             retirement.undo(session, runtime.settings.enforcement, retired, now)
         audit.record(
             session, now, runtime.actor, "undo", from_step=taken, to_step=target, reason=reason, stages=stages,
-            map_before=swap.checksum_before, map_after=swap.checksum_after, legacy_restored=retired.legacy_map if retired else None,
+            map_before=swap.checksum_before, map_after=swap.checksum_after,
+            legacy_restored=retired.legacy_map if retired else None,
         )
-        return UndoResult(taken, target, stages, swap.checksum_before, swap.checksum_after, swap.diff,
-                          retired.legacy_map if retired else None)
+        restored = retired.legacy_map if retired else None
+        return UndoResult(taken, target, stages, swap.checksum_before, swap.checksum_after, swap.diff, restored)
 
 
-def _undo_retire(runtime: Runtime, session: Session, plan: Plan, retired: Retirement, taken: int, reason: str | None) -> UndoResult:
+def _undo_retire(
+    runtime: Runtime, session: Session, plan: Plan, retired: Retirement, taken: int, reason: str | None
+) -> UndoResult:
     now = runtime.clock.now()
     retirement.undo(session, runtime.settings.enforcement, retired, now)
     digest = _map_checksum(runtime)
