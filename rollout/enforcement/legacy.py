@@ -93,10 +93,9 @@ def _process_name(entry: Path, names: set[str]) -> str | None:
     argv = [a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
     candidates = [(entry / "comm").read_text().strip()]
     if argv:
-        candidates.append(os.path.basename(argv[0]))
-        if (
-            os.path.basename(argv[0]).rstrip("0123456789.") in INTERPRETERS
-        ):  # a script: its own name follows the options
+        program = os.path.basename(argv[0])
+        candidates.append(program)
+        if program.rstrip("0123456789.") in INTERPRETERS:  # a script: its own name follows the options
             candidates += [os.path.basename(a) for a in argv[1:3] if not a.startswith("-")]
     return next((c for c in candidates if c in names), None)
 
