@@ -169,7 +169,7 @@ def restore(legacy: LegacyMap, saved: Path) -> None:
         raise EnforcementError(
             f"nothing to restore: {saved} holds no copy of {legacy.spec}; the map in force is unchanged"
         )
-    for kept, target in zip(files, (legacy.index, legacy.path)):
+    for kept, target in zip(files, (legacy.index, legacy.path), strict=True):
         if kept.exists():
             tmp = target.with_name(f".{target.name}.restore-{os.getpid()}")
             shutil.copy2(kept, tmp)
