@@ -10,6 +10,7 @@ from .. import lookup as lookup_model
 from .. import status as status_model
 from ..enforcement import client_reply
 from ..errors import RolloutError
+from ..rules import REFUSING_STAGES
 from ..runtime import Runtime
 from .plan import next_step
 
@@ -36,7 +37,7 @@ def refused_reply_text(runtime: Runtime) -> lookup_model.ReplyText:
     settings = runtime.settings.enforcement
 
     def reply(address: str, stage: str) -> str | None:
-        return client_reply(settings, address, stage) if stage in ("defer", "reject") else None
+        return client_reply(settings, address, stage) if stage in REFUSING_STAGES else None
 
     return reply
 
