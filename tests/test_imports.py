@@ -21,7 +21,7 @@ PACKAGE = REPO / "rollout"
 LAYERS: list[set[str]] = [
     {"errors", "clock", "buckets", "rules", "synthetic"},
     {"addresses", "resources", "config"},
-    {"logs", "models", "db", "cohorts", "mailer", "notices"},
+    {"logs", "models", "db", "locks", "cohorts", "mailer", "notices"},
     {
         "detection",
         "enforcement",
