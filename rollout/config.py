@@ -68,6 +68,7 @@ class NoticeSettings:
     submission_host: str = "mail.example.net"
     lookback_days: int = 14
     grace_hours: int = 48
+    min_warning_days: int = 7  # a step holds back a mailbox without a delivered notice this long before it
     thank_you: bool = False
     workers: int = 0  # processes that render and send; 0 = one per CPU core (at most [smtp] concurrency)
 
@@ -183,7 +184,7 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         if f is None or f.name == "source":
             raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(k for k in known if k != 'source'))})")
         hint = _hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: [{key}] must be a table")
             kwargs[key] = _build(hint, value, where=f"{where} [{key}]")
@@ -251,7 +252,7 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
         if f.name == "source":
             continue
         hint = _hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             keys += _all_keys(hint, prefix=f"{f.name}.")
         else:
             keys.append(prefix + f.name)
