@@ -21,8 +21,7 @@ from rollout.logs.join import join_complete
 from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, LoginRun, Removed, Sender
 from rollout.synthetic.maillog import write_maillog
 
-from .scan_support import REFERENCE, line_parser
-from .test_logs import CORPUS
+from .scan_support import REFERENCE, corpus_files, fixture_lines, line_parser
 
 TRUSTED = ("127.0.0.0/8", "::1/128", "10.0.0.0/8")
 MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed, CompleteMessage, AuthCounts)
@@ -72,11 +71,14 @@ def test_the_classifier_is_built() -> None:
     assert blocks.compiled()
 
 
+def test_the_dialects_fixture_gives_the_same_events_and_findings() -> None:
+    """The project's fixture of every dialect (Postfix, Dovecot, Exim, Courier, Cyrus, UW, journald…) through both paths."""
+    assert_same(("\n".join(fixture_lines("dialects.log")) + "\n").encode())
+
+
 def test_corpus_gives_the_same_events_and_findings() -> None:
-    """Every real-world corpus file (Postfix, Dovecot, Exim, Courier, Cyrus, UW, journald…) through both paths."""
-    files = sorted(CORPUS.glob("*.log"))
-    assert files
-    for path in files:
+    """Every file of the external real-world corpus, when there is one, through both paths."""
+    for path in corpus_files(".log"):
         data = path.read_bytes()
         assert_same(data if data.endswith(b"\n") else data + b"\n")
 
