@@ -44,11 +44,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; we emit it ourselves so that
-        # a transaction that will write takes the lock at its start (see sqlalchemy docs).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite's own transaction handling defers BEGIN; we emit it ourselves, and a transaction
+        # opened through write_lock() takes SQLite's write lock at its start (BEGIN IMMEDIATE).
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+
+
+WRITE_LOCK = "rollout_write_lock"
+ADVISORY_LOCK_KEY = 0x726F6C6C  # "roll": PostgreSQL's advisory lock for changes of what is enforced
+
+
+def write_lock(session: Session) -> None:
+    """Make this transaction the only one changing the rollout: the first call in a fresh transaction.
+
+    SQLite: ``BEGIN IMMEDIATE`` (the write lock, waiting up to the busy timeout); PostgreSQL: a
+    transaction-scoped advisory lock (a second ``step`` waits, then sees what the first committed).
+    """
+    try:
+        conn = session.connection(execution_options={WRITE_LOCK: True})
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    except OperationalError as exc:
+        if "locked" in str(exc.orig):
+            raise RolloutError(
+                f"another command is changing the rollout (step, undo, exempt, scan …) and held the database for "
+                f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; nothing was changed: try again when it has finished"
+            ) from None
+        raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -94,6 +94,7 @@ class Status:
     trend: list[WeekCount] = field(default_factory=list)
     expiring: list[ExpiringExemption] = field(default_factory=list)
     jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
+    map_note: str | None = None  # the map in force and the database disagree (set by the workflow: it reads the map)
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:

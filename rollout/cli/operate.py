@@ -79,6 +79,8 @@ def status_command(runtime: Runtime, as_json: bool, watch: bool, interval: float
 def print_status(s: Status) -> None:
     click.echo(f"phase: {s.phase}   ({' → '.join(p.upper() if p == s.phase else p for p in ('inventory', 'scanning', 'notices', 'switch-off', 'done'))})")
     click.echo(f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, {s.legacy_mailboxes} still using SMTP-after-POP")
+    if s.map_note:
+        click.echo(f"MAP: {s.map_note}")
     if s.paused:
         click.echo(f"PAUSED by {s.paused.by} at {stamp(s.paused.at)}: {s.paused.reason}")
     if s.next_action:
