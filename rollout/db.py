@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import resources
+from .config import mask_url
 from .errors import RolloutError, SchemaOutOfDate
 
 if TYPE_CHECKING:
@@ -40,8 +41,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not Path(database).expanduser().parent.is_dir():
+            # SQLite would create the file; a missing folder is a typo to report, not a place to create
+            raise RolloutError(f"cannot open the database {mask_url(url)}: the folder {Path(database).expanduser().parent} does not exist")
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; we emit it ourselves, and a transaction
@@ -117,8 +119,8 @@ def head_revision() -> str:
 def _opening(engine: Engine) -> Iterator[None]:
     try:
         yield
-    except OperationalError as exc:
-        raise RolloutError(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+    except DBAPIError as exc:  # cannot connect, or (SQLite) the file is not a database
+        raise RolloutError(f"cannot open the database {mask_url(engine.url.render_as_string(hide_password=True))}: {exc.orig}") from None
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -140,18 +142,28 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision``; returns (before, after)."""
     from alembic import command
 
+    from alembic.util import CommandError
+
     before = current_revision(engine)
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), revision)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), revision)
+    except CommandError as exc:  # an unknown --revision, several heads
+        raise RolloutError(f"cannot upgrade to {revision!r}: {exc}") from None
     return before, current_revision(engine) or "base"
 
 
 def downgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
     from alembic import command
 
+    from alembic.util import CommandError
+
     before = current_revision(engine)
-    with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), revision)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), revision)
+    except CommandError as exc:
+        raise RolloutError(f"cannot downgrade to {revision!r}: {exc}") from None
     return before, current_revision(engine) or "base"
 
 

@@ -90,6 +90,25 @@ class RolloutGroup(click.Group):
             raise click.ClickException(format_problems(exc)) from None
         except RolloutError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # a full disk, a permission, a file vanished: operational, not a bug
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+        except Exception as exc:
+            database_failure = _database_failure(exc)
+            if database_failure is None:
+                raise  # a bug: keep its traceback
+            raise click.ClickException(database_failure) from None
+
+
+def _database_failure(exc: Exception) -> str | None:
+    """The database refused or failed (locked, full, gone): one line for ``Error:``, no password."""
+    errors = sys.modules.get("sqlalchemy.exc")  # loaded only if the command used the database
+    if errors is None or not isinstance(exc, (errors.OperationalError, errors.InterfaceError)):
+        return None
+    from ..config import mask_url
+
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return mask_url(f"the database failed: {reason}")
 
 
 def format_problems(exc: InventoryError) -> str:

@@ -20,6 +20,7 @@ from ._base import echo_json, echo_table, json_option, pass_runtime
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 BAR_WIDTH = 40
+MAX_DURATION = timedelta(days=366)
 
 
 class Duration(click.ParamType):
@@ -31,7 +32,10 @@ class Duration(click.ParamType):
         match = _DURATION.match(str(value))
         if not match:
             self.fail(f"{value!r} is not a duration such as 90s, 30m, 2h or 1d", param, ctx)
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        if seconds > MAX_DURATION.total_seconds():
+            self.fail(f"{value!r} is longer than {MAX_DURATION.days} days", param, ctx)
+        return timedelta(seconds=seconds)
 
 
 def stamp(moment: datetime | None) -> str:

@@ -22,8 +22,8 @@ from .. import audit, plans
 from ..db import write_lock
 from ..addresses import AddressError, parse_address
 from ..campaign import wave_due_at
-from ..clock import as_utc
-from ..cohorts import Window, layout, parse_window
+from ..clock import as_utc, out_of_range
+from ..cohorts import MAX_EVERY, Window, layout, parse_window
 from ..enforcement import MapEntry, STRENGTH, Backend, backend_for, checksum, writable
 from ..enforcement.files import clear_intent, read_intent, write_intent
 from ..errors import EnforcementError, GuardError, PlanError, RolloutError
@@ -67,6 +67,8 @@ def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> Pl
         raise PlanError(f"--weight must be mailboxes or legacy, not {request.weight!r}")
     now = runtime.clock.now()
     window = _window(runtime, request)
+    if (problem := out_of_range(request.start, "--start", now)) or not timedelta(0) < request.every <= MAX_EVERY:
+        raise PlanError(problem or f"--every must be between 1 second and {MAX_EVERY.days} days")
     start = request.start if request.start.tzinfo else request.start.replace(tzinfo=window.zone)
     with runtime.sessions() as session, session.begin():
         plans.prepare_bulk(session)
@@ -79,6 +81,8 @@ def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> Pl
         if not units:
             raise PlanError("there are no mailboxes to plan: import the inventory first (`rollout inventory import`)")
         slices = plans.cut(units, request.weight, request.cohorts, request.max_share)
+        if problem := out_of_range(as_utc(start) + request.every * len(slices), "the last cohort's time", now):
+            raise PlanError(f"{problem}; start earlier, or step more often")
         times = layout(as_utc(start), request.every, len(slices), window)
         fresh = plans.describe_slices(session, units, slices, request.weight, from_key, times, len(kept) + 1)
         total = sum(u.legacy if request.weight == "legacy" else u.mailboxes for u in units)
@@ -667,6 +671,8 @@ def _mailbox(session: Session, address: str) -> Mailbox:
 def exempt(runtime: Runtime, address: str, until: datetime, reason: str, force: bool = False) -> ExemptionView:
     """Take a mailbox out of the map until ``until``; one postponement per mailbox unless ``force``."""
     now = runtime.clock.now()
+    if problem := out_of_range(until, "--until", now):
+        raise PlanError(problem)
     until = as_utc(until)
     if until <= now:
         raise PlanError(f"--until {until:%Y-%m-%d %H:%M} UTC is not in the future")
