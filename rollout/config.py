@@ -89,6 +89,28 @@ class EnforcementSettings:
     ladder: tuple[str, ...] = ("reject",)  # stages a cohort climbs: warn, defer, reject
     keep_versions: int = 5
     soak_hours: float = 24.0
+    # the final step: the POP-before-SMTP client map ("hash:/etc/postfix/pop-before-smtp") is emptied,
+    # or with retire = "check" only verified gone from every smtpd_*_restrictions (postconf)
+    legacy_map: str | None = None
+    retire: str = "empty"  # empty | check
+    postconf_command: str = "postconf"
+    legacy_writers: tuple[str, ...] = ("pop-before-smtp", "poprelayd", "rpc.dracd", "dracd", "whosond")
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Figures that must have settled before the next step; a threshold set to "off" does not gate.
+
+    The defaults are written for a provider of about 100,000 mailboxes (docs: configuration).
+    """
+
+    max_scan_age_minutes: float | None = 30.0
+    window_hours: float = 6.0
+    max_refusals_per_hour: float | None = 50.0  # the busiest hour in the window
+    max_refused_share: float | None = 0.005  # of the last switched cohort, refused at least once in the window
+    max_next_legacy_share: float | None = 0.02  # of the next cohort, still on the legacy path
+    command: str | None = None  # an external check: exit 0 passes
+    command_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,7 @@ class Settings:
     enforcement: EnforcementSettings = field(default_factory=EnforcementSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    gates: GateSettings = field(default_factory=GateSettings)
     source: str = "defaults"  # where the file part came from, for `config show`
 
 
@@ -277,6 +300,8 @@ def _coerce(value: Any, hint: Any, what: str) -> Any:
         if value is None or value == "":
             return None
         (inner,) = [a for a in args if a is not type(None)]
+        if inner in (int, float) and (value is False or str(value).strip().lower() == "off"):
+            return None  # an optional number switched off (a gate that does not gate)
         return _coerce(value, inner, what)
     if origin is tuple:
         if isinstance(value, str):

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from . import db
 from .clock import ManualClock
-from .config import EnforcementSettings, NoticeSettings, RolloutSettings, ScanSettings, SchedulerSettings, Settings, SmtpSettings
+from .config import EnforcementSettings, GateSettings, NoticeSettings, RolloutSettings, ScanSettings, SchedulerSettings, Settings, SmtpSettings
 from .errors import RolloutError
 from .models import JobRun, Mailbox
 from .runtime import Runtime
@@ -113,6 +113,7 @@ def demo_settings(directory: Path, smtp_host: str, smtp_port: int) -> tuple[Sett
         enforcement=enforcement,
         rollout=RolloutSettings(window="08:00-17:00", timezone="Europe/Berlin", skip_weekends=True),
         scheduler=SchedulerSettings(lock_file=str(directory / "scheduler.lock"), expire_minutes=24 * 60),
+        gates=GateSettings(max_scan_age_minutes=25 * 60),  # the demo's log host hands over a day's log each morning
         source="rollout demo",
     )
     return settings, note

@@ -4,6 +4,13 @@ The CLI turns every ``RolloutError`` into ``Error: <message>`` and exit code 1;
 anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .gates import Gate
+
 
 class RolloutError(Exception):
     """An operational failure the operator can act on; the message says how."""
@@ -52,3 +59,12 @@ class DeliveryError(RolloutError):
 
 class GuardError(RolloutError):
     """A safety guard refuses the action (paused, outside the window, soak time...)."""
+
+
+class GatesFailed(GuardError):
+    """The step is refused because gates failed (figures over their thresholds); ``gates`` names them."""
+
+    def __init__(self, message: str, gates: list[Gate], other_blockers: int = 0) -> None:
+        super().__init__(message)
+        self.gates = gates
+        self.other_blockers = other_blockers  # guards besides the gates (paused, window, soak, …)

@@ -46,12 +46,12 @@ from sqlalchemy.engine import make_url
 
 from .campaign import active_campaign, latest_due_wave, wave_due_at
 from .clock import ManualClock
-from .errors import GuardError, RolloutError
-from .models import JobRun
+from .errors import GatesFailed, GuardError, RolloutError
+from .models import JobRun, RolloutState
 from .runtime import Runtime
 from .status import active_plan
 from .workflows.campaign import notify
-from .workflows.plan import expire_exemptions, next_step, step
+from .workflows.plan import expire_exemptions, next_step, pause, step
 from .workflows.scan import scan_logs
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ def step_jobs(runtime: Runtime) -> list[Planned]:
     """The next step, at the earliest moment its time-based guards (schedule, soak, window) pass.
 
     Once that moment has passed, ``next_step`` reports "now"; the cohort's own
-    scheduled time is then what lateness is measured from.
+    scheduled time is then what lateness is measured from. A step skipped while the
+    rollout was paused (a failed gate pauses it) is tried again at `rollout resume`.
     """
     with runtime.sessions() as session:
         if active_plan(session) is None:
@@ -113,8 +114,22 @@ def step_jobs(runtime: Runtime) -> list[Planned]:
     upcoming = next_step(runtime)
     if upcoming is None:
         return []
+    job_id = f"step-{upcoming.position}-{upcoming.to_stage}"
     at = upcoming.due_at if upcoming.due_at > runtime.clock.now() else upcoming.scheduled_at
-    return [Planned(f"step-{upcoming.position}-{upcoming.to_stage}", "step", at=at, params={"cohort": upcoming.label})]
+    at = max(at, _resumed_after_skip(runtime, job_id) or at)
+    return [Planned(job_id, "step", at=at, params={"cohort": upcoming.label})]
+
+
+def _resumed_after_skip(runtime: Runtime, job_id: str) -> datetime | None:
+    """When the rollout was resumed, if that came after this very step was last skipped."""
+    with runtime.sessions() as session:
+        state = session.get(RolloutState, 1)
+        if state is None or state.paused or state.resumed_at is None:
+            return None
+        last = session.scalars(select(JobRun).where(JobRun.job == "step").order_by(JobRun.id.desc()).limit(1)).first()
+        if last is None or last.details.get("id") != job_id or last.outcome != "skipped" or last.started_at > state.resumed_at:
+            return None
+        return state.resumed_at
 
 
 # ---------------------------------------------------------------------------
@@ -219,7 +234,15 @@ def do_notify(runtime: Runtime, planned: Planned) -> Any:
 
 
 def do_step(runtime: Runtime, planned: Planned) -> Any:
-    return step(runtime, yes=True)
+    """Step when every guard and gate passes; failed gates alone pause the rollout until `rollout resume`."""
+    try:
+        return step(runtime, yes=True)
+    except GatesFailed as exc:
+        if exc.other_blockers:  # paused already, or not yet due: nothing has settled or not, just skip
+            raise
+        reason = "gates failed: " + "; ".join(f"{g.name}: {g.figure} ({g.threshold})" for g in exc.gates)
+        pause(runtime, reason, actor="scheduler")
+        raise Skip(f"paused the rollout: {reason}") from None
 
 
 def do_expire(runtime: Runtime, planned: Planned) -> Any:

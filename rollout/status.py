@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from .campaign import active_campaign, wave_due_at
 from .config import Settings
+from .gates import Gate
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
 
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
@@ -95,6 +96,7 @@ class Status:
     expiring: list[ExpiringExemption] = field(default_factory=list)
     jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
     map_note: str | None = None  # the map in force and the database disagree (set by the workflow: it reads the map)
+    gates: list[Gate] = field(default_factory=list)  # before the next step (filled by the status workflow: it may run a command)
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:

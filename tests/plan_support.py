@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from rollout.config import GateSettings
 from rollout.inventory import import_csv
 from rollout.models import Campaign, Customer, LegacyDay, Mailbox, Notice, NoticeMailbox
 from rollout.runtime import Runtime
@@ -16,8 +17,12 @@ from rollout.runtime import Runtime
 from .conftest import T0, write_csv
 
 
-def configure(runtime: Runtime, tmp_path: Path, **enforcement: Any) -> Path:
-    """Point the enforcement map into ``tmp_path``; step at any time of day, no soak unless asked."""
+# Every threshold off: tests of the step's other guards need no scan data (tests/test_gates.py turns them on).
+GATES_OFF = GateSettings(max_scan_age_minutes=None, max_refusals_per_hour=None, max_refused_share=None, max_next_legacy_share=None)
+
+
+def configure(runtime: Runtime, tmp_path: Path, gates: GateSettings = GATES_OFF, **enforcement: Any) -> Path:
+    """Point the enforcement map into ``tmp_path``; step at any time of day, no soak and no gates unless asked."""
     settings = runtime.settings
     enforcement.setdefault("map_path", str(tmp_path / "smtp-after-pop-disabled"))
     enforcement.setdefault("list_path", str(tmp_path / "disabled.txt"))
@@ -26,6 +31,7 @@ def configure(runtime: Runtime, tmp_path: Path, **enforcement: Any) -> Path:
         settings,
         enforcement=dataclasses.replace(settings.enforcement, **enforcement),
         rollout=dataclasses.replace(settings.rollout, window="00:00-23:59", timezone="UTC", skip_weekends=False),
+        gates=gates,
     )
     return Path(enforcement["map_path"])
 

@@ -24,6 +24,8 @@ from rollout.workflows.plan import PlanRequest, make_plan
 from .campaign_support import SmtpServer, add_customers, add_legacy
 from .conftest import T0
 
+# Every gate threshold off: these tests are about timing (tests/test_gates.py turns them on).
+GATES_OFF = {f"gates.{name}": "off" for name in ("max_scan_age_minutes", "max_refusals_per_hour", "max_refused_share", "max_next_legacy_share")}
 HOST = "127.0.0.40"  # operate's loopback range: 127.0.0.40-49
 LEGACY = ("anna@example.de", "max@example.de", "zoe@example.de")
 
@@ -39,6 +41,7 @@ def configure(runtime: Runtime, tmp_path: Path, server: SmtpServer | None = None
         "rollout.timezone": "UTC",
         "rollout.skip_weekends": False,
         "scheduler.lock_file": str(tmp_path / "scheduler.lock"),
+        **GATES_OFF,
         **({"smtp.host": server.host, "smtp.port": server.port, "smtp.timeout_seconds": 5.0} if server else {}),
         **overrides,
     }
@@ -137,6 +140,7 @@ def write_config(path: Path, runtime: Runtime, **sections: dict[str, object]) ->
         "scheduler": {"lock_file": s.scheduler.lock_file, "misfire_grace_seconds": s.scheduler.misfire_grace_seconds},
         "enforcement": {"backend": s.enforcement.backend, "list_path": s.enforcement.list_path},
         "rollout": {"window": "00:00-23:59", "timezone": "UTC", "skip_weekends": False},
+        "gates": {key.split(".", 1)[1]: value for key, value in GATES_OFF.items()},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

@@ -20,6 +20,7 @@ from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
 from .plan_support import configure, import_locals
+from .scheduler_support import GATES_OFF
 
 pytestmark = pytest.mark.skipif(shutil.which("postmap") is None, reason="needs Postfix's postmap (installed by .ci/run)")
 LOCALS = ["anna", "bert", "carl", "dora"]
@@ -90,6 +91,7 @@ def test_killed_between_postmap_and_rename(run: Cli, runtime: Runtime, clock: Ma
         **cli_env, "ROLLOUT_NOW": (T0 + timedelta(hours=1)).isoformat(), "ROLLOUT_ENFORCEMENT_MAP_PATH": str(planned),
         "ROLLOUT_ENFORCEMENT_POSTMAP_COMMAND": killer, "ROLLOUT_ENFORCEMENT_SOAK_HOURS": "0",
         "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59", "ROLLOUT_ROLLOUT_SKIP_WEEKENDS": "false",
+        **{"ROLLOUT_" + key.replace(".", "_").upper(): value for key, value in GATES_OFF.items()},
     }
     done = subprocess.run([sys.executable, "-m", "rollout", "step", "--yes"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == -9

@@ -23,6 +23,7 @@ from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
 from .plan_support import add_legacy, configure, import_locals
+from .scheduler_support import GATES_OFF
 
 pytestmark = pytest.mark.skipif(shutil.which("postmap") is None, reason="needs Postfix's postmap (installed by .ci/run)")
 LOCALS = ["anna", "bert", "carl", "dora"]
@@ -232,6 +233,7 @@ def _concurrently(cli_env: dict[str, str], planned: Path, tmp_path: Path, *comma
         **cli_env, "ROLLOUT_NOW": T0.isoformat(), "ROLLOUT_ENFORCEMENT_MAP_PATH": str(planned),
         "ROLLOUT_ENFORCEMENT_POSTMAP_COMMAND": str(slow), "ROLLOUT_ENFORCEMENT_SOAK_HOURS": "0",
         "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59", "ROLLOUT_ROLLOUT_SKIP_WEEKENDS": "false", "ROLLOUT_ROLLOUT_TIMEZONE": "UTC",
+        **{"ROLLOUT_" + key.replace(".", "_").upper(): value for key, value in GATES_OFF.items()},
     }
     procs = [subprocess.Popen([sys.executable, "-m", "rollout", *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in commands]

@@ -181,6 +181,42 @@ def test_cli_scan_and_legacy(run: Any, inventory: None, tmp_path: Path) -> None:
     assert len(review) == truth.ambiguous and all(len(r["candidates"]) == 2 for r in review)
 
 
+DOVECOT_LOG_PATH = """\
+Mar  2 07:00:00 pop3-login: Info: Login: user=<user01@example.org>, method=PLAIN, rip=192.0.2.31, lip=192.0.2.1, mpid=101, session=<aa1>
+Mar  2 07:00:02 pop3(user01@example.org)<101><aa1>: Info: Disconnected: Logged out top=0/0, retr=1/310, del=0/1, size=310
+Mar  2 07:01:00 imap-login: Info: Login: user=<login04>, method=PLAIN, rip=2001:db8::4, lip=2001:db8::1, mpid=102, TLS, session=<bb2>
+Mar  2 07:01:09 imap(login04)<102><bb2>: Info: Logged out in=52 out=771
+Mar  2 07:02:00 imap-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<user02@example.org>, method=PLAIN, rip=192.0.2.32
+Mar  2 07:03:00 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for imap, pop3
+"""
+EXIM_MAINLOG = """\
+2026-03-02 07:00:05 1sQ2ab-0001Xy-9Z <= user01@example.org H=(pc) [192.0.2.31] P=esmtp S=310
+2026-03-02 07:00:05 1sQ2ab-0001Xy-9Z => friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.9]
+2026-03-02 07:00:05 1sQ2ab-0001Xy-9Z Completed
+2026-03-02 07:04:00 H=(spam) [203.0.113.7] F=<x@spam.test> rejected RCPT <y@elsewhere.test>: relay not permitted
+2026-03-02 07:05:00 Start queue run: pid=4711
+"""
+
+
+def test_the_file_table_counts_lines_and_logins_of_files_the_python_path_parses(run: Any, inventory: None, tmp_path: Path) -> None:
+    """A Dovecot log_path file and an Exim mainlog (lines the C classifier hands to Python whole) show every line and
+    every login in the file table, not 0 as if they had not been read."""
+    dovecot, exim = tmp_path / "dovecot.log", tmp_path / "mainlog"
+    dovecot.write_text(DOVECOT_LOG_PATH)
+    exim.write_text(EXIM_MAINLOG)
+    files = {f["path"]: f for f in json.loads(run("scan", "--host", "mx1", str(dovecot), str(exim), "--json").stdout)["files"]}
+    assert files[str(dovecot)]["lines"] == 6 and files[str(dovecot)]["kinds"]["login"] == 2
+    assert files[str(exim)]["lines"] == 5 and files[str(exim)]["kinds"]["accept"] == 1
+    assert files[str(exim)]["kinds"]["refusal"] == 1 and files[str(exim)]["unparsed"] == 0
+    rows = {line.split()[0]: line.split()[1:] for line in run("scan", "--host", "mx1", str(dovecot), str(exim)).stdout.splitlines()}
+    assert rows[str(dovecot)][:3] == ["0", "0", "0"]  # read before: nothing new
+    dovecot.write_text(DOVECOT_LOG_PATH * 2)
+    exim.write_text(EXIM_MAINLOG * 2)
+    rows = {line.split()[0]: line.split()[1:] for line in run("scan", "--host", "mx1", str(dovecot), str(exim)).stdout.splitlines()}
+    assert rows[str(dovecot)][:3] == ["6", "0", "2"]  # lines, unparsed, logins
+    assert rows[str(exim)] == ["5", "0", "0", "1", "1"]  # lines, unparsed, logins, accepted, refusals
+
+
 def test_cli_scan_refuses_a_missing_file(run: Any, tmp_path: Path) -> None:
     """A log path that does not exist is a usage error naming it (exit 2)."""
     result = run("scan", str(tmp_path / "nope.log"), expect=2)

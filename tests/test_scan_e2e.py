@@ -89,6 +89,8 @@ def test_real_postfix_and_dovecot_scenarios(stack: MailStack, cli: Cli, tmp_path
     stack.wait_for_log(stack.dovecot_log, "Disconnected: Logged out", count=6)
     summary = json.loads(cli("scan", "--host", "mx", str(stack.postfix_log), str(stack.dovecot_log), "--json").stdout)
     assert all(f["unparsed"] == 0 for f in summary["files"]), stack.logs()
+    dovecot = summary["files"][1]  # the file table counts what Dovecot wrote: every line, all 6 logins
+    assert dovecot["lines"] == len(stack.dovecot_log.read_text().splitlines()) and dovecot["kinds"]["login"] == 6, stack.logs()
 
     report = {r["address"]: r for r in json.loads(cli("legacy", "--json").stdout)}
     assert set(report) == {"anna@example.org", "bert@example.org", "dora@example.org", "erik@example.org"}, stack.logs()

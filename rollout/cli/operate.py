@@ -16,6 +16,7 @@ from ..runtime import Runtime
 from ..status import Status
 from ..workflows.operate import lookup, rollout_status, wait_for_step
 from ._base import echo_json, echo_table, json_option, pass_runtime
+from .plan import echo_gates
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -106,6 +107,9 @@ def print_status(s: Status) -> None:
             ("#", "range", "mailboxes", "share", "legacy", "stage", "scheduled", "enforced", "refusals"),
             "rlrrrllll",
         )
+    if s.gates:
+        click.echo("")
+        echo_gates(s.gates)
     if s.trend:
         click.echo("\nmailboxes with legacy use per week")
         peak = max(w.mailboxes for w in s.trend) or 1

@@ -8,6 +8,7 @@ import click
 
 from ..cohorts import parse_duration
 from ..errors import PlanError
+from ..gates import Gate
 from ..runtime import Runtime
 from ..workflows import plan as wf
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime
@@ -82,6 +83,18 @@ def _print_gate(upcoming: wf.NextStep) -> None:
     click.echo(f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) {upcoming.from_stage} → {upcoming.to_stage}")
     click.echo(f"gate: {upcoming.still_legacy} mailboxes of this cohort still use the legacy path; "
                f"{upcoming.refusals_since_switch} refusals of switched-off mailboxes since their switch")
+    echo_gates(upcoming.gates)
+
+
+def echo_gates(gates: list[Gate]) -> None:
+    """Each gate with its figure and threshold ([gates] in rollout.toml)."""
+    if not gates:
+        return
+    click.echo("gates before the next step")
+    echo_table(
+        [("ok" if g.passed else "FAILED", g.name, g.figure, g.threshold) for g in gates],
+        ("", "gate", "figure", "threshold"),
+    )
 
 
 def _print_diff(result: wf.StepResult) -> None:
@@ -107,7 +120,11 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
 
     Guards: the notice campaign's last wave has gone out, the rollout is not
     paused, the time is inside the window, the cohort's time has come and the
-    previous step has soaked. Prints the gate figures and asks before acting.
+    previous step has soaked. Gates ([gates] in rollout.toml): fresh scan data,
+    refusals by our map per hour, the share of the last switched cohort refused,
+    the share of the next cohort still on the legacy path, and an optional
+    external check; a failed gate refuses the step (exit 1, each named) unless
+    --force --reason. Prints the gate figures and asks before acting.
 
     \b
     Example:

@@ -83,7 +83,8 @@ class BlockParser:
 
     def __init__(self, lines: LineParser, trusted_networks: tuple[str, ...]) -> None:
         self.lines = lines
-        self.kinds: Counter[str] = Counter()
+        # one count per file, whichever path parsed a line (the classifier, its rows, or LineParser itself)
+        self.kinds: Counter[str] = lines.kinds
         self.trusted_networks = trusted_networks
         nets = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
         # what the classifier needs to drop inbound mail: it must agree with Detector.is_trusted
@@ -141,7 +142,6 @@ class BlockParser:
 
     def _parse_all(self, block: bytes, base: int, file: str) -> list[Event]:
         parse = self.lines.parse
-        self.lines.kinds = self.kinds
         events = []
         offset = base
         for raw in block.split(b"\n")[:-1]:

@@ -4,8 +4,8 @@ from .base import Base, UTCDateTime
 from .campaign import Campaign, Notice, NoticeMailbox
 from .core import AuditEvent, Customer, Mailbox
 from .ops import JobRun
-from .plan import Cohort, CohortMember, Exemption, MapVersion, Plan, RolloutState
-from .scan import Evidence, LegacyDay, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from .plan import Cohort, CohortMember, Exemption, MapVersion, Plan, Retirement, RolloutState
+from .scan import Evidence, LegacyDay, RefusalHour, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 
 __all__ = [
     "AuditEvent",
@@ -23,6 +23,8 @@ __all__ = [
     "Notice",
     "NoticeMailbox",
     "Plan",
+    "RefusalHour",
+    "Retirement",
     "ReviewItem",
     "RolloutState",
     "ScanCarry",

@@ -73,6 +73,7 @@ class RolloutState(Base):
     paused_reason: Mapped[str | None] = mapped_column(Text)
     paused_by: Mapped[str | None] = mapped_column(String(128))
     paused_at: Mapped[datetime | None]
+    resumed_at: Mapped[datetime | None]  # the scheduler retries a step skipped while paused after this
 
 
 class Exemption(Base):
@@ -103,3 +104,20 @@ class MapVersion(Base):
     step: Mapped[int] = mapped_column(default=0)  # steps taken when it was written (what undo --to-step names)
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
     stages: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {position: stage} it enforces
+
+
+class Retirement(Base):
+    """The final step: the legacy POP-before-SMTP map retired after the last cohort (until undone)."""
+
+    __tablename__ = "retirements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
+    retired_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(8))  # empty | check
+    legacy_map: Mapped[str] = mapped_column(Text)  # "hash:/etc/postfix/pop-before-smtp"
+    saved: Mapped[str | None] = mapped_column(Text)  # where the map in force was kept (mode empty): what undo restores
+    entries_before: Mapped[int] = mapped_column(default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    undone_at: Mapped[datetime | None]

@@ -63,6 +63,16 @@ class LegacyDay(Base):
     __table_args__ = (Index("ix_legacy_days_day", "day"),)
 
 
+class RefusalHour(Base):
+    """Refusals by our map per mailbox and hour (UTC, by log time): what the gates and the status chart read."""
+
+    __tablename__ = "refusal_hours"
+
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True, index=True)
+    count: Mapped[int] = mapped_column(default=0)
+
+
 class Evidence(Base):
     """One sample per mailbox, day and kind: the raw lines, with file and byte offset."""
 

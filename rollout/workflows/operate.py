@@ -16,6 +16,7 @@ from ..enforcement.files import read_intent
 from ..errors import RolloutError
 from ..models import MapVersion
 from ..runtime import Runtime
+from .plan import next_step
 
 POLL_SECONDS = 2.0
 
@@ -24,7 +25,10 @@ def rollout_status(runtime: Runtime) -> status_model.Status:
     with runtime.sessions() as session:
         report = status_model.build_status(session, runtime.settings, runtime.clock.now())
         report.map_note = map_disagreement(runtime, session)
-        return report
+    if report.cohorts:
+        upcoming = next_step(runtime, run_command=True)  # the gates exactly as the next step will see them
+        report.gates = upcoming.gates if upcoming else []
+    return report
 
 
 def map_disagreement(runtime: Runtime, session: Session) -> str | None:

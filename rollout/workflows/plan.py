@@ -18,15 +18,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from .. import audit, plans
-from ..db import write_lock
+from .. import audit, gates as gate_checks, plans
 from ..addresses import AddressError, parse_address
 from ..campaign import wave_due_at
 from ..clock import as_utc, out_of_range
 from ..cohorts import MAX_EVERY, Window, layout, parse_window
+from ..db import write_lock
 from ..enforcement import MapEntry, STRENGTH, Backend, backend_for, checksum, writable
 from ..enforcement.files import clear_intent, read_intent, write_intent
-from ..errors import EnforcementError, GuardError, PlanError, RolloutError
+from ..errors import EnforcementError, GatesFailed, GuardError, PlanError, RolloutError
 from ..models import Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, RolloutState
 from ..plans import Proposal, ProposedCohort
 from ..runtime import Runtime
@@ -385,6 +385,11 @@ class NextStep:
     blockers: list[str]
     still_legacy: int = 0  # gate: mailboxes of this cohort still using the legacy path
     refusals_since_switch: int = 0  # gate: refusals of already switched-off mailboxes
+    gates: list[gate_checks.Gate] = field(default_factory=list)  # [gates], each with figure and threshold
+
+    @property
+    def failed_gates(self) -> list[gate_checks.Gate]:
+        return gate_checks.failed(self.gates)
 
 
 def _ladder(runtime: Runtime) -> tuple[str, ...]:
@@ -404,7 +409,7 @@ def _next_move(plan: Plan, ladder: tuple[str, ...]) -> tuple[Cohort, str] | None
     return (pending[0], ladder[0]) if pending else None
 
 
-def _assess(runtime: Runtime, session: Session) -> tuple[Plan, NextStep] | None:
+def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tuple[Plan, NextStep] | None:
     plan = plans.active_plan(session)
     if plan is None:
         raise PlanError("there is no plan yet: run `rollout plan … --apply` first")
@@ -440,6 +445,11 @@ def _assess(runtime: Runtime, session: Session) -> tuple[Plan, NextStep] | None:
         still_legacy=_still_legacy_in(session, cohort, now, settings.notices.lookback_days),
         refusals_since_switch=_refusals_since_switch(session, plan),
     )
+    last_switched = max(plans.started_cohorts(plan), key=lambda c: c.position, default=None)
+    step.gates = gate_checks.evaluate(
+        session, settings.gates, now, last_switched, cohort, settings.notices.lookback_days, run_command=run_command
+    )
+    blockers += [g.describe() for g in step.failed_gates]
     return plan, step
 
 
@@ -484,10 +494,13 @@ def _refusals_since_switch(session: Session, plan: Plan) -> int:
     return total
 
 
-def next_step(runtime: Runtime) -> NextStep | None:
-    """What ``step`` would do next, when at the earliest, and what blocks it now (None: all done)."""
+def next_step(runtime: Runtime, run_command: bool = False) -> NextStep | None:
+    """What ``step`` would do next, when at the earliest, and what blocks it now (None: all done).
+
+    The external gate command runs only when asked: the scheduler reads this every minute.
+    """
     with runtime.sessions() as session:
-        assessed = _assess(runtime, session)
+        assessed = _assess(runtime, session, run_command)
         return assessed[1] if assessed else None
 
 
@@ -534,7 +547,10 @@ def _step(
             raise PlanError("every cohort is at the last stage of the ladder: the rollout is complete")
         plan, upcoming = assessed
         if upcoming.blockers and not force and not dry_run:
-            raise GuardError("step refused: " + "; ".join(upcoming.blockers) + " (--force --reason TEXT overrides)")
+            message = "step refused: " + "; ".join(upcoming.blockers) + " (--force --reason TEXT overrides)"
+            if upcoming.failed_gates:
+                raise GatesFailed(message, upcoming.failed_gates, len(upcoming.blockers) - len(upcoming.failed_gates))
+            raise GuardError(message)
         result = StepResult(upcoming, applied=False, dry_run=dry_run, forced=upcoming.blockers if force else [])
         cohort = session.get(Cohort, upcoming.cohort_id)
         assert cohort is not None
@@ -556,6 +572,7 @@ def _step(
             session, now, runtime.actor, "step", cohort=upcoming.label, position=upcoming.position,
             from_stage=upcoming.from_stage, to_stage=upcoming.to_stage, reason=reason, forced=result.forced,
             still_legacy=upcoming.still_legacy, refusals_since_switch=upcoming.refusals_since_switch,
+            gates={g.name: {"passed": g.passed, "value": g.value, "limit": g.limit, "figure": g.figure} for g in upcoming.gates},
             map_before=swap.checksum_before, map_after=swap.checksum_after, map_drifted=swap.drifted, expired_exemptions=expired,
         )
     return result
@@ -577,19 +594,20 @@ def _map_checksum(runtime: Runtime) -> str | None:
     return checksum(backend_for(runtime.settings.enforcement).current())
 
 
-def pause(runtime: Runtime, reason: str) -> RolloutState:
-    """Block every step (scheduled or by hand) until ``resume``."""
+def pause(runtime: Runtime, reason: str, actor: str | None = None) -> RolloutState:
+    """Block every step (scheduled or by hand) until ``resume``; ``actor`` when not the runtime's (the scheduler)."""
     if not reason.strip():
         raise PlanError("pause needs a reason (--reason TEXT): it is shown to whoever tries to step")
     now = runtime.clock.now()
+    actor = actor or runtime.actor
     with runtime.sessions() as session, session.begin():
         write_lock(session)
         state = _state(session)
         if state.paused:
             raise GuardError(f"already paused since {state.paused_at:%Y-%m-%d %H:%M} UTC by {state.paused_by}: {state.paused_reason}")
-        state.paused, state.paused_reason, state.paused_by, state.paused_at = True, reason, runtime.actor, now
+        state.paused, state.paused_reason, state.paused_by, state.paused_at = True, reason, actor, now
         digest = _map_checksum(runtime)
-        audit.record(session, now, runtime.actor, "pause", reason=reason, map_before=digest, map_after=digest)
+        audit.record(session, now, actor, "pause", reason=reason, map_before=digest, map_after=digest)
         return state
 
 
@@ -602,6 +620,7 @@ def resume(runtime: Runtime, reason: str | None = None) -> RolloutState:
             raise GuardError("the rollout is not paused")
         was = state.paused_reason
         state.paused, state.paused_reason, state.paused_by, state.paused_at = False, None, None, None
+        state.resumed_at = now
         digest = _map_checksum(runtime)
         audit.record(session, now, runtime.actor, "resume", reason=reason, paused_for=was, map_before=digest, map_after=digest)
         return state

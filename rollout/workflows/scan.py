@@ -33,7 +33,7 @@ from ..logs.events import Event
 from ..logs.parse import LineParser, our_text_matcher
 from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec, compiled
 from ..logs.reader import EMPTY_FINGERPRINT, LineSource, identify
-from ..models import Customer, Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from ..models import Customer, Evidence, LegacyDay, Mailbox, RefusalHour, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 from ..runtime import Runtime
 
 FLUSH_FINDINGS = 20_000
@@ -120,6 +120,7 @@ class _Tally:
         self.evidence: dict[tuple[int, date, str], tuple[list[Any], dict[str, Any]]] = {}
         self.reviews: list[Finding] = []
         self.unknown: dict[str, list[Any]] = {}
+        self.refusal_hours: dict[tuple[int, int], int] = {}  # (mailbox, UTC hours since the epoch) → refusals
         self._days_by_number: dict[float, date] = {}  # UTC days since the epoch → date
         self.counts = {"legacy": 0, "ambiguous": 0, "unexplained": 0, "auth": 0, "refused": 0, "near_miss": 0}
 
@@ -141,6 +142,9 @@ class _Tally:
         if d is None:
             d = self.days[day_key] = _Day()
         _ADD[f.kind](self, d, f)
+        if f.kind == "refused":  # per hour too: the gates and the status chart follow the wave of refusals
+            hour_key = (mailbox_id, int(f.t // 3600))
+            self.refusal_hours[hour_key] = self.refusal_hours.get(hour_key, 0) + 1
         evidence_key = (*day_key, f.kind)
         if f.kind in EVIDENCE_KINDS and evidence_key not in self.evidence:  # the first sighting of the day is the sample
             self.evidence[evidence_key] = (f.lines, {k: v for k, v in _details(f).items() if v not in (None, [], {})})
@@ -408,6 +412,7 @@ def _save(session: Session, tally: _Tally, now: datetime) -> None:
         _save_evidence(session, tally)
         _save_reviews(session, tally)
         _save_unknown(session, tally)
+        _save_refusal_hours(session, tally)
     session.flush()
 
 
@@ -478,6 +483,26 @@ def _save_unknown(session: Session, tally: _Tally) -> None:
             row.count += count
             row.last_ip = ip
     _insert(session, UnknownLogin.__table__, new)
+
+
+def _save_refusal_hours(session: Session, tally: _Tally) -> None:
+    if not tally.refusal_hours:
+        return
+    counts = {(mid, _dt(n * 3600)): count for (mid, n), count in tally.refusal_hours.items()}
+    hours = {hour for _mid, hour in counts}
+    existing = {
+        (r.mailbox_id, r.hour): r
+        for r in _by_mailbox(session, RefusalHour, {mid for mid, _h in counts})
+        if r.hour in hours
+    }
+    new = []
+    for (mid, hour), count in counts.items():
+        row = existing.get((mid, hour))
+        if row is None:
+            new.append({"mailbox_id": mid, "hour": hour, "count": count})
+        else:
+            row.count += count
+    _insert(session, RefusalHour.__table__, new)
 
 
 def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
