@@ -261,3 +261,23 @@ def test_step_and_exempt_at_once(run: Cli, runtime: Runtime, planned: Path, tmp_
     assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
     assert "carl@example.de" not in planned.read_text()
     assert_agree(run, runtime, planned)
+
+
+def test_a_step_blocked_by_another_writer_is_one_error_line(runtime: Runtime, planned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: while another process holds the write lock past the busy timeout, `step` exits 1 with a clear message."""
+    if not runtime.settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock; PostgreSQL's advisory lock waits (test_two_steps_at_once_take_turns)")
+    from rollout import db
+
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    blocked = Runtime(settings=runtime.settings, clock=runtime.clock, actor="second")
+    holder = sqlite3.connect(runtime.settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = Cli(blocked)("step", "--yes", expect=1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        blocked.close()
+    assert result.output.count("Error:") == 1 and "another command is changing the rollout" in result.output
+    assert switched_off(runtime) == set() and not files.journal_path(planned).exists()
