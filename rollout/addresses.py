@@ -52,6 +52,24 @@ def parse_address(raw: str) -> Address:
     return Address(local, normalise_domain(domain, raw))
 
 
+def login_key(name: str) -> str:
+    """The one form in which login names, SASL users, senders and inventory addresses are compared: lower-cased,
+    with an IDN domain in its ASCII form as ``Address.key`` has it (a login logged as ``anna@bücher.de`` is the
+    mailbox ``anna@xn--bcher-kva.de``). A name whose domain is not a valid one is only lower-cased."""
+    key = name.lower()
+    if key.isascii():  # nearly every name: nothing for IDNA to do
+        return key
+    local, at, domain = key.rpartition("@")
+    ascii_domain = _ascii_domain(domain.rstrip(".")) if at else None
+    return f"{local}@{ascii_domain}" if ascii_domain is not None else key
+
+
+def domain_key(domain: str) -> str:
+    """A domain in the form ``Address.domain`` has: lower-cased, IDN in ASCII; an invalid one only lower-cased."""
+    key = domain.strip().rstrip(".").lower()
+    return key if key.isascii() else _ascii_domain(key) or key
+
+
 def normalise_domain(domain: str, raw: str | None = None) -> str:
     shown = raw if raw is not None else domain
     domain = domain.strip().rstrip(".").lower()

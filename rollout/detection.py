@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addresses import login_key
 from .logs.envelope import year_inferred
 from .logs.net import DOTTED_QUAD
 from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
@@ -131,7 +132,7 @@ class Detector:
             self._evaluate(host, qid, msg)
 
     def _login(self, e: Login) -> None:
-        user = e.user.lower()
+        user = login_key(e.user)
         known = self.config.known_users
         report = known is None or user not in known  # logins by users not in the inventory are reported
         if self.is_trusted(e.ip):  # webmail, proxies: never open a window (P11)
@@ -205,7 +206,7 @@ class Detector:
             self._add_authenticated(key, count, last)
 
     def _count_authenticated(self, user: str | None, t: float) -> None:
-        self._add_authenticated((user.lower() if user else None, int(t // 86400)), 1, t)
+        self._add_authenticated((login_key(user) if user else None, int(t // 86400)), 1, t)
 
     def _add_authenticated(self, key: tuple[str | None, int], count: int, last: float) -> None:
         mine = self.authenticated.get(key)
@@ -394,7 +395,7 @@ class Detector:
         return known
 
     def is_local(self, address: str) -> bool:
-        return address.rpartition("@")[2].lower() in self.config.local_domains
+        return login_key(address).rpartition("@")[2] in self.config.local_domains
 
     def _is_trusted_relay(self, relay: str) -> bool:
         """A hop to a content filter on a trusted host (it re-queues the message: P14)."""
@@ -404,7 +405,7 @@ class Detector:
     def sender_matches(self, user: str, sender: str | None) -> bool:
         if not sender:
             return False
-        local, _, domain = sender.lower().rpartition("@")
+        local, _, domain = login_key(sender).rpartition("@")
         bare = local.split("+", 1)[0] + ("@" + domain if local else domain)
         return bare == user or bare == self.config.login_addresses.get(user)
 

@@ -139,6 +139,18 @@ EDGES = [
     # '<' in the host of an RFC 3164 line is no envelope for LineParser
     "Nov 23 09:59:00 m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x1>",
     "2026-11-23T09:59:00Z m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x2>",
+    # Cyrus under a site's own service name; Solaris syslogd's tag before the message (and look-alikes that are not it)
+    "Nov 23 10:00:04 imap30 sloti24t04/imapmail[3609860]: login: fe1.example [198.51.100.11] erik@example.org plaintext User logged in SESSIONID=<s-1>",
+    "Nov 23 10:00:04 imap30 site/pop3int[3609861]: login: [198.51.100.12] fritz plaintext+TLS User logged in",
+    "Nov 23 10:00:04 imap30 site/imapmail[3609862]: badlogin: [198.51.100.13] gina plaintext SASL(-13): authentication failure",
+    "Nov 23 10:00:05 sol dovecot: [ID 583609 mail.info] pop3-login: Login: user=<gina@example.org>, method=PLAIN, rip=198.51.100.14, lip=192.0.2.1",
+    "Nov 23 10:00:06 sol postfix/smtpd[11]: [ID 197553 mail.info] 5C4D3E2F80: client=pc[198.51.100.14]",
+    "Nov 23 10:00:06 sol postfix/qmgr[12]: [ID 197553 mail.info] 5C4D3E2F80: from=<gina@example.org>, size=1, nrcpt=1 (queue active)",
+    "Nov 23 10:00:06 sol postfix/smtp[13]: [ID 197553 mail.info] 5C4D3E2F80: to=<x@remote.test>, relay=mx[198.51.100.9]:25, dsn=2.0.0, status=sent (ok)",
+    "Nov 23 10:00:06 sol postfix/qmgr[12]: [ID 197553 mail.info] 5C4D3E2F80: removed",
+    "Nov 23 10:00:07 sol dovecot: [ID 5 Mail.info] pop3-login: Login: user=<hans@example.org>, method=PLAIN, rip=198.51.100.15, lip=192.0.2.1",
+    "Nov 23 10:00:07 sol dovecot: [ID x mail.info] pop3-login: Login: user=<hans@example.org>, method=PLAIN, rip=198.51.100.15, lip=192.0.2.1",
+    "Nov 23 10:00:08 sol dovecot: [ID 5 mail.info]pop3-login: Login: user=<hans@example.org>, method=PLAIN, rip=198.51.100.16, lip=192.0.2.1",
 ]
 
 

@@ -14,7 +14,8 @@
  *   LOGIN     Dovecot "pop3-login: Login: ..." / "imap-login: Logged in: ..."
  *   SMTPD     Postfix smtpd warning or refusal: Python parses the message
  *   DOVECOT   Dovecot "pop3(user)...": a session end, Python parses the message
- *   OTHER     anything else (other envelopes, Exim, Courier, ...): the full line parser
+ *   OTHER     anything else (other envelopes, Exim, Courier, a Cyrus "login: " under any
+ *             "prefix/service" name, ...): the full line parser
  *
  * The envelope rules are those of rollout/logs/envelope.py (RFC 3164 and RFC 3339
  * with a host); when in doubt a line is OTHER, so the Python parser stays the
@@ -115,6 +116,22 @@ static const char *iso_stamp(const char *p, const char *e)
     return p;
 }
 
+/* envelope.SOLARIS_TAG: Solaris syslogd's "[ID 197553 mail.info] " before the message; returns where the message starts */
+static const char *solaris_tag(const char *m, const char *e)
+{
+    if (!starts(m, e, "[ID ")) return m;
+    const char *q = m + 4, *d = q;
+    while (q < e && is_digit(*q)) q++;
+    if (q == d || q >= e || *q != ' ') return m;
+    const char *f = ++q;
+    while (q < e && (is_lower(*q) || is_digit(*q))) q++;
+    if (q == f || q >= e || *q != '.') return m;
+    const char *v = ++q;
+    while (q < e && is_lower(*q)) q++;
+    if (q == v || !starts(q, e, "] ")) return m;
+    return q + 2;
+}
+
 /* stamp, host, program[pid]: — 0 when the line is not plainly of that shape */
 static int envelope(const char *p, const char *e, Line *l)
 {
@@ -152,7 +169,7 @@ static int envelope(const char *p, const char *e, Line *l)
         q = d + 1;
     }
     if (e - q < 2 || q[0] != ':' || q[1] != ' ') return 0;
-    l->msg = q + 2;
+    l->msg = solaris_tag(q + 2, e);
     return 1;
 }
 
@@ -260,6 +277,12 @@ static int other_known(const char *p, const char *e)
     return 0;
 }
 
+/* imapd.parse_other_imapd: a Cyrus login under a site's own service name ("prefix/imapmail"), known by its message */
+static int cyrus_login(const char *prog, const char *prog_end, const char *m, const char *e)
+{
+    return memchr(prog, '/', prog_end - prog) != NULL && starts(m, e, "login: ");
+}
+
 static int classify(const char *p, const char *e, Line *l)
 {
     if (p == e || !envelope(p, e, l)) return K_OTHER;
@@ -272,7 +295,7 @@ static int classify(const char *p, const char *e, Line *l)
         return postfix(slash + 1, prog_end, l->msg, e, l);
     }
     if (is_word(prog, prog_end, "dovecot")) return dovecot(l->msg, e);
-    return other_known(prog, prog_end) ? K_OTHER : K_SKIP;
+    return other_known(prog, prog_end) || cyrus_login(prog, prog_end, l->msg, e) ? K_OTHER : K_SKIP;
 }
 
 /* -- events: the common shapes become event objects here ---------------------------------------

@@ -6,7 +6,8 @@ journald ``short-iso``, with ``+hh:mm`` or ``+hhmm``), journald ``-o json``,
 Dovecot ``log_path`` files (no host: ``prefix: Level: msg``; Dovecot 1.x's own
 ``dovecot: Mmm dd hh:mm:ss Level: msg``), the Exim mainlog
 (``YYYY-MM-DD hh:mm:ss[.mmm][ ±hhmm] [[pid]] msg``, no host) and nginx's error log
-with its mail proxy (``YYYY/MM/DD hh:mm:ss [level] pid#tid: msg``, no host).
+with its mail proxy (``YYYY/MM/DD hh:mm:ss [level] pid#tid: msg``, no host). Solaris syslogd's
+``[ID n facility.level]`` tag before the message is dropped.
 """
 
 from __future__ import annotations
@@ -21,17 +22,20 @@ from .events import Envelope
 MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 YEAR_SLACK = timedelta(days=7)  # P7: a line this far after the reference time belongs to the year before
 
+# Solaris syslogd puts the message ID and facility.level between the program and the message:
+# "sendmail[123]: [ID 801593 mail.info] …"; it is not part of the message (the C classifier skips it too)
+SOLARIS_TAG = r"(?:\[ID \d+ [a-z0-9]+\.[a-z]+\] )?"
 _BSD = re.compile(
     r"(?:<\d{1,3}>)?(?P<stamp>[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d)(?:\.\d+)? "
-    r"(?:(?P<host>[^\s:\[<]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)"
+    r"(?:(?P<host>[^\s:\[<]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: " + SOLARIS_TAG + r"(?P<msg>.*)"
 )
 _ISO = re.compile(
     r"(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) "
-    r"(?P<host>[^\s:\[]+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)"
+    r"(?P<host>[^\s:\[]+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: " + SOLARIS_TAG + r"(?P<msg>.*)"
 )
 # Exim mainlog, or a Dovecot log file with an ISO-like custom stamp, or syslog with such a stamp
 _SPACED = re.compile(r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)?(?: (?P<zone>[+-]\d{4}))? (?P<rest>.*)")
-_PROG = re.compile(r"(?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)")
+_PROG = re.compile(r"(?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: " + SOLARIS_TAG + r"(?P<msg>.*)")
 _EXIM_PID = re.compile(r"\[(?P<pid>\d+)\] (?P<msg>.*)")
 _NGINX = re.compile(r"(?P<stamp>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(?P<level>[a-z]+)\] (?P<pid>\d+)#\d+: (?P<msg>.*)")
 _DOVECOT1 = re.compile(r"dovecot: (?P<stamp>[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d) (?P<msg>.*)")

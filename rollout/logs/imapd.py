@@ -62,14 +62,20 @@ def parse_other_imapd(env: Envelope, file: str, offset: int, line: str) -> Event
         if m is not None:
             is_login = m["what"] in ("Login", "Authenticated", "Auth", "APOP")
             return _login_or_end(env, is_login, UW_PROGRAMS[prog], m["user"], m["ip"], file, offset, line)
-    if daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon):
+    if (daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon)) or ("/" in prog and env.message.startswith("login: ")):
+        # Cyrus logs as "prefix/service", and a site names its services itself (cyrus.conf: "imapmail", "pop3s-int");
+        # under a name of its own a Cyrus login is known by its message
         m = _CYRUS.fullmatch(env.message)
         if m is not None:
             user = m["user"].split("+", 1)[0]
-            return _login_or_end(env, True, CYRUS_DAEMONS[daemon], user, m["ip"], file, offset, line)
+            return _login_or_end(env, True, _cyrus_protocol(daemon), user, m["ip"], file, offset, line)
     if prog in COURIER_PROGRAMS or prog in UW_PROGRAMS or daemon in CYRUS_DAEMONS:
         return "imapd"
     return None
+
+
+def _cyrus_protocol(service: str) -> str:
+    return CYRUS_DAEMONS.get(service) or ("pop3" if "pop" in service else "imap")
 
 
 def _login_or_end(env: Envelope, is_login: bool, proto: str, user: str, raw_ip: str, file: str, offset: int, line: str) -> Event | str:

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import audit
+from ..addresses import domain_key, login_key
 from ..db import insert_rows
 from ..detection import DetectionConfig, Detector, Finding
 from ..logs.envelope import EnvelopeParser
@@ -126,8 +127,8 @@ class _Tally:
 
     def add(self, f: Finding) -> None:
         if f.kind == "login":
-            if f.user and f.user.lower() not in self.ids:
-                u = self.unknown.setdefault(f.user.lower(), [f.t, f.t, 0, f.ip])
+            if f.user and (user := login_key(f.user)) not in self.ids:
+                u = self.unknown.setdefault(user, [f.t, f.t, 0, f.ip])
                 u[1], u[2], u[3] = max(u[1], f.t), u[2] + 1, f.ip
             return
         self.counts[f.kind] += 1
@@ -173,10 +174,10 @@ class _Tally:
     def _mailbox(self, f: Finding) -> int | None:
         if f.kind == "refused":  # the map entry's mailbox: the sender's, or the login user's
             for key in (f.sender, f.details.get("address")):
-                if key and key.lower() in self.ids:
-                    return self.ids[key.lower()]
+                if key and login_key(key) in self.ids:
+                    return self.ids[login_key(key)]
             return self.ids.get(f.candidates[0]) if len(f.candidates) == 1 else None
-        return self.ids.get(f.user) if f.user else None
+        return self.ids.get(login_key(f.user)) if f.user else None
 
     def _legacy(self, d: _Day, f: Finding) -> None:
         d.legacy_count += 1
@@ -302,8 +303,8 @@ def _inventory(session: Session) -> tuple[dict[str, int], dict[str, str], set[st
         ids[key] = mid
         domains.add(domain.lower())
         if login:
-            ids.setdefault(login.lower(), mid)
-            logins[login.lower()] = key
+            ids.setdefault(login_key(login), mid)
+            logins[login_key(login)] = key
     return ids, logins, domains
 
 
@@ -314,7 +315,7 @@ def _detection_config(scan: Any, domains: set[str], logins: dict[str, str], know
         session_tracking=scan.session_tracking,
         session_cap_seconds=scan.session_cap_hours * 3600,
         trusted_networks=scan.trusted_networks,
-        local_domains=frozenset(domains | {d.lower() for d in scan.local_domains}),
+        local_domains=frozenset(domains | {domain_key(d) for d in scan.local_domains}),
         login_addresses=logins,
         known_users=known_users,
     )
