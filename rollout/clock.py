@@ -57,7 +57,8 @@ def out_of_range(moment: datetime, what: str, now: datetime, ahead: timedelta = 
     """Why a date before 2000 or more than ``ahead`` after ``now`` is refused (None: it is fine)."""
     if EARLIEST <= moment.replace(tzinfo=None) and as_utc(moment) <= now + ahead:
         return None
-    return f"{what} {moment:%Y-%m-%d %H:%M} is out of range: give a date from {EARLIEST:%Y} until {(now + ahead):%Y-%m-%d}"
+    latest = now + ahead
+    return f"{what} {moment:%Y-%m-%d %H:%M} is out of range: give a date from {EARLIEST:%Y} until {latest:%Y-%m-%d}"
 
 
 def clock_from_env(environ: dict[str, str] | None = None) -> Clock:

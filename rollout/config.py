@@ -177,7 +177,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): TOML files must be UTF-8") from None
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): TOML files must be UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
@@ -194,10 +196,10 @@ def validate(settings: Settings) -> None:
         _check_network(network)
     for name, zone in (("scan.timezone", settings.scan.timezone), ("rollout.timezone", settings.rollout.timezone)):
         _check_zone(name, zone)
-    for name, url in (("notices.help_url", settings.notices.help_url), ("enforcement.help_url", settings.enforcement.help_url)):
-        _check_url(name, url)
-    for name, path in (("enforcement.map_path", settings.enforcement.map_path), ("enforcement.list_path", settings.enforcement.list_path)):
-        _check_file_path(name, path)
+    _check_url("notices.help_url", settings.notices.help_url)
+    _check_url("enforcement.help_url", settings.enforcement.help_url)
+    _check_file_path("enforcement.map_path", settings.enforcement.map_path)
+    _check_file_path("enforcement.list_path", settings.enforcement.list_path)
     _check_range("smtp.port", settings.smtp.port, 1, 65535)
     _check_range("smtp.concurrency", settings.smtp.concurrency, 1, 1000)
     _check_range("smtp.timeout_seconds", settings.smtp.timeout_seconds, 0.1, 3600)
@@ -213,7 +215,9 @@ def _check_database_url(url: str) -> None:
     scheme, sep, rest = url.partition("://")
     backend = scheme.partition("+")[0]
     if not sep or not scheme.replace("+", "").isalnum():
-        raise ConfigError(f"database_url {mask_url(url)!r} is not a URL like sqlite:///path/rollout.db or postgresql://user@host/db")
+        raise ConfigError(
+            f"database_url {mask_url(url)!r} is not a URL like sqlite:///path/rollout.db or postgresql://user@host/db"
+        )
     if backend not in DATABASE_SCHEMES:
         raise ConfigError(f"database_url: {backend!r} databases are not supported (use sqlite:// or postgresql://)")
     if backend == "sqlite":
@@ -222,7 +226,8 @@ def _check_database_url(url: str) -> None:
             folder = Path(database).expanduser().parent
             if not folder.is_dir():
                 raise ConfigError(
-                    f"database_url: the folder {folder} of the SQLite database does not exist (rollout does not create it)"
+                    f"database_url: the folder {folder} of the SQLite database does not exist "
+                    "(rollout does not create it)"
                 )
 
 
@@ -232,7 +237,9 @@ def _check_network(network: str) -> None:
     try:
         ipaddress.ip_network(network, strict=False)
     except ValueError:
-        raise ConfigError(f"scan.trusted_networks: {network!r} is not a network like 192.0.2.0/24 or 2001:db8::/32") from None
+        raise ConfigError(
+            f"scan.trusted_networks: {network!r} is not a network like 192.0.2.0/24 or 2001:db8::/32"
+        ) from None
 
 
 def _check_zone(name: str, zone: str) -> None:
@@ -241,7 +248,9 @@ def _check_zone(name: str, zone: str) -> None:
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{name}: unknown time zone {zone!r} (use an IANA name such as Europe/Berlin or UTC)") from None
+        raise ConfigError(
+            f"{name}: unknown time zone {zone!r} (use an IANA name such as Europe/Berlin or UTC)"
+        ) from None
 
 
 def _check_url(name: str, url: str) -> None:

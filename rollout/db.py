@@ -43,7 +43,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         database = parsed.database
         if database and database != ":memory:" and not Path(database).expanduser().parent.is_dir():
             # SQLite would create the file; a missing folder is a typo to report, not a place to create
-            raise RolloutError(f"cannot open the database {mask_url(url)}: the folder {Path(database).expanduser().parent} does not exist")
+            folder = Path(database).expanduser().parent
+            raise RolloutError(f"cannot open the database {mask_url(url)}: the folder {folder} does not exist")
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; we emit it ourselves, and a transaction
@@ -120,7 +121,8 @@ def _opening(engine: Engine) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:  # cannot connect, or (SQLite) the file is not a database
-        raise RolloutError(f"cannot open the database {mask_url(engine.url.render_as_string(hide_password=True))}: {exc.orig}") from None
+        shown = mask_url(engine.url.render_as_string(hide_password=True))
+        raise RolloutError(f"cannot open the database {shown}: {exc.orig}") from None
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -138,7 +138,7 @@ class SmtpConnection:
             log.info("SMTP connection to %s:%s lost (%s); reconnecting", self.settings.host, self.settings.port, exc)
             self._drop()
             if self._after_dot:
-                return UNCERTAIN, f"connection lost after the message was sent, before the server's reply ({exc}): maybe delivered"
+                return UNCERTAIN, f"connection lost after the message was sent, before the reply ({exc}): maybe delivered"
             return 0, f"connection: {exc}"
         if code == 421:
             self._drop()

@@ -267,13 +267,14 @@ def clean_name(name: str) -> str:
 
 def checked_address(address: str, what: str) -> str:
     """A plain address for a header and the envelope: ASCII (an IDN domain in its punycode form)."""
-    if _CONTROL.search(address) or _BIDI.search(address) or not address or "@" not in address or any(c in address for c in "<>,\"\\ "):
+    unsafe = _CONTROL.search(address) or _BIDI.search(address) or any(c in address for c in "<>,\"\\ ")
+    if unsafe or not address or "@" not in address:
         raise DeliveryError(f"{what} {address!r} is not a plain e-mail address (control characters or brackets): fix it in the inventory or config")
     if address.isascii():
         return address
     local, _, domain = address.rpartition("@")
     if not local.isascii():
-        raise DeliveryError(f"{what} {address!r} has a non-ASCII local part, which needs SMTPUTF8: give an ASCII address")
+        raise DeliveryError(f"{what} {address!r} has a non-ASCII local part (that needs SMTPUTF8): give an ASCII one")
     try:
         return f"{local}@{domain.encode('idna').decode('ascii')}"
     except UnicodeError:

@@ -133,5 +133,6 @@ def backend_for(settings: EnforcementSettings) -> Backend:
 
 
 __all__ = [
-    "Backend", "MapEntry", "Published", "access_action", "backend_for", "checksum", "client_reply", "reject_text", "unwritable", "writable",
+    "Backend", "MapEntry", "Published", "access_action", "backend_for", "checksum", "client_reply", "reject_text",
+    "unwritable", "writable",
 ]

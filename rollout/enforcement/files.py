@@ -22,6 +22,7 @@ from ..errors import EnforcementError
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
+UNCHANGED = "the map in force is unchanged"
 
 
 def read_if_exists(path: Path) -> str | None:
@@ -45,7 +46,7 @@ def ensure_dir(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, DIR_MODE)
     except OSError as exc:
-        raise EnforcementError(f"cannot create the map's directory {directory}: {_why(exc)}; the map in force is unchanged") from None
+        raise EnforcementError(f"cannot create the map's directory {directory}: {_why(exc)}; {UNCHANGED}") from None
 
 
 def temp_path(target: Path) -> Path:
@@ -54,7 +55,7 @@ def temp_path(target: Path) -> Path:
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.new-", dir=target.parent)
     except OSError as exc:
-        raise EnforcementError(f"cannot create a file next to {target}: {_why(exc)}; the map in force is unchanged") from None
+        raise EnforcementError(f"cannot create a file next to {target}: {_why(exc)}; {UNCHANGED}") from None
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
     return Path(name)
@@ -74,7 +75,7 @@ def swap_lock(target: Path) -> Iterator[None]:
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as exc:
-        raise EnforcementError(f"cannot open the swap lock {lock}: {_why(exc)}; the map in force is unchanged") from None
+        raise EnforcementError(f"cannot open the swap lock {lock}: {_why(exc)}; {UNCHANGED}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -92,7 +93,7 @@ def write_synced(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
-        raise EnforcementError(f"cannot write {path}: {_why(exc)}; the map in force is unchanged") from None
+        raise EnforcementError(f"cannot write {path}: {_why(exc)}; {UNCHANGED}") from None
 
 
 def keep_version(files: list[Path], keep: int) -> None:
@@ -113,7 +114,7 @@ def keep_version(files: list[Path], keep: int) -> None:
         for old in sorted((p for p in store.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))[:-keep]:
             shutil.rmtree(old)
     except OSError as exc:
-        raise EnforcementError(f"cannot keep a copy of the map in force in {store}: {_why(exc)}; the map in force is unchanged") from None
+        raise EnforcementError(f"cannot keep a copy of the map in force in {store}: {_why(exc)}; {UNCHANGED}") from None
 
 
 def fsync_dir(directory: Path) -> None:

@@ -40,14 +40,16 @@ def map_disagreement(runtime: Runtime, session: Session) -> str | None:
     except RolloutError as exc:
         return f"the map cannot be checked: {exc}"
     recorded = session.scalars(select(MapVersion.checksum).where(MapVersion.active)).first()
+    repairs = "the next step, undo or exempt puts the map back to what the database says"
     if intent is not None and intent.get("checksum") != recorded:
+        change = intent.get("reason", "a change")
         if in_force is not None and in_force == intent.get("checksum") and in_force != recorded:
-            return (f"map ahead of the database: the map in force ({in_force[:12]}) was published for "
-                    f"{intent.get('reason', 'a change')}, but the database did not record it; the next step, undo or exempt "
-                    "puts the map back to what the database says")
-        return f"a map swap ({intent.get('reason', 'a change')}) was left unfinished; the next step, undo or exempt republishes the map"
+            return (f"map ahead of the database: the map in force ({in_force[:12]}) was published for {change}, "
+                    f"but the database did not record it; {repairs}")
+        return f"a map swap ({change}) was left unfinished; {repairs}"
     if recorded is not None and in_force != recorded:
-        return f"the map in force ({(in_force or 'missing')[:12]}) is not the one last recorded ({recorded[:12]}): edited by hand? the next swap replaces it"
+        return (f"the map in force ({(in_force or 'missing')[:12]}) is not the one last recorded ({recorded[:12]}): "
+                "edited by hand? the next swap replaces it")
     return None
 
 

@@ -238,7 +238,8 @@ def _recorded_checksum(session: Session) -> str | None:
 
 
 def _record_version(
-    session: Session, now: datetime, backend: Backend, text_checksum: str, entries: int, reason: str, plan: Plan | None, ladder: tuple[str, ...]
+    session: Session, now: datetime, backend: Backend, text_checksum: str, entries: int, reason: str, plan: Plan | None,
+    ladder: tuple[str, ...],
 ) -> None:
     session.execute(update(MapVersion).where(MapVersion.active).values(active=False))
     cohorts = plan.cohorts if plan is not None else []
@@ -267,11 +268,13 @@ def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) ->
     if left_out:
         shown = "; ".join(left_out[:LEFT_OUT_SHOWN])
         log.warning("%d senders left out of the map (they cannot be written in it safely): %s", len(left_out), shown)
-    intent = {"checksum": checksum(backend.render(entries)), "previous": checksum(before), "reason": reason, "at": now.isoformat()}
-    write_intent(backend.path, intent)
+    new_checksum = checksum(backend.render(entries))
+    write_intent(backend.path, {"checksum": new_checksum, "previous": checksum(before), "reason": reason, "at": now.isoformat()})
     published = backend.publish(entries)
-    _record_version(session, now, backend, published.checksum, published.entries, reason, plan, runtime.settings.enforcement.ladder)
-    return Swap(checksum(before), published.checksum, published.entries, diff(_current_stages(before), entries), drifted, left_out)
+    ladder = runtime.settings.enforcement.ladder
+    _record_version(session, now, backend, published.checksum, published.entries, reason, plan, ladder)
+    changes = diff(_current_stages(before), entries)
+    return Swap(checksum(before), published.checksum, published.entries, changes, drifted, left_out)
 
 
 @contextmanager
@@ -289,7 +292,8 @@ def _map_change(runtime: Runtime) -> Iterator[None]:
         except SQLAlchemyError as exc:
             if read_intent(backend.path) is None:
                 raise
-            raise RolloutError(f"the database did not record the change ({_first_line(exc)}); {_put_back(runtime, backend)}") from None
+            outcome = _put_back(runtime, backend)
+            raise RolloutError(f"the database did not record the change ({_first_line(exc)}); {outcome}") from None
         except EnforcementError as exc:
             if exc.unchanged:
                 clear_intent(backend.path)  # the backend stopped before touching the map in force
@@ -311,7 +315,7 @@ def _put_back(runtime: Runtime, backend: Backend) -> str:
         repair_map(runtime, backend)
     except Exception as exc:  # the disk or the database may still be failing: say so, keep the intent
         log.warning("the map could not be put back yet: %s", exc)
-        return "the map in force is AHEAD of the database until the next step, undo or exempt repairs it (see `rollout status`)"
+        return "the map in force is AHEAD of the database until the next step, undo or exempt repairs it (`rollout status`)"
     return "the map in force was put back to match the database"
 
 
@@ -348,10 +352,13 @@ def repair_map(runtime: Runtime, backend: Backend | None = None) -> MapRepair | 
         if published.checksum != recorded:
             reason = f"repair: the swap for {intent.get('reason', 'an unknown change')} was not recorded"
             plan = plans.active_plan(session)
-            _record_version(session, now, backend, published.checksum, published.entries, reason, plan, runtime.settings.enforcement.ladder)
+            ladder = runtime.settings.enforcement.ladder
+            _record_version(session, now, backend, published.checksum, published.entries, reason, plan, ladder)
             repair = MapRepair(before, published.checksum, reason)
         if before != published.checksum or repair is not None:
-            audit.record(session, now, runtime.actor, "map.repair", intent=intent, map_before=before, map_after=published.checksum)
+            audit.record(
+                session, now, runtime.actor, "map.repair", intent=intent, map_before=before, map_after=published.checksum
+            )
     clear_intent(backend.path)
     return repair
 
