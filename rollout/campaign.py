@@ -24,9 +24,9 @@ from .db import insert_rows
 from .errors import DeliveryError
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
 from .notices import CampaignFacts, MailboxLine, NoticeContext, NoticeFacts, notice_context  # noqa: F401 (MailboxLine: for callers)
+from .rules import REFUSING_STAGES, has_switched
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-SWITCHED_OFF_STAGES = ("defer", "reject")
 
 
 # --- schedule -----------------------------------------------------------------------------
@@ -88,7 +88,6 @@ class MailboxUse:
     confident: bool
     switched: bool
     switch_at: Any = None  # likewise
-    excluded: str | None = None  # exempt | switched-off
 
 
 @dataclass
@@ -133,7 +132,7 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
             if use.switched and switched is not None:
                 switched.add(mailbox_id)
             _, _, _, _, _, _, _, _, _, _, stage, scheduled_at = group[0]
-            if use.confident and not use.switched and mailbox_id not in exempt and stage not in SWITCHED_OFF_STAGES:
+            if use.confident and not use.switched and mailbox_id not in exempt and stage not in REFUSING_STAGES:
                 use.switch_at = scheduled_at
                 listed.append(use)
         if listed:
@@ -179,7 +178,7 @@ def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
         last_legacy_at=last_at,
         last_ip=last_ip,
         confident=high or medium_days >= 2,
-        switched=bool(auth_last and last_at and auth_last > last_at),
+        switched=has_switched(last_at, auth_last),
     )
 
 

@@ -1,4 +1,4 @@
-"""Cohorts: the exact alphabetical partition (pure), the time layout (pure), and the queries over plans.
+"""Cohorts: the exact alphabetical partition (pure) and the time layout (pure); plans in the database are rollout.plans.
 
 A *unit* is the smallest slice a cut may fall on: an initial bucket (``0``, ``a``…``z``,
 ``~``), or with ``split_letters`` a two-letter prefix of ``Mailbox.sort_key`` inside a
@@ -235,16 +235,3 @@ def parse_duration(text: str) -> timedelta:
     if total > MAX_EVERY.total_seconds():
         raise PlanError(f"duration {text!r} is longer than {MAX_EVERY.days} days")
     return timedelta(seconds=total)
-
-
-# --- what other areas ask of a plan (delegates to the database side in rollout.plans) -----
-
-
-def schedule_for(session, mailbox_ids):  # type: ignore[no-untyped-def]
-    """``{mailbox_id: MailboxSchedule}`` under the active plan (cohort, date, stage, exemption).
-
-    Mailboxes outside any plan are absent from the result. See ``rollout.plans.schedule_for``.
-    """
-    from .plans import schedule_for as _schedule_for  # the partition above stays free of SQLAlchemy
-
-    return _schedule_for(session, mailbox_ids)

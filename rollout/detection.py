@@ -1,4 +1,4 @@
-"""Events → legacy submissions and who made them (log-formats.md §7.3–7.4). Pure: no database.
+"""Events → legacy submissions and who made them (docs/detection.md §7.3–7.4). Pure: no database.
 
 A legacy submission is an accepted message without SMTP AUTH (R1), from outside
 the trusted networks (R2), with at least one remote, non-forwarded recipient

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from .addresses import AddressError, parse_address
 from .errors import RolloutError
 from .models import Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
-from .status import active_plan, is_still_legacy
+from .plans import active_plan
+from .rules import has_switched
 
 MAX_MAILBOXES_SHOWN = 50  # a customer with hundreds of mailboxes: the legacy ones come first
 
@@ -40,7 +41,7 @@ class LegacyUse:
     days: int
     confidence: str | None
     last_auth: datetime | None
-    switched: bool  # authenticated sending seen after the last legacy use
+    switched: bool  # rollout.rules.has_switched
     refusals: int
     last_refused: datetime | None
 
@@ -194,7 +195,7 @@ def summarise(rows: list[LegacyDay]) -> LegacyUse:
         days=len(legacy),
         confidence="high" if any(r.high_count for r in legacy) else (legacy[-1].confidence if legacy else None),
         last_auth=last_auth,
-        switched=last_auth is not None and not is_still_legacy(last_seen, last_auth),
+        switched=has_switched(last_seen, last_auth),
         refusals=sum(r.refused_count for r in rows),
         last_refused=max(refused) if refused else None,
     )

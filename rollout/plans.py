@@ -9,19 +9,18 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, case, func, insert, literal, or_, select
+from sqlalchemy import Select, case, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from .buckets import DIGITS
 from .cohorts import Slice, Unit, cohorts_for_max_share, heavy_buckets, partition, range_label
 from .errors import PlanError
 from .models import Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
+from .rules import STAGES, still_legacy_clause
 
-STAGES = ("pending", "warn", "defer", "reject")
-SWITCHED_OFF = ("defer", "reject")
 BULK_CACHE_KIB = 256 * 1024
 
 
@@ -37,19 +36,20 @@ def prepare_bulk(session: Session) -> None:
 # --- still legacy --------------------------------------------------------------------------
 
 
-def still_legacy_ids(now: datetime, lookback_days: int):  # type: ignore[no-untyped-def]
-    """SELECT of mailbox ids with legacy use in the lookback that did not switch since.
+def still_legacy_ids(now: datetime, lookback_days: int) -> Select[tuple[int]]:
+    """SELECT of mailbox ids with legacy use in the lookback that are still legacy."""
+    return still_legacy_query((now - timedelta(days=lookback_days)).date())
 
-    Switched = an authenticated submission after the last legacy use.
-    """
-    since = (now - timedelta(days=lookback_days)).date()
+
+def still_legacy_query(since: date) -> Select[tuple[int]]:
+    """SELECT of mailbox ids with legacy use from day ``since`` on that are still legacy (``rollout.rules``)."""
     last_legacy = func.max(case((LegacyDay.legacy_count > 0, LegacyDay.last_seen)))
     last_auth = func.max(LegacyDay.auth_last)
     return (
         select(LegacyDay.mailbox_id)
         .where(LegacyDay.day >= since)
         .group_by(LegacyDay.mailbox_id)
-        .having(and_(last_legacy.is_not(None), or_(last_auth.is_(None), last_auth <= last_legacy)))
+        .having(still_legacy_clause(last_legacy, last_auth))
     )
 
 
@@ -208,10 +208,6 @@ def _from(query, start_key: str):  # type: ignore[no-untyped-def]
     return query.where(Mailbox.sort_key >= start_key) if start_key else query
 
 
-def _in_range(column, start_key: str, end_key: str | None):  # type: ignore[no-untyped-def]
-    return and_(column >= start_key, column < end_key) if end_key is not None else column >= start_key
-
-
 def told_dates(session: Session) -> list[tuple[str, str, datetime]]:
     """(sort_key, address, latest date told) for every mailbox a sent (or sending) notice gave a date."""
     told = func.max(NoticeMailbox.switch_at)
@@ -245,6 +241,7 @@ def find_too_early(told: Iterable[tuple[str, str, datetime]], cohorts: list[Prop
 
 
 def active_plan(session: Session) -> Plan | None:
+    """The plan in force: the newest one marked active (None before the first ``plan --apply``)."""
     return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
 
 
@@ -320,6 +317,10 @@ CHUNK = 500
 
 
 def schedule_for(session: Session, mailbox_ids: Iterable[int]) -> dict[int, MailboxSchedule]:
+    """``{mailbox_id: MailboxSchedule}`` under the active plan (cohort, date, stage, exemption).
+
+    Mailboxes outside any plan are absent from the result.
+    """
     ids = list(mailbox_ids)
     result: dict[int, MailboxSchedule] = {}
     for i in range(0, len(ids), CHUNK):

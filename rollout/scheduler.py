@@ -48,8 +48,8 @@ from .campaign import active_campaign, latest_due_wave, wave_due_at
 from .clock import ManualClock
 from .errors import GatesFailed, GuardError, RolloutError
 from .models import JobRun, RolloutState
+from .plans import active_plan
 from .runtime import Runtime
-from .status import active_plan
 from .workflows.campaign import notify
 from .workflows.plan import expire_exemptions, next_step, pause, step
 from .workflows.scan import scan_logs

@@ -17,8 +17,8 @@ from .campaign import active_campaign, wave_due_at
 from .config import Settings
 from .gates import Gate
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
+from .plans import active_plan, still_legacy_query
 
-PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
 TREND_WEEKS = 8
 EXPIRING_WITHIN = timedelta(days=7)
 
@@ -123,10 +123,6 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
     )
 
 
-def active_plan(session: Session) -> Plan | None:
-    return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
-
-
 def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
     waves = {k: WaveStatus(k, wave_due_at(campaign, k)) for k in range(1, campaign.weeks + 1)}
     rows = session.execute(
@@ -140,17 +136,8 @@ def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
 
 
 def still_legacy_ids(session: Session, since: datetime) -> set[int]:
-    """Mailboxes with legacy use in the lookback period and no authenticated sending after it."""
-    rows = session.execute(
-        select(LegacyDay.mailbox_id, func.max(LegacyDay.last_seen), func.max(LegacyDay.auth_last))
-        .where(LegacyDay.day >= since.date())
-        .group_by(LegacyDay.mailbox_id)
-    )
-    return {mailbox_id for mailbox_id, last_legacy, last_auth in rows if is_still_legacy(last_legacy, last_auth)}
-
-
-def is_still_legacy(last_legacy: datetime | None, last_auth: datetime | None) -> bool:
-    return last_legacy is not None and (last_auth is None or last_auth < last_legacy)
+    """Mailboxes with legacy use since ``since`` that are still legacy (``rollout.rules``)."""
+    return set(session.scalars(still_legacy_query(since.date())))
 
 
 def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[CohortStatus]:

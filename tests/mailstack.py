@@ -1,6 +1,6 @@
 """A private Postfix + Dovecot on one loopback address, for end-to-end tests.
 
-It is the real thing, set up the way PRODUCT.md §Enforcement describes a provider:
+It is the real thing, set up the way docs/enforcement.md describes a provider:
 POP-before-SMTP emulated by a Dovecot post-login script that adds the client IP
 to a ``check_client_access`` hash map; SMTP AUTH (SASL via Dovecot) for
 submissions; our own enforcement map in front of the legacy one::

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from rollout.cohorts import schedule_for
+from rollout.plans import schedule_for
 from rollout.models import AuditEvent, Cohort, CohortMember, Mailbox, Plan
 from rollout.runtime import Runtime
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ..lookup import Lookup, MailboxReport
+from ..rules import PHASES
 from ..runtime import Runtime
 from ..status import Status
 from ..workflows.operate import lookup, rollout_status, wait_for_step
@@ -82,7 +83,7 @@ def status_command(runtime: Runtime, as_json: bool, watch: bool, interval: float
 
 
 def print_status(s: Status) -> None:
-    click.echo(f"phase: {s.phase}   ({' → '.join(p.upper() if p == s.phase else p for p in ('inventory', 'scanning', 'notices', 'switch-off', 'done'))})")
+    click.echo(f"phase: {s.phase}   ({' → '.join(p.upper() if p == s.phase else p for p in PHASES)})")
     click.echo(f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, {s.legacy_mailboxes} still using SMTP-after-POP")
     if s.map_note:
         click.echo(f"MAP: {s.map_note}")

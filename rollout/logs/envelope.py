@@ -1,4 +1,4 @@
-"""The envelope: time stamp, host, program, pid, message (log-formats.md §1).
+"""The envelope: time stamp, host, program, pid, message (docs/detection.md §1).
 
 Handled: RFC 3164 (space- or zero-padded day, optional ``<PRI>``), Postfix
 ``maillog_file`` and journald ``short`` (same shape), RFC 3339 (rsyslog,

@@ -1,4 +1,4 @@
-"""Exim main log (log-formats.md §4): arrivals, deliveries, completion, relay refusals.
+"""Exim main log (docs/detection.md §4): arrivals, deliveries, completion, relay refusals.
 
 Much of an Exim line is written by the other side: the envelope sender and recipients (which may hold
 quoted spaces), the HELO name, the Message-ID (``id=``), the subject (``T=``) and a remote server's

@@ -1,4 +1,4 @@
-"""POP3/IMAP logins and session ends: Dovecot 1.x–2.4, Courier, Cyrus, UW (log-formats.md §3, §5)."""
+"""POP3/IMAP logins and session ends: Dovecot 1.x–2.4, Courier, Cyrus, UW (docs/detection.md §3, §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""IP normalisation (log-formats.md §7.2 N1)."""
+"""IP normalisation (docs/detection.md §7.2 N1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Postfix messages (log-formats.md §2), by daemon; anchored at the start, fields parsed as key=value."""
+"""Postfix messages (docs/detection.md §2), by daemon; anchored at the start, fields parsed as key=value."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Logins seen by a POP3/IMAP proxy: nginx's mail proxy and perdition (log-formats.md §5, P18).
+"""Logins seen by a POP3/IMAP proxy: nginx's mail proxy and perdition (docs/detection.md §5, P18).
 
 Behind a proxy the mail server logs the proxy's address as the client (Dovecot's
 ``rip``); the customer's own address, the one that later relays, is only in the

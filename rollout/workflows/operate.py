@@ -15,6 +15,7 @@ from ..enforcement import backend_for, checksum, client_reply
 from ..enforcement.files import read_intent
 from ..errors import RolloutError
 from ..models import MapVersion
+from ..rules import REFUSING_STAGES
 from ..runtime import Runtime
 from .plan import next_step
 
@@ -64,7 +65,7 @@ def refused_reply_text(runtime: Runtime) -> lookup_model.ReplyText:
     settings = runtime.settings.enforcement
 
     def reply(address: str, stage: str) -> str | None:
-        return client_reply(settings, address, stage) if stage in ("defer", "reject") else None
+        return client_reply(settings, address, stage) if stage in REFUSING_STAGES else None
 
     return reply
 

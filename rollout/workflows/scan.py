@@ -35,6 +35,7 @@ from ..logs.parse import LineParser, our_text_matcher
 from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec, compiled
 from ..logs.reader import EMPTY_FINGERPRINT, LineSource, identify
 from ..models import Customer, Evidence, LegacyDay, Mailbox, RefusalHour, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from ..rules import has_switched
 from ..runtime import Runtime
 
 FLUSH_FINDINGS = 20_000
@@ -582,7 +583,7 @@ def _legacy_mailbox(address: str, customer: str, days: list[LegacyDay]) -> Legac
         address=address, customer=customer, last_seen=last_seen, submissions=sum(d.legacy_count for d in used), days=len(used),
         client_ips=sorted({ip for d in used for ip in d.client_ips}), senders=sorted({s for d in used for s in d.senders}),
         confidence=max((d.confidence for d in used), key=lambda c: CONFIDENCE_RANK[c]),
-        switched=auth_last is not None and auth_last > last_seen, auth_count=sum(d.auth_count for d in days), auth_last=auth_last,
+        switched=has_switched(last_seen, auth_last), auth_count=sum(d.auth_count for d in days), auth_last=auth_last,
         near_misses=sum(d.near_miss_count for d in days), refused=sum(d.refused_count for d in days), refused_last=refused_last,
     )
 

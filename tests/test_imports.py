@@ -1,0 +1,180 @@
+"""Imports run downward: each area of rollout/ imports only areas of a lower layer, never one above
+it or beside it, so no two areas depend on each other. Read from the source (every import
+statement, also those inside functions), not from what happens to be loaded; imports under
+``if TYPE_CHECKING:`` are for annotations only and never run, so they are not counted."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+PACKAGE = REPO / "rollout"
+
+# Lowest first. An area (a top-level module, or a subpackage with everything in it) may import
+# only areas of a lower layer. A new module or package goes into the lowest layer that is above
+# everything it imports.
+LAYERS: list[set[str]] = [
+    {"errors", "clock", "buckets", "rules", "synthetic"},
+    {"addresses", "resources", "config"},
+    {"logs", "models", "db", "cohorts", "mailer", "notices"},
+    {
+        "detection",
+        "enforcement",
+        "audit",
+        "inventory",
+        "plans",
+        "campaign",
+        "notify_workers",
+        "runtime",
+    },
+    {"gates"},
+    {"status", "lookup"},
+    {"workflows"},
+    {"scheduler"},
+    {"demo"},
+    {"cli"},
+    {"__main__"},
+]
+LAYER_OF = {area: n for n, areas in enumerate(LAYERS) for area in areas}
+
+# The one upward import left, owned by issue 16 (logs/blocks.py uses detection.join_complete).
+# When it is gone, test_logs_never_imports_detection passes and its xfail mark must go too.
+KNOWN_UPWARD = {("logs", "detection")}
+
+
+def area_of(module: str) -> str:
+    """``rollout.logs.blocks`` → ``logs``; ``rollout.status`` → ``status``."""
+    return module.split(".")[1]
+
+
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, root: Path = REPO) -> Iterator[str]:
+    """Every ``rollout.…`` name an import statement in ``path`` names, relative imports resolved."""
+    module = module_name(path, root)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            yield target
+            yield from (
+                f"{target}.{alias.name}" for alias in node.names
+            )  # `from . import audit`
+
+
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, but not the bodies of ``if TYPE_CHECKING:``: an import only for annotations runs never."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (
+                n for orelse in node.orelse for n in (orelse, *runtime_nodes(orelse))
+            )
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
+def is_area(name: str, package: Path) -> bool:
+    relative = Path(*name.split(".")[1:2])
+    return (package / relative).with_suffix(".py").exists() or (
+        package / relative / "__init__.py"
+    ).exists()
+
+
+def area_imports(root: Path = REPO) -> set[tuple[str, str, str]]:
+    """(importing area, imported area, file) for every import in ``root``/rollout that crosses areas."""
+    package = root / "rollout"
+    found = set()
+    for path in package.rglob("*.py"):
+        if path == package / "__init__.py":
+            continue
+        here = area_of(module_name(path, root))
+        for name in imported_modules(path, root):
+            if (
+                name.startswith("rollout.")
+                and is_area(name, package)
+                and area_of(name) != here
+            ):
+                found.add((here, area_of(name), str(path.relative_to(root))))
+    return found
+
+
+def test_every_area_has_a_layer() -> None:
+    """A new module or package is placed in LAYERS, so the rule below covers it."""
+    areas = {
+        area_of(module_name(p))
+        for p in PACKAGE.rglob("*.py")
+        if p != PACKAGE / "__init__.py"
+    }
+    assert sorted(areas - set(LAYER_OF)) == [], (
+        "add these to LAYERS in tests/test_imports.py"
+    )
+
+
+def test_imports_run_downward() -> None:
+    """No area imports one of its own layer or above (cohorts ↔ plans, logs ↔ detection were such circles)."""
+    upward = sorted(
+        f"{file}: {here} (layer {LAYER_OF.get(here)}) imports {there} (layer {LAYER_OF.get(there)})"
+        for here, there, file in area_imports()
+        if (here, there) not in KNOWN_UPWARD
+        and LAYER_OF.get(there, 99) >= LAYER_OF.get(here, -1)
+    )
+    assert upward == []
+
+
+def test_no_circle_between_areas() -> None:
+    """Following imports from any area never leads back to it."""
+    graph: dict[str, set[str]] = {}
+    for here, there, _file in area_imports():
+        if (here, there) not in KNOWN_UPWARD:
+            graph.setdefault(here, set()).add(there)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    assert sorted(a for a in graph if reaches(a, a, {a})) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="logs/blocks.py imports detection.join_complete until issue 16 moves it; then drop this mark",
+)
+def test_logs_never_imports_detection() -> None:
+    """The log parsers know nothing of detection: events flow up, never the other way."""
+    assert not [
+        file
+        for here, there, file in area_imports()
+        if (here, there) == ("logs", "detection")
+    ]
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """An import inside a function, relative, from cohorts up to plans (the old circle) is found."""
+    (tmp_path / "rollout").mkdir()
+    (tmp_path / "rollout" / "__init__.py").write_text("")
+    (tmp_path / "rollout" / "plans.py").write_text("from .cohorts import partition\n")
+    (tmp_path / "rollout" / "cohorts.py").write_text(
+        "def schedule_for():\n    from .plans import schedule_for\n"
+    )
+    found = {(here, there) for here, there, _file in area_imports(tmp_path)}
+    assert found == {("plans", "cohorts"), ("cohorts", "plans")}
+    assert (
+        LAYER_OF["cohorts"] <= LAYER_OF["plans"]
+    )  # so test_imports_run_downward would name it
