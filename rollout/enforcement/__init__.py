@@ -42,8 +42,10 @@ class Backend(Protocol):
     def render(self, entries: Sequence[MapEntry]) -> str:
         """The file's text for these entries (what the checksum is taken over)."""
 
-    def publish(self, entries: Sequence[MapEntry]) -> Published:
-        """Replace the map in force atomically; raise EnforcementError and change nothing on failure."""
+    def publish(self, entries: Sequence[MapEntry], text: str | None = None) -> Published:
+        """Replace the map in force atomically; raise EnforcementError and change nothing on failure.
+
+        ``text``: ``render(entries)`` if the caller has it already (a big map takes a while to render)."""
 
     def current(self) -> str | None:
         """The text of the map in force, or None if there is none yet."""

@@ -27,8 +27,8 @@ class PlainList:
     def lock(self) -> ContextManager[None]:
         return swap_lock(self.path)
 
-    def publish(self, entries: Sequence[MapEntry]) -> Published:
-        text = self.render(entries)
+    def publish(self, entries: Sequence[MapEntry], text: str | None = None) -> Published:
+        text = self.render(entries) if text is None else text
         remove_stale_temps(self.path)
         tmp = temp_path(self.path)
         try:

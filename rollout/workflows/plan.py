@@ -268,9 +268,9 @@ def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) ->
     if left_out:
         shown = "; ".join(left_out[:LEFT_OUT_SHOWN])
         log.warning("%d senders left out of the map (they cannot be written in it safely): %s", len(left_out), shown)
-    new_checksum = checksum(backend.render(entries))
-    write_intent(backend.path, {"checksum": new_checksum, "previous": checksum(before), "reason": reason, "at": now.isoformat()})
-    published = backend.publish(entries)
+    text = backend.render(entries)
+    write_intent(backend.path, {"checksum": checksum(text), "previous": checksum(before), "reason": reason, "at": now.isoformat()})
+    published = backend.publish(entries, text)
     ladder = runtime.settings.enforcement.ladder
     _record_version(session, now, backend, published.checksum, published.entries, reason, plan, ladder)
     changes = diff(_current_stages(before), entries)
