@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from .db import insert_rows
 from .errors import DeliveryError
-from .models import Campaign, Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
+from .models import Campaign, Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
 from .notices import CampaignFacts, MailboxLine, NoticeContext, NoticeFacts, notice_context  # noqa: F401 (MailboxLine: for callers)
 from .rules import REFUSING_STAGES, has_switched
 
@@ -88,6 +88,9 @@ class MailboxUse:
     confident: bool
     switched: bool
     switch_at: Any = None  # likewise
+    senders: str | None = None  # envelope senders other than its own address, on the last day of legacy use
+    basis: str | None = None  # why a medium sighting is theirs (notices.BASES); None for a high one
+    login_gap_seconds: int | None = None
 
 
 @dataclass
@@ -99,24 +102,28 @@ class Audience:
 def reminders(session: Session, now: datetime, lookback_days: int, switched: set[int] | None = None) -> Iterator[tuple[int, list[MailboxUse]]]:
     """(customer id, mailboxes to list) per customer to remind, streamed one customer at a time.
 
-    Confident legacy use in the lookback period, not switched, not exempt, cohort not
-    switched off. One query ordered by customer carries each mailbox's days and its
-    cohort under the active plan, so a wave of hundreds of thousands of mailboxes is
-    never held in memory. Mailboxes that switched to SMTP AUTH are added to
-    ``switched`` when it is given (thank-you notes need them).
+    Legacy use (confidence high or medium: ambiguous sightings are not legacy use until
+    ops attribute them) in the lookback period, from its first sighting; not switched,
+    not exempt, cohort not switched off. One query ordered by customer carries each
+    mailbox's days and its cohort under the active plan, so a wave of hundreds of
+    thousands of mailboxes is never held in memory. Mailboxes that switched to SMTP
+    AUTH are added to ``switched`` when it is given (thank-you notes need them).
     """
     since = (now - timedelta(days=lookback_days)).date()
     exempt = set(session.scalars(select(Exemption.mailbox_id).where(Exemption.ended_at.is_(None), Exemption.until > now)))
     member = and_(CohortMember.mailbox_id == LegacyDay.mailbox_id, CohortMember.plan_id.in_(select(Plan.id).where(Plan.active)))
+    # a medium day's evidence sample says why the sighting is theirs (high days need no explaining)
+    sample = and_(Evidence.mailbox_id == LegacyDay.mailbox_id, Evidence.day == LegacyDay.day, Evidence.kind == "legacy", LegacyDay.confidence == "medium")
     rows = session.connection().execute(  # Core, not the ORM: a third of the time per row
         select(
             LegacyDay.mailbox_id, LegacyDay.day, LegacyDay.legacy_count, LegacyDay.high_count, LegacyDay.confidence,
             _as_stored(LegacyDay.last_seen), LegacyDay.last_ip, _as_stored(LegacyDay.auth_last), Mailbox.customer_id, Mailbox.address,
-            Cohort.stage, _as_stored(Cohort.scheduled_at),
+            Cohort.stage, _as_stored(Cohort.scheduled_at), LegacyDay.senders, Evidence.details,
         )
         .join(Mailbox, Mailbox.id == LegacyDay.mailbox_id)
         .outerjoin(CohortMember, member)
         .outerjoin(Cohort, Cohort.id == CohortMember.cohort_id)
+        .outerjoin(Evidence, sample)
         .where(LegacyDay.day >= since, LegacyDay.day <= now.date())
         .order_by(Mailbox.customer_id, LegacyDay.mailbox_id, LegacyDay.day)
         .execution_options(yield_per=5000)
@@ -131,7 +138,7 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
                 continue
             if use.switched and switched is not None:
                 switched.add(mailbox_id)
-            _, _, _, _, _, _, _, _, _, _, stage, scheduled_at = group[0]
+            stage, scheduled_at = group[0][10], group[0][11]
             if use.confident and not use.switched and mailbox_id not in exempt and stage not in REFUSING_STAGES:
                 use.switch_at = scheduled_at
                 listed.append(use)
@@ -151,35 +158,58 @@ def _as_stored(column: Any) -> Any:
 
 
 def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
-    """One mailbox's days → its last legacy use, whether it is confident, whether it switched since.
+    """One mailbox's days → its last legacy use (with what was seen that day), whether it switched since.
 
-    None without legacy use. One pass over plain tuples: it runs once per
-    affected mailbox of a wave (Row attribute access cost more than the rest).
+    None without legacy use. Every legacy sighting counts from the first one
+    (``confident``): the detection rules decide what is legacy use, not waiting for a
+    second day. One pass over plain tuples: it runs once per affected mailbox of a
+    wave (Row attribute access cost more than the rest).
     """
-    last_at = last_ip = auth_last = None
-    legacy = high = False
-    medium_days = 0  # (mailbox, day) is the key: each row is another day
-    for mailbox_id, day, legacy_count, high_count, confidence, last_seen, ip, auth, customer_id, address, _, _ in days:
-        if legacy_count:
-            legacy = True
-            if last_seen and (last_at is None or last_seen > last_at):
-                last_at, last_ip = last_seen, ip
-            if confidence in ("medium", "high"):
-                medium_days += 1
-        high = high or bool(high_count)
+    last_at = last_ip = auth_last = last_day = None
+    for row in days:
+        mailbox_id, day, legacy_count, high_count, confidence, last_seen, ip, auth, customer_id, address = row[:10]
+        if legacy_count and last_seen and (last_at is None or last_seen > last_at):
+            last_at, last_ip, last_day = last_seen, ip, row
         if auth and (auth_last is None or auth > auth_last):
             auth_last = auth
-    if not legacy:
+    if last_day is None:
         return None
+    senders, details = last_day[12], last_day[13]
+    basis, gap = why_theirs(last_day[4], details)
     return MailboxUse(
         mailbox_id=mailbox_id,
         customer_id=customer_id,
         address=address,
         last_legacy_at=last_at,
         last_ip=last_ip,
-        confident=high or medium_days >= 2,
+        confident=True,
         switched=has_switched(last_at, auth_last),
+        senders=_other_senders(senders, address),
+        basis=basis,
+        login_gap_seconds=gap,
     )
+
+
+def _other_senders(senders: list[Any] | None, address: str) -> str | None:
+    """The envelope senders other than the mailbox's own address (at most three): what the customer may not recognise."""
+    own = address.lower()
+    return ", ".join([str(s) for s in senders or () if str(s).lower() != own][:3]) or None
+
+
+def why_theirs(confidence: str | None, details: dict[str, Any] | None) -> tuple[str | None, int | None]:
+    """A medium sighting's basis (``notices.BASES``) and the seconds from the login, from its evidence sample."""
+    if confidence != "medium" or not details:
+        return None, None
+    gap = details.get("delta_seconds")
+    gap = int(gap) if isinstance(gap, (int, float)) else None
+    flags = details.get("flags") or ()
+    if details.get("attributed_by"):
+        return "attributed", None
+    if details.get("tier") == "extended":
+        return "late_login", gap
+    if "shared_ip" in flags:
+        return "sender_named", gap
+    return "only_login", gap
 
 
 def audience(session: Session, now: datetime, lookback_days: int) -> Audience:
@@ -269,13 +299,14 @@ def add_notices(
         )
         notice_ids = {customer_id: notice_id for notice_id, customer_id in notices}
         insert_rows(
-            conn, NoticeMailbox.__table__, ("notice_id", "mailbox_id", "switch_at", "last_legacy_at", "last_ip"),
-            [(notice_ids[c], u.mailbox_id, u.switch_at, u.last_legacy_at, u.last_ip) for c, uses in batch for u in uses],
+            conn, NoticeMailbox.__table__, ("notice_id", "mailbox_id", "switch_at", "last_legacy_at", "last_ip", "senders", "basis", "login_gap_seconds"),
+            [(notice_ids[c], u.mailbox_id, u.switch_at, u.last_legacy_at, u.last_ip, u.senders, u.basis, u.login_gap_seconds)
+             for c, uses in batch for u in uses],
             as_stored=True,
         )
         for c, uses in batch:
             customer = customers[c]
-            lines = [(u.address, u.last_legacy_at, u.last_ip, u.switch_at) for u in uses]
+            lines = [(u.address, u.last_legacy_at, u.last_ip, u.switch_at, u.senders, u.basis, u.login_gap_seconds) for u in uses]
             yield notice_ids[c], NoticeFacts(ids[c], wave, kind, customer.external_id, customer.name, customer.email, customer.locale, lines)
 
 
@@ -376,7 +407,8 @@ def notice_facts(session: Session | Connection, notice_id: int) -> tuple[NoticeF
         .where(Notice.id == notice_id)
     ).one()
     lines = session.execute(
-        select(Mailbox.address, NoticeMailbox.last_legacy_at, NoticeMailbox.last_ip, NoticeMailbox.switch_at)
+        select(Mailbox.address, NoticeMailbox.last_legacy_at, NoticeMailbox.last_ip, NoticeMailbox.switch_at, NoticeMailbox.senders,
+               NoticeMailbox.basis, NoticeMailbox.login_gap_seconds)
         .join(Mailbox, Mailbox.id == NoticeMailbox.mailbox_id)
         .where(NoticeMailbox.notice_id == notice_id)
         .order_by(Mailbox.address_key)
@@ -393,9 +425,9 @@ def campaign_facts(campaign: Campaign) -> CampaignFacts:
 
 
 def build_context(campaign: Campaign, wave: int, kind: str, customer: Any, to_address: str, lines: Iterable[Any], now: datetime) -> NoticeContext:
-    """``customer``: its external_id, name, locale; ``lines``: address, last_legacy_at, last_ip, switch_at of each mailbox."""
+    """``customer``: its external_id, name, locale; ``lines``: each mailbox's ``MailboxUse`` (or the same attributes)."""
     facts = NoticeFacts("", wave, kind, customer.external_id, customer.name, to_address, customer.locale,
-                        [(l.address, l.last_legacy_at, l.last_ip, l.switch_at) for l in lines])
+                        [(l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds) for l in lines])
     return notice_context(campaign_facts(campaign), facts, now)
 
 
@@ -421,7 +453,8 @@ def pending_facts(session: Session, campaign: Campaign, waves: list[int]) -> Ite
         .execution_options(yield_per=2000)
     )
     lines = conn.execute(
-        select(NoticeMailbox.notice_id, Mailbox.address, Mailbox.address_key, NoticeMailbox.last_legacy_at, NoticeMailbox.last_ip, NoticeMailbox.switch_at)
+        select(NoticeMailbox.notice_id, Mailbox.address, Mailbox.address_key, NoticeMailbox.last_legacy_at, NoticeMailbox.last_ip, NoticeMailbox.switch_at,
+               NoticeMailbox.senders, NoticeMailbox.basis, NoticeMailbox.login_gap_seconds)
         .join(Notice, Notice.id == NoticeMailbox.notice_id)
         .join(Mailbox, Mailbox.id == NoticeMailbox.mailbox_id)
         .where(*wave_rows, NoticeMailbox.notice_id >= first)
@@ -435,7 +468,7 @@ def pending_facts(session: Session, campaign: Campaign, waves: list[int]) -> Ite
             while listed_id is not None and listed_id < n.id:  # lines of a notice that is not pending
                 listed_id, listed = next(by_notice, (None, iter(())))
             own = sorted(listed, key=lambda l: l.address_key) if listed_id == n.id else []
-            yield n.id, _facts(n, [(l.address, l.last_legacy_at, l.last_ip, l.switch_at) for l in own])
+            yield n.id, _facts(n, [(l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds) for l in own])
     finally:
         lines.close()  # the lines after the last pending notice are never read
         notices.close()

@@ -68,6 +68,7 @@ class NoticeSettings:
     submission_host: str = "mail.example.net"
     lookback_days: int = 14
     grace_hours: int = 48
+    min_warning_days: int = 7  # a step holds back a mailbox without a delivered notice this long before it
     thank_you: bool = False
     workers: int = 0  # processes that render and send; 0 = one per CPU core (at most [smtp] concurrency)
 

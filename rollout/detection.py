@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .addresses import login_key
+from .logs.deliveries import names_a_notice
 from .logs.envelope import year_inferred
 from .logs.net import DOTTED_QUAD
-from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, NoticeQueued, Refusal, Removed, Sender, SessionEnd
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
@@ -504,6 +505,7 @@ _HANDLERS = {
 
 MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
 _MESSAGE_CLASSES = frozenset(MESSAGE_EVENTS)
+_JOINED_CLASSES = _MESSAGE_CLASSES | {NoticeQueued}
 
 
 def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> list[Event]:
@@ -516,12 +518,14 @@ def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> lis
     """
     builder = Detector(DetectionConfig(trusted_networks=trusted_networks))
     by_key: dict[tuple[str, str, str], list[int]] = {}
-    for i in [i for i, e in enumerate(events) if e.__class__ in _MESSAGE_CLASSES]:  # few: the C classifier joins most
+    for i in [i for i, e in enumerate(events) if e.__class__ in _JOINED_CLASSES]:  # few: the C classifier joins most
         e = events[i]
         by_key.setdefault((e.host, e.instance, e.qid), []).append(i)  # type: ignore[attr-defined]
     replace: dict[int, Event | None] = {}
     for key, positions in by_key.items():
         group = [events[i] for i in positions]
+        if any(names_a_notice(e) for e in group):
+            continue  # one of our own notices: its deliveries are followed one by one (logs/deliveries.py)
         first, last = group[0], group[-1]
         if not (isinstance(first, Accept) and isinstance(last, Removed)) or sum(isinstance(e, (Accept, Removed)) for e in group) != 2:
             continue

@@ -61,6 +61,10 @@ class GuardError(RolloutError):
     """A safety guard refuses the action (paused, outside the window, soak time...)."""
 
 
+class SightingError(RolloutError):
+    """A sighting cannot be attributed or dismissed as asked."""
+
+
 class GatesFailed(GuardError):
     """The step is refused because gates failed (figures over their thresholds); ``gates`` names them."""
 

@@ -14,8 +14,10 @@ from typing import Any, Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from . import holdback
 from .addresses import AddressError, parse_address
 from .errors import RolloutError
+from .holdback import HeldView
 from .models import Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
 from .plans import active_plan
 from .rules import has_switched
@@ -73,6 +75,7 @@ class MailboxReport:
     refused_reply: str | None  # the exact reply text a refused client sees now, if it is refused
     evidence: list[dict[str, Any]] = field(default_factory=list)
     evidence_day: date | None = None
+    held: HeldView | None = None  # held back by a step: not warned in time (rollout.holdback)
 
 
 @dataclass
@@ -84,6 +87,9 @@ class NoticeInfo:
     message_id: str
     to_address: str
     mailboxes: list[str]
+    delivery: str | None = None  # delivered | bounced | delayed, from the provider MTA's log; None: not seen there yet
+    delivery_reply: str | None = None
+    delivery_at: datetime | None = None
 
 
 @dataclass
@@ -106,10 +112,11 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
     legacy = legacy_uses(session, ids)
     cohorts = cohort_infos(session, ids)
     exemptions = exemption_infos(session, ids)
+    held = {h.address: h for h in holdback.views(session, mailbox_ids=ids)}
     reports = []
     for mailbox in order_for_support(mailboxes, focus, legacy)[:MAX_MAILBOXES_SHOWN]:
         cohort, exemption = cohorts.get(mailbox.id), exemptions.get(mailbox.id)
-        refused = cohort is not None and cohort.enforced_at is not None and not (exemption and exemption.active)
+        refused = cohort is not None and cohort.enforced_at is not None and not (exemption and exemption.active) and mailbox.address not in held
         day, lines = evidence_sample(session, mailbox.id)
         reports.append(
             MailboxReport(
@@ -121,6 +128,7 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
                 refused_reply=reply_text(mailbox.address, cohort.stage) if refused and cohort else None,
                 evidence=lines,
                 evidence_day=day,
+                held=held.get(mailbox.address),
             )
         )
     return Lookup(
@@ -251,4 +259,7 @@ def notice_infos(session: Session, customer_pk: int) -> list[NoticeInfo]:
         )
         for notice_id, address in rows:
             listed.setdefault(notice_id, []).append(address)
-    return [NoticeInfo(n.wave, n.kind, n.state, n.sent_at, n.message_id, n.to_address, listed.get(n.id, [])) for n in notices]
+    return [
+        NoticeInfo(n.wave, n.kind, n.state, n.sent_at, n.message_id, n.to_address, listed.get(n.id, []), n.delivery, n.delivery_reply, n.delivery_at)
+        for n in notices
+    ]

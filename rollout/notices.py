@@ -37,12 +37,24 @@ _BIDI = re.compile(r"[\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 NAME_WORD_BYTES = 45  # per encoded word: 45 bytes -> 60 base64 characters, so each word stays under 75 (RFC 2047)
 
 
+# Why a medium-confidence sighting is a mailbox's own (its evidence sample's rule); the templates say it in words.
+BASES = (
+    "sender_named",  # several logins on that IP; the envelope sender named this mailbox
+    "only_login",  # the only login from that IP; the envelope sender was another address
+    "late_login",  # a login from that IP, later than the usual window (the legacy map's lazy expiry)
+    "attributed",  # ops attributed an ambiguous sighting to it (`rollout attribute`)
+)
+
+
 @dataclass(frozen=True)
 class MailboxLine:
     address: str
     last_legacy_at: datetime | None
     last_ip: str | None
     switch_at: datetime | None
+    senders: str | None = None  # envelope senders seen on the day of the last legacy use
+    basis: str | None = None  # one of BASES for a medium sighting; None for a high one
+    login_gap_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,8 +87,8 @@ class CampaignFacts(NamedTuple):
 class NoticeFacts(NamedTuple):
     """One notice as the ledger has it, in plain values (cheap to hand to a worker process).
 
-    ``lines``: (address, last legacy use, last IP, switch-off) per listed mailbox, in
-    the order listed; the times are UTC, aware or as the database returns them
+    ``lines``: (address, last legacy use, last IP, switch-off[, senders, basis, login gap])
+    per listed mailbox, in the order listed; the times are UTC, aware or as the database returns them
     (naive, or ISO text on SQLite): ``notice_context`` makes them aware.
     """
 
@@ -101,7 +113,7 @@ def utc(value: datetime | str | None) -> datetime | None:
 
 def notice_context(campaign: CampaignFacts, facts: NoticeFacts, now: datetime) -> NoticeContext:
     """The template context of one notice: the deadline is its earliest switch-off, else the campaign's end."""
-    mailboxes = tuple(MailboxLine(address, utc(last), ip, utc(switch)) for address, last, ip, switch in facts.lines)
+    mailboxes = tuple(MailboxLine(address, utc(last), ip, utc(switch), *why) for address, last, ip, switch, *why in facts.lines)
     switch_dates = [m.switch_at for m in mailboxes if m.switch_at]
     return NoticeContext(
         campaign_id=campaign.id,
@@ -230,6 +242,9 @@ def template_values(ctx: NoticeContext, settings: Any, locale: str) -> dict[str,
                 last_legacy_at=f"{day(last)} {last.hour:02d}:{last.minute:02d}" if last else None,
                 last_ip=m.last_ip,
                 switch_at=day_time(m.switch_at),
+                senders=m.senders,
+                basis=m.basis,
+                login_minutes=None if m.login_gap_seconds is None else round(m.login_gap_seconds / 60),
             )
         )
     days_left = max(0, (ctx.deadline - ctx.now).days) if ctx.deadline else None

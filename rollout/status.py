@@ -13,10 +13,14 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from . import holdback
 from .campaign import active_campaign, wave_due_at
 from .config import Settings
 from .gates import Gate
+from .holdback import HeldView
 from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
+from .models import ReviewItem
+from .notice_delivery import Unreachable, delivery_counts, unreachable
 from .plans import active_plan, still_legacy_query
 
 TREND_WEEKS = 8
@@ -31,6 +35,11 @@ class WaveStatus:
     failed: int = 0
     uncertain: int = 0  # left in `sending` by a killed run: maybe delivered, never resent silently
     pending: int = 0
+    # of the sent ones, what the provider MTA's log says (`rollout scan`); unknown: not seen there yet
+    delivered: int = 0
+    bounced: int = 0
+    delayed: int = 0
+    unknown: int = 0
 
 
 @dataclass
@@ -96,6 +105,11 @@ class Status:
     expiring: list[ExpiringExemption] = field(default_factory=list)
     jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
     map_note: str | None = None  # the map in force and the database disagree (set by the workflow: it reads the map)
+    open_sightings: int = 0  # ambiguous sightings nobody has attributed or dismissed yet
+    unreachable: list[Unreachable] = field(default_factory=list)  # customers whose latest notice bounced (at most 20)
+    unreachable_count: int = 0
+    held: list[HeldView] = field(default_factory=list)  # mailboxes a step held back: not warned in time (at most 50)
+    held_count: int = 0
     gates: list[Gate] = field(default_factory=list)  # before the next step (filled by the status workflow: it may run a command)
 
 
@@ -107,6 +121,7 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
     cohorts = cohort_statuses(session, plan, since) if plan else []
     paused = current_pause(session)
     final_stage = settings.enforcement.ladder[-1] if settings.enforcement.ladder else "reject"
+    held = holdback.views(session)
     return Status(
         now=now,
         phase=phase(session, campaign, cohorts, final_stage),
@@ -120,6 +135,11 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
         trend=legacy_trend(session, now),
         expiring=expiring_exemptions(session, now),
         jobs=last_jobs(session),
+        open_sightings=open_sightings(session),
+        unreachable=unreachable(session, limit=20),
+        unreachable_count=len(unreachable(session)),
+        held=held[:50],
+        held_count=len(held),
     )
 
 
@@ -132,7 +152,14 @@ def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
         status = waves.setdefault(wave, WaveStatus(wave, wave_due_at(campaign, wave)))
         attribute = {"sent": "sent", "failed": "failed", "sending": "uncertain"}.get(state, "pending")
         setattr(status, attribute, getattr(status, attribute) + count)
+    for wave, counts in delivery_counts(session, campaign.id, list(waves)).items():
+        for state, count in counts.items():
+            setattr(waves[wave], state, count)
     return [waves[k] for k in sorted(waves)]
+
+
+def open_sightings(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.kind == "ambiguous", ReviewItem.resolution.is_(None))) or 0
 
 
 def still_legacy_ids(session: Session, since: datetime) -> set[int]:

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from rollout.config import GateSettings
 from rollout.inventory import import_csv
@@ -50,8 +50,8 @@ def mailbox_id(runtime: Runtime, address: str) -> int:
 
 
 def add_legacy(runtime: Runtime, address: str, day: date, senders: list[str] | None = None, refused: int = 0,
-               auth_last: datetime | None = None) -> None:
-    """A day of legacy use as the scan would record it."""
+               auth_last: datetime | None = None, warned: bool = True) -> None:
+    """A day of legacy use as the scan would record it; ``warned``: its customer got a reminder long before (see ``warn``)."""
     seen = datetime.combine(day, datetime.min.time(), tzinfo=T0.tzinfo) + timedelta(hours=8)
     with runtime.sessions() as session, session.begin():
         session.add(LegacyDay(
@@ -59,6 +59,30 @@ def add_legacy(runtime: Runtime, address: str, day: date, senders: list[str] | N
             last_ip="192.0.2.1", client_ips=["192.0.2.1"], senders=senders or [address], confidence="high",
             auth_count=1 if auth_last else 0, auth_last=auth_last, refused_count=refused, refused_last=seen if refused else None,
         ))
+    if warned:
+        warn(runtime, address, T0 - timedelta(days=30))
+
+
+WARNINGS = "warnings"  # the actor of the campaign whose reminders ``warn`` records
+
+
+def warn(runtime: Runtime, address: str, sent_at: datetime, delivery: str | None = None, reply: str | None = None) -> None:
+    """A reminder listing ``address`` (no date told), sent at ``sent_at``: what a step's hold-back looks for."""
+    with runtime.sessions() as session, session.begin():
+        box = session.get(Mailbox, mailbox_id(runtime, address))
+        assert box is not None
+        campaign = session.scalars(select(Campaign).where(Campaign.actor == WARNINGS)).first()
+        if campaign is None:
+            campaign = Campaign(created_at=T0, actor=WARNINGS, first_at=T0 - timedelta(days=60), weeks=6, weekday="mon",
+                                at_time="09:00", timezone="UTC", active=False)
+            session.add(campaign)
+            session.flush()
+        wave = 1 + (session.scalar(select(func.max(Notice.wave)).where(Notice.campaign_id == campaign.id, Notice.customer_id == box.customer_id)) or 0)
+        notice = Notice(campaign_id=campaign.id, wave=wave, customer_id=box.customer_id, state="sent", to_address="k@example.org",
+                        message_id=f"<w{wave}.{box.id}@t>", created_at=sent_at, sent_at=sent_at, delivery=delivery, delivery_reply=reply)
+        session.add(notice)
+        session.flush()
+        session.add(NoticeMailbox(notice_id=notice.id, mailbox_id=box.id))
 
 
 def tell(runtime: Runtime, address: str, switch_at: datetime, state: str = "sent") -> None:
@@ -66,7 +90,7 @@ def tell(runtime: Runtime, address: str, switch_at: datetime, state: str = "sent
     with runtime.sessions() as session, session.begin():
         box = session.get(Mailbox, mailbox_id(runtime, address))
         assert box is not None
-        campaign = session.scalars(select(Campaign)).first()
+        campaign = session.scalars(select(Campaign).where(Campaign.actor == "t")).first()
         if campaign is None:
             campaign = Campaign(created_at=T0, actor="t", first_at=T0 - timedelta(days=60), weeks=1, weekday="mon",
                                 at_time="09:00", timezone="UTC", active=False)

@@ -99,6 +99,11 @@ CASES: list[tuple[str, list[str], Setup, set[int]]] = [
     ("notify", ["--wave", "99"], NONE, {1, 2}),
     ("demo", ["{tmp}/mail.log"], a_log, {1, 2}),
     ("scheduler", [], env(ROLLOUT_DATABASE_URL="mysql://root@localhost/rollout"), {1}),
+    ("attribute", ["999", "anna@example.de", "--reason", "x"], NONE, {1}),
+    ("attribute", ["banana", "anna@example.de", "--reason", "x"], NONE, {2}),
+    ("attribute", ["1", "anna@example.de"], NONE, {2}),
+    ("dismiss", ["999", "--reason", "x"], NONE, {1}),
+    ("dismiss", ["-1", "--reason", "x"], NONE, {1, 2}),
 ]
 
 

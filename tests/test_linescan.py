@@ -136,6 +136,14 @@ EDGES = [
     'Nov 23 10:00:02 px perdition.pop3s[31]: Auth: 198.51.100.8:2274->192.0.2.9:995 client-secure=ssl authorisation_id=NONE authentication_id="bert@example.org" server="pop:995" protocol=POP3S server-secure=ssl status="ok"',
     'Nov 23 10:00:02 px perdition[31]: Auth: 198.51.100.9:2274->192.0.2.9:993 authorisation_id=NONE authentication_id="carl@example.org" server="imap:993" protocol=IMAP4S status="ok"',
     "dovecot: Nov 23 10:00:03 Info: pop3-login: Login: user=<dora@example.org>, method=PLAIN, rip=198.51.100.10, lip=192.0.2.1",
+    # one of our notices, whole in the block from an untrusted address: itemised, not joined (logs/deliveries.py)
+    "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C70: client=unknown[203.0.113.20]",
+    "Nov 23 10:00:01 mx1 postfix/cleanup[15]: 3F2A1B4C70: message-id=<rollout.c1.w1.k7@example.net>",
+    "Nov 23 10:00:02 mx1 postfix/qmgr[12]: 3F2A1B4C70: from=<support@example.net>, size=1234, nrcpt=1 (queue active)",
+    "Nov 23 10:00:03 mx1 postfix/smtp[13]: 3F2A1B4C70: to=<k7@remote.test>, relay=mx.remote.test[192.0.2.9]:25, delay=1, dsn=5.1.1, status=bounced (host mx.remote.test[192.0.2.9] said: 550 5.1.1 unknown (in reply to RCPT TO command))",
+    "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C70: removed",
+    "Nov 23 10:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C71: from=<support@example.net>, status=expired, returned to sender",
+    "2026-11-23 10:00:06 1abcDE-000002-AB <= support@example.net H=(ops) [203.0.113.20] P=esmtp S=100 id=rollout.c1.w1.k8@example.net",
     # '<' in the host of an RFC 3164 line is no envelope for LineParser
     "Nov 23 09:59:00 m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x1>",
     "2026-11-23T09:59:00Z m<x1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, lip=192.0.2.1, session=<x2>",
@@ -266,6 +274,8 @@ SHAPES = [
     "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C5D: removed",
     "Nov 23 10:00:04 mx1 postfix/smtpd[11]: connect from unknown[203.0.113.5]",
     "Nov 23 10:00:04 mx1 postfix/cleanup[15]: 3F2A1B4C5D: message-id=<a@b>",
+    "Nov 23 10:00:04 mx1 postfix/cleanup[15]: 3F2A1B4C5D: message-id=<rollout.c1.w2.k3@example.net>",
+    "Nov 23 10:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C5D: from=<support@example.net>, status=expired, returned to sender",
     "Nov 23 10:00:05 mx1 postfix/smtpd[11]: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 554 5.7.1 <x@remote.test>: Relay access denied; from=<anna@example.org> to=<x@remote.test> proto=ESMTP helo=<pc>",
     "Nov 23 10:00:05 mx1 postfix/smtpd[11]: warning: unknown[203.0.113.5]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
     "Nov 23 09:59:00 mx1 dovecot[700]: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=203.0.113.5, lip=192.0.2.1, mpid=1, TLS, session=<abc>",

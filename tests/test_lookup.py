@@ -21,7 +21,7 @@ def test_lookup_by_address_is_case_insensitive_and_shows_everything(run: Cli, ru
     assert f"/var/log/mail.log:1234: {ANNA_LINE}" in out
     assert "SMTP AUTH: last 2026-03-12 09:00  → switched" in out  # bert
     assert "zoe@acme.example\n  legacy use: none seen\n  cohort 2 (n–z): scheduled 2026-03-23 09:00; not yet switched off" in out
-    assert "3  reminder  sent   2026-03-16 09:00  <rollout.1.3.K-1@example.net>  Anna@acme.example, bert@acme.example" in out
+    assert "3  reminder  sent             2026-03-16 09:00  <rollout.1.3.K-1@example.net>  Anna@acme.example, bert@acme.example" in out
 
 
 def test_lookup_json_by_customer_id(run: Cli, runtime: Runtime) -> None:

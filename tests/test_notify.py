@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from rollout.clock import ManualClock
 from rollout.errors import DeliveryError, GuardError
-from rollout.models import Exemption, Mailbox, Notice, NoticeMailbox
+from rollout.models import Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
 from rollout.runtime import Runtime
 from rollout.workflows.campaign import due_wave, notify, start_campaign
 
@@ -95,14 +95,23 @@ def test_exempt_switched_off_and_switched_mailboxes_are_left_out(affected: Runti
     assert listed == ["buero@example.de"]
 
 
-def test_medium_confidence_needs_two_days(affected: Runtime, tmp_path: Path) -> None:
-    """One medium-confidence day is not enough to notify; two different days are."""
+def test_one_medium_sighting_is_notified_and_says_why(affected: Runtime, smtp: SmtpServer, tmp_path: Path) -> None:
+    """A single medium-confidence sighting is enough: the notice lists the foreign sender and why it is theirs."""
     add_customers(affected, tmp_path, [*CUSTOMERS, "mid@example.net,K4,mid@example.org,Mid,en"])
     add_legacy(affected, "mid@example.net", T0 - timedelta(days=1), high=0, confidence="medium")
-    assert notify(affected, dry_run=True).selected == 2
-    add_legacy(affected, "mid@example.net", T0 - timedelta(days=4), high=0, confidence="medium")
-    assert notify(affected, dry_run=True).selected == 3
-    assert ledger(affected) == []
+    with affected.sessions() as session, session.begin():
+        mid = session.scalar(select(Mailbox.id).where(Mailbox.address_key == "mid@example.net"))
+        day = session.get(LegacyDay, (mid, (T0 - timedelta(days=1)).date()))
+        day.senders = ["private@elsewhere.org"]
+        session.add(Evidence(mailbox_id=mid, day=day.day, kind="legacy", lines=[],
+                             details={"tier": "strict", "delta_seconds": 125.0, "flags": ["sender_mismatch", "foreign_sender_domain"]}))
+    assert notify(affected).sent == 3
+    message = next(m for m in smtp.inbox.messages if "mid@example.org" in m["To"])
+    text = message.get_body(("plain",)).get_content()
+    assert "sender address: private@elsewhere.org" in text
+    assert "an address where this mailbox, and no other, had logged in 2 minutes before" in text
+    html = message.get_body(("html",)).get_content()
+    assert "private@elsewhere.org" in html and "2 minutes before" in html
 
 
 def test_4xx_is_retried_then_sent(affected: Runtime, smtp: SmtpServer) -> None:
@@ -271,3 +280,16 @@ def test_refused_login_stops_the_run_and_leaves_notices_pending(affected: Runtim
         with pytest.raises(DeliveryError, match="offers no SMTP AUTH"):
             notify(affected)
     assert {s for _, _, s, _ in ledger(affected)} == {"pending"}
+
+
+def test_a_later_wave_lists_mailboxes_first_seen_after_wave_1(affected: Runtime, clock: ManualClock, smtp: SmtpServer, tmp_path: Path) -> None:
+    """Wave 2 lists every mailbox of the customer affected by then, including one first seen after wave 1."""
+    add_customers(affected, tmp_path, [*CUSTOMERS, "neu@example.net,K2,zed@example.org,Zed Ltd,en"])
+    notify(affected)
+    first = next(m for m in smtp.inbox.messages if "zed@example.org" in m["To"]).get_body(("plain",)).get_content()
+    assert "zed@example.net" in first and "neu@example.net" not in first
+    add_legacy(affected, "neu@example.net", T0 + timedelta(days=3), confidence="medium", high=0)
+    clock.set(T0 + timedelta(days=7))
+    assert notify(affected).wave == 2
+    second = [m for m in smtp.inbox.messages if "zed@example.org" in m["To"]][-1].get_body(("plain",)).get_content()
+    assert "zed@example.net" in second and "neu@example.net" in second

@@ -32,10 +32,12 @@ MAX_PROBLEMS_SHOWN = 20
 # SQLAlchemy, Jinja2, the workflows) is imported only when that command runs; `rollout --help`
 # lists them from here. tests/test_docs.py checks each summary against the command's own help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "attribute": ("rollout.cli.sightings:attribute_command", "Make an ambiguous sighting one mailbox's legacy use (audited): it is notified."),
     "campaign": ("rollout.cli.campaign:campaign_group", "The six-week notice schedule."),
     "config": ("rollout.cli.configuration:config_group", "Inspect the configuration (rollout.toml < environment < flags)."),
     "db": ("rollout.cli.database:db_group", "Create and migrate the database schema (Alembic)."),
     "demo": ("rollout.cli.operate:demo_command", "Run the whole rollout on a generated provider in DIRECTORY, in about a minute."),
+    "dismiss": ("rollout.cli.sightings:dismiss_command", "Close an ambiguous sighting as nobody's legacy use (audited): never notified."),
     "exempt": ("rollout.cli.plan:exempt_command", "Keep one mailbox out of the map until a date (one postponement unless --force)."),
     "inventory": ("rollout.cli.inventory:inventory_group", "Customers and their mailboxes, imported from provisioning."),
     "legacy": ("rollout.cli.scan:legacy_command", "List the mailboxes still using SMTP-after-POP, with their evidence."),

@@ -69,11 +69,16 @@ def _show(overview: CampaignOverview, as_json: bool) -> None:
     state = "active" if overview.active else "inactive"
     due = f"wave {overview.due_wave} is due now" if overview.due_wave else "no wave is due now"
     click.echo(f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {overview.weekday} {overview.at_time} {overview.timezone}; {due}")
-    rows = [(w.wave, f"{w.due_at:%Y-%m-%d %H:%M} UTC", w.pending, w.sending, w.sent, w.failed) for w in overview.waves]
+    rows = [(w.wave, f"{w.due_at:%Y-%m-%d %H:%M} UTC", w.pending, w.sending, w.sent, w.failed, w.delivered, w.bounced, w.delayed)
+            for w in overview.waves]
     if overview.thanks:
         t = overview.thanks
-        rows.append(("thanks", "", t.pending, t.sending, t.sent, t.failed))
-    echo_table(rows, ("wave", "due", "pending", "sending", "sent", "failed"), "lrrrrr")
+        rows.append(("thanks", "", t.pending, t.sending, t.sent, t.failed, t.delivered, t.bounced, t.delayed))
+    echo_table(rows, ("wave", "due", "pending", "sending", "sent", "failed", "delivered", "bounced", "delayed"), "lrrrrrrrr")
+    if overview.unreachable:
+        click.echo(f"unreachable (their latest notice bounced; call them): {len(overview.unreachable)}")
+        for u in overview.unreachable[:20]:
+            click.echo(f"  {u.customer} {u.name} <{u.to_address}> wave {u.wave}: {u.reply or 'bounced'}")
 
 
 @click.command("notify")
@@ -141,5 +146,7 @@ def _print_summary(s: NotifySummary) -> None:
     )
     for f in s.failures[:20]:
         click.echo(f"failed: customer {f['customer']} <{f['to']}>: {f['reply']}")
+    if s.unreachable:
+        click.echo(f"{s.unreachable} customers left out: an earlier notice to their address bounced with a 5xx (see `rollout campaign show`)")
     if s.uncertain:
         click.echo(f"{s.uncertain} notices were in flight when an earlier run stopped: maybe delivered; `--resend-uncertain` sends them again")

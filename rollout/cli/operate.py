@@ -94,10 +94,20 @@ def print_status(s: Status) -> None:
     if s.waves:
         click.echo("\nnotice waves")
         echo_table(
-            [(w.wave, stamp(w.due_at), w.sent, w.failed, w.uncertain, w.pending) for w in s.waves],
-            ("wave", "due", "sent", "failed", "uncertain", "pending"),
-            "rlrrrr",
+            [(w.wave, stamp(w.due_at), w.sent, w.failed, w.uncertain, w.pending, w.delivered, w.bounced, w.delayed) for w in s.waves],
+            ("wave", "due", "sent", "failed", "uncertain", "pending", "delivered", "bounced", "delayed"),
+            "rlrrrrrrr",
         )
+    if s.unreachable_count:
+        click.echo(f"\nunreachable customers (their latest notice bounced; support calls them): {s.unreachable_count}")
+        echo_table([(u.customer, u.name, u.to_address, u.wave, u.reply or "") for u in s.unreachable],
+                   ("customer", "name", "address", "wave", "reply"))
+    if s.held_count:
+        click.echo(f"\nheld back, not warned in time (kept out of the map): {s.held_count}")
+        echo_table([(h.address, h.customer, h.reason, h.cohort, h.redated_to or "no date yet") for h in s.held],
+                   ("mailbox", "customer", "reason", "held from", "switched off with"))
+    if s.open_sightings:
+        click.echo(f"\nopen ambiguous sightings: {s.open_sightings} (`rollout legacy --review`, then `rollout attribute` or `rollout dismiss`)")
     if s.cohorts:
         click.echo("\ncohorts")
         echo_table(
@@ -158,10 +168,13 @@ def print_lookup(found: Lookup) -> None:
         click.echo("  none")
         return
     echo_table(
-        [(n.wave, n.kind, n.state, stamp(n.sent_at), n.message_id, ", ".join(n.mailboxes)) for n in found.notices],
-        ("wave", "kind", "state", "sent", "message-id", "mailboxes listed"),
-        "rlllll",
+        [(n.wave, n.kind, n.state, n.delivery or "", stamp(n.sent_at), n.message_id, ", ".join(n.mailboxes)) for n in found.notices],
+        ("wave", "kind", "state", "delivery", "sent", "message-id", "mailboxes listed"),
+        "rllllll",
     )
+    for n in found.notices:
+        if n.delivery in ("bounced", "delayed") and n.delivery_reply:
+            click.echo(f"  wave {n.wave} {n.delivery} {stamp(n.delivery_at)}: {n.delivery_reply}")
 
 
 def print_mailbox(m: MailboxReport) -> None:
@@ -182,6 +195,10 @@ def print_mailbox(m: MailboxReport) -> None:
         click.echo(f"  cohort {c.position} ({c.label}): scheduled {stamp(c.scheduled_at)}; {state}")
     else:
         click.echo("  cohort: none (no plan applied)")
+    if m.held:
+        h = m.held
+        later = f"switched off with cohort {h.redated_to} at {stamp(h.redated_at)}" if h.redated_to else "no new date yet"
+        click.echo(f"  HELD BACK from cohort {h.cohort} at {stamp(h.held_at)}: {h.reason}; not in the map; {later}")
     if m.exemption:
         e = m.exemption
         click.echo(f"  exemption {'until' if e.active else 'ended, was until'} {stamp(e.until)} by {e.actor}: {e.reason}")

@@ -108,14 +108,28 @@ def _print_diff(result: wf.StepResult) -> None:
     click.echo(f"map: {len(result.diff.added)} added, {len(result.diff.removed)} removed, {len(result.diff.changed)} changed")
 
 
+def _print_held(result: wf.StepResult) -> None:
+    """Who the step keeps out of the map (not warned in time), and who it includes unwarned."""
+    if result.held:
+        click.echo(f"held back, not warned in time ({len(result.held)}): kept out of the map")
+        for h in result.held[:DIFF_SHOWN]:
+            later = f"; switched off with cohort {h.redated_to} at {h.redated_at:%Y-%m-%d %H:%M} UTC" if h.redated_to and h.redated_at else "; no date yet"
+            click.echo(f"  {h.address} ({h.customer}): {h.reason}{later}")
+    if result.included_unwarned:
+        click.echo(f"switched off although not warned in time (--include-unwarned): {', '.join(result.included_unwarned[:DIFF_SHOWN])}")
+    if result.released:
+        click.echo(f"held earlier, warned since, switched off now: {', '.join(result.released[:DIFF_SHOWN])}")
+
+
 @click.command("step")
 @dry_run_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Override the guards (needs --reason).")
-@click.option("--reason", help="Why: recorded in the audit log (required with --force).")
+@click.option("--reason", help="Why: recorded in the audit log (required with --force and --include-unwarned).")
+@click.option("--include-unwarned", is_flag=True, help="Also switch off mailboxes held back as not warned in time (needs --reason).")
 @json_option
 @pass_runtime()
-def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, as_json: bool) -> None:
+def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, include_unwarned: bool, as_json: bool) -> None:
     """Switch off the next cohort, or move the current one to its next stage.
 
     Guards: the notice campaign's last wave has gone out, the rollout is not
@@ -125,27 +139,35 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
     the share of the next cohort still on the legacy path, and an optional
     external check; a failed gate refuses the step (exit 1, each named) unless
     --force --reason. Prints the gate figures and asks before acting.
+    Mailboxes still on the legacy path without a notice delivered
+    notices.min_warning_days before are held back (listed, kept out of the map)
+    and get a later cohort's date; --force does not include them.
 
     \b
     Example:
       rollout step --dry-run
       rollout step --yes
+      rollout step --yes --include-unwarned --reason "support phoned every held customer"
     """
     if force and not reason:
         raise click.UsageError("--force needs --reason TEXT")
+    if include_unwarned and not reason:
+        raise click.UsageError("--include-unwarned needs --reason TEXT")
     if as_json and not (yes or dry_run):
         raise click.UsageError("--json cannot ask for confirmation: add --yes or --dry-run")
 
     def confirm(preview: wf.StepResult) -> bool:
         _print_gate(preview.step)
+        _print_held(preview)
         return click.confirm(f"switch cohort {preview.step.label} to {preview.step.to_stage}?", default=False)
 
-    result = wf.step(runtime, dry_run=dry_run, yes=yes, force=force, reason=reason, confirm=confirm)
+    result = wf.step(runtime, dry_run=dry_run, yes=yes, force=force, reason=reason, confirm=confirm, include_unwarned=include_unwarned)
     if as_json:
         echo_json(result)
         return
     if dry_run or yes:
         _print_gate(result.step)
+        _print_held(result)
     for blocker in result.step.blockers:
         click.echo(f"{'overridden' if result.forced else 'guard'}: {blocker}")
     if dry_run:

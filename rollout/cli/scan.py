@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,14 +53,22 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
         f"{summary.authenticated} authenticated; {summary.ambiguous} ambiguous and {summary.unexplained} unexplained (see --review); "
         f"{summary.near_misses} near misses; {summary.refused} refused by our map; {summary.unknown_logins} unknown login users"
     )
+    if summary.notices:
+        click.echo("our notices: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.notices.items())))
     click.echo(f"{summary.lines} lines in {summary.elapsed_seconds:.2f} s ({summary.lines_per_second} lines/s)")
+
+
+def _resolution(e: Any) -> str:
+    if e.resolution is None:
+        return "open" if e.kind == "ambiguous" else ""
+    return f"{e.resolution}{' to ' + e.mailbox if e.mailbox else ''} by {e.resolved_by}"
 
 
 @click.command("legacy")
 @json_option
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only use on or after this day (UTC).")
 @click.option("--customer", metavar="ID", help="Only this customer's mailboxes (customer_id from the inventory).")
-@click.option("--review", is_flag=True, help="List ambiguous sightings and unexplained relays instead.")
+@click.option("--review", is_flag=True, help="List ambiguous sightings (with their ids, for attribute and dismiss) and unexplained relays instead.")
 @pass_runtime()
 def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, customer: str | None, review: bool) -> None:
     """List the mailboxes still using SMTP-after-POP, with their evidence.
@@ -80,8 +89,9 @@ def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, cust
             echo_json(entries)
             return
         echo_table(
-            [(e.kind, e.at.strftime("%Y-%m-%d %H:%M:%S"), e.host, e.queue_id, e.client_ip, e.sender, ", ".join(e.candidates)) for e in entries],
-            ("kind", "at (UTC)", "host", "queue id", "client ip", "sender", "candidates"),
+            [(e.id, e.kind, e.at.strftime("%Y-%m-%d %H:%M:%S"), e.host, e.queue_id, e.client_ip, e.sender, ", ".join(e.candidates),
+              _resolution(e)) for e in entries],
+            ("id", "kind", "at (UTC)", "host", "queue id", "client ip", "sender", "candidates", "resolved"),
         )
         return
     rows = legacy_report(runtime, since=day, customer=customer)

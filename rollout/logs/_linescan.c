@@ -2,7 +2,9 @@
  * rollout.logs._linescan: sort a block of syslog lines before Python sees them.
  *
  * A provider's maillog is mostly lines that can never matter to detection
- * (connects, cleanup, local deliveries, other programs). scan() walks a block of
+ * (connects, cleanup, local deliveries, other programs; but cleanup's Message-ID of our
+ * own notices, <rollout.…>, and qmgr's "status=expired" go to Python, which follows our
+ * notices to their delivery: logs/deliveries.py). scan() walks a block of
  * complete lines and returns one row per line that Python must look at; every
  * other line is skipped here. It never decides what a line means beyond that:
  *
@@ -234,6 +236,7 @@ static int postfix(const char *daemon, const char *daemon_end, const char *m, co
         if (!queue_id(m, e, l)) return K_SKIP;
         const char *r = l->qid_end + 2;
         if (is_word(r, e, "removed")) return K_REMOVED;
+        if (find(r, e, ", status=expired") != NULL) return K_OTHER; /* a notice given up: logs/deliveries.py */
         if (!starts(r, e, "from=<") || !ends_with(r, e, "(queue active)")) return K_SKIP;
         const char *gt = memchr(r + 6, '>', e - r - 6);
         if (gt == NULL || !(starts(gt, e, ">, size=") || starts(gt, e, ">, status="))) return K_SKIP;
@@ -244,6 +247,8 @@ static int postfix(const char *daemon, const char *daemon_end, const char *m, co
         return K_DELIVERY;
     }
     if (is_word(daemon, daemon_end, "pickup")) return K_OTHER;
+    if (is_word(daemon, daemon_end, "cleanup")) /* our own notices, followed to their delivery: logs/deliveries.py */
+        return find(m, e, ": message-id=<rollout.") != NULL ? K_OTHER : K_SKIP;
     static const char *local[] = {"local", "virtual", "pipe", "error", "discard", "relay", "retry", NULL};
     for (int i = 0; local[i]; i++)
         if (is_word(daemon, daemon_end, local[i])) /* local deliveries matter only as a content-filter hop */

@@ -95,6 +95,23 @@ class Removed(Event):
 
 
 @dataclass(slots=True)
+class NoticeQueued(Event):
+    """Postfix cleanup ``QID: message-id=<rollout.…>``: one of our own notices entered the provider's queue."""
+
+    instance: str
+    qid: str
+    message_id: str  # with its angle brackets, as the ledger has it
+
+
+@dataclass(slots=True)
+class Expired(Event):
+    """Postfix qmgr ``QID: from=<…>, status=expired, returned to sender``: the queue gave the message up."""
+
+    instance: str
+    qid: str
+
+
+@dataclass(slots=True)
 class AuthFailure(Event):
     """SMTP AUTH failed for a client (Postfix ``SASL … authentication failed``)."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .events import Accept, AuthFailure, Delivery, Envelope, Event, Refusal, Removed, Sender
+from .deliveries import EXPIRED, notice_queued
+from .events import Accept, AuthFailure, Delivery, Envelope, Event, Expired, Refusal, Removed, Sender
 from .net import client_ip, normalise_ip
 
 QID = r"(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,})"
@@ -60,12 +61,16 @@ class PostfixParser:
         if daemon == "qmgr":
             if rest == "removed":
                 return Removed(env.t, env.host, file, offset, line, instance, qid)
+            if EXPIRED in rest:
+                return Expired(env.t, env.host, file, offset, line, instance, qid)
             f = _FROM.match(rest)
             if f is not None and rest.endswith("(queue active)"):
                 return Sender(env.t, env.host, file, offset, line, instance, qid, f["from"])
             return "postfix-qmgr"
         if daemon in DELIVERY_DAEMONS:
             return _delivery(env, instance, daemon, qid, rest, file, offset, line)
+        if daemon == "cleanup":
+            return notice_queued(env, instance, qid, rest, file, offset, line) or "postfix-cleanup"
         if daemon == "pickup":
             p = _PICKUP.match(rest)
             if p is not None:

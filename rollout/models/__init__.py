@@ -4,7 +4,7 @@ from .base import Base, UTCDateTime
 from .campaign import Campaign, Notice, NoticeMailbox
 from .core import AuditEvent, Customer, Mailbox
 from .ops import JobRun
-from .plan import Cohort, CohortMember, Exemption, MapVersion, Plan, Retirement, RolloutState
+from .plan import Cohort, CohortMember, Exemption, HeldMailbox, MapVersion, Plan, Retirement, RolloutState
 from .scan import Evidence, LegacyDay, RefusalHour, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Customer",
     "Evidence",
     "Exemption",
+    "HeldMailbox",
     "JobRun",
     "LegacyDay",
     "Mailbox",

@@ -43,10 +43,17 @@ class Notice(Base):
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # What the provider's MTA log says became of it after it was accepted (``rollout scan``, by Message-ID):
+    # delivered | bounced | delayed; None until the scan has seen it
+    delivery: Mapped[str | None] = mapped_column(String(16))
+    delivery_reply: Mapped[str | None] = mapped_column(Text)  # the remote server's reply (bounced, delayed)
+    delivery_at: Mapped[datetime | None]
+    queue_id: Mapped[str | None] = mapped_column(String(320))  # host|instance|queue ID in that MTA's log
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "wave", "customer_id"),
         Index("ix_notices_state", "campaign_id", "wave", "state"),
+        Index("ix_notices_message_id", "message_id"),
     )
 
 
@@ -60,3 +67,6 @@ class NoticeMailbox(Base):
     switch_at: Mapped[datetime | None]
     last_legacy_at: Mapped[datetime | None]
     last_ip: Mapped[str | None] = mapped_column(String(45))
+    senders: Mapped[str | None] = mapped_column(Text)  # envelope senders of the last day of legacy use, as the notice said them
+    basis: Mapped[str | None] = mapped_column(String(32))  # why a medium sighting is theirs (notices.BASES); None: high
+    login_gap_seconds: Mapped[int | None]  # from the login that opened the window to the submission

@@ -106,6 +106,28 @@ class MapVersion(Base):
     stages: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {position: stage} it enforces
 
 
+class HeldMailbox(Base):
+    """A mailbox a step kept out of the map because it was not warned in time (rollout.holdback).
+
+    Open while ``released_at`` is None. ``redated_cohort_id``: the later cohort it is switched off
+    with instead, once a delivered notice allows a date ``notices.min_warning_days`` after it.
+    """
+
+    __tablename__ = "held_mailboxes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True)
+    cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))  # the cohort it was held back from
+    reason: Mapped[str] = mapped_column(String(32))  # no notice | notice bounced | notice too late
+    held_at: Mapped[datetime]
+    redated_cohort_id: Mapped[int | None] = mapped_column(ForeignKey("cohorts.id", ondelete="SET NULL"))
+    released_at: Mapped[datetime | None]
+    release: Mapped[str | None] = mapped_column(String(16))  # redated | included | switched
+    release_reason: Mapped[str | None] = mapped_column(Text)
+    released_by: Mapped[str | None] = mapped_column(String(128))
+
+
 class Retirement(Base):
     """The final step: the legacy POP-before-SMTP map retired after the last cohort (until undone)."""
 

@@ -99,6 +99,12 @@ class ReviewItem(Base):
     sender: Mapped[str | None] = mapped_column(String(320))
     candidates: Mapped[list[Any]]
     evidence: Mapped[list[Any]]
+    # resolved by ops (`rollout attribute` / `rollout dismiss`): attributed | dismissed; None = open
+    resolution: Mapped[str | None] = mapped_column(String(16))
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id", ondelete="SET NULL"))  # attributed to
+    resolved_by: Mapped[str | None] = mapped_column(String(128))
+    resolved_at: Mapped[datetime | None]
+    resolution_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("host", "queue_id", "at"),)
 

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit
+from .. import audit, notice_delivery
 from .. import campaign as core
 from ..clock import out_of_range
 from ..config import Settings
@@ -40,6 +40,11 @@ class WaveStatus:
     sending: int = 0
     sent: int = 0
     failed: int = 0
+    # of the sent ones, what the provider MTA's log says (`rollout scan`); unknown: not seen there yet
+    delivered: int = 0
+    bounced: int = 0
+    delayed: int = 0
+    unknown: int = 0
 
 
 @dataclass
@@ -54,6 +59,7 @@ class CampaignOverview:
     due_wave: int | None
     waves: list[WaveStatus] = field(default_factory=list)
     thanks: WaveStatus | None = None
+    unreachable: list[notice_delivery.Unreachable] = field(default_factory=list)  # customers whose latest notice bounced
 
 
 @dataclass
@@ -68,11 +74,13 @@ class NotifySummary:
     uncertain: int = 0  # left in `sending` by a killed run: maybe delivered, not resent
     remaining: int = 0  # pending, not attempted (--limit, or the run stopped)
     new: int = 0  # ledger rows this run added
+    unreachable: int = 0  # customers left out: an earlier notice to their address bounced with a 5xx
     dry_run: bool = False
     outbox: str | None = None
     note: str | None = None
     failures: list[dict[str, str]] = field(default_factory=list)
     stopped: bool = False  # the SMTP server could not be reached for some notices: left pending (the command exits 1)
+    delivery: dict[str, int] = field(default_factory=dict)  # the wave's sent notices by delivery state (`rollout scan`)
 
 
 def start_campaign(
@@ -115,8 +123,11 @@ def campaign_overview(runtime: Runtime) -> CampaignOverview | None:
             campaign.id, campaign.active, campaign.first_at, campaign.weeks, campaign.weekday, campaign.at_time, campaign.timezone,
             _due(campaign, now, runtime.settings.notices.grace_hours) if campaign.active else None,
         )
+        deliveries = notice_delivery.delivery_counts(session, campaign.id, list(range(1, campaign.weeks + 2)))
+        overview.unreachable = notice_delivery.unreachable(session)
         for wave in range(1, campaign.weeks + 2):
-            status = WaveStatus(wave, core.wave_due_at(campaign, wave), **core.state_counts(session, campaign.id, [wave]))
+            counts = core.state_counts(session, campaign.id, [wave])
+            status = WaveStatus(wave, core.wave_due_at(campaign, wave), **counts, **deliveries.get(wave, {}))
             if wave <= campaign.weeks:
                 overview.waves.append(status)
             elif any((status.pending, status.sending, status.sent, status.failed)):
@@ -184,6 +195,7 @@ def notify(
                  summary.sent, summary.failed, summary.deferred, time.monotonic() - started, time.process_time() - cpu)
     with runtime.sessions() as session:
         counts = core.state_counts(session, campaign.id, waves)
+        summary.delivery = notice_delivery.delivery_counts(session, campaign.id, waves[:1]).get(waves[0], {})
     summary.uncertain = counts.get("sending", 0)
     summary.remaining = counts.get("pending", 0) - summary.deferred
     with runtime.sessions() as session, session.begin():
@@ -246,6 +258,9 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
         if resend_uncertain:
             core.release_uncertain(session, campaign.id, waves)
         existing = core.existing_customers(session, campaign.id, wave)
+        bounced = notice_delivery.hard_bounced_customers(session) - existing  # not retried: support calls them
+        summary.unreachable = len(bounced)
+        existing |= bounced
         switched: set[int] = set()
         reminded: set[int] = set()
         found = _not_in(core.reminders(session, now, settings.lookback_days, switched), existing, reminded)

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from .. import audit, gates as gate_checks, plans
+from .. import audit, gates as gate_checks, holdback, plans
 from ..addresses import AddressError, parse_address
 from ..campaign import wave_due_at
 from ..clock import as_utc, out_of_range
@@ -162,7 +162,7 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     stage_of_cohort = {c.id: c.stage for c in plan.cohorts if c.stage != "pending"} if plan else {}
     if not stage_of_cohort:
         return []
-    exempt = _exempt_ids(session, now)
+    exempt = _exempt_ids(session, now) | holdback.held_ids(session)  # held: not warned in time (rollout.holdback)
     in_force = CohortMember.cohort_id.in_(list(stage_of_cohort))
     stage_of: dict[str, str] = {}
     stage_by_mailbox: dict[int, str] = {}
@@ -525,6 +525,9 @@ class StepResult:
     checksum_before: str | None = None
     checksum_after: str | None = None
     expired_exemptions: int = 0
+    held: list[holdback.HeldView] = field(default_factory=list)  # kept out of the map: not warned in time
+    included_unwarned: list[str] = field(default_factory=list)  # switched off unwarned: --include-unwarned
+    released: list[str] = field(default_factory=list)  # held earlier, switched off with this step (warned since)
 
 
 def step(
@@ -534,16 +537,21 @@ def step(
     force: bool = False,
     reason: str | None = None,
     confirm: Callable[[StepResult], bool] | None = None,
+    include_unwarned: bool = False,
 ) -> StepResult:
-    """Enforce the next cohort, or move the current one up the ladder; guards first."""
+    """Enforce the next cohort, or move the current one up the ladder; guards first. Mailboxes not warned in time
+    are held back (``rollout.holdback``) unless ``include_unwarned``, which --force does not imply."""
     if force and not reason:
         raise PlanError("--force needs --reason: say why the guards are overridden (it goes in the audit log)")
+    if include_unwarned and not reason:
+        raise PlanError("--include-unwarned needs --reason: say why unwarned customers are switched off (it goes in the audit log)")
     with _map_change(runtime) if not dry_run else nullcontext():
-        return _step(runtime, dry_run, yes, force, reason, confirm)
+        return _step(runtime, dry_run, yes, force, reason, confirm, include_unwarned)
 
 
 def _step(
-    runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, confirm: Callable[[StepResult], bool] | None
+    runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, confirm: Callable[[StepResult], bool] | None,
+    include_unwarned: bool,
 ) -> StepResult:
     now = runtime.clock.now()
     with runtime.sessions() as session, session.begin():
@@ -562,6 +570,10 @@ def _step(
         cohort = session.get(Cohort, upcoming.cohort_id)
         assert cohort is not None
         expired = _end_expired(session, now)
+        notices = runtime.settings.notices
+        held = holdback.apply(session, plan, cohort, upcoming.from_stage, now, notices.lookback_days, notices.min_warning_days,
+                              include_unwarned, runtime.actor, reason)
+        result.held, result.included_unwarned, result.released = held.held, held.included, held.released
         plans.set_stage(session, cohort, upcoming.to_stage, now)
         if dry_run:
             result.customers = plans.customers_of(session, [cohort.id])
@@ -581,6 +593,8 @@ def _step(
             still_legacy=upcoming.still_legacy, refusals_since_switch=upcoming.refusals_since_switch,
             gates={g.name: {"passed": g.passed, "value": g.value, "limit": g.limit, "figure": g.figure} for g in upcoming.gates},
             map_before=swap.checksum_before, map_after=swap.checksum_after, map_drifted=swap.drifted, expired_exemptions=expired,
+            held=[{"mailbox": h.address, "reason": h.reason, "redated_to": h.redated_to} for h in held.held],
+            included_unwarned=held.included, released_holds=held.released,
         )
     return result
 

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import audit
+from .. import audit, notice_delivery
 from ..addresses import domain_key, login_key
 from ..db import insert_rows
 from ..detection import DetectionConfig, Detector, Finding
@@ -76,6 +76,7 @@ class ScanSummary:
     unknown_logins: int
     elapsed_seconds: float
     lines_per_second: float
+    notices: dict[str, int] = field(default_factory=dict)  # our notices' delivery states learnt from this log
 
 
 @dataclass
@@ -237,12 +238,14 @@ def _scan(runtime: Runtime, paths: Sequence[Path], host: str | None, progress: C
         carry = session.get(ScanCarry, 1)
         detector = Detector(config, json.loads(zlib.decompress(carry.state)) if carry else None)
         tally = _Tally(ids)
+        deliveries = notice_delivery.tracker_for(session)
         files, sources = _open_sources(session, paths, host or settings.scan.host, settings)
         workers, trusted = settings.scan.workers, tuple(settings.scan.trusted_networks)
         streams = [_events(src, parser, fs, progress, workers, trusted) for src, parser, fs, _row, _ident in sources]
         batches = streams[0] if len(streams) == 1 else _merged(streams)
         for batch in batches:
             detector.feed_many(batch)
+            deliveries.feed(batch)
             if len(detector.findings) >= FLUSH_FINDINGS:
                 _drain(detector, tally)
         detector.finish()
@@ -255,8 +258,9 @@ def _scan(runtime: Runtime, paths: Sequence[Path], host: str | None, progress: C
         else:
             carry.state, carry.updated_at = state, now
         summary = _summary(files, tally, started)
+        summary.notices = notice_delivery.record(session, deliveries)
         audit.record(session, now, runtime.actor, "scan.run", files=[f.path for f in files], lines=summary.lines,
-                     legacy_submissions=summary.legacy_submissions, mailboxes=summary.mailboxes)
+                     legacy_submissions=summary.legacy_submissions, mailboxes=summary.mailboxes, notices=summary.notices)
     return summary
 
 
@@ -590,6 +594,7 @@ def _legacy_mailbox(address: str, customer: str, days: list[LegacyDay]) -> Legac
 
 @dataclass
 class ReviewEntry:
+    id: int  # what `rollout attribute` and `rollout dismiss` take
     kind: str
     at: datetime
     host: str
@@ -598,6 +603,11 @@ class ReviewEntry:
     sender: str | None
     candidates: list[str]
     evidence: list[dict[str, Any]]
+    resolution: str | None = None  # attributed | dismissed; None: open
+    mailbox: str | None = None  # attributed to
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    reason: str | None = None
 
 
 def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEntry]:
@@ -606,8 +616,11 @@ def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEnt
         query = select(ReviewItem).order_by(ReviewItem.at, ReviewItem.id)
         if since is not None:
             query = query.where(ReviewItem.at >= datetime(since.year, since.month, since.day, tzinfo=timezone.utc))
+        attributed = select(Mailbox.id, Mailbox.address).join(ReviewItem, ReviewItem.mailbox_id == Mailbox.id)
+        addresses = {mailbox_id: address for mailbox_id, address in session.execute(attributed)}
         return [
-            ReviewEntry(r.kind, r.at, r.host, r.queue_id, r.client_ip, r.sender, list(r.candidates), list(r.evidence))
+            ReviewEntry(r.id, r.kind, r.at, r.host, r.queue_id, r.client_ip, r.sender, list(r.candidates), list(r.evidence), r.resolution,
+                        addresses.get(r.mailbox_id) if r.mailbox_id else None, r.resolved_by, r.resolved_at, r.resolution_reason)
             for r in session.scalars(query)
         ]
 
