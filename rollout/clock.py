@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from .errors import ConfigError
-
 # The range of moments the rollout deals in: anything outside is a typo (and near year 9999 the
 # arithmetic of waves, cohorts and windows overflows).
 EARLIEST = datetime(2000, 1, 1)
@@ -62,14 +60,15 @@ def out_of_range(moment: datetime, what: str, now: datetime, ahead: timedelta = 
 
 
 def clock_from_env(environ: dict[str, str] | None = None) -> Clock:
+    """The system clock, or the one ``ROLLOUT_NOW`` pins; ValueError (for the caller to word) if it is not a time."""
     environ = os.environ if environ is None else environ
     pinned = environ.get("ROLLOUT_NOW")
     if pinned:
         try:
             moment = datetime.fromisoformat(pinned)
         except ValueError:
-            raise ConfigError(f"ROLLOUT_NOW={pinned!r} is not an ISO 8601 time like 2026-03-02T09:00:00+00:00") from None
+            raise ValueError(f"ROLLOUT_NOW={pinned!r} is not an ISO 8601 time like 2026-03-02T09:00:00+00:00") from None
         if not EARLIEST <= moment.replace(tzinfo=None) <= LATEST:
-            raise ConfigError(f"ROLLOUT_NOW={pinned!r} is outside {EARLIEST:%Y} to {LATEST:%Y}")
+            raise ValueError(f"ROLLOUT_NOW={pinned!r} is outside {EARLIEST:%Y} to {LATEST:%Y}")
         return ManualClock(as_utc(moment))
     return SystemClock()

@@ -152,7 +152,11 @@ def cli(ctx: click.Context, config_path: Path | None, database_url: str | None, 
         from ..runtime import Runtime  # SQLAlchemy: not needed to print help
 
         settings = load_settings(config_path, overrides={"database_url": database_url})
-        ctx.obj = Runtime(settings=settings, clock=clock_from_env())
+        try:
+            clock = clock_from_env()
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        ctx.obj = Runtime(settings=settings, clock=clock)
         ctx.call_on_close(ctx.obj.close)
     if actor:
         ctx.obj.actor = actor
