@@ -9,9 +9,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -120,7 +120,7 @@ def _status(pid: int) -> dict[str, float]:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return {}
-    return {k: int(v.split()[0]) / 1024 for k, _, v in (l.partition(":") for l in lines) if k in ("VmRSS", "VmHWM")}
+    return {k: int(v.split()[0]) / 1024 for k, _, v in (line.partition(":") for line in lines) if k in ("VmRSS", "VmHWM")}
 
 
 def check(run: Run) -> Run:

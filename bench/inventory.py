@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import check, measure, postgres_database  # noqa: E402
 
-
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
 
 ROLLOUT = [sys.executable, "-m", "rollout"]

@@ -22,12 +22,11 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure, postgres_database  # noqa: E402
-
 from sqlalchemy import insert, select, text  # noqa: E402
 
 from rollout import db  # noqa: E402
@@ -39,7 +38,7 @@ from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
 from rollout.workflows.inventory import import_inventory  # noqa: E402
 from rollout.workflows.operate import lookup  # noqa: E402
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 COHORTS = 10
 LEGACY_SHARE = 0.08
 SAMPLES = 200

@@ -26,24 +26,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import measure  # noqa: E402
-
 from sqlalchemy import insert, select  # noqa: E402
 
+from rollout import db  # noqa: E402
+from rollout.clock import ManualClock  # noqa: E402
 from rollout.config import SmtpSettings, load_settings  # noqa: E402
 from rollout.models import LegacyDay, Mailbox  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
-from rollout import db  # noqa: E402
-from rollout.clock import ManualClock  # noqa: E402
 from rollout.workflows.campaign import start_campaign  # noqa: E402
 from rollout.workflows.inventory import import_inventory  # noqa: E402
 
 HOST = "127.0.0.34"
-NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 ROLLOUT = [sys.executable, "-m", "rollout"]
 
 

@@ -289,7 +289,7 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         if f is None or f.name == "source":
             raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(k for k in known if k != 'source'))})")
         hint = _hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: [{key}] must be a table")
             kwargs[key] = _build(hint, value, where=f"{where} [{key}]")
@@ -357,7 +357,7 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
         if f.name == "source":
             continue
         hint = _hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             keys += _all_keys(hint, prefix=f"{f.name}.")
         else:
             keys.append(prefix + f.name)

@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import socket
+import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +26,10 @@ from sqlalchemy import select
 
 from . import db
 from .clock import ManualClock
-from .config import EnforcementSettings, GateSettings, NoticeSettings, RolloutSettings, ScanSettings, SchedulerSettings, Settings, SmtpSettings
+from .config import (
+    EnforcementSettings, GateSettings, NoticeSettings, RolloutSettings, ScanSettings, SchedulerSettings, Settings,
+    SmtpSettings,
+)
 from .errors import RolloutError
 from .models import JobRun, Mailbox
 from .runtime import Runtime
@@ -35,7 +39,7 @@ from .synthetic.maillog import write_maillog
 from .synthetic.provider import write_inventory_csv
 from .workflows.campaign import start_campaign
 from .workflows.inventory import import_inventory
-from .workflows.plan import PlanRequest, make_plan
+from .workflows.plan import PlanRequest, make_plan, step
 
 MARKER = ".rollout-demo"
 START = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)  # a Monday, 08:00 in Berlin
@@ -104,6 +108,7 @@ def demo_settings(directory: Path, smtp_host: str, smtp_port: int) -> tuple[Sett
         postmap_command=postmap or "postmap",
         list_path=str(directory / "postfix" / "smtp-after-pop-disabled.txt"),
         soak_hours=1.0,
+        legacy_map=legacy_map(directory / "postfix", postmap),
     )
     settings = Settings(
         database_url=f"sqlite:///{directory / 'rollout.db'}",
@@ -117,6 +122,16 @@ def demo_settings(directory: Path, smtp_host: str, smtp_port: int) -> tuple[Sett
         source="rollout demo",
     )
     return settings, note
+
+
+def legacy_map(directory: Path, postmap: str | None) -> str | None:
+    """The provider's POP-before-SMTP client map as its daemon left it: what the final step retires."""
+    if postmap is None:
+        return None
+    path = directory / "pop-before-smtp"
+    path.write_text("".join(f"198.51.100.{n} OK\n" for n in range(1, 41)))
+    subprocess.run([postmap, f"hash:{path}"], check=True, capture_output=True, timeout=60)
+    return f"hash:{path}"
 
 
 class Story:
@@ -145,11 +160,12 @@ class Story:
         self.write_week_log(boxes)  # the week before the demo starts: what the first scan finds
         self.plan_and_campaign()
         self.runtime_jobs: dict[str, int] = {}
-        while self.clock.now() < LAST_DAY and not self.done():
+        while self.clock.now() < LAST_DAY and not self.switched_off():
             self.week += 1
             run_until(self.runtime, self.clock, START + timedelta(weeks=self.week), on_run=self.on_run)
             switched += self.switch_some()  # after this week's notice some customers act on it...
             self.write_week_log(boxes)  # ...which the log of the week, scanned next morning, shows
+        self.final_step()
         return self.result(mailboxes, customers, legacy_at_start, switched, note)
 
     def mailboxes(self) -> list[tuple[str, str | None]]:
@@ -200,9 +216,25 @@ class Story:
         elif run.job == "scan" and result.get("lines"):
             self.report(f"{at}  scan: {result.get('lines'):,} new log lines, {result.get('mailboxes')} mailboxes with legacy use")
 
-    def done(self) -> bool:
+    def switched_off(self) -> bool:
+        """Every cohort at its last stage: what is left is the final step, which ops take."""
         with self.runtime.sessions() as session:
-            return build_status(session, self.runtime.settings, self.clock.now()).phase == "done"
+            status = build_status(session, self.runtime.settings, self.clock.now())
+        final = self.runtime.settings.enforcement.ladder[-1]
+        return bool(status.cohorts) and all(c.stage == final for c in status.cohorts)
+
+    def final_step(self) -> None:
+        """As ops would, once the pop-before-smtp daemon is stopped: `rollout step` retires the legacy map."""
+        at = f"{self.clock.now():%a %Y-%m-%d %H:%M}"
+        if not self.runtime.settings.enforcement.legacy_map:
+            self.report(f"{at}  final step not taken: it needs Postfix's postmap to empty the POP-before-SMTP map")
+            return
+        try:
+            result = step(self.runtime, yes=True, reason="demo: every cohort has settled")
+        except RolloutError as exc:
+            self.report(f"{at}  final step refused: {exc}")
+            return
+        self.report(f"{at}  final step: the legacy path is retired ({result.retired} is empty now)")
 
     def result(self, mailboxes: int, customers: int, legacy_at_start: int, switched: int, note: str | None) -> DemoResult:
         with self.runtime.sessions() as session:

@@ -119,7 +119,11 @@ def refused_share(session: Session, settings: GateSettings, now: datetime, cohor
     refused = session.scalar(
         select(func.count(func.distinct(RefusalHour.mailbox_id)))
         .join(CohortMember, CohortMember.mailbox_id == RefusalHour.mailbox_id)
-        .where(CohortMember.cohort_id == cohort.id, RefusalHour.hour >= window_start(settings, now), RefusalHour.hour <= now)
+        .where(
+            CohortMember.cohort_id == cohort.id,
+            RefusalHour.hour >= window_start(settings, now),
+            RefusalHour.hour <= now,
+        )
     )
     refused = int(refused or 0)
     share = refused / cohort.mailbox_count if cohort.mailbox_count else 0.0
@@ -130,7 +134,9 @@ def refused_share(session: Session, settings: GateSettings, now: datetime, cohor
     return Gate("refused_share", limit is None or share <= limit, round(share, 6), limit, figure, threshold)
 
 
-def next_legacy_share(session: Session, settings: GateSettings, now: datetime, cohort: Cohort | None, lookback_days: int) -> Gate:
+def next_legacy_share(
+    session: Session, settings: GateSettings, now: datetime, cohort: Cohort | None, lookback_days: int
+) -> Gate:
     """Of the cohort about to be switched (or to climb its ladder), the share still on the legacy path."""
     limit = settings.max_next_legacy_share
     threshold = _limit(limit, f"at most {limit:.1%}" if limit is not None else "")
@@ -162,7 +168,12 @@ def external_check(command: str, timeout: float) -> Gate:
     try:
         argv = shlex.split(command)
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
     except (OSError, ValueError) as exc:
         return Gate("command", False, None, 0, f"cannot run {command!r}: {exc}", threshold)
@@ -170,7 +181,9 @@ def external_check(command: str, timeout: float) -> Gate:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        return Gate("command", False, None, 0, f"{argv[0]} did not answer within {timeout:g} s and was killed", threshold)
+        return Gate(
+            "command", False, None, 0, f"{argv[0]} did not answer within {timeout:g} s and was killed", threshold
+        )
     first = next((line.strip() for line in output.splitlines() if line.strip()), "")
     if proc.returncode == 0:
         return Gate("command", True, 0.0, 0, first or f"{argv[0]} passed", threshold)

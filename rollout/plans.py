@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import Select, case, func, insert, literal, select
 from sqlalchemy.orm import Session
@@ -36,12 +37,12 @@ def prepare_bulk(session: Session) -> None:
 # --- still legacy --------------------------------------------------------------------------
 
 
-def still_legacy_ids(now: datetime, lookback_days: int) -> Select[tuple[int]]:
+def still_legacy_ids(now: datetime, lookback_days: int) -> Select[int]:
     """SELECT of mailbox ids with legacy use in the lookback that are still legacy."""
     return still_legacy_query((now - timedelta(days=lookback_days)).date())
 
 
-def still_legacy_query(since: date) -> Select[tuple[int]]:
+def still_legacy_query(since: date) -> Select[int]:
     """SELECT of mailbox ids with legacy use from day ``since`` on that are still legacy (``rollout.rules``)."""
     last_legacy = func.max(case((LegacyDay.legacy_count > 0, LegacyDay.last_seen)))
     last_auth = func.max(LegacyDay.auth_last)
@@ -71,7 +72,7 @@ def unit_stats(session: Session, now: datetime, lookback_days: int, from_key: st
     prefix = func.substr(Mailbox.sort_key, 1, 2)
     counts = session.execute(select(prefix, func.count()).where(Mailbox.sort_key >= from_key).group_by(prefix)).all()
     legacy = still_legacy_ids(now, lookback_days).subquery()
-    legacy_counts = dict(
+    legacy_counts: dict[str, int] = dict(
         session.execute(
             select(prefix, func.count()).join(legacy, legacy.c.mailbox_id == Mailbox.id).where(Mailbox.sort_key >= from_key).group_by(prefix)
         ).all()
@@ -218,7 +219,7 @@ def told_dates(session: Session) -> list[tuple[str, str, datetime]]:
         .where(Notice.state.in_(("sent", "sending")), NoticeMailbox.switch_at.is_not(None))
         .group_by(Mailbox.id, Mailbox.sort_key, Mailbox.address)
     ).all()
-    return [(k, a, t) for k, a, t in rows]
+    return [(k, a, t) for k, a, t in rows if t is not None]  # the WHERE leaves none out
 
 
 def find_too_early(told: Iterable[tuple[str, str, datetime]], cohorts: list[ProposedCohort]) -> list[TooEarly]:
@@ -245,7 +246,7 @@ def active_plan(session: Session) -> Plan | None:
     return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
 
 
-def store(session: Session, proposal: Proposal, params: dict, now: datetime, actor: str, previous: Plan | None) -> Plan:
+def store(session: Session, proposal: Proposal, params: dict[str, Any], now: datetime, actor: str, previous: Plan | None) -> Plan:
     """Write the proposal as the new active plan; started cohorts and their members carry over."""
     if previous is not None:
         previous.active = False

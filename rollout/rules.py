@@ -24,7 +24,8 @@ STAGES = ("pending", "warn", "defer", "reject")
 # Stages at which the legacy path is refused: the customer can no longer relay without SMTP AUTH
 # (``warn`` only logs and still delivers).
 REFUSING_STAGES = ("defer", "reject")
-# Where the rollout stands, in order (``rollout status``).
+# Where the rollout stands, in order (``rollout status``); "done" only once the final step has retired
+# the legacy POP-before-SMTP map after the last cohort (rollout/retirement.py).
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
 
 

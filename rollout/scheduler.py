@@ -112,7 +112,7 @@ def step_jobs(runtime: Runtime) -> list[Planned]:
         if active_plan(session) is None:
             return []
     upcoming = next_step(runtime)
-    if upcoming is None:
+    if upcoming is None or upcoming.kind == "retire":  # ops take the final step: its writer must be stopped first
         return []
     job_id = f"step-{upcoming.position}-{upcoming.to_stage}"
     at = upcoming.due_at if upcoming.due_at > runtime.clock.now() else upcoming.scheduled_at
@@ -127,7 +127,9 @@ def _resumed_after_skip(runtime: Runtime, job_id: str) -> datetime | None:
         if state is None or state.paused or state.resumed_at is None:
             return None
         last = session.scalars(select(JobRun).where(JobRun.job == "step").order_by(JobRun.id.desc()).limit(1)).first()
-        if last is None or last.details.get("id") != job_id or last.outcome != "skipped" or last.started_at > state.resumed_at:
+        if last is None or last.details.get("id") != job_id or last.outcome != "skipped":
+            return None
+        if last.started_at > state.resumed_at:
             return None
         return state.resumed_at
 

@@ -18,8 +18,10 @@ from .campaign import active_campaign, wave_due_at
 from .config import Settings
 from .gates import Gate
 from .holdback import HeldView
-from .models import Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RolloutState, ScanSource
-from .models import ReviewItem
+from .models import (
+    Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RefusalHour,
+    Retirement, ReviewItem, RolloutState, ScanSource,
+)
 from .notice_delivery import Unreachable, delivery_counts, unreachable
 from .plans import active_plan, still_legacy_query
 
@@ -53,6 +55,13 @@ class CohortStatus:
     scheduled_at: datetime
     enforced_at: datetime | None
     refusals: int  # refusals by our map logged since the cohort was switched off
+    refusals_per_hour: list[HourCount] = field(default_factory=list)  # since the switch-off; hours without any left out
+
+
+@dataclass
+class HourCount:
+    hour: datetime  # the start of the clock hour (UTC, by log time)
+    refusals: int
 
 
 @dataclass
@@ -91,6 +100,14 @@ class LastJob:
 
 
 @dataclass
+class Retired:
+    at: datetime
+    legacy_map: str
+    mode: str  # empty | check
+    by: str
+
+
+@dataclass
 class Status:
     now: datetime
     phase: str
@@ -110,7 +127,9 @@ class Status:
     unreachable_count: int = 0
     held: list[HeldView] = field(default_factory=list)  # mailboxes a step held back: not warned in time (at most 50)
     held_count: int = 0
-    gates: list[Gate] = field(default_factory=list)  # before the next step (filled by the status workflow: it may run a command)
+    retired: Retired | None = None  # the final step: the legacy path retired after the last cohort
+    # before the next step; filled by the status workflow, not here: the external gate command runs there
+    gates: list[Gate] = field(default_factory=list)
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:
@@ -121,14 +140,15 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
     cohorts = cohort_statuses(session, plan, since) if plan else []
     paused = current_pause(session)
     final_stage = settings.enforcement.ladder[-1] if settings.enforcement.ladder else "reject"
+    retired = current_retirement(session, plan)
     held = holdback.views(session)
     return Status(
         now=now,
-        phase=phase(session, campaign, cohorts, final_stage),
+        phase=phase(session, campaign, cohorts, final_stage, retired is not None),
         customers=session.scalar(select(func.count()).select_from(Customer)) or 0,
         mailboxes=session.scalar(select(func.count()).select_from(Mailbox)) or 0,
         legacy_mailboxes=len(still_legacy_ids(session, since)),
-        next_action=next_action(waves, cohorts, final_stage, now, paused is not None),
+        next_action=next_action(waves, cohorts, final_stage, now, paused is not None, retired is not None),
         paused=paused,
         waves=waves,
         cohorts=cohorts,
@@ -140,6 +160,7 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
         unreachable_count=len(unreachable(session)),
         held=held[:50],
         held_count=len(held),
+        retired=retired,
     )
 
 
@@ -175,6 +196,7 @@ def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[Cohor
         for cohort_id, mailbox_id in members:
             if mailbox_id in legacy:
                 legacy_per_cohort[cohort_id] = legacy_per_cohort.get(cohort_id, 0) + 1
+    hourly = refusals_per_hour(session, plan)
     return [
         CohortStatus(
             position=c.position,
@@ -186,9 +208,29 @@ def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[Cohor
             scheduled_at=c.scheduled_at,
             enforced_at=c.enforced_at,
             refusals=refusals_since(session, c) if c.enforced_at else 0,
+            refusals_per_hour=hourly.get(c.id, []),
         )
         for c in plan.cohorts
     ]
+
+
+def refusals_per_hour(session: Session, plan: Plan) -> dict[int, list[HourCount]]:
+    """Per switched-off cohort (by id), its refusals by our map in each clock hour since its switch-off."""
+    since = {c.id: c.enforced_at.replace(minute=0, second=0, microsecond=0) for c in plan.cohorts if c.enforced_at}
+    if not since:
+        return {}
+    rows = session.execute(
+        select(CohortMember.cohort_id, RefusalHour.hour, func.sum(RefusalHour.count))
+        .join(CohortMember, and_(CohortMember.mailbox_id == RefusalHour.mailbox_id, CohortMember.plan_id == plan.id))
+        .where(RefusalHour.hour >= min(since.values()), CohortMember.cohort_id.in_(list(since)))
+        .group_by(CohortMember.cohort_id, RefusalHour.hour)
+        .order_by(CohortMember.cohort_id, RefusalHour.hour)
+    )
+    series: dict[int, list[HourCount]] = {}
+    for cohort_id, hour, count in rows:
+        if hour >= since[cohort_id] and count:
+            series.setdefault(cohort_id, []).append(HourCount(hour, int(count)))
+    return series
 
 
 def refusals_since(session: Session, cohort: Cohort) -> int:
@@ -241,9 +283,23 @@ def current_pause(session: Session) -> Pause | None:
     return Pause(state.paused_reason, state.paused_by, state.paused_at)
 
 
-def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatus], final_stage: str) -> str:
+def current_retirement(session: Session, plan: Plan | None) -> Retired | None:
+    if plan is None:
+        return None
+    row = session.scalars(
+        select(Retirement)
+        .where(Retirement.plan_id == plan.id, Retirement.undone_at.is_(None))
+        .order_by(Retirement.id.desc())
+        .limit(1)
+    ).first()
+    return Retired(row.retired_at, row.legacy_map, row.mode, row.actor) if row else None
+
+
+def phase(
+    session: Session, campaign: Campaign | None, cohorts: list[CohortStatus], final_stage: str, retired: bool = False
+) -> str:
     if cohorts and all(c.stage == final_stage for c in cohorts):
-        return "done"
+        return "done" if retired else "switch-off"  # done only once the final step has retired the legacy path
     if any(c.enforced_at for c in cohorts):
         return "switch-off"
     if campaign is not None:
@@ -252,8 +308,15 @@ def phase(session: Session, campaign: Campaign | None, cohorts: list[CohortStatu
     return "scanning" if scanned else "inventory"
 
 
-def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stage: str, now: datetime, paused: bool = False) -> NextAction | None:
-    """The earliest of: the next wave due, the first cohort not at its final stage."""
+def next_action(
+    waves: list[WaveStatus],
+    cohorts: list[CohortStatus],
+    final_stage: str,
+    now: datetime,
+    paused: bool = False,
+    retired: bool = False,
+) -> NextAction | None:
+    """The earliest of: the next wave due, the first cohort not at its final stage, the final step."""
     candidates: list[NextAction] = []
     upcoming = [w for w in waves if w.due_at > now]
     if upcoming:
@@ -264,6 +327,10 @@ def next_action(waves: list[WaveStatus], cohorts: list[CohortStatus], final_stag
             held = " (paused: waits for `rollout resume`)" if paused else ""
             candidates.append(NextAction(f"{verb} cohort {cohort.position} ({cohort.label}){held}", cohort.scheduled_at))
             break
+    if cohorts and not retired and all(c.stage == final_stage for c in cohorts):
+        last = max((c.enforced_at for c in cohorts if c.enforced_at), default=None)
+        final = "the final step: retire the legacy path (stop its daemon, then `rollout step`)"
+        candidates.append(NextAction(final, last))
     if not candidates:
         return None
     return min(candidates, key=lambda a: a.at or now)

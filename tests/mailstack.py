@@ -262,6 +262,11 @@ class MailStack:
         """Forget every POP-before-SMTP authorisation (as if the daemon's entries expired)."""
         self._replace_map(self.pop_map, {})
 
+    def stop_pop_before_smtp_writer(self) -> None:
+        """Stop feeding the POP-before-SMTP map (as ops stop pop-before-smtp before the final step):
+        from now on a POP login no longer adds the client IP."""
+        (self.dovecot_dir / "postlogin.sh").write_text('#!/bin/sh\nexec "$@"\n')
+
     def pop_before_smtp_entries(self) -> list[str]:
         return [line.split()[0] for line in self.pop_map.read_text().splitlines() if line.strip()]
 

@@ -18,7 +18,9 @@ from .conftest import T0, write_csv
 
 
 # Every threshold off: tests of the step's other guards need no scan data (tests/test_gates.py turns them on).
-GATES_OFF = GateSettings(max_scan_age_minutes=None, max_refusals_per_hour=None, max_refused_share=None, max_next_legacy_share=None)
+GATES_OFF = GateSettings(
+    max_scan_age_minutes=None, max_refusals_per_hour=None, max_refused_share=None, max_next_legacy_share=None
+)
 
 
 def configure(runtime: Runtime, tmp_path: Path, gates: GateSettings = GATES_OFF, **enforcement: Any) -> Path:

@@ -25,7 +25,10 @@ from .campaign_support import SmtpServer, add_customers, add_legacy
 from .conftest import T0
 
 # Every gate threshold off: these tests are about timing (tests/test_gates.py turns them on).
-GATES_OFF = {f"gates.{name}": "off" for name in ("max_scan_age_minutes", "max_refusals_per_hour", "max_refused_share", "max_next_legacy_share")}
+GATES_OFF = {
+    f"gates.{name}": "off"
+    for name in ("max_scan_age_minutes", "max_refusals_per_hour", "max_refused_share", "max_next_legacy_share")
+}
 HOST = "127.0.0.40"  # operate's loopback range: 127.0.0.40-49
 LEGACY = ("anna@example.de", "max@example.de", "zoe@example.de")
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rollout.cohorts import (
-    Unit, cohorts_for_max_share, layout, parse_duration, parse_window, partition, range_label,
+    Unit,
+    cohorts_for_max_share,
+    layout,
+    parse_duration,
+    parse_window,
+    partition,
+    range_label,
 )
 from rollout.errors import PlanError
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def brute_force(weights: list[int], k: int) -> tuple[int, int]:
@@ -23,7 +29,7 @@ def brute_force(weights: list[int], k: int) -> tuple[int, int]:
     n = len(weights)
     for cuts in itertools.combinations(range(1, n), k - 1):
         bounds = (0, *cuts, n)
-        runs = [sum(weights[a:b]) for a, b in zip(bounds, bounds[1:])]
+        runs = [sum(weights[a:b]) for a, b in itertools.pairwise(bounds)]
         candidate = (max(runs), sum(r * r for r in runs))
         best = candidate if best is None or candidate < best else best
     assert best is not None
@@ -44,14 +50,14 @@ def test_partition_is_optimal_against_brute_force(weights: list[int], k: int) ->
     assert len(slices) == k
     # contiguous, covering every unit once, each with some weight
     assert slices[0].first == 0 and slices[-1].last == len(units) - 1
-    assert all(a.last + 1 == b.first for a, b in zip(slices, slices[1:]))
+    assert all(a.last + 1 == b.first for a, b in itertools.pairwise(slices))
     assert all(s.weight == sum(weights[s.first : s.last + 1]) > 0 for s in slices)
     assert (max(s.weight for s in slices), sum(s.weight**2 for s in slices)) == brute_force(nonzero, k)
 
 
 def test_ties_break_towards_even_sizes() -> None:
     """With the same heaviest cohort, the more even split wins."""
-    units = [Unit(k, w) for k, w in zip("abcd", (10, 1, 1, 10))]
+    units = [Unit(k, w) for k, w in zip("abcd", (10, 1, 1, 10), strict=True)]
     slices = partition(units, 2)
     assert [s.weight for s in slices] == [11, 11]
 

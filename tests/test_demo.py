@@ -21,6 +21,9 @@ def test_demo_runs_to_the_end(run: Cli, tmp_path: Path) -> None:
     directory = tmp_path / "demo"
     out = run("demo", str(directory), "--mailboxes", "1500", "--customers", "600", "--smtp-host", HOST).output
     assert "phase: done" in out and "where to look:" in out
+    assert "final step: the legacy path is retired" in out
+    assert (directory / "postfix" / "pop-before-smtp.before-retire" / "pop-before-smtp").read_text().count(" OK") == 40
+    assert "OK" not in (directory / "postfix" / "pop-before-smtp").read_text()
     emls = sorted((directory / "outbox").glob("*.eml"))
     demo = Cli(Runtime(settings=load_settings(environ={}, overrides={"database_url": f"sqlite:///{directory / 'rollout.db'}"})))
     status = json.loads(demo("status", "--json").output)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,11 +21,18 @@ from .conftest import Cli
 from .mailstack import MailStack, Mailuser, mailstack_available
 from .plan_support import configure, import_locals
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink (.ci/run installs them)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink (.ci/run installs them)"
+    ),
+]
 
 SERVER, ANNA_CLIENT = "127.0.0.130", "127.0.0.131"
 REMOTE = ["someone@remote.test"]
-NO_REFUSALS = GateSettings(max_scan_age_minutes=30, window_hours=6, max_refusals_per_hour=0, max_refused_share=None, max_next_legacy_share=None)
+NO_REFUSALS = GateSettings(
+    max_scan_age_minutes=30, window_hours=6, max_refusals_per_hour=0, max_refused_share=None, max_next_legacy_share=None
+)
 
 
 @pytest.fixture
@@ -37,10 +44,12 @@ def stack() -> Iterator[MailStack]:
 
 def real_now() -> datetime:
     """The clock starts at the real time: Postfix stamps its log lines with it."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
-def test_refusals_on_a_real_postfix_hold_the_next_step(run: Cli, runtime: Runtime, clock: ManualClock, stack: MailStack, tmp_path: Path) -> None:
+def test_refusals_on_a_real_postfix_hold_the_next_step(
+    run: Cli, runtime: Runtime, clock: ManualClock, stack: MailStack, tmp_path: Path
+) -> None:
     """Cohort 1 off; anna's relays refused and logged; scanned, the gates count them; with max_refusals_per_hour = 0
     `step` exits 1 naming them and the scheduler's step pauses the rollout; after resume, once the refusals have
     left the window, the step runs."""
@@ -48,11 +57,26 @@ def test_refusals_on_a_real_postfix_hold_the_next_step(run: Cli, runtime: Runtim
     configure(runtime, tmp_path, gates=NO_REFUSALS, map_path=str(stack.sender_map))
     runtime.settings = dataclasses.replace(
         runtime.settings,
-        scan=dataclasses.replace(runtime.settings.scan, log_files=(str(stack.postfix_log),), trusted_networks=("127.0.0.1/32",)),
+        scan=dataclasses.replace(
+            runtime.settings.scan, log_files=(str(stack.postfix_log),), trusted_networks=("127.0.0.1/32",)
+        ),
     )
     import_locals(runtime, tmp_path, ["anna", "bert", "yan", "zoe"], domain="example.org")
     start = clock.now() + timedelta(minutes=1)
-    run("plan", "--cohorts", "2", "--start", start.strftime("%Y-%m-%d %H:%M"), "--every", "2h", "--tz", "UTC", "--window", "00:00-23:59", "--apply")
+    run(
+        "plan",
+        "--cohorts",
+        "2",
+        "--start",
+        start.strftime("%Y-%m-%d %H:%M"),
+        "--every",
+        "2h",
+        "--tz",
+        "UTC",
+        "--window",
+        "00:00-23:59",
+        "--apply",
+    )
     clock.advance(timedelta(minutes=2))
     run("scan", str(stack.postfix_log))
     run("step", "--yes")  # cohort a–b is switched off
@@ -65,12 +89,17 @@ def test_refusals_on_a_real_postfix_hold_the_next_step(run: Cli, runtime: Runtim
 
     clock.advance(timedelta(minutes=5))
     run("scan", str(stack.postfix_log))
-    gates = {g["name"]: g for g in json.loads(run("status", "--json").output)["gates"]}
+    report = json.loads(run("status", "--json").output)
+    assert sum(h["refusals"] for h in report["cohorts"][0]["refusals_per_hour"]) == 2  # the chart's series
+    gates = {g["name"]: g for g in report["gates"]}
     assert gates["refusals_per_hour"]["value"] == 2.0 and not gates["refusals_per_hour"]["passed"]
     assert gates["fresh_data"]["passed"]
 
     result = run("step", "--yes", expect=1)
-    assert "gate refusals_per_hour: 2 refusals by our map in the busiest hour of the last 6 h (2 in all) (at most 0 per hour)" in result.stderr
+    assert (
+        "gate refusals_per_hour: 2 refusals by our map in the busiest hour of the last 6 h (2 in all) "
+        "(at most 0 per hour)" in result.stderr
+    )
 
     second = start + timedelta(hours=2)
     runs = run_until(runtime, clock, second + timedelta(minutes=1))  # the scheduler scans, then tries the step
@@ -79,7 +108,11 @@ def test_refusals_on_a_real_postfix_hold_the_next_step(run: Cli, runtime: Runtim
     with runtime.sessions() as session:
         state = session.scalars(select(RolloutState)).one()
         assert state.paused and state.paused_by == "scheduler"
-        assert state.paused_reason == "gates failed: refusals_per_hour: 2 refusals by our map in the busiest hour of the last 6 h (2 in all) (at most 0 per hour)"
+        assert (
+            state.paused_reason
+            == "gates failed: refusals_per_hour: 2 refusals by our map in the busiest hour of the last 6 h (2 in all) "
+            "(at most 0 per hour)"
+        )
 
     clock.advance(timedelta(hours=7))  # the refusals have left the 6-hour window
     run("resume", "--reason", "anna called support and switched to AUTH")

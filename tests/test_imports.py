@@ -20,7 +20,7 @@ PACKAGE = REPO / "rollout"
 # everything it imports.
 LAYERS: list[set[str]] = [
     {"errors", "clock", "buckets", "rules", "synthetic"},
-    {"addresses", "resources", "config"},
+    {"addresses", "resources", "config", "locks"},
     {"logs", "models", "db", "cohorts", "mailer", "notices"},
     {
         "detection",
@@ -33,10 +33,11 @@ LAYERS: list[set[str]] = [
         "runtime",
         "notice_delivery",
     },
-    {"gates", "holdback"},
-    {"status", "lookup"},
+    {"gates", "holdback", "retirement"},
+    {"status"},
+    {"lookup"},
     {"workflows"},
-    {"scheduler"},
+    {"scheduler", "web"},
     {"demo"},
     {"cli"},
     {"__main__"},
@@ -72,18 +73,14 @@ def imported_modules(path: Path, root: Path = REPO) -> Iterator[str]:
             else:
                 target = node.module or ""
             yield target
-            yield from (
-                f"{target}.{alias.name}" for alias in node.names
-            )  # `from . import audit`
+            yield from (f"{target}.{alias.name}" for alias in node.names)  # `from . import audit`
 
 
 def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
     """Every node, but not the bodies of ``if TYPE_CHECKING:``: an import only for annotations runs never."""
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            yield from (
-                n for orelse in node.orelse for n in (orelse, *runtime_nodes(orelse))
-            )
+            yield from (n for orelse in node.orelse for n in (orelse, *runtime_nodes(orelse)))
             continue
         yield node
         yield from runtime_nodes(node)
@@ -91,9 +88,7 @@ def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
 
 def is_area(name: str, package: Path) -> bool:
     relative = Path(*name.split(".")[1:2])
-    return (package / relative).with_suffix(".py").exists() or (
-        package / relative / "__init__.py"
-    ).exists()
+    return (package / relative).with_suffix(".py").exists() or (package / relative / "__init__.py").exists()
 
 
 def area_imports(root: Path = REPO) -> set[tuple[str, str, str]]:
@@ -105,25 +100,15 @@ def area_imports(root: Path = REPO) -> set[tuple[str, str, str]]:
             continue
         here = area_of(module_name(path, root))
         for name in imported_modules(path, root):
-            if (
-                name.startswith("rollout.")
-                and is_area(name, package)
-                and area_of(name) != here
-            ):
+            if name.startswith("rollout.") and is_area(name, package) and area_of(name) != here:
                 found.add((here, area_of(name), str(path.relative_to(root))))
     return found
 
 
 def test_every_area_has_a_layer() -> None:
     """A new module or package is placed in LAYERS, so the rule below covers it."""
-    areas = {
-        area_of(module_name(p))
-        for p in PACKAGE.rglob("*.py")
-        if p != PACKAGE / "__init__.py"
-    }
-    assert sorted(areas - set(LAYER_OF)) == [], (
-        "add these to LAYERS in tests/test_imports.py"
-    )
+    areas = {area_of(module_name(p)) for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"}
+    assert sorted(areas - set(LAYER_OF)) == [], "add these to LAYERS in tests/test_imports.py"
 
 
 def test_imports_run_downward() -> None:
@@ -131,8 +116,7 @@ def test_imports_run_downward() -> None:
     upward = sorted(
         f"{file}: {here} (layer {LAYER_OF.get(here)}) imports {there} (layer {LAYER_OF.get(there)})"
         for here, there, file in area_imports()
-        if (here, there) not in KNOWN_UPWARD
-        and LAYER_OF.get(there, 99) >= LAYER_OF.get(here, -1)
+        if (here, there) not in KNOWN_UPWARD and LAYER_OF.get(there, 99) >= LAYER_OF.get(here, -1)
     )
     assert upward == []
 
@@ -159,11 +143,7 @@ def test_no_circle_between_areas() -> None:
 )
 def test_logs_never_imports_detection() -> None:
     """The log parsers know nothing of detection: events flow up, never the other way."""
-    assert not [
-        file
-        for here, there, file in area_imports()
-        if (here, there) == ("logs", "detection")
-    ]
+    assert not [file for here, there, file in area_imports() if (here, there) == ("logs", "detection")]
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
@@ -171,11 +151,7 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     (tmp_path / "rollout").mkdir()
     (tmp_path / "rollout" / "__init__.py").write_text("")
     (tmp_path / "rollout" / "plans.py").write_text("from .cohorts import partition\n")
-    (tmp_path / "rollout" / "cohorts.py").write_text(
-        "def schedule_for():\n    from .plans import schedule_for\n"
-    )
+    (tmp_path / "rollout" / "cohorts.py").write_text("def schedule_for():\n    from .plans import schedule_for\n")
     found = {(here, there) for here, there, _file in area_imports(tmp_path)}
     assert found == {("plans", "cohorts"), ("cohorts", "plans")}
-    assert (
-        LAYER_OF["cohorts"] <= LAYER_OF["plans"]
-    )  # so test_imports_run_downward would name it
+    assert LAYER_OF["cohorts"] <= LAYER_OF["plans"]  # so test_imports_run_downward would name it

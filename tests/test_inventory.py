@@ -129,7 +129,7 @@ def test_malformed_csv_and_field_counts(run: Cli, tmp_path: Path) -> None:
     path.write_bytes(
         (HEADER + "\n" "a@example.de,K1,k@example.org,A,de,surplus\n" "b@example.de,K1\n").encode()
         + b"c@example.de,K1,k@example.org,\xff\xfe,de\n"
-        + 'd@example.de,K2,k@example.org,"Evil\r\nBcc: x",de\n'.encode()
+        + b'd@example.de,K2,k@example.org,"Evil\r\nBcc: x",de\n'
         + b'e@example.de,K3,k@example.org,"unterminated,de\n'
     )
     out = run("inventory", "import", str(path), expect=1).output

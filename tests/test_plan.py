@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from rollout.plans import schedule_for
 from rollout.models import AuditEvent, Cohort, CohortMember, Mailbox, Plan
+from rollout.plans import schedule_for
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli

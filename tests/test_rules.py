@@ -46,7 +46,11 @@ def test_switched_and_still_legacy_are_one_rule(
 def tied(runtime: Runtime, tmp_path: Path) -> Runtime:
     """anna's last legacy use and her last authenticated submission are in the same second;
     bert authenticated a second later."""
-    add_customers(runtime, tmp_path, ["anna@example.de,K1,anna@kunde.example,Anna,de", "bert@example.de,K2,bert@kunde.example,Bert,de"])
+    add_customers(
+        runtime,
+        tmp_path,
+        ["anna@example.de,K1,anna@kunde.example,Anna,de", "bert@example.de,K2,bert@kunde.example,Bert,de"],
+    )
     add_legacy(runtime, "anna@example.de", SEEN, auth_last=SEEN)
     add_legacy(runtime, "bert@example.de", SEEN, auth_last=SEEN + timedelta(seconds=1))
     return runtime

@@ -44,7 +44,9 @@ def test_jobs_fire_in_order_on_an_injected_clock(runtime: Runtime, clock: Manual
     assert {r.job for r in runs} == {"scan", "expire", "notify", "step"}
     assert all(r.finished_at is not None and r.outcome in ("ok", "skipped") for r in runs)
     status = rollout_status(runtime)
-    assert status.phase == "done" and [c.stage for c in status.cohorts] == ["reject", "reject"]
+    assert [c.stage for c in status.cohorts] == ["reject", "reject"]
+    assert status.phase == "switch-off" and status.next_action is not None  # ops take the final step
+    assert "the final step" in status.next_action.action
     disabled = (tmp_path / "disabled.txt").read_text()
     assert all(address in disabled for address in LEGACY)
 

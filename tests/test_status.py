@@ -3,10 +3,10 @@
 import json
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from rollout.clock import ManualClock
-from rollout.models import Cohort
+from rollout.models import Cohort, Plan, Retirement
 from rollout.runtime import Runtime
 
 from .conftest import Cli
@@ -56,14 +56,22 @@ def test_status_text_shows_pause_table_and_chart(run: Cli, runtime: Runtime) -> 
     assert "nina@home.example  2026-03-25 09:00  travelling, back Friday" in out
 
 
-def test_phase_is_done_when_every_cohort_reached_the_last_stage(run: Cli, runtime: Runtime) -> None:
-    """Once every cohort is at the ladder's last stage the phase is done and no step is next."""
+def test_phase_is_done_only_after_the_final_step(run: Cli, runtime: Runtime) -> None:
+    """Every cohort at the ladder's last stage: still switch-off, the final step next; retired: done, nothing next."""
     build_rollout(runtime)
     runtime.clock.set(NOW + timedelta(weeks=4))  # type: ignore[attr-defined]
     with runtime.sessions() as s, s.begin():
         s.execute(update(Cohort).values(stage="reject", enforced_at=NOW))
     data = json.loads(run("status", "--json").output)
+    assert data["phase"] == "switch-off"
+    assert data["next_action"]["action"].startswith("the final step: retire the legacy path")
+    with runtime.sessions() as s, s.begin():
+        plan_id = s.scalars(select(Plan.id)).one()
+        s.add(Retirement(plan_id=plan_id, retired_at=NOW + timedelta(weeks=3), actor="ops", mode="empty",
+                         legacy_map="hash:/etc/postfix/pop-before-smtp"))
+    data = json.loads(run("status", "--json").output)
     assert data["phase"] == "done" and data["next_action"] is None
+    assert data["retired"]["legacy_map"] == "hash:/etc/postfix/pop-before-smtp"
 
 
 def test_wait_for_step_exits_zero_once_switched_and_one_on_timeout(run: Cli, runtime: Runtime) -> None:

@@ -24,6 +24,8 @@ from ..config import load_settings
 from ..errors import InventoryError, RolloutError
 
 if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
+
     from ..runtime import Runtime
 
 MAX_PROBLEMS_SHOWN = 20
@@ -238,13 +240,14 @@ def progress_reporter(label: str, total: int | None) -> Any:
 
 class _Progress:
     def __init__(self, label: str, total: int | None) -> None:
-        self.label, self.total, self.bar = label, total, None
+        self.label, self.total = label, total
+        self.bar: ProgressBar[int] | None = None
 
     def __enter__(self) -> Callable[[int], None]:
         if sys.stderr.isatty():
-            self.bar = click.progressbar(length=self.total, label=self.label, file=sys.stderr)
-            self.bar.__enter__()
-            return self.bar.update
+            bar: ProgressBar[int] = click.progressbar(length=self.total, label=self.label, file=sys.stderr)
+            self.bar = bar.__enter__()
+            return bar.update
         return lambda n: None
 
     def __exit__(self, *exc: Any) -> None:

@@ -25,7 +25,7 @@ BAR_WIDTH = 40
 MAX_DURATION = timedelta(days=366)
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]  # not subscriptable in every click >= 8.1
     name = "duration"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
@@ -91,6 +91,9 @@ def print_status(s: Status) -> None:
         click.echo(f"PAUSED by {s.paused.by} at {stamp(s.paused.at)}: {s.paused.reason}")
     if s.next_action:
         click.echo(f"next: {s.next_action.action} at {stamp(s.next_action.at)}")
+    if s.retired:
+        retired = s.retired
+        click.echo(f"legacy path retired {stamp(retired.at)} by {retired.by}: {retired.legacy_map} ({retired.mode})")
     if s.waves:
         click.echo("\nnotice waves")
         echo_table(
@@ -121,6 +124,7 @@ def print_status(s: Status) -> None:
     if s.gates:
         click.echo("")
         echo_gates(s.gates)
+    echo_refusal_chart(s)
     if s.trend:
         click.echo("\nmailboxes with legacy use per week")
         peak = max(w.mailboxes for w in s.trend) or 1
@@ -132,6 +136,37 @@ def print_status(s: Status) -> None:
     if s.jobs:
         click.echo("\nscheduler: latest run of each job")
         echo_table([(j.job, stamp(j.started_at), j.outcome, j.note or "") for j in s.jobs], ("job", "started", "outcome", "note"))
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+CHART_COLUMNS = 48
+
+
+def echo_refusal_chart(s: Status) -> None:
+    """Per switched-off cohort, refusals by our map per hour since its switch-off: the wave of calls."""
+    switched = [c for c in s.cohorts if c.enforced_at]
+    if not switched:
+        return
+    click.echo("\nrefusals by our map per hour since each switch-off (· none; █ the cohort's busiest column)")
+    for c in switched:
+        assert c.enforced_at is not None
+        first = c.enforced_at.replace(minute=0, second=0, microsecond=0)
+        hours = max(1, int((s.now - first).total_seconds() // 3600) + 1)
+        per_column = -(-hours // CHART_COLUMNS)  # hours per column, so that a long rollout still fits a line
+        columns = [0] * (-(-hours // per_column))
+        for point in c.refusals_per_hour:
+            index = int((point.hour - first).total_seconds() // 3600) // per_column
+            if 0 <= index < len(columns):
+                columns[index] += point.refusals
+        peak = max(c.refusals_per_hour, key=lambda p: p.refusals, default=None)
+        busiest = f"peak {peak.refusals}/h at {stamp(peak.hour)}" if peak else "none"
+        unit = f", {per_column} h a column" if per_column > 1 else ""
+        click.echo(f"  {c.position:>2} {c.label:<8} from {stamp(first)}  {sparkline(columns)}  {busiest}{unit}")
+
+
+def sparkline(values: list[int]) -> str:
+    top = max(values, default=0) or 1
+    return "".join("·" if v == 0 else SPARKS[min(len(SPARKS) - 1, (v * len(SPARKS) - 1) // top)] for v in values)
 
 
 @click.command("lookup")

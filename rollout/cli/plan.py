@@ -80,6 +80,10 @@ def plan_command(runtime: Runtime, cohorts: int | None, max_share: float | None,
 
 
 def _print_gate(upcoming: wf.NextStep) -> None:
+    if upcoming.kind == "retire":
+        click.echo(f"next: the final step: retire the legacy path {upcoming.label} (every cohort is switched off)")
+        echo_gates(upcoming.gates)
+        return
     click.echo(f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) {upcoming.from_stage} → {upcoming.to_stage}")
     click.echo(f"gate: {upcoming.still_legacy} mailboxes of this cohort still use the legacy path; "
                f"{upcoming.refusals_since_switch} refusals of switched-off mailboxes since their switch")
@@ -143,6 +147,11 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
     notices.min_warning_days before are held back (listed, kept out of the map)
     and get a later cohort's date; --force does not include them.
 
+    After the last cohort, the final step retires the legacy path: the map in
+    enforcement.legacy_map is replaced by an empty one (refused while the daemon
+    that feeds it runs), or with enforcement.retire = "check" its removal from
+    every smtpd_*_restrictions is verified with postconf. Then the phase is done.
+
     \b
     Example:
       rollout step --dry-run
@@ -158,6 +167,8 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
 
     def confirm(preview: wf.StepResult) -> bool:
         _print_gate(preview.step)
+        if preview.step.kind == "retire":
+            return click.confirm(f"retire the legacy path {preview.step.label}?", default=False)
         _print_held(preview)
         return click.confirm(f"switch cohort {preview.step.label} to {preview.step.to_stage}?", default=False)
 
@@ -173,6 +184,8 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
     if dry_run:
         click.echo(f"dry run, nothing changed; customers affected ({len(result.customers)} shown): {', '.join(result.customers[:10])}")
         _print_diff(result)
+    elif result.retired:
+        click.echo(f"the legacy path is retired: {result.retired}; the rollout is done (`rollout undo` restores it)")
     elif result.applied:
         _print_diff(result)
         click.echo(f"cohort {result.step.label} is now {result.step.to_stage} (map {result.checksum_after[:12] if result.checksum_after else ''})")
@@ -216,6 +229,8 @@ def resume_command(runtime: Runtime, reason: str | None) -> None:
 def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_json: bool) -> None:
     """Re-enable the legacy path for the last step (or back to --to-step) via a map swap.
 
+    Undoing the final step puts the legacy map back as it was before it.
+
     \b
     Example:
       rollout undo --reason "printer fleet at K-1001 cannot do AUTH"
@@ -225,6 +240,8 @@ def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_j
     if as_json:
         echo_json(result)
         return
+    if result.legacy_restored:
+        click.echo(f"the legacy map {result.legacy_restored} is back as it was before the final step")
     click.echo(f"undone from step {result.from_step} to step {result.to_step}; "
                f"{len(result.diff.removed)} addresses back on the legacy path, map now {result.checksum_after[:12]}")
 

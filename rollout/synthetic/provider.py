@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Iterator
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Iterator
 
 FIRST_NAMES = (
     "anna", "andreas", "alexander", "birgit", "bernd", "christian", "claudia", "daniel", "dieter", "elke",

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from .. import audit, gates as gate_checks, holdback, plans
+from .. import audit, gates as gate_checks, holdback, plans, retirement
 from ..addresses import AddressError, parse_address
 from ..campaign import wave_due_at
 from ..clock import as_utc, out_of_range
@@ -27,7 +27,9 @@ from ..db import write_lock
 from ..enforcement import MapEntry, STRENGTH, Backend, backend_for, checksum, writable
 from ..enforcement.files import clear_intent, read_intent, write_intent
 from ..errors import EnforcementError, GatesFailed, GuardError, PlanError, RolloutError
-from ..models import Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, RolloutState
+from ..models import (
+    Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, Retirement, RolloutState,
+)
 from ..plans import Proposal, ProposedCohort
 from ..runtime import Runtime
 
@@ -393,6 +395,7 @@ class NextStep:
     still_legacy: int = 0  # gate: mailboxes of this cohort still using the legacy path
     refusals_since_switch: int = 0  # gate: refusals of already switched-off mailboxes
     gates: list[gate_checks.Gate] = field(default_factory=list)  # [gates], each with figure and threshold
+    kind: str = "cohort"  # cohort | retire (the final step: the legacy map retired after the last cohort)
 
     @property
     def failed_gates(self) -> list[gate_checks.Gate]:
@@ -422,7 +425,7 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
         raise PlanError("there is no plan yet: run `rollout plan … --apply` first")
     move = _next_move(plan, _ladder(runtime))
     if move is None:
-        return None
+        return _assess_retire(runtime, session, plan, run_command)
     cohort, to_stage = move
     now = runtime.clock.now()
     settings = runtime.settings
@@ -456,6 +459,35 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
     step.gates = gate_checks.evaluate(
         session, settings.gates, now, last_switched, cohort, settings.notices.lookback_days, run_command=run_command
     )
+    blockers += [g.describe() for g in step.failed_gates]
+    return plan, step
+
+
+def _assess_retire(runtime: Runtime, session: Session, plan: Plan, run_command: bool) -> tuple[Plan, NextStep] | None:
+    """The final step, once every cohort is at the top of its ladder: the same pause, soak, window and gates,
+    and the legacy map's own prerequisites (its writer stopped; with retire = "check", main.cf cleaned)."""
+    if retirement.current(session, plan) is not None:
+        return None
+    now, settings = runtime.clock.now(), runtime.settings
+    window = parse_window(settings.rollout.window, settings.rollout.timezone, settings.rollout.skip_weekends)
+    blockers: list[str] = []
+    state = _state(session)
+    if state.paused:
+        blockers.append(f"the rollout is paused ({state.paused_reason}, by {state.paused_by}); run `rollout resume`")
+    last_change = max((c.stage_changed_at for c in plan.cohorts if c.stage_changed_at), default=now)
+    due = max(now, last_change + timedelta(hours=settings.enforcement.soak_hours))
+    if now < due:
+        blockers.append(f"the last step is soaking until {due:%Y-%m-%d %H:%M} UTC (enforcement.soak_hours)")
+    if not window.contains(now):
+        where = f"{settings.rollout.window} {settings.rollout.timezone}"
+        blockers.append(f"outside the step window {where}; next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC")
+    blockers += retirement.blockers(settings.enforcement)
+    last = max(plan.cohorts, key=lambda c: c.position)
+    label = settings.enforcement.legacy_map or "legacy map"
+    due_at = window.next_open(due)
+    step = NextStep(0, last.position + 1, label, "in force", "retired", 0, due, due_at, blockers, kind="retire")
+    lookback = settings.notices.lookback_days
+    step.gates = gate_checks.evaluate(session, settings.gates, now, last, None, lookback, run_command)
     blockers += [g.describe() for g in step.failed_gates]
     return plan, step
 
@@ -528,6 +560,7 @@ class StepResult:
     held: list[holdback.HeldView] = field(default_factory=list)  # kept out of the map: not warned in time
     included_unwarned: list[str] = field(default_factory=list)  # switched off unwarned: --include-unwarned
     released: list[str] = field(default_factory=list)  # held earlier, switched off with this step (warned since)
+    retired: str | None = None  # the final step: the legacy map retired
 
 
 def step(
@@ -559,7 +592,9 @@ def _step(
             write_lock(session)  # a second step waits here, then sees what this one did
         assessed = _assess(runtime, session)
         if assessed is None:
-            raise PlanError("every cohort is at the last stage of the ladder: the rollout is complete")
+            raise PlanError(
+                "the rollout is done: every cohort is at the last stage of its ladder and the legacy path is retired"
+            )
         plan, upcoming = assessed
         if upcoming.blockers and not force and not dry_run:
             message = "step refused: " + "; ".join(upcoming.blockers) + " (--force --reason TEXT overrides)"
@@ -567,6 +602,8 @@ def _step(
                 raise GatesFailed(message, upcoming.failed_gates, len(upcoming.blockers) - len(upcoming.failed_gates))
             raise GuardError(message)
         result = StepResult(upcoming, applied=False, dry_run=dry_run, forced=upcoming.blockers if force else [])
+        if upcoming.kind == "retire":
+            return _retire(runtime, session, plan, result, yes, reason, confirm)
         cohort = session.get(Cohort, upcoming.cohort_id)
         assert cohort is not None
         expired = _end_expired(session, now)
@@ -591,11 +628,38 @@ def _step(
             session, now, runtime.actor, "step", cohort=upcoming.label, position=upcoming.position,
             from_stage=upcoming.from_stage, to_stage=upcoming.to_stage, reason=reason, forced=result.forced,
             still_legacy=upcoming.still_legacy, refusals_since_switch=upcoming.refusals_since_switch,
-            gates={g.name: {"passed": g.passed, "value": g.value, "limit": g.limit, "figure": g.figure} for g in upcoming.gates},
+            gates=_gate_figures(upcoming.gates),
             map_before=swap.checksum_before, map_after=swap.checksum_after, map_drifted=swap.drifted, expired_exemptions=expired,
             held=[{"mailbox": h.address, "reason": h.reason, "redated_to": h.redated_to} for h in held.held],
             included_unwarned=held.included, released_holds=held.released,
         )
+    return result
+
+
+def _gate_figures(gates: list[gate_checks.Gate]) -> dict[str, dict[str, Any]]:
+    """Each gate as the step saw it, for the audit log."""
+    return {g.name: {"passed": g.passed, "value": g.value, "limit": g.limit, "figure": g.figure} for g in gates}
+
+
+def _retire(
+    runtime: Runtime, session: Session, plan: Plan, result: StepResult, yes: bool, reason: str | None,
+    confirm: Callable[[StepResult], bool] | None,
+) -> StepResult:
+    """The final step: the legacy map emptied (or its removal from main.cf verified); phase done."""
+    if result.dry_run or (not yes and (confirm is None or not confirm(result))):
+        session.rollback()
+        return result
+    unmet = retirement.blockers(runtime.settings.enforcement)
+    if unmet:  # not even --force: a writer still running would put the addresses straight back
+        raise GuardError("the final step refused: " + "; ".join(unmet))
+    now = runtime.clock.now()
+    row = retirement.retire(session, runtime.settings.enforcement, plan, now, runtime.actor, reason)
+    result.applied, result.retired = True, row.legacy_map
+    audit.record(
+        session, now, runtime.actor, "retire", legacy_map=row.legacy_map, mode=row.mode, saved=row.saved,
+        entries_before=row.entries_before, reason=reason, forced=result.forced,
+        gates=_gate_figures(result.step.gates),
+    )
     return result
 
 
@@ -655,6 +719,7 @@ class UndoResult:
     checksum_before: str | None
     checksum_after: str
     diff: MapDiff
+    legacy_restored: str | None = None  # the final step undone: the legacy map back in force
 
 
 def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None) -> UndoResult:
@@ -666,22 +731,43 @@ def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None
         plan = plans.active_plan(session)
         if plan is None:
             raise PlanError("there is no plan, so nothing to undo")
-        taken = steps_taken(plan.cohorts, ladder)
+        retired = retirement.current(session, plan)
+        taken = steps_taken(plan.cohorts, ladder) + (1 if retired else 0)  # the final step counts as one
         target = taken - 1 if to_step is None else to_step
         if taken == 0:
             raise PlanError("no step has been taken yet: nothing to undo")
         if not 0 <= target < taken:
             raise PlanError(f"--to-step must be between 0 and {taken - 1} (steps taken so far: {taken})")
+        if retired is not None and target == taken - 1:  # only the final step: the legacy map comes back
+            return _undo_retire(runtime, session, plan, retired, taken, reason)
         for cohort, stage in zip(plan.cohorts, stages_after(target, len(plan.cohorts), ladder)):
             if cohort.stage != stage:
                 plans.set_stage(session, cohort, stage, now)
         swap = _swap(runtime, session, f"undo to step {target}", plan)
         stages = {c.label: c.stage for c in plan.cohorts if c.stage != "pending"}
+        if retired is not None:
+            retirement.undo(session, runtime.settings.enforcement, retired, now)
         audit.record(
             session, now, runtime.actor, "undo", from_step=taken, to_step=target, reason=reason, stages=stages,
             map_before=swap.checksum_before, map_after=swap.checksum_after,
+            legacy_restored=retired.legacy_map if retired else None,
         )
-        return UndoResult(taken, target, stages, swap.checksum_before, swap.checksum_after, swap.diff)
+        restored = retired.legacy_map if retired else None
+        return UndoResult(taken, target, stages, swap.checksum_before, swap.checksum_after, swap.diff, restored)
+
+
+def _undo_retire(
+    runtime: Runtime, session: Session, plan: Plan, retired: Retirement, taken: int, reason: str | None
+) -> UndoResult:
+    now = runtime.clock.now()
+    retirement.undo(session, runtime.settings.enforcement, retired, now)
+    digest = _map_checksum(runtime)
+    stages = {c.label: c.stage for c in plan.cohorts if c.stage != "pending"}
+    audit.record(
+        session, now, runtime.actor, "undo", from_step=taken, to_step=taken - 1, reason=reason, stages=stages,
+        map_before=digest, map_after=digest, legacy_restored=retired.legacy_map, mode=retired.mode,
+    )
+    return UndoResult(taken, taken - 1, stages, digest, digest or "", MapDiff(), retired.legacy_map)
 
 
 # --- exemptions ---------------------------------------------------------------------------------

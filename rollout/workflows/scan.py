@@ -34,7 +34,9 @@ from ..logs.events import Event
 from ..logs.parse import LineParser, our_text_matcher
 from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec, compiled
 from ..logs.reader import EMPTY_FINGERPRINT, LineSource, identify
-from ..models import Customer, Evidence, LegacyDay, Mailbox, RefusalHour, ReviewItem, ScanCarry, ScanSource, UnknownLogin
+from ..models import (
+    Customer, Evidence, LegacyDay, Mailbox, RefusalHour, ReviewItem, ScanCarry, ScanSource, UnknownLogin,
+)
 from ..rules import has_switched
 from ..runtime import Runtime
 
