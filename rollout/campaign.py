@@ -7,6 +7,7 @@ effect of its own (record intent, send, record outcome).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from contextlib import contextmanager
 from itertools import groupby, islice
@@ -118,7 +119,7 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
         select(
             LegacyDay.mailbox_id, LegacyDay.day, LegacyDay.legacy_count, LegacyDay.high_count, LegacyDay.confidence,
             _as_stored(LegacyDay.last_seen), LegacyDay.last_ip, _as_stored(LegacyDay.auth_last), Mailbox.customer_id, Mailbox.address,
-            Cohort.stage, _as_stored(Cohort.scheduled_at), LegacyDay.senders, Evidence.details,
+            Cohort.stage, _as_stored(Cohort.scheduled_at), _as_stored(LegacyDay.senders), _as_stored(Evidence.details),
         )
         .join(Mailbox, Mailbox.id == LegacyDay.mailbox_id)
         .outerjoin(CohortMember, member)
@@ -147,7 +148,7 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
 
 
 def _as_stored(column: Any) -> Any:
-    """A time column as the driver returns it, not converted to an aware datetime.
+    """A column as the driver returns it: a time not converted to an aware datetime, JSON not decoded.
 
     UTC either way (see ``UTCDateTime``): naive datetimes on PostgreSQL, fixed-width ISO
     text on SQLite, which compare in time order too. A wave's hundreds of thousands of
@@ -174,8 +175,8 @@ def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
             auth_last = auth
     if last_day is None:
         return None
-    senders, details = last_day[12], last_day[13]
-    basis, gap = why_theirs(last_day[4], details)
+    senders, details = last_day[12], last_day[13]  # JSON as stored: decoded only here, for the last day (a third of a wave's time)
+    basis, gap = why_theirs(last_day[4], _json(details)) if details is not None else (None, None)
     return MailboxUse(
         mailbox_id=mailbox_id,
         customer_id=customer_id,
@@ -184,10 +185,15 @@ def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
         last_ip=last_ip,
         confident=True,
         switched=has_switched(last_at, auth_last),
-        senders=_other_senders(senders, address),
+        senders=_other_senders(_json(senders), address) if senders not in (None, "[]", []) else None,
         basis=basis,
         login_gap_seconds=gap,
     )
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as the driver returned it: text on SQLite, already decoded by psycopg on PostgreSQL."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def _other_senders(senders: list[Any] | None, address: str) -> str | None:
