@@ -40,6 +40,7 @@ class ScanSettings:
     timezone: str = "UTC"  # zone of year-less, zone-less log stamps
     interval_minutes: int = 15
     workers: int = 0  # threads reading and parsing a big file (0: one per core; 1: parse in the scanning thread)
+    lock_wait_seconds: float = 300.0  # one scan at a time per database: a second one waits this long, then gives up
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pytest
 
 from rollout.config import EnforcementSettings
 from rollout.logs.envelope import EnvelopeParser
@@ -11,6 +14,25 @@ from rollout.logs.events import Event
 from rollout.logs.parse import LineParser, our_text_matcher
 
 REFERENCE = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# a directory of third-party log files (not shipped: their licences differ), used when present
+CORPUS_VARIABLE = "ROLLOUT_TEST_CORPUS"
+
+
+def fixture_lines(name: str) -> list[str]:
+    """The lines of a log fixture in tests/fixtures, without its "#" header."""
+    return [line for line in (FIXTURES / name).read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+
+
+def corpus_files(*suffixes: str) -> list[Path]:
+    """The external corpus's files; the test is skipped, saying why, when there is none."""
+    where = os.environ.get(CORPUS_VARIABLE)
+    if not where:
+        pytest.skip(f"no external log corpus: set {CORPUS_VARIABLE} to a directory of real-world log files to run this")
+    files = sorted(p for p in Path(where).iterdir() if p.suffix in suffixes) if Path(where).is_dir() else []
+    if not files:
+        pytest.skip(f"{CORPUS_VARIABLE}={where} holds no {'/'.join(suffixes)} files")
+    return files
 
 
 def line_parser(host: str = "files", reference: datetime = REFERENCE, zone: str = "UTC") -> LineParser:

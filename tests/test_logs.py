@@ -13,11 +13,7 @@ import pytest
 from rollout.logs.events import Accept, Delivery, Login, Refusal, Removed, Sender, SessionEnd
 from rollout.logs.reader import LineSource, identify
 
-from .scan_support import line_parser, parse_one
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus")
+from .scan_support import corpus_files, fixture_lines, line_parser, parse_one
 
 
 def ts(*args: int) -> float:
@@ -137,10 +133,45 @@ def test_zone_less_stamps_use_the_configured_zone() -> None:
     assert event is not None and event.t == ts(2026, 1, 15, 9, 0, 0)
 
 
+# the successful logins in tests/fixtures/dialects.log, in file order; its other lines are failures, session ends,
+# SMTP, other services and programs
+DIALECT_LOGINS = [
+    ("quirin@example.org", "198.51.100.9", "pop3"),  # journald JSON
+    ("ines@example.org", "198.51.100.17", "pop3"),  # Dovecot 2.3
+    ("jonas@example.org", "2001:db8:7::40", "imap"),  # Dovecot 2.4 "Logged in:"
+    ("kira", "198.51.100.51", "imap"),  # IPv4-mapped
+    ("lena", "198.51.100.52", "imap"),  # Dovecot 1.x through syslog
+    ("mira@example.org", "198.51.100.53", "pop3"),  # Dovecot log_path
+    ("nele", "198.51.100.54", "pop3"),  # Dovecot 1.x's own log
+    ("olaf@example.org", "198.51.100.55", "imap"),  # log_path with an ISO-like stamp
+    ("pia@example.org", "198.51.100.60", "pop3"),  # Courier
+    ("quirin@example.org", "2001:db8:9::60", "imap"),
+    ("rosa", "198.51.100.61", "imap"),  # Cyrus
+    ("sven@example.org", "198.51.100.62", "pop3"),  # Cyrus, +detail dropped
+    ("uta@example.org", "192.0.2.30", "imap"),  # Cyrus under a site's service name
+    ("vera", "198.51.100.64", "imap"),  # UW
+    ("wim", "198.51.100.65", "pop3"),
+    ("yara@example.org", "198.51.100.68", "imap"),  # Solaris syslog tag
+    ("elke@example.org", "198.51.100.73", "pop3"),  # nginx mail proxy, through syslog
+    ("finn@example.org", "198.51.100.74", "imap"),  # nginx's own error log
+    ("gert@example.org", "198.51.100.75", "imap"),  # perdition
+]
+
+
+def test_every_dialect_of_the_fixture_gives_exactly_its_logins() -> None:
+    """The project's own fixture (every dialect, real-world shapes): every line is counted, the successful logins are
+    found with user, address and protocol, and no failure, session end or look-alike becomes one."""
+    lines = fixture_lines("dialects.log")
+    p = line_parser()
+    events = [p.parse(line, "dialects.log", i) for i, line in enumerate(lines)]
+    assert sum(p.kinds.values()) == len(lines)
+    assert [(e.user, e.ip, e.proto) for e in events if isinstance(e, Login)] == DIALECT_LOGINS
+    assert (p.kinds["refusal"], p.kinds["authfailure"], p.kinds["sessionend"], p.kinds["unknown"]) == (3, 2, 6, 2)
+
+
 def test_every_corpus_line_parses_or_is_counted_and_none_is_a_false_login() -> None:
     """The real-world corpus never crashes the parser; every line is an event or a counted kind; logins are real ones."""
-    files = sorted(p for p in CORPUS.iterdir() if p.suffix in (".log", ".tsv"))
-    assert files, f"corpus not found at {CORPUS}"
+    files = corpus_files(".log", ".tsv")
     logins = []
     for path in files:
         p = line_parser()

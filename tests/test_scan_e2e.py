@@ -1,5 +1,6 @@
 """End to end against real daemons: Postfix + Dovecot with POP-before-SMTP, real clients, then
-`rollout scan` + `rollout legacy --json` must report exactly the mailboxes that relayed via the legacy path."""
+`rollout scan` + `rollout legacy --json` must report exactly the mailboxes that relayed via the legacy path. The logs
+the daemons write during the run are the project's own real-log fixtures."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rollout.runtime import Runtime
 from .conftest import Cli
 from .mailstack import MailStack, Mailuser, mailstack_available
 from .scan_support import write_inventory
+from .test_linescan import assert_same
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink")]
 
@@ -102,6 +104,8 @@ def test_real_postfix_and_dovecot_scenarios(stack: MailStack, cli: Cli, tmp_path
     assert report["erik@example.org"]["senders"] == ["office@erik-shop.test"]
     assert all(r["submissions"] == 1 for r in report.values())
     assert json.loads(cli("legacy", "--review", "--json").stdout) == []
+    for log in (stack.postfix_log, stack.dovecot_log):  # what the real daemons wrote: the classifier changes nothing
+        assert_same(log.read_bytes())
     rescan = json.loads(cli("scan", "--host", "mx", str(stack.postfix_log), str(stack.dovecot_log), "--json").stdout)
     assert rescan["legacy_submissions"] == 0
     assert json.loads(cli("legacy", "--json").stdout) == list(report.values())

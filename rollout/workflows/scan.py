@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import audit, notice_delivery
+from .. import audit, locks, notice_delivery
 from ..addresses import domain_key, login_key
 from ..db import insert_rows
 from ..detection import DetectionConfig, Detector, Finding
@@ -232,6 +232,15 @@ def scan_logs(
 
 def _scan(runtime: Runtime, paths: Sequence[Path], host: str | None, progress: Callable[[int], None] | None) -> ScanSummary:
     started = time.monotonic()
+    settings = runtime.settings
+    # one scan at a time: held from before the positions are read until after they are committed
+    with locks.held(runtime.engine, "scan", locks.SCAN_LOCK_KEY, settings.scan.lock_wait_seconds, "scan.lock_wait_seconds"):
+        return _scan_locked(runtime, paths, host, progress, started)
+
+
+def _scan_locked(
+    runtime: Runtime, paths: Sequence[Path], host: str | None, progress: Callable[[int], None] | None, started: float
+) -> ScanSummary:
     settings = runtime.settings
     now = runtime.clock.now()
     with runtime.sessions() as session, session.begin():
