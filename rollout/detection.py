@@ -16,22 +16,21 @@ over the whole gives.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .addresses import login_key
-from .logs.deliveries import names_a_notice
 from .logs.envelope import year_inferred
-from .logs.net import DOTTED_QUAD
-from .logs.events import Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, NoticeQueued, Refusal, Removed, Sender, SessionEnd
+from .logs.events import (
+    Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, LoginRecord, LoginRun, Refusal, Removed, Sender, SessionEnd,
+)
+from .logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
+from .logs.net import TrustedNetworks
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
-TRUSTED_CACHE_SIZE = 100_000
 SHARED_IP_USERS = 3  # P1: an IP with this many users within a window is a NAT: a sender match is required
 
 
@@ -63,8 +62,8 @@ class Finding:
     kind: str
     t: float
     host: str
-    user: str | None  # the login user (legacy, near_miss), or None
-    ip: str | None
+    user: str | None = None  # the login user (legacy, near_miss, login), or None
+    ip: str | None = None
     sender: str | None = None
     qid: str | None = None
     confidence: str | None = None  # high | medium (legacy)
@@ -76,16 +75,13 @@ class Finding:
 class Detector:
     def __init__(self, config: DetectionConfig, state: Mapping[str, Any] | None = None) -> None:
         self.config = config
-        self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.trusted_networks]
-        self._trusted_v4 = [(int(n.network_address), int(n.netmask)) for n in self._trusted if n.version == 4]
-        # first octets a trusted IPv4 address can start with (None: some network is wider than a /8)
-        self._trusted_octets = _first_octets(self._trusted)
-        self._trusted_cache: dict[str, bool] = {}
+        self.trusted = TrustedNetworks(config.trusted_networks)
+        self.is_trusted: Callable[[str], bool] = self.trusted.contains  # asked for nearly every event: bound once
         self.findings: list[Finding] = []
         # authenticated submissions, counted: (SASL user lower-cased or None, UTC day number) → [count, last time]
         self.authenticated: dict[tuple[str | None, int], list[float]] = {}
-        self.logins: dict[str, list[list[Any]]] = {}  # ip → [[t, user, end, key, file, offset, line], ...]
-        self.sessions: dict[str, list[Any]] = {}  # session key → its login record
+        self.logins: dict[str, list[LoginRecord]] = {}  # ip → its logins, oldest first
+        self.sessions: dict[str, LoginRecord] = {}  # session key → its login, while the session is open
         self.messages: dict[str, dict[str, Any]] = {}  # host|instance|qid → the message so far
         self.reinjected: dict[str, dict[str, Any]] = {}  # host|qid after a content filter → original
         self.auth_failures: dict[str, float] = {}  # ip → last failed SMTP AUTH (P17)
@@ -113,10 +109,11 @@ class Detector:
             handler = handlers.get(event.__class__)
             if handler is not None:
                 handler(self, event)
+                now = self.now  # a run of logins ends later than it starts
             while pending and pending[0][0] < now:
                 _due, host, qid, msg = pending.popleft()
                 self._evaluate(host, qid, msg)
-            since += 1
+            since += 1 if event.__class__ is not LoginRun else len(event.logins)
             if since >= PRUNE_EVERY:
                 self.prune()
                 since = 0
@@ -138,53 +135,58 @@ class Detector:
         report = known is None or user not in known  # logins by users not in the inventory are reported
         if self.is_trusted(e.ip):  # webmail, proxies: never open a window (P11)
             if report:
-                self.findings.append(Finding("login", e.t, e.host, e.user, e.ip, details={"trusted": True}))
+                self.findings.append(Finding("login", e.t, e.host, user=e.user, ip=e.ip, details={"trusted": True}))
             return
         if e.ended is not None:  # joined with its end (join_complete): as if it had taken its key, then closed
-            record = [e.t, user, e.ended, None, e.file, e.offset, e.line]
-            if self.sessions and (key := _session_key(e.host, e.proto, e.session, e.user, e.pid)) is not None:
+            record = LoginRecord(e.t, user, e.ended, None, e.file, e.offset, e.line)
+            if self.sessions and (key := session_key(e.host, e.proto, e.session, e.user, e.pid)) is not None:
                 self.sessions.pop(key, None)
         else:
-            record = [e.t, user, None, _session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line]
-            if record[3] is not None:
-                self.sessions[record[3]] = record
+            record = LoginRecord(e.t, user, None, session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line)
+            if record.key is not None:
+                self.sessions[record.key] = record
         records = self.logins.get(e.ip)
         if records is None:
             self.logins[e.ip] = [record]
         else:
             records.append(record)
         if report:
-            self.findings.append(Finding("login", e.t, e.host, e.user, e.ip))
+            self.findings.append(Finding("login", e.t, e.host, user=e.user, ip=e.ip))
+
+    def _login_run(self, e: LoginRun) -> None:
+        """``_login`` for logins the C classifier filed already (untrusted, ended in their block): the scan's
+        commonest event, so only what is left is done here. A run's later logins are filed before the messages
+        due in between are judged: harmless, as every question about a login asks for its time first."""
+        known, logins, sessions, host = self.config.known_users, self.logins, self.sessions, e.host
+        for ip, record, key, user in e.logins:
+            if sessions and key is not None:
+                sessions.pop(key, None)
+            records = logins.get(ip)
+            if records is None:
+                logins[ip] = [record]
+            else:
+                records.append(record)
+            if known is None or record.user not in known:  # logins by users not in the inventory are reported
+                self.findings.append(Finding("login", record.t, host, user=user or record.user, ip=ip))
+        if e.last > self.now:
+            self.now = e.last
 
     def _session_end(self, e: SessionEnd) -> None:
-        for key in _end_keys(e):
+        for key in end_keys(e):
             record = self.sessions.pop(key, None) if key else None
             if record is not None:
-                record[2], record[3] = e.t, None  # closed: its key is free again
+                record.ended, record.key = e.t, None  # closed: its key is free again
                 return
 
     def _accept(self, e: Accept) -> None:
-        msg = self._message(e.host, e.instance, e.qid, e.t)
-        msg["ip"] = e.client_ip
-        msg["auth"] = e.authenticated
-        msg["sasl_user"] = e.sasl_user
-        msg["orig_ip"] = e.orig_client_ip
-        msg["orig_qid"] = e.orig_qid
-        if e.sender is not None:
-            msg["sender"] = e.sender
-        msg["lines"].append([e.file, e.offset, e.line])
+        add_accept(self._message(e.host, e.instance, e.qid, e.t), e)
 
     def _sender(self, e: Sender) -> None:
-        msg = self._message(e.host, e.instance, e.qid, e.t)
-        msg["sender"] = e.sender
-        msg["lines"].append([e.file, e.offset, e.line])
+        add_sender(self._message(e.host, e.instance, e.qid, e.t), e)
 
     def _delivery(self, e: Delivery) -> None:
         msg = self._message(e.host, e.instance, e.qid, e.t)
-        if len(msg["rcpts"]) < 50:
-            hop = bool(e.queued_as) and self._is_trusted_relay(e.relay)
-            msg["rcpts"].append([e.rcpt, e.orig_to, e.daemon, e.relay, e.status, hop])
-            msg["lines"].append([e.file, e.offset, e.line])
+        add_delivery(msg, e, bool(e.queued_as) and self._is_trusted_relay(e.relay))
         if e.queued_as and self._is_trusted_relay(e.relay):
             # the content filter re-queues the message under a new ID: remember where it came from (P14)
             self.reinjected[f"{e.host}|{e.queued_as}"] = {k: msg.get(k) for k in ("t", "ip", "auth", "sasl_user", "sender")} | {
@@ -195,11 +197,11 @@ class Detector:
         msg = self.messages.pop(f"{e.host}|{e.instance}|{e.qid}", None)
         if msg is None:
             return
-        msg["lines"].append([e.file, e.offset, e.line])
+        add_removed(msg, e)
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, msg))
 
     def _complete(self, e: CompleteMessage) -> None:
-        """Joined in a worker (``join_complete``): only the judgement is left, after the same ε."""
+        """Joined in a worker (``logs.join.join_complete``): only the judgement is left, after the same ε."""
         self.pending.append((e.t + self.config.tolerance_seconds, e.host, e.qid, e.message))
 
     def _auth_counts(self, e: AuthCounts) -> None:
@@ -225,14 +227,14 @@ class Detector:
         if e.reason == "map":
             users = self._candidates(e.client_ip, e.t, self.config.window_seconds) if e.client_ip else []
             self.findings.append(
-                Finding("refused", e.t, e.host, None, e.client_ip, e.sender, candidates=users, lines=[[e.file, e.offset, e.line]],
+                Finding("refused", e.t, e.host, ip=e.client_ip, sender=e.sender, candidates=users, lines=[[e.file, e.offset, e.line]],
                         details={"action": e.action, "address": e.map_address, "rcpt": e.rcpt})
             )
         elif e.client_ip in self.logins and e.reason == "relay" and e.action in ("reject", "defer") and not self.is_trusted(e.client_ip):
             # most relay refusals come from addresses that never logged in: the first test settles them
             users = self._candidates(e.client_ip, e.t, self.config.near_miss_seconds)
             if len(users) == 1:
-                self.findings.append(Finding("near_miss", e.t, e.host, users[0], e.client_ip, e.sender, lines=[[e.file, e.offset, e.line]],
+                self.findings.append(Finding("near_miss", e.t, e.host, user=users[0], ip=e.client_ip, sender=e.sender, lines=[[e.file, e.offset, e.line]],
                                              details={"rcpt": e.rcpt}))
 
     # -- the rule -----------------------------------------------------------------
@@ -255,22 +257,24 @@ class Detector:
 
     def _attribute(self, host: str, qid: str, t: float, ip: str, sender: str | None, lines: list[list[Any]]) -> None:
         qualifying = self._qualifying(ip, t)
-        users = sorted({r[1] for r, _ in qualifying})
+        users = sorted({r.user for r, _ in qualifying})
         lines = lines[:6]
         if not users:
             other = self._dual_stack_login(ip, t, sender)
             if other is None:
-                self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, lines=lines))
+                self.findings.append(Finding("unexplained", t, host, ip=ip, sender=sender, qid=qid, lines=lines))
             else:  # P2: not legacy (the legacy maps key on the exact address), but the reviewer sees whose it likely is
-                self.findings.append(Finding("unexplained", t, host, None, ip, sender, qid, None, [other[1]], [[other[4], other[5], other[6]]] + lines,
-                                             {"flags": ["dual_stack"], "login_ip": other[7]}))
+                login, login_ip = other
+                self.findings.append(Finding("unexplained", t, host, ip=ip, sender=sender, qid=qid, candidates=[login.user],
+                                             lines=[[login.file, login.offset, login.line], *lines],
+                                             details={"flags": ["dual_stack"], "login_ip": login_ip}))
             return
         matching = [u for u in users if self.sender_matches(u, sender)]
         tiers = {tier for _, tier in qualifying}
         tier = next(t for t in ("strict", "session", "extended") if t in tiers)
-        login = max((r for r, _ in qualifying), key=lambda r: r[0])
-        login_lines = [[login[4], login[5], login[6]]]
-        details: dict[str, Any] = {"tier": tier, "delta_seconds": round(t - login[0], 3)}
+        login = max((r for r, _ in qualifying), key=_time_of)
+        login_lines = [[login.file, login.offset, login.line]]
+        details: dict[str, Any] = {"tier": tier, "delta_seconds": round(t - login.t, 3)}
 
         def flag(name: str) -> None:
             details.setdefault("flags", []).append(name)
@@ -286,42 +290,46 @@ class Detector:
         if len(users) == 1 and not matching and self.is_shared(ip, t):
             # P1: behind a NAT with three or more users nobody is named without a sender match
             flag("shared_ip")
-            self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, self._nearby_users(ip, t), login_lines + lines, details))
+            self.findings.append(Finding("ambiguous", t, host, ip=ip, sender=sender, qid=qid, candidates=self._nearby_users(ip, t),
+                                         lines=login_lines + lines, details=details))
         elif len(users) == 1:
             confidence = "high" if matching and tier != "extended" else "medium"
             if not matching:
                 flag("sender_mismatch")
-            self.findings.append(Finding("legacy", t, host, users[0], ip, sender, qid, confidence, users, login_lines + lines, details))
+            self.findings.append(Finding("legacy", t, host, user=users[0], ip=ip, sender=sender, qid=qid, confidence=confidence,
+                                         candidates=users, lines=login_lines + lines, details=details))
         elif len(matching) == 1:
             flag("shared_ip")
-            self.findings.append(Finding("legacy", t, host, matching[0], ip, sender, qid, "medium", users, login_lines + lines, details))
+            self.findings.append(Finding("legacy", t, host, user=matching[0], ip=ip, sender=sender, qid=qid, confidence="medium",
+                                         candidates=users, lines=login_lines + lines, details=details))
         else:
-            self.findings.append(Finding("ambiguous", t, host, None, ip, sender, qid, None, users, login_lines + lines, details))
+            self.findings.append(Finding("ambiguous", t, host, ip=ip, sender=sender, qid=qid, candidates=users, lines=login_lines + lines,
+                                         details=details))
 
-    def _dual_stack_login(self, ip: str, t: float, sender: str | None) -> list[Any] | None:
+    def _dual_stack_login(self, ip: str, t: float, sender: str | None) -> tuple[LoginRecord, str] | None:
         """P2: the latest login within the window by the sender's own mailbox from the other address family
-        (IPv6 login, IPv4 relay or the reverse), with its address appended. Walks every remembered login:
+        (IPv6 login, IPv4 relay or the reverse), with its address. Walks every remembered login:
         only relays nobody's login explains come here, and they are rare."""
         if not sender:
             return None
         v6, c = ":" in ip, self.config
-        found: list[Any] | None = None
+        found: tuple[LoginRecord, str] | None = None
         for other_ip, records in self.logins.items():
             if (":" in other_ip) == v6:
                 continue
             for r in records:
-                if r[0] - c.tolerance_seconds <= t <= r[0] + c.window_seconds + c.tolerance_seconds and self.sender_matches(r[1], sender):
-                    if found is None or r[0] > found[0]:
-                        found = [*r, other_ip]
+                if r.t - c.tolerance_seconds <= t <= r.t + c.window_seconds + c.tolerance_seconds and self.sender_matches(r.user, sender):
+                    if found is None or r.t > found[0].t:
+                        found = (r, other_ip)
         return found
 
-    def _qualifying(self, ip: str, t: float) -> list[tuple[list[Any], str]]:
+    def _qualifying(self, ip: str, t: float) -> list[tuple[LoginRecord, str]]:
         """Logins from ``ip`` whose window (or session, P4) covers ``t``, with their tier."""
         c = self.config
         eps, w = c.tolerance_seconds, c.window_seconds
         out = []
         for record in self.logins.get(ip, ()):
-            start, end = record[0], record[2]
+            start = record.t
             if t < start - eps:
                 continue
             if t <= start + w + eps:
@@ -336,7 +344,7 @@ class Detector:
         """P1: among the logins remembered for ``ip`` up to ``t``, ``SHARED_IP_USERS`` or more distinct
         users within one window ``W``."""
         w, eps = self.config.window_seconds, self.config.tolerance_seconds
-        records = sorted((r[0], r[1]) for r in self.logins.get(ip, ()) if r[0] <= t + eps)
+        records = sorted((r.t, r.user) for r in self.logins.get(ip, ()) if r.t <= t + eps)
         for i, (start, _user) in enumerate(records):
             if len({u for s, u in records[i:] if s <= start + w}) >= SHARED_IP_USERS:
                 return True
@@ -345,18 +353,18 @@ class Detector:
     def _nearby_users(self, ip: str, t: float) -> list[str]:
         """The users behind a shared IP, for the reviewer: everyone who logged in within the reach of ``t``."""
         c = self.config
-        return sorted({r[1] for r in self.logins.get(ip, ()) if t - c.near_miss_seconds - c.window_seconds <= r[0] <= t + c.tolerance_seconds})
+        return sorted({r.user for r in self.logins.get(ip, ()) if t - c.near_miss_seconds - c.window_seconds <= r.t <= t + c.tolerance_seconds})
 
     def _candidates(self, ip: str, t: float, reach: float) -> list[str]:
         eps = self.config.tolerance_seconds
-        return sorted({r[1] for r in self.logins.get(ip, ()) if r[0] - eps <= t <= r[0] + reach + eps})
+        return sorted({r.user for r in self.logins.get(ip, ()) if r.t - eps <= t <= r.t + reach + eps})
 
-    def _session_end_time(self, record: list[Any]) -> float:
-        if record[2] is not None:
-            return float(record[2])
-        if record[3] is not None:  # still open: counts until the cap
-            return float(record[0]) + self.config.session_cap_seconds
-        return float(record[0])
+    def _session_end_time(self, record: LoginRecord) -> float:
+        if record.ended is not None:
+            return float(record.ended)
+        if record.key is not None:  # still open: counts until the cap
+            return float(record.t) + self.config.session_cap_seconds
+        return float(record.t)
 
     def _has_remote_recipient(self, rcpts: list[list[Any]]) -> bool:
         for rcpt, orig_to, daemon, relay, _status, filter_hop in rcpts:
@@ -370,30 +378,6 @@ class Detector:
         return False
 
     # -- helpers ------------------------------------------------------------------
-
-    def is_trusted(self, ip: str) -> bool:
-        octets = self._trusted_octets
-        if octets is not None and ":" not in ip and ip.partition(".")[0] not in octets:
-            return False  # no IPv6, and no trusted dotted quad starts so: the common case, client IPs rarely repeat
-        known = self._trusted_cache.get(ip)
-        if known is None:
-            if DOTTED_QUAD.fullmatch(ip):  # the common case: integer masks, without ipaddress's cost
-                value = int.from_bytes(socket.inet_aton(ip), "big")
-                known = False
-                for net, mask in self._trusted_v4:
-                    if value & mask == net:
-                        known = True
-                        break
-            else:
-                try:
-                    addr = ipaddress.ip_address(ip)
-                    known = any(addr in net for net in self._trusted)
-                except ValueError:
-                    known = False
-            if len(self._trusted_cache) >= TRUSTED_CACHE_SIZE:
-                self._trusted_cache.clear()  # dynamic client IPs never end: keep memory flat
-            self._trusted_cache[ip] = known
-        return known
 
     def is_local(self, address: str) -> bool:
         return login_key(address).rpartition("@")[2] in self.config.local_domains
@@ -410,11 +394,11 @@ class Detector:
         bare = local.split("+", 1)[0] + ("@" + domain if local else domain)
         return bare == user or bare == self.config.login_addresses.get(user)
 
-    def _message(self, host: str, instance: str, qid: str, t: float) -> dict[str, Any]:
+    def _message(self, host: str, instance: str, qid: str, t: float) -> Message:
         key = f"{host}|{instance}|{qid}"
         msg = self.messages.get(key)
         if msg is None:
-            msg = self.messages[key] = {"t": t, "ip": None, "auth": False, "sasl_user": None, "sender": None, "rcpts": [], "lines": []}
+            msg = self.messages[key] = new_message(t)
         return msg
 
     def prune(self) -> None:
@@ -425,13 +409,13 @@ class Detector:
         end_of = self._session_end_time
         logins = self.logins
         for ip, records in list(logins.items()):
-            # most IPs have one login, most sessions have ended (r[2]): those are decided without a call
+            # most IPs have one login, most sessions have ended: those are decided without a call
             if len(records) == 1:
                 r = records[0]
-                if r[0] < keep_after and (r[2] if r[2] is not None else end_of(r)) < keep_after:
+                if r.t < keep_after and (r.ended if r.ended is not None else end_of(r)) < keep_after:
                     del logins[ip]
                 continue
-            kept = [r for r in records if r[0] >= keep_after or (r[2] if r[2] is not None else end_of(r)) >= keep_after]
+            kept = [r for r in records if r.t >= keep_after or (r.ended if r.ended is not None else end_of(r)) >= keep_after]
             if not kept:
                 del logins[ip]
             elif len(kept) < len(records):
@@ -451,46 +435,27 @@ class Detector:
     def to_state(self) -> dict[str, Any]:
         self.finish()
         self.prune()
-        return {"version": STATE_VERSION, "now": self.now, "logins": self.logins, "messages": self.messages,
+        logins = {ip: [[r.t, r.user, r.ended, r.key, r.file, r.offset, r.line] for r in records] for ip, records in self.logins.items()}
+        return {"version": STATE_VERSION, "now": self.now, "logins": logins, "messages": self.messages,
                 "reinjected": self.reinjected, "auth_failures": self.auth_failures}
 
     def _load(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             return  # an older format: start afresh rather than misread it
         self.now = float(state["now"])
-        self.logins = {ip: [list(r) for r in records] for ip, records in state["logins"].items()}
+        self.logins = {ip: [LoginRecord(*r) for r in records] for ip, records in state["logins"].items()}
         self.messages = dict(state["messages"])
         self.reinjected = dict(state["reinjected"])
         self.auth_failures = dict(state.get("auth_failures", {}))
         for records in self.logins.values():
             for record in records:
-                if record[3] is not None and record[2] is None:
-                    self.sessions[record[3]] = record
+                if record.key is not None and record.ended is None:
+                    self.sessions[record.key] = record
 
 
-def _first_octets(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> frozenset[str] | None:
-    """The first octets of the trusted IPv4 networks ("127", "10"), or None when one is wider than a /8."""
-    v4 = [n for n in networks if n.version == 4]
-    if any(n.prefixlen < 8 for n in v4):
-        return None
-    return frozenset(str(n.network_address).partition(".")[0] for n in v4)
-
-
-def _end_keys(e: SessionEnd) -> tuple[str | None, str | None]:
-    """The session keys a session end may close, in the order they are tried."""
-    return _session_key(e.host, e.proto, e.session, e.user, None), _session_key(e.host, e.proto, None, e.user, e.pid)
-
-
-def _session_key(host: str, proto: str, session: str | None, user: str, pid: str | None) -> str | None:
-    if session:
-        return f"{host}|s|{session}"
-    if pid:
-        return f"{host}|{proto}|{user.lower()}|{pid}"
-    return None
-
-
-_HANDLERS = {
+_HANDLERS: dict[type[Event], Callable[[Detector, Any], None]] = {
     Login: Detector._login,
+    LoginRun: Detector._login_run,
     SessionEnd: Detector._session_end,
     Accept: Detector._accept,
     Sender: Detector._sender,
@@ -503,69 +468,5 @@ _HANDLERS = {
 }
 
 
-MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed)
-_MESSAGE_CLASSES = frozenset(MESSAGE_EVENTS)
-_JOINED_CLASSES = _MESSAGE_CLASSES | {NoticeQueued}
-
-
-def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> list[Event]:
-    """Replace each message that lies wholly in ``events`` by one ``CompleteMessage``.
-
-    Work moves from the detecting process to the parsing workers: the message is built
-    by the detector's own handlers. Left as they are: messages that start or end
-    outside ``events``, that go through a content filter (their re-injected copy needs
-    the detector's state) or come from a trusted or unknown address (same reason).
-    """
-    builder = Detector(DetectionConfig(trusted_networks=trusted_networks))
-    by_key: dict[tuple[str, str, str], list[int]] = {}
-    for i in [i for i, e in enumerate(events) if e.__class__ in _JOINED_CLASSES]:  # few: the C classifier joins most
-        e = events[i]
-        by_key.setdefault((e.host, e.instance, e.qid), []).append(i)  # type: ignore[attr-defined]
-    replace: dict[int, Event | None] = {}
-    for key, positions in by_key.items():
-        group = [events[i] for i in positions]
-        if any(names_a_notice(e) for e in group):
-            continue  # one of our own notices: its deliveries are followed one by one (logs/deliveries.py)
-        first, last = group[0], group[-1]
-        if not (isinstance(first, Accept) and isinstance(last, Removed)) or sum(isinstance(e, (Accept, Removed)) for e in group) != 2:
-            continue
-        if first.client_ip is None or builder.is_trusted(first.client_ip) or any(isinstance(e, Delivery) and e.queued_as for e in group):
-            continue
-        for e in group:
-            _HANDLERS[type(e)](builder, e)
-        _due, host, qid, message = builder.pending.pop()
-        for i in positions[:-1]:
-            replace[i] = None
-        replace[positions[-1]] = CompleteMessage(last.t, host, last.file, last.offset, last.line, last.instance, qid, message)
-    _pair_sessions(events, builder, replace)
-    if not replace:
-        return events
-    return [r for i, e in enumerate(events) if (r := replace.get(i, e)) is not None]
-
-
-def _pair_sessions(events: list[Event], builder: Detector, replace: dict[int, Event | None]) -> None:
-    """A login and its session end in the same events: the end rides on the login (``Login.ended``).
-
-    Only when the end's first key is the login's own (or it has none and the second is),
-    so the detector, which tries the same keys against all open sessions, would have
-    closed that very login.
-    """
-    if not any(e.__class__ is SessionEnd for e in events):
-        return  # nothing to pair (the C classifier pairs what it can)
-    open_logins: dict[str, int] = {}
-    for i, e in enumerate(events):
-        if isinstance(e, Login):
-            key = _session_key(e.host, e.proto, e.session, e.user, e.pid)
-            if key is not None and not builder.is_trusted(e.ip):
-                if e.ended is None:
-                    open_logins[key] = i
-                else:  # the C classifier paired it already: an end after it cannot close an older login of its key
-                    open_logins.pop(key, None)
-        elif isinstance(e, SessionEnd):
-            first, second = _end_keys(e)
-            key = first if first is not None else second
-            if key is not None and key in open_logins:
-                login = events[open_logins.pop(key)]
-                assert isinstance(login, Login)
-                login.ended = e.t
-                replace[i] = None
+def _time_of(record: LoginRecord) -> float:
+    return record.t

@@ -9,8 +9,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from .conftest import REPO
 
 PACKAGE = REPO / "rollout"
@@ -44,9 +42,8 @@ LAYERS: list[set[str]] = [
 ]
 LAYER_OF = {area: n for n, areas in enumerate(LAYERS) for area in areas}
 
-# The one upward import left, owned by issue 16 (logs/blocks.py uses detection.join_complete).
-# When it is gone, test_logs_never_imports_detection passes and its xfail mark must go too.
-KNOWN_UPWARD = {("logs", "detection")}
+# Upward imports tolerated for now: none (logs/join.py builds what logs/blocks.py once took from detection).
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def area_of(module: str) -> str:
@@ -137,10 +134,6 @@ def test_no_circle_between_areas() -> None:
     assert sorted(a for a in graph if reaches(a, a, {a})) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logs/blocks.py imports detection.join_complete until issue 16 moves it; then drop this mark",
-)
 def test_logs_never_imports_detection() -> None:
     """The log parsers know nothing of detection: events flow up, never the other way."""
     assert not [file for here, there, file in area_imports() if (here, there) == ("logs", "detection")]

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rollout.detection import DetectionConfig, Detector, Finding, join_complete
+from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs import blocks
 from rollout.logs.blocks import BlockParser
-from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, Removed, Sender
+from rollout.logs.join import join_complete
+from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, LoginRun, Removed, Sender
 from rollout.synthetic.maillog import write_maillog
 
 from .scan_support import REFERENCE, corpus_files, fixture_lines, line_parser
@@ -27,9 +28,10 @@ MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed, CompleteMessage, AuthCounts
 CONFIG = DetectionConfig(trusted_networks=TRUSTED, local_domains=frozenset({"example.org", "kunde1.example", "kunde2.example"}))
 
 
-def both(block: bytes) -> tuple[list[Event], list[Event]]:
-    """(classifier events, LineParser-only events) of one block of complete lines."""
-    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED).parse(block, 0, "t.log")
+def both(block: bytes, login_runs: bool = False) -> tuple[list[Event], list[Event]]:
+    """(classifier events, LineParser-only events) of one block of complete lines; the classifier's logins one by one
+    unless ``login_runs``."""
+    fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED, login_runs).parse(block, 0, "t.log")
     slow = join_complete(BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log"), TRUSTED)
     return fast, slow
 
@@ -55,6 +57,8 @@ def assert_same(block: bytes) -> None:
     dropped = {(e.host, e.instance, e.qid) for e in all_messages} - {(e.host, e.instance, e.qid) for e in kept}
     assert not any((e.host, e.instance, e.qid) in dropped for e in kept)  # whole messages or nothing
     assert findings(fast) == findings(slow)
+    runs, _ = both(block, login_runs=True)  # the logins the classifier files itself, in runs: the same findings and state
+    assert findings(runs) == findings(slow)
 
 
 def _subsequence(short: list[Event], long: list[Event]) -> bool:
@@ -258,7 +262,7 @@ def test_the_classifier_builds_the_common_events_itself(tmp_path: Path) -> None:
     write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=datetime(2026, 11, 20, tzinfo=timezone.utc),
                   span=timedelta(hours=6), lines=20_000, seed=5)
     parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
-    rows, *_, authenticated = blocks._linescan.scan(log.read_bytes(), parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, blocks.C_EVENTS)
+    rows, *_, authenticated = blocks._linescan.scan(log.read_bytes(), parser.rules, parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, parser.classes)
     assert sum(isinstance(row, tuple) for row in rows) < 0.01 * len(rows)
     assert sum(isinstance(row, CompleteMessage) for row in rows) > 20  # the legacy sends
     assert sum(count for count, _last in authenticated.values()) > 100
@@ -310,3 +314,37 @@ def test_mutated_lines_give_the_same_events(lines: list[tuple[str, int, str, boo
         pos %= len(shape) + 1
         out.append(shape[:pos] + junk + shape[pos + (0 if insert else 1) :] if rnd.random() < 0.7 else shape)
     assert_same(("\n".join(out) + "\n").encode())
+
+
+def test_runs_of_logins_file_what_the_detector_would_file() -> None:
+    """Logins the classifier files itself (LoginRun): user case kept for the report, session keys freed, hosts kept apart,
+    trusted and unended logins left as events, a relay between them judged as before."""
+    lines = [
+        "Nov 23 09:00:00 mx1 dovecot: imap-login: Login: user=<Anna@Example.org>, rip=203.0.113.7, mpid=7, session=<a1>",
+        "Nov 23 09:00:01 mx1 dovecot: pop3-login: Login: user=<bert@example.org>, rip=2001:db8::7, mpid=8",
+        "Nov 23 09:00:02 mx2 dovecot: pop3-login: Login: user=<carl@example.org>, rip=198.51.100.9, mpid=9, session=<c1>",
+        "Nov 23 09:00:03 mx1 dovecot: imap-login: Login: user=<dora@example.org>, rip=10.1.2.3, mpid=10, session=<d1>",
+        "Nov 23 09:00:04 mx1 dovecot: imap-login: Login: user=<emil@example.org>, rip=203.0.113.8, mpid=11, session=<e1>",
+        "Nov 23 09:00:05 mx1 dovecot: imap(Anna@Example.org)<7><a1>: Disconnected: Logged out",
+        "Nov 23 09:00:06 mx1 dovecot: pop3(bert@example.org)<8>: Disconnected: Logged out",
+        "Nov 23 09:00:07 mx2 dovecot: pop3(carl@example.org)<9><c1>: Disconnected: Logged out",
+        "Nov 23 09:00:08 mx1 dovecot: imap(dora@example.org)<10><d1>: Disconnected: Logged out",
+        "Nov 23 09:01:00 mx1 postfix/smtpd[3]: 4F1A2B3C4D: client=pc[203.0.113.7]",
+        "Nov 23 09:01:01 mx1 postfix/qmgr[4]: 4F1A2B3C4D: from=<anna@example.org>, size=1, nrcpt=1 (queue active)",
+        "Nov 23 09:01:02 mx1 postfix/smtp[5]: 4F1A2B3C4D: to=<x@remote.example>, relay=mx.remote.example[192.0.2.9]:25, status=sent (ok)",
+        "Nov 23 09:01:03 mx1 postfix/qmgr[4]: 4F1A2B3C4D: removed",
+        "Nov 23 09:09:00 mx1 dovecot: imap-login: Login: user=<anna@example.org>, rip=203.0.113.7, mpid=12, session=<a2>",
+        "Nov 23 09:09:09 mx1 dovecot: imap(anna@example.org)<12><a2>: Disconnected: Logged out",
+    ]
+    block = "".join(line + "\n" for line in lines).encode()
+    runs, slow = both(block, login_runs=True)
+    assert any(isinstance(e, LoginRun) for e in runs)
+    assert findings(runs) == findings(slow)
+    assert [f.user for f in _detector(runs).findings if f.kind == "login"][:1] == ["Anna@Example.org"]
+    assert_same(block)
+
+
+def _detector(events: list[Event]) -> Detector:
+    detector = Detector(CONFIG)
+    detector.feed_all(events)
+    return detector

@@ -1,30 +1,33 @@
 /*
- * rollout.logs._linescan: sort a block of syslog lines before Python sees them.
+ * rollout.logs._linescan: the scanner's C line classifier and event builder.
  *
- * A provider's maillog is mostly lines that can never matter to detection
- * (connects, cleanup, local deliveries, other programs; but cleanup's Message-ID of our
- * own notices, <rollout.…>, and qmgr's "status=expired" go to Python, which follows our
- * notices to their delivery: logs/deliveries.py). scan() walks a block of
- * complete lines and returns one row per line that Python must look at; every
- * other line is skipped here. It never decides what a line means beyond that:
+ * What it does today. scan() walks a block of complete lines without holding the GIL and
+ *   1. skips every line that can never be an event (connects, cleanup, local deliveries,
+ *      programs no parser reads): counted, never returned;
+ *   2. drops whole plain inbound messages (accepted from an untrusted address without SMTP
+ *      AUTH, no remote delivery, every line in the block): counted per kind;
+ *   3. builds the common events itself, as objects of the classes Python hands in: POP3/IMAP
+ *      logins and session ends (Dovecot), relay refusals, and the lines of a submitted message;
+ *      a message whole in the block becomes one CompleteMessage (or, authenticated, only a count
+ *      in the block's AuthCounts), a login whose session ends in the block carries that end,
+ *      exactly as rollout.logs.join.join_complete would join them;
+ *   4. returns every other line as a row with its envelope split, for the Python parsers.
+ * Rows: (kind, line_start, line_end[, stamp_start, stamp_end, host_start, host_end, prog_start,
+ * prog_end, msg_start, qid_start, qid_end]); kind OTHER (3 items) goes to LineParser whole.
+ * Our own notices are followed to their delivery in Python (logs/deliveries.py): cleanup's
+ * Message-ID of a notice (<rollout.…>) and qmgr's "status=expired" go to Python as OTHER.
  *
- *   SKIP      a line LineParser would turn into no event (counted, not returned)
- *   ACCEPT    Postfix smtpd "QID: client=..."       (qid span returned)
- *   SENDER    Postfix qmgr "QID: from=<...>, size=... (queue active)"
- *   REMOVED   Postfix qmgr "QID: removed"
- *   DELIVERY  Postfix smtp/lmtp "QID: to=..."
- *   LOGIN     Dovecot "pop3-login: Login: ..." / "imap-login: Logged in: ..."
- *   SMTPD     Postfix smtpd warning or refusal: Python parses the message
- *   DOVECOT   Dovecot "pop3(user)...": a session end, Python parses the message
- *   OTHER     anything else (other envelopes, Exim, Courier, a Cyrus "login: " under any
- *             "prefix/service" name, ...): the full line parser
+ * Where its rules come from. The programs and line shapes (Postfix daemons and their message
+ * shapes, Dovecot's login and session-end shapes, Courier/UW/Cyrus/Exim/nginx/perdition program
+ * names, a Cyrus login under a site's own "prefix/service" name) are those of rollout/logs/rules.py: BlockParser hands them in as
+ * rules(classifier_rules()) when a scan starts, and the Python parsers build their patterns from
+ * the same tables. What is written here is only how to read a line fast: the envelope (RFC 3164
+ * and RFC 3339 with a host, as envelope.py), the queue ID's shape, key=value fields. When in doubt
+ * a line goes to Python, which stays the reference: tests/test_linescan.py checks both paths give
+ * the same events and findings, tests/test_log_rules.py that nothing in the tables is skipped here.
  *
- * The envelope rules are those of rollout/logs/envelope.py (RFC 3164 and RFC 3339
- * with a host); when in doubt a line is OTHER, so the Python parser stays the
- * reference. tests/test_linescan.py checks both give the same events.
- *
- * Row: (kind, line_start, line_end, stamp_start, stamp_end, host_start, host_end,
- *       prog_start, prog_end, msg_start, qid_start, qid_end)
+ * Changing a rule: edit rules.py (and the Python parser), never only this file; after editing this
+ * file rebuild it with `pip install -e .` (docs/development.md, "Adding a log rule").
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -217,11 +220,167 @@ static int is_word(const char *p, const char *e, const char *word)
     return (size_t)(e - p) == n && memcmp(p, word, n) == 0;
 }
 
-static int smtpd(const char *m, const char *e, Line *l)
+/* -- the rules: rollout/logs/rules.py's tables, handed in as rules(classifier_rules()) ---------- */
+
+#define MAX_WORDS 32
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+    PyObject *text, *lower; /* the word as a str, and lower-cased (a service is an event's proto) */
+    const char *ls;         /* lower as UTF-8 */
+    Py_ssize_t ln;
+} Word;
+
+typedef struct {
+    Word w[MAX_WORDS];
+    int n;
+} Words;
+
+typedef struct {
+    PyObject *source; /* the dict the words point into, kept alive */
+    Word postfix, dovecot, smtpd, qmgr, pickup, warning, queued_as, dovecot_info, qmgr_removed, queue_active, delivery_to, cyrus_login,
+        qmgr_expired, cleanup, notice_id;
+    Words programs, program_prefixes, daemons, remote_daemons, local_daemons, smtpd_session, sender_fields, login_services, login_verbs,
+        end_services, end_verbs;
+} Rules;
+
+static const char RULES_CAPSULE[] = "rollout.logs._linescan.rules";
+
+static int is_(const char *p, const char *e, const Word *w) { return e - p == w->n && memcmp(p, w->s, w->n) == 0; }
+static int starts_(const char *p, const char *e, const Word *w) { return e - p >= w->n && memcmp(p, w->s, w->n) == 0; }
+
+/* the word of ws that [p, e) is, or NULL */
+static const Word *one_of(const char *p, const char *e, const Words *ws)
 {
-    if (starts(m, e, "warning:")) return K_SMTPD;
-    if (starts(m, e, "connect from") || starts(m, e, "disconnect from") || starts(m, e, "lost connection") || starts(m, e, "timeout"))
-        return K_SKIP;
+    for (int i = 0; i < ws->n; i++)
+        if (is_(p, e, &ws->w[i])) return &ws->w[i];
+    return NULL;
+}
+
+/* the word of ws that [p, e) starts with, or NULL */
+static const Word *prefix_of(const char *p, const char *e, const Words *ws)
+{
+    for (int i = 0; i < ws->n; i++)
+        if (starts_(p, e, &ws->w[i])) return &ws->w[i];
+    return NULL;
+}
+
+/* a word of ws followed by the literal after, at *p: *p moves past both (a regex's "(?:a|b)after") */
+static const Word *head(const char **p, const char *e, const Words *ws, const char *after)
+{
+    size_t n = strlen(after);
+    for (int i = 0; i < ws->n; i++) {
+        const Word *w = &ws->w[i];
+        if (starts_(*p, e, w) && (size_t)(e - *p - w->n) >= n && memcmp(*p + w->n, after, n) == 0) {
+            *p += w->n + n;
+            return w;
+        }
+    }
+    return NULL;
+}
+
+static void skip_(const char **p, const char *e, const Word *w)
+{
+    if (starts_(*p, e, w)) *p += w->n;
+}
+
+static void free_rules(PyObject *capsule)
+{
+    Rules *r = PyCapsule_GetPointer(capsule, RULES_CAPSULE);
+    if (r == NULL) return;
+    Words *lists[] = {&r->programs, &r->program_prefixes, &r->daemons, &r->remote_daemons, &r->local_daemons, &r->smtpd_session,
+                      &r->sender_fields, &r->login_services, &r->login_verbs, &r->end_services, &r->end_verbs};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        for (int j = 0; j < lists[i]->n; j++) Py_XDECREF(lists[i]->w[j].lower);
+    Py_XDECREF(r->source);
+    free(r);
+}
+
+static int word_of(PyObject *str, Word *w)
+{
+    if (!PyUnicode_Check(str)) {
+        PyErr_SetString(PyExc_TypeError, "rules: words are str");
+        return -1;
+    }
+    w->s = PyUnicode_AsUTF8AndSize(str, &w->n);
+    if (w->s == NULL) return -1;
+    w->text = str;
+    w->lower = PyObject_CallMethod(str, "lower", NULL);
+    if (w->lower == NULL) return -1;
+    w->ls = PyUnicode_AsUTF8AndSize(w->lower, &w->ln);
+    return w->ls == NULL ? -1 : 0;
+}
+
+static int rule(PyObject *dict, const char *key, Word *w)
+{
+    PyObject *value = PyDict_GetItemString(dict, key); /* borrowed; the dict is kept */
+    if (value == NULL) {
+        PyErr_Format(PyExc_KeyError, "rules: %s missing", key);
+        return -1;
+    }
+    int status = word_of(value, w);
+    Py_XDECREF(w->lower); /* a single word needs no lower-cased copy */
+    w->lower = NULL;
+    return status;
+}
+
+static int rule_list(PyObject *dict, const char *key, Words *ws)
+{
+    PyObject *value = PyDict_GetItemString(dict, key);
+    if (value == NULL || !PyTuple_Check(value) || PyTuple_GET_SIZE(value) > MAX_WORDS) {
+        PyErr_Format(PyExc_ValueError, "rules: %s must be a tuple of at most %d str", key, MAX_WORDS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(value); i++) {
+        if (word_of(PyTuple_GET_ITEM(value, i), &ws->w[i]) < 0) return -1;
+        ws->n = (int)i + 1;
+    }
+    return 0;
+}
+
+/* rules(classifier_rules()) -> the tables as this module reads them (a capsule for scan) */
+static PyObject *rules(PyObject *self, PyObject *dict)
+{
+    (void)self;
+    if (!PyDict_Check(dict)) {
+        PyErr_SetString(PyExc_TypeError, "rules: a dict (rollout.logs.rules.classifier_rules())");
+        return NULL;
+    }
+    Rules *r = calloc(1, sizeof(Rules));
+    if (r == NULL) return PyErr_NoMemory();
+    PyObject *capsule = PyCapsule_New(r, RULES_CAPSULE, free_rules);
+    if (capsule == NULL) {
+        free(r);
+        return NULL;
+    }
+    r->source = Py_NewRef(dict);
+    struct { const char *key; Word *w; } words[] = {
+        {"postfix", &r->postfix}, {"dovecot", &r->dovecot}, {"smtpd", &r->smtpd}, {"qmgr", &r->qmgr}, {"pickup", &r->pickup},
+        {"warning", &r->warning}, {"queued_as", &r->queued_as}, {"dovecot_info", &r->dovecot_info},
+        {"qmgr_removed", &r->qmgr_removed}, {"queue_active", &r->queue_active}, {"delivery_to", &r->delivery_to},
+        {"cyrus_login", &r->cyrus_login}, {"qmgr_expired", &r->qmgr_expired}, {"cleanup", &r->cleanup}, {"notice_id", &r->notice_id}};
+    struct { const char *key; Words *ws; } lists[] = {
+        {"programs", &r->programs}, {"program_prefixes", &r->program_prefixes}, {"daemons", &r->daemons},
+        {"remote_daemons", &r->remote_daemons}, {"local_daemons", &r->local_daemons}, {"smtpd_session", &r->smtpd_session},
+        {"sender_fields", &r->sender_fields}, {"login_services", &r->login_services}, {"login_verbs", &r->login_verbs},
+        {"end_services", &r->end_services}, {"end_verbs", &r->end_verbs}};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (rule(dict, words[i].key, words[i].w) < 0) goto fail;
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        if (rule_list(dict, lists[i].key, lists[i].ws) < 0) goto fail;
+    return capsule;
+fail:
+    Py_DECREF(capsule);
+    return NULL;
+}
+
+/* -- classifying ----------------------------------------------------------------------------- */
+
+static int smtpd(const Rules *R, const char *m, const char *e, Line *l)
+{
+    if (starts_(m, e, &R->warning)) return K_SMTPD;
+    if (prefix_of(m, e, &R->smtpd_session)) return K_SKIP;
     const char *q = m;
     while (q < e && is_alnum(*q)) q++;
     if (q - m < 6 || e - q < 2 || q[0] != ':' || q[1] != ' ') return K_SKIP; /* not "NOQUEUE: " or "QID: ": no event */
@@ -229,78 +388,72 @@ static int smtpd(const char *m, const char *e, Line *l)
     return K_SMTPD;
 }
 
-static int postfix(const char *daemon, const char *daemon_end, const char *m, const char *e, Line *l)
+static int postfix(const Rules *R, const char *daemon, const char *daemon_end, const char *m, const char *e, Line *l)
 {
-    if (is_word(daemon, daemon_end, "smtpd")) return smtpd(m, e, l);
-    if (is_word(daemon, daemon_end, "qmgr")) {
+    if (is_(daemon, daemon_end, &R->smtpd)) return smtpd(R, m, e, l);
+    if (is_(daemon, daemon_end, &R->qmgr)) {
         if (!queue_id(m, e, l)) return K_SKIP;
         const char *r = l->qid_end + 2;
-        if (is_word(r, e, "removed")) return K_REMOVED;
-        if (find(r, e, ", status=expired") != NULL) return K_OTHER; /* a notice given up: logs/deliveries.py */
-        if (!starts(r, e, "from=<") || !ends_with(r, e, "(queue active)")) return K_SKIP;
+        if (is_(r, e, &R->qmgr_removed)) return K_REMOVED;
+        if (find(r, e, R->qmgr_expired.s) != NULL) return K_OTHER; /* a notice given up: logs/deliveries.py */
+        if (!starts(r, e, "from=<") || e - r < R->queue_active.n || memcmp(e - R->queue_active.n, R->queue_active.s, R->queue_active.n) != 0)
+            return K_SKIP;
         const char *gt = memchr(r + 6, '>', e - r - 6);
-        if (gt == NULL || !(starts(gt, e, ">, size=") || starts(gt, e, ">, status="))) return K_SKIP;
-        return K_SENDER;
+        if (gt == NULL || !starts(gt, e, ">, ")) return K_SKIP;
+        gt += 3;
+        return head(&gt, e, &R->sender_fields, "=") ? K_SENDER : K_SKIP;
     }
-    if (is_word(daemon, daemon_end, "smtp") || is_word(daemon, daemon_end, "lmtp")) {
-        if (!queue_id(m, e, l) || !starts(l->qid_end + 2, e, "to=")) return K_SKIP;
+    if (one_of(daemon, daemon_end, &R->remote_daemons)) {
+        if (!queue_id(m, e, l) || !starts_(l->qid_end + 2, e, &R->delivery_to)) return K_SKIP;
         return K_DELIVERY;
     }
-    if (is_word(daemon, daemon_end, "pickup")) return K_OTHER;
-    if (is_word(daemon, daemon_end, "cleanup")) /* our own notices, followed to their delivery: logs/deliveries.py */
-        return find(m, e, ": message-id=<rollout.") != NULL ? K_OTHER : K_SKIP;
-    static const char *local[] = {"local", "virtual", "pipe", "error", "discard", "relay", "retry", NULL};
-    for (int i = 0; local[i]; i++)
-        if (is_word(daemon, daemon_end, local[i])) /* local deliveries matter only as a content-filter hop */
-            return find(m, e, "queued as") != NULL ? K_OTHER : K_SKIP;
+    if (is_(daemon, daemon_end, &R->pickup)) return K_OTHER;
+    if (is_(daemon, daemon_end, &R->cleanup)) /* our own notices, followed to their delivery: logs/deliveries.py */
+        return find(m, e, R->notice_id.s) != NULL ? K_OTHER : K_SKIP;
+    if (one_of(daemon, daemon_end, &R->local_daemons)) /* local deliveries matter only as a content-filter hop */
+        return find(m, e, R->queued_as.s) != NULL ? K_OTHER : K_SKIP;
     return K_SKIP;
 }
 
-static int dovecot(const char *m, const char *e)
+static int dovecot(const Rules *R, const char *m, const char *e)
 {
-    if (starts(m, e, "Info: ")) m += 6;
-    if (starts(m, e, "pop3-login: ") || starts(m, e, "imap-login: ")) {
-        const char *q = m + 12;
-        if (starts(q, e, "Info: ")) q += 6;
-        return starts(q, e, "Login: ") || starts(q, e, "Logged in: ") ? K_LOGIN : K_SKIP;
+    skip_(&m, e, &R->dovecot_info);
+    if (head(&m, e, &R->login_services, "-login: ")) {
+        skip_(&m, e, &R->dovecot_info);
+        return head(&m, e, &R->login_verbs, ": ") ? K_LOGIN : K_SKIP;
     }
-    if (starts(m, e, "pop3(") || starts(m, e, "imap(") || starts(m, e, "POP3(") || starts(m, e, "IMAP(")) return K_DOVECOT;
-    return K_SKIP;
+    return head(&m, e, &R->end_services, "(") ? K_DOVECOT : K_SKIP;
 }
 
 /* Exim, Courier, Cyrus, UW, nginx, perdition: programs the line parser knows besides Postfix and Dovecot */
-static int other_known(const char *p, const char *e)
+static int other_known(const Rules *R, const char *p, const char *e)
 {
-    static const char *names[] = {"pop3", "pop3s", "imap", "imaps", "pop3d", "pop3d-ssl", "courierpop3login",
-                                  "imapd", "imapd-ssl", "imaplogin", "ipop3d", "nginx", "perdition", NULL};
-    if (starts(p, e, "exim") || starts(p, e, "perdition.")) return 1;
+    if (one_of(p, e, &R->programs) || prefix_of(p, e, &R->program_prefixes)) return 1;
     const char *last = p;
     for (const char *q = p; q < e; q++)
         if (*q == '/') last = q + 1;
-    for (int i = 0; names[i]; i++)
-        if (is_word(last, e, names[i])) return 1;
-    return 0;
+    return one_of(last, e, &R->daemons) != NULL; /* Cyrus: "cyrus/imaps" */
 }
 
 /* imapd.parse_other_imapd: a Cyrus login under a site's own service name ("prefix/imapmail"), known by its message */
-static int cyrus_login(const char *prog, const char *prog_end, const char *m, const char *e)
+static int cyrus_login(const Rules *R, const char *prog, const char *prog_end, const char *m, const char *e)
 {
-    return memchr(prog, '/', prog_end - prog) != NULL && starts(m, e, "login: ");
+    return memchr(prog, '/', prog_end - prog) != NULL && starts_(m, e, &R->cyrus_login);
 }
 
-static int classify(const char *p, const char *e, Line *l)
+static int classify(const Rules *R, const char *p, const char *e, Line *l)
 {
     if (p == e || !envelope(p, e, l)) return K_OTHER;
     const char *prog = l->prog, *prog_end = l->prog_end;
-    if (starts(prog, prog_end, "postfix")) {
+    if (starts_(prog, prog_end, &R->postfix)) {
         const char *slash = NULL;
         for (const char *q = prog; q < prog_end; q++)
             if (*q == '/') slash = q;
         if (slash == NULL) return K_OTHER;
-        return postfix(slash + 1, prog_end, l->msg, e, l);
+        return postfix(R, slash + 1, prog_end, l->msg, e, l);
     }
-    if (is_word(prog, prog_end, "dovecot")) return dovecot(l->msg, e);
-    return other_known(prog, prog_end) || cyrus_login(prog, prog_end, l->msg, e) ? K_OTHER : K_SKIP;
+    if (is_(prog, prog_end, &R->dovecot)) return dovecot(R, l->msg, e);
+    return other_known(R, prog, prog_end) || cyrus_login(R, prog, prog_end, l->msg, e) ? K_OTHER : K_SKIP;
 }
 
 /* -- events: the common shapes become event objects here ---------------------------------------
@@ -320,10 +473,15 @@ typedef struct {
 } Span;
 
 enum { E_NONE, E_LOGIN, E_END, E_ACCEPT, E_SENDER, E_DELIVERY, E_REMOVED, E_REFUSAL, E_KINDS };
+/* the classes scan is handed, after the events': CompleteMessage, LoginRun, LoginRecord */
+enum { C_MESSAGE = E_KINDS, C_RUN, C_RECORD, N_CLASSES };
 enum { OUT_ROW, OUT_EVENT, OUT_DROP, OUT_NONE, OUT_MESSAGE };
 
 typedef struct {
     int kind, event, flag; /* flag: Accept authenticated; Refusal deferred (4xx) */
+    const Word *service;   /* a login's or session end's */
+    int family;            /* of addr, the client address of a login, acceptance or refusal: 4 or 6 */
+    unsigned char addr[16];
     const char *start, *end;
     Line l;
     Span f[5];
@@ -367,19 +525,66 @@ static int dotted_quad(Span s, unsigned char *out)
     return p == e;
 }
 
+/* RFC 5952 text of an IPv6 address, as Python's ipaddress writes it: lower-case hex without
+   leading zeros, the longest run (the first of equals) of two or more zero groups as "::" */
+static size_t ipv6_text(const unsigned char *a, char *out)
+{
+    int groups[8], best = -1, best_len = 1;
+    for (int i = 0; i < 8; i++) groups[i] = a[2 * i] << 8 | a[2 * i + 1];
+    for (int i = 0; i < 8;) {
+        int j = i;
+        while (j < 8 && groups[j] == 0) j++;
+        if (j - i > best_len) best = i, best_len = j - i;
+        i = j > i ? j : i + 1;
+    }
+    char *o = out;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            *o++ = ':';
+            if (i == 0) *o++ = ':';
+            i += best_len - 1;
+            continue;
+        }
+        o += sprintf(o, "%x", groups[i]);
+        if (i < 7) *o++ = ':';
+    }
+    *o = '\0';
+    return o - out;
+}
+
+/* net.normalise_ip for what the C reads: a dotted quad, or an IPv6 address written as Python would
+   write it (not IPv4-mapped, which Python turns into the dotted quad); r->addr and r->family set.
+   0 for anything else: the line goes to Python. */
+static int client_address(Row *r, Span s)
+{
+    if (dotted_quad(s, r->addr)) {
+        r->family = 4;
+        return 1;
+    }
+    char text[48], canonical[48];
+    size_t n = s.s ? (size_t)(s.e - s.s) : 0;
+    if (n < 2 || n >= sizeof text || memchr(s.s, ':', n) == NULL) return 0;
+    memcpy(text, s.s, n);
+    text[n] = '\0';
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (inet_pton(AF_INET6, text, r->addr) != 1 || memcmp(r->addr, mapped, 12) == 0) return 0;
+    if (ipv6_text(r->addr, canonical) != n || memcmp(canonical, text, n) != 0) return 0;
+    r->family = 6;
+    return 1;
+}
+
 /* imapd.DOVECOT_LOGIN and its elements, (\w+)=(<[^>]*>|[^,]*), when they come as plain
    "key=value" or "flag" items separated by ", " */
-static int login_event(Row *r)
+static int login_event(const Rules *R, Row *r)
 {
     const char *m = r->l.msg, *e = r->end;
-    if (starts(m, e, "Info: ")) m += 6;
-    if (!starts(m, e, "pop3-login: ") && !starts(m, e, "imap-login: ")) return 0;
-    Span proto = {m, m + 4}, user = {0}, rip = {0}, session = {0}, mpid = {0};
-    m += 12;
-    if (starts(m, e, "Info: ")) m += 6;
-    if (starts(m, e, "Login: ")) m += 7;
-    else if (starts(m, e, "Logged in: ")) m += 11;
-    else return 0;
+    skip_(&m, e, &R->dovecot_info);
+    const char *service = m;
+    r->service = head(&m, e, &R->login_services, "-login: ");
+    if (r->service == NULL) return 0;
+    Span proto = {service, service + r->service->n}, user = {0}, rip = {0}, session = {0}, mpid = {0};
+    skip_(&m, e, &R->dovecot_info);
+    if (!head(&m, e, &R->login_verbs, ": ")) return 0;
     for (const char *p = m; p < e;) {
         const char *k = p;
         while (p < e && is_word_char(*p)) p++;
@@ -407,22 +612,22 @@ static int login_event(Row *r)
         if (p < e && (*p != ',' || p + 1 >= e || p[1] != ' ')) return 0;
         if (p < e) p += 2;
     }
-    unsigned char addr[4];
-    if (user.s == NULL || user.s == user.e || !dotted_quad(rip, addr)) return 0;
+    if (user.s == NULL || user.s == user.e || !client_address(r, rip)) return 0;
     if (session.s == session.e) session.s = NULL; /* el.get("session") or None */
     r->f[0] = proto, r->f[1] = user, r->f[2] = rip, r->f[3] = session, r->f[4] = mpid;
     return E_LOGIN;
 }
 
 /* imapd.DOVECOT_END, without its "session=" variant */
-static int end_event(Row *r)
+static int end_event(const Rules *R, Row *r)
 {
     const char *m = r->l.msg, *e = r->end;
-    if (starts(m, e, "Info: ")) m += 6;
-    Span proto = {m, m + 4}, user, pid = {0}, session = {0};
-    m += 4;
-    if (m >= e || *m != '(') return 0;
-    user.s = ++m;
+    skip_(&m, e, &R->dovecot_info);
+    const char *service = m;
+    r->service = head(&m, e, &R->end_services, "(");
+    if (r->service == NULL) return 0;
+    Span proto = {service, service + r->service->n}, user, pid = {0}, session = {0};
+    user.s = m;
     while (m < e && *m != ')') m++;
     if (m >= e) return 0;
     user.e = m++;
@@ -439,8 +644,8 @@ static int end_event(Row *r)
     }
     if (!starts(m, e, ": ")) return 0;
     m += 2;
-    if (starts(m, e, "Info: ")) m += 6;
-    if (!starts(m, e, "Disconnected") && !starts(m, e, "Logged out")) return 0;
+    skip_(&m, e, &R->dovecot_info);
+    if (!prefix_of(m, e, &R->end_verbs)) return 0;
     if (session.s == session.e) session.s = NULL; /* e["session"] or e["session2"] */
     r->f[0] = proto, r->f[1] = user, r->f[2] = session, r->f[3] = pid;
     return E_END;
@@ -468,8 +673,7 @@ static int refusal_event(Row *r)
     while (q < e && is_plain(*q) && !(q[0] == ':' && q + 1 < e && q[1] == ' ')) q++;
     if (q == client || q + 1 >= e || q[0] != ':' || q[1] != ' ') return 0;
     Span ip = bracketed(client, q);
-    unsigned char addr[4];
-    if (!dotted_quad(ip, addr)) return 0;
+    if (!client_address(r, ip)) return 0;
     const char *text = q + 2, *tail = NULL;
     for (const char *s = text; (s = find(s, e, "; from=<")) != NULL; s++) tail = s; /* .* is greedy */
     if (tail == NULL) return 0;
@@ -518,9 +722,8 @@ static int accept_event(Row *r)
         if (next == NULL) break;
         p = next + 2;
     }
-    unsigned char addr[4];
     Span ip = client.s ? bracketed(client.s, client.e) : client;
-    if (!dotted_quad(ip, addr)) return 0;
+    if (!client_address(r, ip)) return 0;
     r->flag = method || sasl_user.s != NULL;
     r->f[0] = ip, r->f[1] = sasl_user;
     return E_ACCEPT;
@@ -534,11 +737,11 @@ static int sender_event(Row *r)
 }
 
 /* postfix._DELIVERY and _STATUS for smtp/lmtp; a content-filter hop ("queued as") stays Python's */
-static int delivery_event(Row *r)
+static int delivery_event(const Rules *R, Row *r)
 {
     const char *p = r->l.qid_end + 2, *e = r->end;
     Span rcpt, orig = {0}, relay, status;
-    if (find(p, e, "queued as") != NULL || !starts(p, e, "to=<")) return 0;
+    if (find(p, e, R->queued_as.s) != NULL || !starts(p, e, "to=<")) return 0;
     rcpt.s = p += 4;
     while (p < e && *p != '>' && *p != ',') p++;
     rcpt.e = p;
@@ -571,16 +774,16 @@ static int delivery_event(Row *r)
     return E_DELIVERY;
 }
 
-static int event_of(Row *r)
+static int event_of(const Rules *R, Row *r)
 {
     if (!ascii(r->start, r->end)) return E_NONE;
     switch (r->kind) {
-    case K_LOGIN: return login_event(r);
-    case K_DOVECOT: return end_event(r);
+    case K_LOGIN: return login_event(R, r);
+    case K_DOVECOT: return end_event(R, r);
     case K_SMTPD: return refusal_event(r);
     case K_ACCEPT: return accept_event(r);
     case K_SENDER: return sender_event(r);
-    case K_DELIVERY: return delivery_event(r);
+    case K_DELIVERY: return delivery_event(R, r);
     case K_REMOVED: return E_REMOVED;
     }
     return E_NONE;
@@ -742,8 +945,8 @@ static void join_messages(Row *rows, Message *table, size_t size, Trusted truste
         if (m->head < 0 || m->dropped || m->accepts != 1 || m->removals != 1 || m->head != m->accept || m->tail != m->removed) continue;
         int whole = 1;
         for (Py_ssize_t i = m->head; i >= 0 && whole; i = rows[i].next) whole = rows[i].event != E_NONE;
-        unsigned char addr[4];
-        if (!whole || !dotted_quad(rows[m->accept].f[0], addr) || is_trusted(addr, 4, trusted)) continue;
+        const Row *accept = &rows[m->accept];
+        if (!whole || is_trusted(accept->addr, accept->family, trusted)) continue; /* whole: the accept's address was read */
         for (Py_ssize_t i = m->head; i >= 0; i = rows[i].next) rows[i].out = OUT_NONE;
         rows[m->removed].out = OUT_MESSAGE;
         rows[m->removed].head = m->head;
@@ -758,7 +961,8 @@ typedef struct {
     Py_ssize_t row; /* -1: closed */
 } Session;
 
-/* detection._session_key, as bytes; 0 when there is none */
+/* detection._session_key, as bytes; 0 when there is none. proto: the event's (a login's service as
+   logged, a session end's lower-cased) */
 static size_t session_key(char *out, Span host, Span proto, Span session, Span user, Span pid)
 {
     char *o = out;
@@ -769,7 +973,7 @@ static size_t session_key(char *out, Span host, Span proto, Span session, Span u
     } else if (pid.s != NULL && pid.s != pid.e) {
         PUT(host.s, host.e);
         *o++ = '|';
-        for (const char *q = proto.s; q < proto.e; q++) *o++ = (char)(*q | 0x20); /* POP3 → pop3 */
+        PUT(proto.s, proto.e);
         *o++ = '|';
         for (const char *q = user.s; q < user.e; q++) *o++ = (char)(is_upper(*q) ? *q | 0x20 : *q);
         *o++ = '|';
@@ -815,13 +1019,13 @@ static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
         Span host = {r->l.host, r->l.host_end}, none = {0};
         size_t len;
         if (r->event == E_LOGIN) {
-            unsigned char addr[4];
-            dotted_quad(r->f[2], addr);
-            if (is_trusted(addr, 4, trusted)) continue;
-            len = session_key(key, host, r->f[0], r->f[3], r->f[1], r->f[4]);
+            if (is_trusted(r->addr, r->family, trusted)) continue;
+            Span proto = {r->service->s, r->service->s + r->service->n};
+            len = session_key(key, host, proto, r->f[3], r->f[1], r->f[4]);
         } else if (r->event == E_END) {
-            len = session_key(key, host, r->f[0], r->f[2], r->f[1], none);
-            if (len == 0) len = session_key(key, host, r->f[0], none, r->f[1], r->f[3]);
+            Span proto = {r->service->ls, r->service->ls + r->service->ln};
+            len = session_key(key, host, proto, r->f[2], r->f[1], none);
+            if (len == 0) len = session_key(key, host, proto, none, r->f[1], r->f[3]);
         } else {
             continue;
         }
@@ -934,26 +1138,34 @@ done:
 typedef struct {
     const char *base;
     Py_ssize_t offset; /* of base in the file */
-    PyObject *file, *classes[E_KINDS + 1]; /* classes[E_KINDS]: CompleteMessage */
-    Layout layouts[E_KINDS + 1];
+    PyObject *file, *classes[N_CLASSES]; /* [E_LOGIN .. E_REFUSAL], then C_MESSAGE, C_RUN, C_RECORD */
+    Layout layouts[N_CLASSES];
     const char *host, *instance;
     Py_ssize_t host_len, instance_len;
     PyObject *host_str, *instance_str;
 } Builder;
 
-static PyObject *pop3, *imap, *reject, *defer, *relay_reason, *k_t, *k_ip, *k_auth, *k_sasl_user, *k_sender, *k_rcpts, *k_lines,
+static PyObject *reject, *defer, *relay_reason, *k_t, *k_ip, *k_auth, *k_sasl_user, *k_sender, *k_rcpts, *k_lines,
     *k_orig_ip, *k_orig_qid;
+
+/* a str of ASCII bytes (every row that becomes an event passed ascii()): no UTF-8 decoding */
+static PyObject *ascii_str(const char *p, Py_ssize_t n)
+{
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out != NULL) memcpy(PyUnicode_1BYTE_DATA(out), p, n);
+    return out;
+}
 
 static PyObject *text(Span s)
 {
     if (s.s == NULL) Py_RETURN_NONE;
-    return PyUnicode_FromStringAndSize(s.s, s.e - s.s);
+    return ascii_str(s.s, s.e - s.s);
 }
 
 static PyObject *reused(const char *p, Py_ssize_t n, const char **last, Py_ssize_t *last_len, PyObject **obj)
 {
     if (*obj == NULL || *last_len != n || memcmp(*last, p, n) != 0) {
-        PyObject *fresh = PyUnicode_FromStringAndSize(p, n);
+        PyObject *fresh = ascii_str(p, n);
         if (fresh == NULL) return NULL;
         Py_XSETREF(*obj, fresh);
         *last = p, *last_len = n;
@@ -972,27 +1184,34 @@ static PyObject *instance_of(Builder *b, const Row *r)
     return reused(r->l.prog, instance_end(&r->l) - r->l.prog, &b->instance, &b->instance_len, &b->instance_str);
 }
 
-static PyObject *proto_of(Span s) { return Py_NewRef((s.s[0] | 0x20) == 'p' ? pop3 : imap); }
 
-/* Calls cls(t, host, file, offset, line, *rest), stealing the references in rest. */
-static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ssize_t n_rest)
+/* An object of classes[cls] from its fields in order, stealing the references in args (NULL: failed). */
+static PyObject *build(Builder *b, int cls, PyObject **args, Py_ssize_t n)
 {
-    PyObject *args[16] = {PyFloat_FromDouble(r->t), host_of(b, r), Py_NewRef(b->file), PyLong_FromSsize_t(b->offset + (r->start - b->base)),
-                          PyUnicode_FromStringAndSize(r->start, r->end - r->start)};
-    memcpy(args + 5, rest, n_rest * sizeof(PyObject *));
     PyObject *result = NULL;
     int complete = 1;
-    for (Py_ssize_t i = 0; i < 5 + n_rest; i++) complete &= args[i] != NULL;
+    for (Py_ssize_t i = 0; i < n; i++) complete &= args[i] != NULL;
     const Layout *layout = &b->layouts[cls];
-    if (complete && layout->type != NULL && layout->n == 5 + n_rest) {
+    if (complete && layout->type != NULL && layout->n == n) {
         result = layout->type->tp_alloc(layout->type, 0);
         for (Py_ssize_t i = 0; result != NULL && i < layout->n; i++)
             *(PyObject **)((char *)result + layout->offsets[i]) = Py_NewRef(args[i]);
     } else if (complete) {
-        result = PyObject_Vectorcall(b->classes[cls], args, 5 + n_rest, NULL);
+        result = PyObject_Vectorcall(b->classes[cls], args, n, NULL);
     }
-    for (Py_ssize_t i = 0; i < 5 + n_rest; i++) Py_XDECREF(args[i]);
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(args[i]);
     return result;
+}
+
+static PyObject *offset_of(Builder *b, const Row *r) { return PyLong_FromSsize_t(b->offset + (r->start - b->base)); }
+
+/* Calls cls(t, host, file, offset, line, *rest), stealing the references in rest. */
+static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ssize_t n_rest)
+{
+    PyObject *args[16] = {PyFloat_FromDouble(r->t), host_of(b, r), Py_NewRef(b->file), offset_of(b, r),
+                          ascii_str(r->start, r->end - r->start)};
+    memcpy(args + 5, rest, n_rest * sizeof(PyObject *));
+    return build(b, cls, args, 5 + n_rest);
 }
 
 static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
@@ -1001,11 +1220,11 @@ static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
     switch (r->event) {
     case E_LOGIN: {
         PyObject *ended = r->ended >= 0 ? PyFloat_FromDouble(rows[r->ended].t) : Py_NewRef(Py_None);
-        PyObject *rest[] = {proto_of(f[0]), text(f[1]), text(f[2]), text(f[3]), text(f[4]), ended};
+        PyObject *rest[] = {Py_NewRef(r->service->text), text(f[1]), text(f[2]), text(f[3]), text(f[4]), ended};
         return event(b, r, E_LOGIN, rest, 6);
     }
     case E_END: {
-        PyObject *rest[] = {proto_of(f[0]), text(f[1]), text(f[2]), text(f[3])};
+        PyObject *rest[] = {Py_NewRef(r->service->lower), text(f[1]), text(f[2]), text(f[3])};
         return event(b, r, E_END, rest, 4);
     }
     case E_REFUSAL: {
@@ -1014,7 +1233,7 @@ static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
         return event(b, r, E_REFUSAL, rest, 7);
     }
     }
-    PyObject *key[] = {instance_of(b, r), PyUnicode_FromStringAndSize(r->l.qid, r->l.qid_end - r->l.qid)};
+    PyObject *key[] = {instance_of(b, r), ascii_str(r->l.qid, r->l.qid_end - r->l.qid)};
     switch (r->event) {
     case E_ACCEPT: {
         PyObject *rest[] = {key[0], key[1], text(f[0]), text(f[1]), PyBool_FromLong(r->flag), Py_NewRef(Py_None), Py_NewRef(Py_None),
@@ -1052,7 +1271,7 @@ static int append(PyObject *list, PyObject *item)
 
 static PyObject *evidence(Builder *b, const Row *r)
 {
-    return Py_BuildValue("[On N]", b->file, b->offset + (r->start - b->base), PyUnicode_FromStringAndSize(r->start, r->end - r->start));
+    return Py_BuildValue("[On N]", b->file, b->offset + (r->start - b->base), ascii_str(r->start, r->end - r->start));
 }
 
 /* The dict Detector._accept/_sender/_delivery/_removed build, as one CompleteMessage (at its removal). */
@@ -1082,14 +1301,102 @@ static PyObject *complete_message(Builder *b, const Row *rows, const Row *remove
     Py_DECREF(rcpts);
     Py_DECREF(lines);
     Py_DECREF(sender);
-    PyObject *rest[] = {instance_of(b, removed), PyUnicode_FromStringAndSize(removed->l.qid, removed->l.qid_end - removed->l.qid), msg};
-    return event(b, removed, E_KINDS, rest, 3);
+    PyObject *rest[] = {instance_of(b, removed), ascii_str(removed->l.qid, removed->l.qid_end - removed->l.qid), msg};
+    return event(b, removed, C_MESSAGE, rest, 3);
 fail:
     Py_XDECREF(msg);
     Py_XDECREF(rcpts);
     Py_XDECREF(lines);
     Py_XDECREF(sender);
     return NULL;
+}
+
+/* -- runs of logins: the detector's records built here ----------------------------------------
+ *
+ * Most events of a provider's log are logins whose session ends in the same block. Consecutive
+ * ones of one host (nothing else for Python between them) go out as one LoginRun holding, per
+ * login, (address, LoginRecord, session key or None, user as logged or None when it is lower case
+ * already): exactly what Detector._login would file, so the detector only files them.
+ */
+
+#define RUN_KEY_MAX 1024
+
+typedef struct {
+    PyObject *logins; /* NULL: no run open */
+    const Row *head;
+    double first, last;
+} Run;
+
+static int in_run(const Builder *b, const Row *r)
+{
+    return b->classes[C_RUN] != Py_None && r->out == OUT_ROW && r->event == E_LOGIN && r->ended >= 0
+           && (r->l.host_end - r->l.host) + (r->end - r->start) + 16 < RUN_KEY_MAX;
+}
+
+static PyObject *lower_ascii(Span s, int *changed)
+{
+    PyObject *out = PyUnicode_New(s.e - s.s, 127); /* the line is ASCII (event_of) */
+    if (out == NULL) return NULL;
+    Py_UCS1 *o = PyUnicode_1BYTE_DATA(out);
+    *changed = 0;
+    for (const char *p = s.s; p < s.e; p++) {
+        *changed |= is_upper(*p);
+        *o++ = is_upper(*p) ? *p | 0x20 : *p;
+    }
+    return out;
+}
+
+static PyObject *run_entry(Builder *b, const Row *r, const Row *rows)
+{
+    const Span *f = r->f; /* proto, user, rip, session, mpid */
+    char key[RUN_KEY_MAX];
+    Span host = {r->l.host, r->l.host_end}, proto = {r->service->s, r->service->s + r->service->n};
+    size_t key_len = session_key(key, host, proto, f[3], f[1], f[4]);
+    int upper = 0;
+    PyObject *user = lower_ascii(f[1], &upper);
+    PyObject *fields[] = {PyFloat_FromDouble(r->t), user, PyFloat_FromDouble(rows[r->ended].t), Py_NewRef(Py_None), Py_NewRef(b->file),
+                          offset_of(b, r), ascii_str(r->start, r->end - r->start)};
+    PyObject *record = build(b, C_RECORD, fields, 7);
+    PyObject *entry = PyTuple_New(4);
+    PyObject *items[] = {text(f[2]), record, key_len ? ascii_str(key, key_len) : Py_NewRef(Py_None),
+                         upper ? text(f[1]) : Py_NewRef(Py_None)};
+    int complete = entry != NULL;
+    for (int i = 0; i < 4; i++) complete &= items[i] != NULL;
+    if (!complete) {
+        for (int i = 0; i < 4; i++) Py_XDECREF(items[i]);
+        Py_XDECREF(entry);
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) PyTuple_SET_ITEM(entry, i, items[i]);
+    return entry;
+}
+
+static int same_host(const Row *a, const Row *b)
+{
+    return a->l.host_end - a->l.host == b->l.host_end - b->l.host && memcmp(a->l.host, b->l.host, a->l.host_end - a->l.host) == 0;
+}
+
+/* the open run, if any, as one LoginRun(t = first, host, file, offset, "", last, logins) at the end of list */
+static int flush_run(Builder *b, Run *run, PyObject *list)
+{
+    if (run->logins == NULL) return 0;
+    PyObject *args[] = {PyFloat_FromDouble(run->first), host_of(b, run->head), Py_NewRef(b->file), offset_of(b, run->head),
+                        ascii_str("", 0), PyFloat_FromDouble(run->last), run->logins};
+    run->logins = NULL;
+    return append(list, build(b, C_RUN, args, 7));
+}
+
+static int add_to_run(Builder *b, Run *run, const Row *r, const Row *rows, PyObject *list)
+{
+    if (run->logins != NULL && !same_host(run->head, r) && flush_run(b, run, list) < 0) return -1;
+    if (run->logins == NULL) {
+        if ((run->logins = PyList_New(0)) == NULL) return -1;
+        run->head = r;
+        run->first = run->last = r->t;
+    }
+    if (r->t < run->first) run->first = r->t;
+    if (r->t > run->last) run->last = r->t;
+    return append(run->logins, run_entry(b, r, rows));
 }
 
 /* Python's int(t // 86400): the UTC day number of t, exactly (no libm) */
@@ -1182,8 +1489,9 @@ static PyObject *scan(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer view;
-    PyObject *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL, *counts = NULL;
+    PyObject *rules_capsule, *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL, *counts = NULL;
     Builder b = {0};
+    Run run = {0};
     b.file = Py_None;
     Row *rows = NULL;
     Message *messages = NULL;
@@ -1191,15 +1499,21 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Network *nets = NULL;
     Py_ssize_t n_nets = 0, n = 0, cap = 1024, lines = 0, skipped = 0, dropped[K_SKIP] = {0}, events[E_KINDS] = {0};
     int failed = 0;
-    if (!PyArg_ParseTuple(args, "y*O|OnOO", &view, &trusted_list, &b.file, &b.offset, &time_of, &classes)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*OO|OnOO", &view, &rules_capsule, &trusted_list, &b.file, &b.offset, &time_of, &classes)) return NULL;
+    const Rules *R = PyCapsule_GetPointer(rules_capsule, RULES_CAPSULE);
+    if (R == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     int extract = time_of != Py_None;
-    if (extract && (!PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != E_KINDS)) {
-        PyErr_SetString(PyExc_TypeError, "classes: (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage)");
+    if (extract && (!PyTuple_Check(classes) || PyTuple_GET_SIZE(classes) != N_CLASSES - 1)) {
+        PyErr_SetString(PyExc_TypeError, "classes: (Login, SessionEnd, Accept, Sender, Delivery, Removed, Refusal, CompleteMessage, "
+                                         "LoginRun or None, LoginRecord)");
         goto done;
     }
-    for (int i = 0; extract && i < E_KINDS; i++) {
+    for (int i = 0; extract && i < N_CLASSES - 1; i++) {
         b.classes[i + 1] = PyTuple_GET_ITEM(classes, i);
-        layout_of(b.classes[i + 1], &b.layouts[i + 1]);
+        if (b.classes[i + 1] != Py_None) layout_of(b.classes[i + 1], &b.layouts[i + 1]);
     }
     if (parse_networks(trusted_list, &nets, &n_nets) < 0) goto done;
     Trusted trusted = {nets, n_nets};
@@ -1216,7 +1530,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
         r.l.msg = r.l.qid = r.l.qid_end = NULL;
         r.event = r.flag = 0;
         r.out = OUT_ROW;
-        r.kind = classify(p, e, &r.l);
+        r.kind = classify(R, p, e, &r.l);
         lines++;
         if (r.kind == K_SKIP) {
             skipped++;
@@ -1239,7 +1553,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     }
     if (rows != NULL) messages = group_messages(rows, n, trusted, &n_messages);
     for (Py_ssize_t i = 0; messages != NULL && extract && i < n; i++)
-        if (rows[i].out == OUT_ROW) rows[i].event = event_of(&rows[i]);
+        if (rows[i].out == OUT_ROW) rows[i].event = event_of(R, &rows[i]);
     Py_END_ALLOW_THREADS
 
     if (rows == NULL || messages == NULL) goto nomem;
@@ -1260,7 +1574,15 @@ static PyObject *scan(PyObject *self, PyObject *args)
         if (r->event != E_NONE) events[r->event]++;
         if (r->out == OUT_NONE) continue;
         if (r->out == OUT_MESSAGE && rows[r->head].flag) {
-            failed = count_authenticated(counts, &rows[r->head]) < 0;
+            failed = count_authenticated(counts, &rows[r->head]) < 0; /* no event: a run goes on */
+            continue;
+        }
+        if (in_run(&b, r)) {
+            failed = add_to_run(&b, &run, r, rows, list) < 0;
+            continue;
+        }
+        if (flush_run(&b, &run, list) < 0) {
+            failed = 1;
         } else if (r->out == OUT_MESSAGE) {
             failed = append(list, complete_message(&b, rows, r, r->head)) < 0;
         } else if (r->event != E_NONE) {
@@ -1269,6 +1591,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
             failed = append(list, row_tuple(r, base)) < 0;
         }
     }
+    if (!failed) failed = flush_run(&b, &run, list) < 0;
     if (failed) goto done;
     result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn)O)", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
                            dropped[5], dropped[6], dropped[7], events[E_LOGIN], events[E_END], events[E_ACCEPT], events[E_SENDER],
@@ -1277,6 +1600,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
 nomem:
     PyErr_NoMemory();
 done:
+    Py_XDECREF(run.logins);
     Py_XDECREF(list);
     Py_XDECREF(counts);
     Py_XDECREF(b.host_str);
@@ -1289,8 +1613,10 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    {"rules", rules, METH_O,
+     "rules(classifier_rules()) -> the tables of rollout/logs/rules.py as scan reads them (build once, pass to every scan)"},
     {"scan", scan, METH_VARARGS,
-     "scan(block, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, authenticated)\n\n"
+     "scan(block, rules, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, authenticated)\n\n"
      "The lines of a block of complete lines that Python must parse (rows), and with time_of and classes given,\n"
      "the events read here (objects of classes, in line order among the rows). trusted: [(4 or 6, network\n"
      "address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind; events: per kind;\n"
@@ -1303,9 +1629,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linescan", NULL, -1
 
 PyMODINIT_FUNC PyInit__linescan(void)
 {
-    PyObject **names[] = {&pop3, &imap, &reject, &defer, &relay_reason, &k_t, &k_ip, &k_auth, &k_sasl_user, &k_sender, &k_rcpts,
+    PyObject **names[] = {&reject, &defer, &relay_reason, &k_t, &k_ip, &k_auth, &k_sasl_user, &k_sender, &k_rcpts,
                           &k_lines, &k_orig_ip, &k_orig_qid};
-    const char *values[] = {"pop3", "imap", "reject", "defer", "relay", "t", "ip", "auth", "sasl_user", "sender", "rcpts", "lines",
+    const char *values[] = {"reject", "defer", "relay", "t", "ip", "auth", "sasl_user", "sender", "rcpts", "lines",
                             "orig_ip", "orig_qid"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i] = PyUnicode_InternFromString(values[i])) == NULL) return NULL;

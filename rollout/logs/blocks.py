@@ -5,7 +5,7 @@ lines that can never yield an event (connects, cleanup, local deliveries, other
 programs) and the complete inbound messages that can never matter (accepted from
 an untrusted address without SMTP AUTH, no remote delivery). The common shapes
 (logins, session ends, relay refusals, the lines of a submitted message) it turns
-into events itself, joined as ``detection.join_complete`` joins them (authenticated
+into events itself, joined as ``join.join_complete`` joins them (authenticated
 messages it counts, in one ``AuthCounts`` at the end of the block); the rest
 comes back as rows with the envelope split, and Python parses those with the same
 per-daemon parsers as ``LineParser`` (lines the classifier is unsure about go to
@@ -36,12 +36,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .envelope import EnvelopeParser
-from .events import Accept, AuthCounts, CompleteMessage, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
+from .events import (
+    Accept, AuthCounts, CompleteMessage, Delivery, Envelope, Event, Login, LoginRecord, LoginRun, Refusal, Removed, Sender, SessionEnd,
+)
 from .imapd import parse_dovecot
-from ..detection import join_complete
+from .join import join_complete
 from .parse import LineParser, our_text_matcher
 from .postfix import split_program
 from .reader import LineSource, Piece, read_piece
+from .rules import classifier_rules
 
 try:
     from . import _linescan
@@ -81,25 +84,30 @@ class ParserSpec:
 class BlockParser:
     """Events of blocks of complete lines; counts lines per kind in ``kinds``."""
 
-    def __init__(self, lines: LineParser, trusted_networks: tuple[str, ...]) -> None:
+    def __init__(self, lines: LineParser, trusted_networks: tuple[str, ...], login_runs: bool = True) -> None:
+        """``login_runs``: ended logins of the classifier come as ``LoginRun`` (the detector's records, built in C);
+        False gives a ``Login`` event for each, as ``LineParser`` does (tests compare events one by one)."""
         self.lines = lines
         # one count per file, whichever path parsed a line (the classifier, its rows, or LineParser itself)
         self.kinds: Counter[str] = lines.kinds
         self.trusted_networks = trusted_networks
         nets = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
-        # what the classifier needs to drop inbound mail: it must agree with Detector.is_trusted
+        # what the classifier needs to drop inbound mail: it must agree with net.TrustedNetworks
         self.trusted = [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
+        # the classifier reads the same rule tables as the parsers (rules.py), taken now: one source for each rule
+        self.rules = _linescan.rules(classifier_rules()) if _linescan is not None else None
+        self.classes = (*C_EVENTS, LoginRun if login_runs else None, LoginRecord)
 
     def parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;
-        messages wholly inside the block come joined (``detection.join_complete``)."""
+        messages wholly inside the block come joined (``join.join_complete``)."""
         events = self._parse(block, base, file) if _linescan is not None else self._parse_all(block, base, file)
         return join_complete(events, self.trusted_networks)
 
     def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         envelopes = self.lines.envelopes
         rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(  # type: ignore[union-attr]
-            block, self.trusted, file, base, envelopes.time_of, C_EVENTS
+            block, self.rules, self.trusted, file, base, envelopes.time_of, self.classes
         )
         kinds = self.kinds
         kinds["skipped"] += skipped

@@ -21,9 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .events import Accept, Delivery, Envelope, Event, Expired, NoticeQueued, Removed
+from .rules import NOTICE_MESSAGE_ID, QMGR_EXPIRED
 
-PREFIX = "message-id=<rollout."  # notices.message_id: every notice's Message-ID starts so
-EXPIRED = ", status=expired"
+PREFIX = NOTICE_MESSAGE_ID  # notices.message_id: every notice's Message-ID starts so
+EXPIRED = QMGR_EXPIRED
 DELIVERED, BOUNCED, DELAYED = "delivered", "bounced", "delayed"
 FINAL = frozenset({DELIVERED, BOUNCED})
 _STATES = {"sent": DELIVERED, "bounced": BOUNCED, "deferred": DELAYED, "expired": BOUNCED}

@@ -154,3 +154,35 @@ class AuthCounts(Event):
     """
 
     counts: dict
+
+
+@dataclass(slots=True)
+class LoginRecord:
+    """What the detector remembers of a login (its window): ``detection.Detector.logins`` holds these by address.
+
+    ``user`` is lower-cased; ``ended`` is the session's end once known; ``key`` the session
+    key while the session is open (``join.session_key``), None once it has ended or when it
+    has none; ``file``, ``offset`` and ``line`` are the evidence.
+    """
+
+    t: float
+    user: str
+    ended: float | None
+    key: str | None
+    file: str
+    offset: int
+    line: str
+
+
+@dataclass(slots=True)
+class LoginRun(Event):
+    """Consecutive logins of one host from untrusted addresses, each ended within its block: the C classifier
+    builds their records itself, so the detector only files them.
+
+    ``t`` is the earliest login and ``last`` the latest; ``logins`` holds (address,
+    record, session key or None, the user as logged when it is not lower case already).
+    Not one line: ``offset`` is the first login's and ``line`` is empty.
+    """
+
+    last: float
+    logins: list[tuple[str, LoginRecord, str | None, str | None]]

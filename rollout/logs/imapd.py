@@ -6,33 +6,33 @@ import re
 
 from .events import Envelope, Event, Login, SessionEnd
 from .net import normalise_ip
+from .rules import (
+    COURIER_PROGRAMS, CYRUS_DAEMONS, CYRUS_LOGIN, DOVECOT_END_SERVICES, DOVECOT_END_VERBS, DOVECOT_INFO, DOVECOT_LOGIN_SERVICES,
+    DOVECOT_LOGIN_VERBS, UW_PROGRAMS, alternatives,
+)
 
-DOVECOT_LOGIN = r"(?P<svc>pop3|imap)-login: (?:Info: )?(?P<verb>Login|Logged in): (?P<elems>.*)"
+_INFO = f"(?:{re.escape(DOVECOT_INFO)})?"
+DOVECOT_LOGIN = (
+    rf"(?P<svc>{alternatives(DOVECOT_LOGIN_SERVICES)})-login: {_INFO}(?P<verb>{alternatives(DOVECOT_LOGIN_VERBS)}): (?P<elems>.*)"
+)
 _DOVECOT_LOGIN = re.compile(DOVECOT_LOGIN)
-_DOVECOT_FAILED = re.compile(r"(?:pop3|imap)-login: (?:Info: )?(?:Disconnected|Aborted login|Login aborted)")
+_DOVECOT_FAILED = re.compile(rf"{alternatives(DOVECOT_LOGIN_SERVICES)}-login: {_INFO}(?:Disconnected|Aborted login|Login aborted)")
 DOVECOT_END = (
-    r"(?P<svc>pop3|imap|POP3|IMAP)\((?P<user>[^)]*)\)(?:<(?P<pid>\d+)>)?(?:<(?P<session>[^>]*)>)?: "
-    r"(?:Info: )?(?:session=<?(?P<session2>[^ >]*)>? )?(?:Disconnected|Logged out)"
+    rf"(?P<svc>{alternatives(DOVECOT_END_SERVICES)})\((?P<user>[^)]*)\)(?:<(?P<pid>\d+)>)?(?:<(?P<session>[^>]*)>)?: "
+    rf"{_INFO}(?:session=<?(?P<session2>[^ >]*)>? )?{alternatives(DOVECOT_END_VERBS)}"
 )
 _DOVECOT_END = re.compile(DOVECOT_END)
 _ELEMENT = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
 
 _COURIER = re.compile(r"(?P<what>LOGIN|LOGOUT|TIMEOUT|DISCONNECTED), user=(?P<user>[^,]+), ip=\[(?P<ip>[^\]]*)\](?:, .*)?")
-_CYRUS = re.compile(r"login: (?:\S+ )?\[(?P<ip>[^\]]+)\] (?P<user>\S+) \S+ User logged in(?: .*)?")
+_CYRUS = re.compile(re.escape(CYRUS_LOGIN) + r"(?:\S+ )?\[(?P<ip>[^\]]+)\] (?P<user>\S+) \S+ User logged in(?: .*)?")
 _UW = re.compile(r"(?P<what>Login|Authenticated|Auth|APOP|Logout|Autologout|Killed) user=(?P<user>\S+) host=(?:\S+ )?\[(?P<ip>[^\]]+)\](?: .*)?")
-
-COURIER_PROGRAMS = {
-    "pop3d": "pop3", "pop3d-ssl": "pop3", "courierpop3login": "pop3",
-    "imapd": "imap", "imapd-ssl": "imap", "imaplogin": "imap",
-}
-UW_PROGRAMS = {"ipop3d": "pop3", "imapd": "imap"}
-CYRUS_DAEMONS = {"pop3": "pop3", "pop3s": "pop3", "imap": "imap", "imaps": "imap"}
 
 
 def parse_dovecot(env: Envelope, file: str, offset: int, line: str) -> Event | str:
     msg = env.message
-    if msg.startswith("Info: "):  # Dovecot 1.x "dovecot: … Info: imap-login: …"
-        msg = msg[6:]
+    if msg.startswith(DOVECOT_INFO):  # Dovecot 1.x "dovecot: … Info: imap-login: …"
+        msg = msg[len(DOVECOT_INFO):]
     m = _DOVECOT_LOGIN.fullmatch(msg)
     if m is not None:
         el = {k: v[1:-1] if v.startswith("<") else v for k, v in _ELEMENT.findall(m["elems"])}
@@ -62,7 +62,7 @@ def parse_other_imapd(env: Envelope, file: str, offset: int, line: str) -> Event
         if m is not None:
             is_login = m["what"] in ("Login", "Authenticated", "Auth", "APOP")
             return _login_or_end(env, is_login, UW_PROGRAMS[prog], m["user"], m["ip"], file, offset, line)
-    if (daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon)) or ("/" in prog and env.message.startswith("login: ")):
+    if (daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon)) or ("/" in prog and env.message.startswith(CYRUS_LOGIN)):
         # Cyrus logs as "prefix/service", and a site names its services itself (cyrus.conf: "imapmail", "pop3s-int");
         # under a name of its own a Cyrus login is known by its message
         m = _CYRUS.fullmatch(env.message)

@@ -13,6 +13,7 @@ from .exim import parse_exim
 from .imapd import parse_dovecot, parse_other_imapd
 from .postfix import PostfixParser, split_program
 from .proxies import parse_nginx, parse_perdition
+from .rules import DOVECOT, EXIM_PREFIXES, EXIM_PROGRAMS, NGINX_PROGRAMS, PERDITION_PREFIXES, PERDITION_PROGRAMS, POSTFIX
 
 UNKNOWN = "unknown"
 
@@ -50,24 +51,25 @@ class LineParser:
         return result
 
     def _parse(self, line: str, file: str, offset: int) -> Event | str:
+        # every program below comes from rules.py, which the C classifier reads too: add programs there
         env = self.envelopes.parse(line)
         if env is None:
             return UNKNOWN
         program = env.program
-        if program.startswith("postfix"):
+        if program.startswith(POSTFIX):
             parts = split_program(program)
             if parts is None:
                 return UNKNOWN
             return self.postfix.parse(env, parts[0], parts[1], file, offset, line)
-        if program == "dovecot":
+        if program == DOVECOT:
             return parse_dovecot(env, file, offset, line)
-        if program == "exim" or program.startswith("exim4"):
+        if program in EXIM_PROGRAMS or program.startswith(EXIM_PREFIXES):
             return parse_exim(env, file, offset, line)
-        if program == "nginx":
+        if program in NGINX_PROGRAMS:
             return parse_nginx(env, file, offset, line)
-        if program == "perdition" or program.startswith("perdition."):
+        if program in PERDITION_PROGRAMS or program.startswith(PERDITION_PREFIXES):
             return parse_perdition(env, file, offset, line)
-        other = parse_other_imapd(env, file, offset, line)
+        other = parse_other_imapd(env, file, offset, line)  # Courier, UW, Cyrus: by rules.COURIER_PROGRAMS and the others
         if other is not None:
             return other
         return "other-program"

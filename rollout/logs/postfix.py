@@ -8,6 +8,10 @@ from typing import Callable
 from .deliveries import EXPIRED, notice_queued
 from .events import Accept, AuthFailure, Delivery, Envelope, Event, Expired, Refusal, Removed, Sender
 from .net import client_ip, normalise_ip
+from .rules import (
+    CLEANUP, DELIVERY_DAEMONS, DELIVERY_TO, PICKUP, QMGR, QMGR_REMOVED, QUEUE_ACTIVE, QUEUED_AS, REMOTE_DAEMONS, SENDER_FIELDS, SMTPD,
+    SMTPD_SESSION, WARNING, alternatives,
+)
 
 QID = r"(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,})"
 _QUEUED = re.compile(QID + r": (?P<rest>.*)")
@@ -18,15 +22,13 @@ REFUSAL = (
 )
 _REFUSAL = re.compile(REFUSAL)
 _REPLY = re.compile(r"(?P<code>\d{3})(?: (?P<dsn>\d\.\d{1,3}\.\d{1,3}))? (?P<rest>.*)")
-_DELIVERY = re.compile(r"to=<?(?P<to>[^>,]*)>?, (?:orig_to=<?(?P<orig>[^>,]*)>?, )?relay=(?P<relay>[^,]+), (?P<fields>.*)")
+_DELIVERY = re.compile(re.escape(DELIVERY_TO) + r"<?(?P<to>[^>,]*)>?, (?:orig_to=<?(?P<orig>[^>,]*)>?, )?relay=(?P<relay>[^,]+), (?P<fields>.*)")
 _STATUS = re.compile(r"status=(?P<status>[a-z-]+)(?: \((?P<text>.*)\))?")
-_QUEUED_AS = re.compile(r"queued as (?P<qid>[0-9A-Za-z]+)\)?")
-_FROM = re.compile(r"from=<(?P<from>[^>]*)>, (?:size|status)=")
+_QUEUED_AS = re.compile(re.escape(QUEUED_AS) + r" (?P<qid>[0-9A-Za-z]+)\)?")
+_FROM = re.compile(r"from=<(?P<from>[^>]*)>, " + alternatives(SENDER_FIELDS) + "=")
 _PICKUP = re.compile(r"uid=\d+ from=<(?P<from>[^>]*)>")
 _SASL_FAILED = re.compile(r"warning: (?P<client>\S+?\[[^\]]*\](?::\d+)?): SASL \S+ authentication failed(?::.*)?")
 
-DELIVERY_DAEMONS = frozenset({"smtp", "lmtp", "local", "virtual", "pipe", "error", "discard", "relay", "retry"})
-REMOTE_DAEMONS = frozenset({"smtp", "lmtp"})  # the only ones that can relay (detection.Detector._has_remote_recipient)
 
 
 def split_program(program: str) -> tuple[str, str] | None:
@@ -52,38 +54,38 @@ class PostfixParser:
     def parse(self, env: Envelope, instance: str, daemon: str, file: str, offset: int, line: str) -> Event | str:
         """The event, or the kind of line as a string (for the summary's counts)."""
         msg = env.message
-        if daemon == "smtpd":
+        if daemon == SMTPD:
             return self._smtpd(env, instance, msg, file, offset, line)
         m = _QUEUED.match(msg)
         if m is None:
             return f"postfix-{daemon}"
         qid, rest = m["qid"], m["rest"]
-        if daemon == "qmgr":
-            if rest == "removed":
+        if daemon == QMGR:
+            if rest == QMGR_REMOVED:
                 return Removed(env.t, env.host, file, offset, line, instance, qid)
             if EXPIRED in rest:
                 return Expired(env.t, env.host, file, offset, line, instance, qid)
             f = _FROM.match(rest)
-            if f is not None and rest.endswith("(queue active)"):
+            if f is not None and rest.endswith(QUEUE_ACTIVE):
                 return Sender(env.t, env.host, file, offset, line, instance, qid, f["from"])
             return "postfix-qmgr"
         if daemon in DELIVERY_DAEMONS:
             return _delivery(env, instance, daemon, qid, rest, file, offset, line)
-        if daemon == "cleanup":
+        if daemon == CLEANUP:
             return notice_queued(env, instance, qid, rest, file, offset, line) or "postfix-cleanup"
-        if daemon == "pickup":
+        if daemon == PICKUP:
             p = _PICKUP.match(rest)
             if p is not None:
                 return Accept(env.t, env.host, file, offset, line, instance, qid, None, sender=p["from"])
         return f"postfix-{daemon}"
 
     def _smtpd(self, env: Envelope, instance: str, msg: str, file: str, offset: int, line: str) -> Event | str:
-        if msg.startswith("warning:"):
+        if msg.startswith(WARNING):
             m = _SASL_FAILED.fullmatch(msg)
             if m is not None:
                 return AuthFailure(env.t, env.host, file, offset, line, client_ip(m["client"]))
             return "postfix-smtpd-session"
-        if msg.startswith(("connect from", "disconnect from", "lost connection", "timeout")):
+        if msg.startswith(SMTPD_SESSION):
             return "postfix-smtpd-session"
         if " client=" in msg[:40]:
             m = _QUEUED.match(msg)

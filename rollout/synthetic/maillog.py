@@ -24,6 +24,7 @@ exactly that. IPs of different stories never collide, so the truth is unambiguou
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import random
 from collections import Counter
 from collections.abc import Iterable
@@ -34,6 +35,16 @@ from pathlib import Path
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # story → weight; lines per story: inbound 7, reject 3, sasl 7, login 2, legacy 9, ambiguous 10
 WEIGHTS = {"inbound": 55, "reject": 20, "sasl": 8, "login": 16, "legacy": 0.6, "ambiguous": 0.05}
+# the mixes a log can have: "inbound" is mostly inbound mail (logins and their ends 6 % of the lines);
+# "logins" is a provider's log with mail clients polling every few minutes (logins and ends 30 %,
+# half of them from households that poll again and again from one address); "ipv6" is "logins"
+# with a quarter of the clients on IPv6
+MIXES = {
+    "inbound": (WEIGHTS, 0.0),
+    "logins": ({**WEIGHTS, "login": 107}, 0.0),
+    "ipv6": ({**WEIGHTS, "login": 107}, 0.25),
+}
+HOUSEHOLDS = 2000  # addresses that poll again and again; one or two users each
 LINES_PER_STORY = {"inbound": 7, "reject": 3, "sasl": 7, "login": 2, "legacy": 9, "ambiguous": 10}
 REMOTE_DOMAINS = ("gmail.test", "web.test", "gmx.test", "t-online.test", "outlook.test", "yahoo.test")
 
@@ -94,14 +105,19 @@ class _Story:
         self.ip_counter = 0
         self.pid = 1000
         self.sasl_boxes: list[tuple[str, str]] = []
+        self.ipv6 = 0.0
+        self.households: list[tuple[str, list[str]]] = []  # (address, its users): pollers that never relay
 
     def next_qid(self) -> str:
         self.qid += 1
         return f"{self.qid:010X}"
 
     def fresh_ip(self, base: str) -> str:
+        """A client address never used before; IPv6 for a share ``ipv6`` of them (``base`` tells the stories apart)."""
         self.ip_counter += 1
         n = self.ip_counter
+        if self.ipv6 and self.rng.random() < self.ipv6:
+            return str(ipaddress.IPv6Address(f"2001:db8:{base}::{(n >> 16) & 0xffff:x}:{n & 0xffff:x}"))  # as servers log it
         return f"{base}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
     def next_pid(self) -> int:
@@ -140,6 +156,7 @@ def write_maillog(
     lines: int,
     seed: int = 0,
     host: str = "mx1",
+    mix: str = "inbound",
 ) -> GroundTruth:
     """Write the log to ``path`` (overwritten) and return the ground truth (see the module doc)."""
     rng = random.Random(seed)
@@ -147,8 +164,9 @@ def write_maillog(
     login_of = dict(boxes)
     legacy_list, sasl_list = sorted(a.lower() for a in legacy), sorted(a.lower() for a in sasl)
     truth = GroundTruth()
-    stories = list(WEIGHTS)
-    weights = [WEIGHTS[s] if (s != "legacy" or legacy_list) and (s != "sasl" or sasl_list) else 0 for s in stories]
+    mix_weights, ipv6 = MIXES[mix]
+    stories = list(mix_weights)
+    weights = [mix_weights[s] if (s != "legacy" or legacy_list) and (s != "sasl" or sasl_list) else 0 for s in stories]
     mean_lines = sum(w * LINES_PER_STORY[s] for s, w in zip(stories, weights)) / sum(weights)
     count = max(1, int(lines / mean_lines))
     step = span.total_seconds() / count
@@ -157,6 +175,10 @@ def write_maillog(
         w = _Writer(out, host)
         story = _Story(w, rng, boxes, truth)
         story.sasl_boxes = [(a, login_of[a]) for a in sasl_list]
+        story.ipv6 = ipv6
+        if mix != "inbound":
+            story.households = [(story.fresh_ip("104"), [login for _a, login in rng.sample(boxes, min(len(boxes), rng.choice((1, 1, 2))))])
+                                for _ in range(HOUSEHOLDS)]
         picks = rng.choices(stories, weights, k=count)
         legacy_turn = 0
         for i, kind in enumerate(picks):
@@ -194,6 +216,10 @@ def _sasl(s: _Story, t: float) -> None:
 
 
 def _login(s: _Story, t: float) -> None:
+    if s.households and s.rng.random() < 0.5:  # a mail client polling again from home
+        ip, users = s.rng.choice(s.households)
+        s.login(t, s.rng.choice(users), ip)
+        return
     _address, login = s.rng.choice(s.mailboxes)
     s.login(t, login, s.fresh_ip("100"))
 
