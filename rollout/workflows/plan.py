@@ -466,6 +466,8 @@ def step(
                 "the rollout is done: every cohort is at the last stage of its ladder and the legacy path is retired"
             )
         plan, upcoming = assessed
+        if upcoming.kind == "retire" and not include_unwarned:
+            upcoming.blockers += holdback.retire_blockers(session)  # --force does not lift it: _retire checks it again
         if upcoming.blockers and not force and not dry_run:
             message = "step refused: " + "; ".join(upcoming.blockers) + " (--force --reason TEXT overrides)"
             if upcoming.failed_gates:
@@ -473,6 +475,8 @@ def step(
             raise GuardError(message)
         result = StepResult(upcoming, applied=False, dry_run=dry_run, forced=upcoming.blockers if force else [])
         if upcoming.kind == "retire":
+            if include_unwarned and not dry_run:  # the held are cut off with everyone else: say so in the audit log
+                result.included_unwarned = holdback.release_all(session, now, runtime.actor, reason)
             return _retire(runtime, session, plan, result, yes, reason, confirm)
         cohort = session.get(Cohort, upcoming.cohort_id)
         assert cohort is not None
@@ -519,14 +523,15 @@ def _retire(
     if result.dry_run or (not yes and (confirm is None or not confirm(result))):
         session.rollback()
         return result
-    unmet = retirement.blockers(runtime.settings.enforcement)
-    if unmet:  # not even --force: a writer still running would put the addresses straight back
+    unmet = retirement.blockers(runtime.settings.enforcement) + holdback.retire_blockers(session)
+    if unmet:  # not even --force: a writer still running would put the addresses straight back; the held were never warned
         raise GuardError("the final step refused: " + "; ".join(unmet))
     now = runtime.clock.now()
     row = retirement.retire(session, runtime.settings.enforcement, plan, now, runtime.actor, reason)
     result.applied, result.retired = True, row.legacy_map
     audit.record(
         session, now, runtime.actor, "retire", legacy_map=row.legacy_map, mode=row.mode, saved=row.saved,
+        included_unwarned=result.included_unwarned,
         entries_before=row.entries_before, reason=reason, forced=result.forced,
         gates=_gate_figures(result.step.gates),
     )
