@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
+# The range of moments the rollout deals in: anything outside is a typo (and near year 9999 the
+# arithmetic of waves, cohorts and windows overflows).
+EARLIEST = datetime(2000, 1, 1)
+LATEST = datetime(2100, 1, 1)
+MAX_AHEAD = timedelta(days=3660)  # how far ahead a plan, a campaign or an exemption may reach
+
 
 class Clock(Protocol):
     def now(self) -> datetime:
@@ -45,9 +51,24 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def out_of_range(moment: datetime, what: str, now: datetime, ahead: timedelta = MAX_AHEAD) -> str | None:
+    """Why a date before 2000 or more than ``ahead`` after ``now`` is refused (None: it is fine)."""
+    if EARLIEST <= moment.replace(tzinfo=None) and as_utc(moment) <= now + ahead:
+        return None
+    latest = now + ahead
+    return f"{what} {moment:%Y-%m-%d %H:%M} is out of range: give a date from {EARLIEST:%Y} until {latest:%Y-%m-%d}"
+
+
 def clock_from_env(environ: dict[str, str] | None = None) -> Clock:
+    """The system clock, or the one ``ROLLOUT_NOW`` pins; ValueError (for the caller to word) if it is not a time."""
     environ = os.environ if environ is None else environ
     pinned = environ.get("ROLLOUT_NOW")
     if pinned:
-        return ManualClock(as_utc(datetime.fromisoformat(pinned)))
+        try:
+            moment = datetime.fromisoformat(pinned)
+        except ValueError:
+            raise ValueError(f"ROLLOUT_NOW={pinned!r} is not an ISO 8601 time like 2026-03-02T09:00:00+00:00") from None
+        if not EARLIEST <= moment.replace(tzinfo=None) <= LATEST:
+            raise ValueError(f"ROLLOUT_NOW={pinned!r} is outside {EARLIEST:%Y} to {LATEST:%Y}")
+        return ManualClock(as_utc(moment))
     return SystemClock()

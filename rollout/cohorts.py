@@ -216,6 +216,9 @@ def layout(start: datetime, every: timedelta, count: int, window: Window) -> lis
     return times
 
 
+MAX_EVERY = timedelta(days=366)  # a longer step interval is a typo, and sums of such overflow datetime
+
+
 def parse_duration(text: str) -> timedelta:
     """``90m``, ``2h``, ``1d``, ``1h30m`` → timedelta."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -229,4 +232,6 @@ def parse_duration(text: str) -> timedelta:
             raise PlanError(f"duration {text!r} is not like 2h, 90m, 1d or 1h30m")
     if number or total == 0:
         raise PlanError(f"duration {text!r} is not like 2h, 90m, 1d or 1h30m (give a unit; zero is not allowed)")
+    if total > MAX_EVERY.total_seconds():
+        raise PlanError(f"duration {text!r} is longer than {MAX_EVERY.days} days")
     return timedelta(seconds=total)

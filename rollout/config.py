@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -176,6 +177,7 @@ def load_settings(
     for key, value in (overrides or {}).items():
         if value is not None:
             settings = _set(settings, key, value, where="command line")
+    validate(settings)
     return settings
 
 
@@ -185,8 +187,112 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): TOML files must be UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+# --- checks made when the settings are loaded: a wrong value fails at once, named, not mid-run ---
+
+DATABASE_SCHEMES = ("sqlite", "postgresql")
+
+
+def validate(settings: Settings) -> None:
+    """Raise ConfigError naming the first setting that cannot work."""
+    _check_database_url(settings.database_url)
+    for network in settings.scan.trusted_networks:
+        _check_network(network)
+    for name, zone in (("scan.timezone", settings.scan.timezone), ("rollout.timezone", settings.rollout.timezone)):
+        _check_zone(name, zone)
+    _check_url("notices.help_url", settings.notices.help_url)
+    _check_url("enforcement.help_url", settings.enforcement.help_url)
+    _check_file_path("enforcement.map_path", settings.enforcement.map_path)
+    _check_file_path("enforcement.list_path", settings.enforcement.list_path)
+    _check_range("smtp.port", settings.smtp.port, 1, 65535)
+    _check_range("smtp.concurrency", settings.smtp.concurrency, 1, 1000)
+    _check_range("smtp.timeout_seconds", settings.smtp.timeout_seconds, 0.1, 3600)
+    _check_range("notices.lookback_days", settings.notices.lookback_days, 1, 3660)
+    _check_range("scan.interval_minutes", settings.scan.interval_minutes, 1, 1440)
+    _check_range("enforcement.keep_versions", settings.enforcement.keep_versions, 0, 1000)
+    _check_range("enforcement.soak_hours", settings.enforcement.soak_hours, 0, 24 * 366)
+    if settings.smtp.security not in ("none", "starttls", "tls"):
+        raise ConfigError(f"smtp.security must be none, starttls or tls, not {settings.smtp.security!r}")
+
+
+def _check_database_url(url: str) -> None:
+    scheme, sep, rest = url.partition("://")
+    backend = scheme.partition("+")[0]
+    if not sep or not scheme.replace("+", "").isalnum():
+        raise ConfigError(
+            f"database_url {mask_url(url)!r} is not a URL like sqlite:///path/rollout.db or postgresql://user@host/db"
+        )
+    if backend not in DATABASE_SCHEMES:
+        raise ConfigError(f"database_url: {backend!r} databases are not supported (use sqlite:// or postgresql://)")
+    if backend == "sqlite":
+        database = rest.partition("?")[0][1:]  # after the host part, which SQLite leaves empty
+        if database and database != ":memory:":
+            folder = Path(database).expanduser().parent
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"database_url: the folder {folder} of the SQLite database does not exist "
+                    "(rollout does not create it)"
+                )
+
+
+def _check_network(network: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"scan.trusted_networks: {network!r} is not a network like 192.0.2.0/24 or 2001:db8::/32"
+        ) from None
+
+
+def _check_zone(name: str, zone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{name}: unknown time zone {zone!r} (use an IANA name such as Europe/Berlin or UTC)"
+        ) from None
+
+
+def _check_url(name: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+        raise ConfigError(f"{name}: {url!r} is not an http(s) URL like https://example.net/help")
+
+
+def _check_file_path(name: str, path: str) -> None:
+    """The file may be missing; what stands where its folders should be must be folders."""
+    if not path or "\0" in path:
+        raise ConfigError(f"{name} is empty")
+    for parent in Path(path).expanduser().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{name}: {parent} is a file, where the folder of {path} should be")
+            return
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {value!r}")
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -309,13 +415,19 @@ def describe(settings: Settings) -> dict[str, Any]:
     return data
 
 
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pass|pwd|sslpassword)=)[^&#]*")
+
+
 def mask_url(url: str) -> str:
-    """Hide a password inside a database URL."""
+    """Hide the passwords in a database URL: ``user:PASS@`` and ``?password=PASS``."""
+    url = _QUERY_SECRET.sub(r"\1********", url)
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep or "@" not in rest.partition("?")[0]:
         return url
-    credentials, _, host = rest.rpartition("@")
+    path_start = rest.find("/", rest.rfind("@", 0, len(rest.partition("?")[0])))
+    authority = rest[:path_start] if path_start >= 0 else rest
+    credentials, _, host = authority.rpartition("@")
     if ":" in credentials:
         user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:********@{host}"
+        return f"{scheme}://{user}:********@{host}{rest[len(authority):]}"
     return url

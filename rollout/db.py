@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import resources
+from .config import mask_url
 from .errors import RolloutError, SchemaOutOfDate
 
 if TYPE_CHECKING:
@@ -40,15 +41,44 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not Path(database).expanduser().parent.is_dir():
+            # SQLite would create the file; a missing folder is a typo to report, not a place to create
+            folder = Path(database).expanduser().parent
+            raise RolloutError(f"cannot open the database {mask_url(url)}: the folder {folder} does not exist")
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; we emit it ourselves so that
-        # a transaction that will write takes the lock at its start (see sqlalchemy docs).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # pysqlite's own transaction handling defers BEGIN; we emit it ourselves, and a transaction
+        # opened through write_lock() takes SQLite's write lock at its start (BEGIN IMMEDIATE).
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_LOCK) else "BEGIN")
+
+
+WRITE_LOCK = "rollout_write_lock"
+ADVISORY_LOCK_KEY = 0x726F6C6C  # "roll": PostgreSQL's advisory lock for changes of what is enforced
+
+
+def write_lock(session: Session) -> None:
+    """Make this transaction the only one changing the rollout: the first call in a fresh transaction.
+
+    SQLite: ``BEGIN IMMEDIATE`` (the write lock, waiting up to the busy timeout); PostgreSQL: a
+    transaction-scoped advisory lock (a second ``step`` waits, then sees what the first committed).
+    """
+    try:
+        conn = session.connection(execution_options={WRITE_LOCK: True})
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    except OperationalError as exc:
+        if "locked" in str(exc.orig):
+            raise RolloutError(
+                f"another command is changing the rollout (step, undo, exempt, scan …) and held the database for "
+                f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s; nothing was changed: try again when it has finished"
+            ) from None
+        raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -86,8 +116,9 @@ def head_revision() -> str:
 def _opening(engine: Engine) -> Iterator[None]:
     try:
         yield
-    except OperationalError as exc:
-        raise RolloutError(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+    except DBAPIError as exc:  # cannot connect, or (SQLite) the file is not a database
+        shown = mask_url(engine.url.render_as_string(hide_password=True))
+        raise RolloutError(f"cannot open the database {shown}: {exc.orig}") from None
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -109,18 +140,28 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision``; returns (before, after)."""
     from alembic import command
 
+    from alembic.util import CommandError
+
     before = current_revision(engine)
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), revision)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), revision)
+    except CommandError as exc:  # an unknown --revision, several heads
+        raise RolloutError(f"cannot upgrade to {revision!r}: {exc}") from None
     return before, current_revision(engine) or "base"
 
 
 def downgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
     from alembic import command
 
+    from alembic.util import CommandError
+
     before = current_revision(engine)
-    with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), revision)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), revision)
+    except CommandError as exc:
+        raise RolloutError(f"cannot downgrade to {revision!r}: {exc}") from None
     return before, current_revision(engine) or "base"
 
 

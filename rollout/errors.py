@@ -42,7 +42,15 @@ class PlanError(RolloutError):
 
 
 class EnforcementError(RolloutError):
-    """The enforcement map could not be written; the old one stays in force."""
+    """The enforcement map could not be written; the old one stays in force (``unchanged``).
+
+    ``unchanged=False``: the failure came while the new files were being moved into place, so
+    what is in force is uncertain until the map is published again.
+    """
+
+    def __init__(self, message: str, unchanged: bool = True) -> None:
+        super().__init__(message)
+        self.unchanged = unchanged
 
 
 class DeliveryError(RolloutError):

@@ -204,3 +204,22 @@ def views(session: Session, hold_ids: Iterable[int] | None = None, mailbox_ids: 
     for address, customer, reason, label, held_at, redated_label, redated_at in session.execute(query):
         out.append(HeldView(address, customer, reason, label, held_at, redated_label, redated_at))
     return out
+
+
+def retire_blockers(session: Session) -> list[str]:
+    """Retiring the legacy map cuts off everyone still relaying through it, the held mailboxes too: not while there are any."""
+    held = views(session)
+    if not held:
+        return []
+    names = ", ".join(h.address for h in held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    return [f"{len(held)} mailboxes are held back as not warned in time ({names}); retiring the legacy map would cut them off "
+            "too: wait until they are warned and switched off, or `rollout step --include-unwarned --reason TEXT`"]
+
+
+def release_all(session: Session, now: datetime, actor: str, reason: str | None) -> list[str]:
+    """Release every open hold as included (the final step with --include-unwarned); their addresses."""
+    holds = {h.mailbox_id: h for h in session.scalars(select(HeldMailbox).where(HeldMailbox.released_at.is_(None)))}
+    for hold in holds.values():
+        _release(hold, now, "included", actor, reason)
+    session.flush()
+    return _addresses(session, holds)

@@ -35,8 +35,8 @@ class Busy(RolloutError):
 
 @contextmanager
 def held(engine: Engine, name: str, key: int, wait_seconds: float, setting: str = "") -> Iterator[None]:
-    """Hold the lock ``name`` (a command: "scan") of this database for the block; wait up to ``wait_seconds`` (the value of ``setting``)
-    for it, then raise ``Busy``."""
+    """Hold the lock ``name`` (a command: "scan") of this database for the block; wait up to ``wait_seconds``
+    (the value of ``setting``) for it, then raise ``Busy``."""
     why = f"waited {wait_seconds:g} s" + (f" ({setting})" if setting else "")
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
@@ -117,4 +117,5 @@ def _wait_for_flock(fh: IO[str], path: Path, wait_seconds: float, name: str, why
 
 
 def _busy(name: str, what: str, why: str) -> Busy:
-    return Busy(f"another rollout {name} is running on this database ({what}); {why}. Nothing was done: try again when it has finished")
+    return Busy(f"another rollout {name} is running on this database ({what}); {why}. "
+                "Nothing was done: try again when it has finished")

@@ -24,9 +24,12 @@ log = logging.getLogger(__name__)
 _DOT_AT_LINE_START = re.compile(rb"^\.", re.M)
 
 
+UNCERTAIN = -1  # the connection was lost after the message's final dot: the server may have taken it
+
+
 @dataclass(frozen=True)
 class Delivery:
-    status: str  # sent | deferred | failed
+    status: str  # sent | deferred | failed | uncertain (never retried: it may have been delivered)
     reply: str
     attempts: int
 
@@ -59,6 +62,7 @@ class SmtpConnection:
         self.limiter = limiter
         self.sleep = sleep
         self._smtp: smtplib.SMTP | None = None
+        self._after_dot = False  # the current attempt has sent (part of) the final dot
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -103,6 +107,8 @@ class SmtpConnection:
             code, reply = self._attempt(from_address, to_address, message)
             if code == 250:
                 return Delivery("sent", reply, attempt)
+            if code == UNCERTAIN:
+                return Delivery("uncertain", reply, attempt)
             if 500 <= code < 600:
                 return Delivery("failed", reply, attempt)
             if attempt < tries:
@@ -111,6 +117,7 @@ class SmtpConnection:
 
     def _attempt(self, from_address: str, to_address: str, message: bytes) -> tuple[int, str]:
         """(code, reply text) of the transaction; code 0 = no answer (connection trouble), temporary."""
+        self._after_dot = False
         try:
             if self._smtp is None:
                 self._smtp = self._connect()
@@ -124,12 +131,14 @@ class SmtpConnection:
                     code, text = smtp.rcpt(to_address)
                     if code in (250, 251):
                         self.limiter.acquire()
-                        code, text = smtp.data(message)
+                        code, text = self._data(smtp, message)
         except smtplib.SMTPResponseException as exc:  # DATA refused before 354
             code, text = exc.smtp_code, exc.smtp_error
         except (smtplib.SMTPException, OSError) as exc:
             log.info("SMTP connection to %s:%s lost (%s); reconnecting", self.settings.host, self.settings.port, exc)
             self._drop()
+            if self._after_dot:
+                return UNCERTAIN, f"connection lost after the message was sent, before the reply ({exc}): maybe delivered"
             return 0, f"connection: {exc}"
         if code == 421:
             self._drop()
@@ -152,9 +161,22 @@ class SmtpConnection:
             return rcpt_code, rcpt_text
         if data_code != 354:
             return data_code, data_text
+        return self._content(smtp, message)
+
+    def _data(self, smtp: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+        """DATA without pipelining: smtplib's own ``data()`` would hide whether the final dot went out."""
+        code, text = smtp.docmd("DATA")
+        if code != 354:
+            return code, text
+        return self._content(smtp, message)
+
+    def _content(self, smtp: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+        """The message and its final dot, then the reply. Once the dot may have left, a lost
+        connection means "maybe delivered" (RFC 5321 6.1): never sent again silently."""
         body = dot_stuffed(message)
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
+        self._after_dot = True
         smtp.send(body + b".\r\n")
         return smtp.getreply()
 

@@ -31,6 +31,10 @@ from .errors import DeliveryError
 
 PARTS = ("subject.txt.j2", "body.txt.j2", "body.html.j2")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+# Bidirectional controls (and invisible marks) in a display name reorder what a reader sees: "Bank\u202egro.live" shows
+# the text after the override reversed. Names keep their letters, never these.
+_BIDI = re.compile(r"[\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+NAME_WORD_BYTES = 45  # per encoded word: 45 bytes -> 60 base64 characters, so each word stays under 75 (RFC 2047)
 
 
 # Why a medium-confidence sighting is a mailbox's own (its evidence sample's rule); the templates say it in words.
@@ -267,15 +271,52 @@ def message_id(campaign_id: int, wave: int, customer_id: int, domain: str, suffi
     return f"<rollout.c{campaign_id}.w{wave}.k{customer_id}{suffix}@{domain}>"
 
 
+class NoticeBuildError(DeliveryError):
+    """This one notice cannot be built (its address, its name): that customer fails, the wave goes on."""
+
+
 def clean_name(name: str) -> str:
-    """Control characters (CR/LF included) become spaces: a name can never start a new header."""
-    return " ".join(_CONTROL.sub(" ", name).split())
+    """Control characters (CR/LF included) become spaces: a name can never start a new header; bidi controls go."""
+    return " ".join(_CONTROL.sub(" ", _BIDI.sub("", name)).split())
 
 
 def checked_address(address: str, what: str) -> str:
-    if _CONTROL.search(address) or not address or "@" not in address or any(c in address for c in "<>,\"\\ "):
+    """A plain address for a header and the envelope: ASCII (an IDN domain in its punycode form)."""
+    unsafe = _CONTROL.search(address) or _BIDI.search(address) or any(c in address for c in "<>,\"\\ ")
+    if unsafe or not address or "@" not in address:
         raise DeliveryError(f"{what} {address!r} is not a plain e-mail address (control characters or brackets): fix it in the inventory or config")
-    return address
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        raise DeliveryError(f"{what} {address!r} has a non-ASCII local part (that needs SMTPUTF8): give an ASCII one")
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        raise DeliveryError(f"{what} {address!r}: {domain!r} is not a valid domain name") from None
+
+
+def display_address(name: str, address: str) -> str:
+    """``Name <address>`` for a header, folded (RFC 5322): a long or non-ASCII name as encoded words, one per line."""
+    name = clean_name(name)
+    if not name:
+        return address
+    if name.isascii() and len(name) <= 60:
+        return formataddr((name, address))
+    return f"{_encoded_words(name)}\r\n <{address}>"
+
+
+def _encoded_words(value: str) -> str:
+    words: list[bytes] = []
+    chunk = b""
+    for char in value:
+        encoded = char.encode()
+        if len(chunk) + len(encoded) > NAME_WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    words.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
 
 
 def header_address(display: str, what: str) -> tuple[str, str]:
@@ -284,25 +325,16 @@ def header_address(display: str, what: str) -> tuple[str, str]:
         raise DeliveryError(f"{what} {display!r} contains control characters: fix the configuration")
     name, addr = parseaddr(display)
     addr = checked_address(addr, what)
-    return formataddr((clean_name(name), addr), charset="utf-8"), addr
+    return display_address(name, addr), addr
 
 
 @lru_cache(maxsize=1024)  # a wave has few distinct subjects (locale, wave, number of mailboxes)
 def encode_header(value: str) -> str:
     """RFC 2047 base64 encoded-words, folded; ``email.header`` is slow enough to dominate a run."""
     value = clean_name(value)
-    if value.isascii():
+    if value.isascii() and len(value) <= 900:
         return value
-    words: list[bytes] = []
-    chunk = b""
-    for char in value:
-        encoded = char.encode()
-        if len(chunk) + len(encoded) > 45:  # 45 bytes → 60 base64 chars: lines stay under 78
-            words.append(chunk)
-            chunk = b""
-        chunk += encoded
-    words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+    return _encoded_words(value)
 
 
 def _b64(text: str) -> bytes:
@@ -344,7 +376,7 @@ def build_message(
     headers = [
         f"From: {envelope.from_header}",
         *([f"Reply-To: {envelope.reply_to}"] if envelope.reply_to else []),
-        f"To: {formataddr((clean_name(to_name), to_address), charset='utf-8')}",
+        f"To: {display_address(to_name, to_address)}",
         f"Subject: {encode_header(rendered.subject)}",
         f"Date: {_date_header(date)}",
         f"Message-ID: {msg_id}",
@@ -375,5 +407,5 @@ def compose(renderer: Renderer, envelope: Envelope, ctx: NoticeContext, msg_id: 
     rendered = renderer.render(ctx)
     try:
         return build_message(envelope, ctx.customer_name, ctx.to_address, msg_id, date, rendered)
-    except DeliveryError as exc:
-        raise DeliveryError(f"customer {ctx.customer_ref}: {exc}") from None
+    except (DeliveryError, UnicodeError, ValueError) as exc:
+        raise NoticeBuildError(f"customer {ctx.customer_ref} <{ctx.to_address}>: {exc}") from None

@@ -38,7 +38,7 @@ from typing import Any, Iterable, NamedTuple
 
 from .errors import DeliveryError
 from .mailer import Delivery, RateLimiter, SmtpConnection
-from .notices import CampaignFacts, Envelope, NoticeContext, NoticeFacts, Renderer, compose, notice_context
+from .notices import CampaignFacts, Envelope, NoticeBuildError, NoticeContext, NoticeFacts, Renderer, compose, notice_context
 
 RENDER_CHUNK = 200  # notices per render request: small enough to keep both workers busy to the end
 RENDER_AHEAD = 2  # render requests a worker may have queued
@@ -55,6 +55,14 @@ class Outcome(NamedTuple):
     reply: str
     to_address: str = ""
     customer_ref: str = ""
+
+
+class Unbuildable(NamedTuple):
+    """A notice that cannot be built (its address, its name): in place of its spool location."""
+
+    customer_ref: str
+    to_address: str
+    reason: str
 
 
 # --- the spool ---------------------------------------------------------------------------
@@ -140,13 +148,17 @@ def _render(
 
     The parent sends each notice's facts in plain values; the context is built here,
     in parallel, not in the process that keeps the ledger."""
-    done = []
+    done: list[tuple[int, Location | Unbuildable]] = []
     try:
         for notice_id, facts in chunk:
             ctx = notice_context(campaign, facts, now)
-            message = compose(renderer, envelope, ctx, facts.message_id, now)
+            try:
+                message = compose(renderer, envelope, ctx, facts.message_id, now)
+            except NoticeBuildError as exc:  # this customer's address or name: they fail alone, named
+                done.append((notice_id, Unbuildable(ctx.customer_ref, ctx.to_address, str(exc))))
+                continue
             done.append((notice_id, spool.append(spool_record(ctx, facts.message_id, message))))
-    except DeliveryError as exc:
+    except DeliveryError as exc:  # a template: every notice would fail the same way
         return "failed", str(exc)
     return "rendered", done
 
@@ -277,15 +289,15 @@ class Workers:
             self._reports.register(conn, selectors.EVENT_READ, slot)
             self.slots.append(slot)
 
-    def render(self, items: Iterable[tuple[int, NoticeFacts]], now: Any, campaign: CampaignFacts) -> dict[int, Location]:
-        """Render every item (the preflight); returns where each notice is in the spool.
+    def render(self, items: Iterable[tuple[int, NoticeFacts]], now: Any, campaign: CampaignFacts) -> dict[int, Location | Unbuildable]:
+        """Render every item (the preflight); returns where each notice is in the spool (or why it cannot be built).
 
         Chunks go to the least busy worker, at most ``RENDER_AHEAD`` queued each.
         The first failure raises ``DeliveryError`` naming template and customer.
         """
         self._forget_queued()
         items = iter(items)
-        index: dict[int, Location] = {}
+        index: dict[int, Location | Unbuildable] = {}
         while chunk := list(islice(items, RENDER_CHUNK)):
             self.start()
             worker = min(self.workers, key=lambda w: w.queued)
@@ -306,7 +318,7 @@ class Workers:
             except DeliveryError:
                 pass
 
-    def _collect(self, index: dict[int, Location]) -> None:
+    def _collect(self, index: dict[int, Location | Unbuildable]) -> None:
         busy = {w.control: w for w in self.workers if w.queued}
         for conn in wait(list(busy)):
             worker = busy[conn]  # type: ignore[index]

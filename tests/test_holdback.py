@@ -131,3 +131,27 @@ def test_the_scheduler_never_includes_the_unwarned(runtime: Runtime, planned: Pa
     result = do_step(runtime, Planned(id="step", job="step"))
     assert [h.address for h in result.held] == ["bert@example.de"] and result.included_unwarned == []
     assert map_keys(planned) == {"anna@example.de"}
+
+
+def test_the_final_step_does_not_retire_the_legacy_path_under_the_held(run: Cli, runtime: Runtime, planned: Path, tmp_path: Path) -> None:
+    """Retiring the legacy map would cut the held off too: refused (also with --force) while any is held;
+    --include-unwarned --reason retires it and names them in the audit event."""
+    import subprocess
+
+    pop = tmp_path / "pop-before-smtp"
+    pop.write_text("192.0.2.1 OK\n")
+    subprocess.run(["postmap", f"hash:{pop}"], check=True, timeout=60)
+    configure(runtime, tmp_path, legacy_map=f"hash:{pop}")
+    still_in_use(runtime, "bert", "carl", "dora")
+    for days in (0, 10, 20):
+        runtime.clock.set(T0 + timedelta(days=days))  # type: ignore[attr-defined]
+        run("step", "--yes")
+    runtime.clock.set(T0 + timedelta(days=21))  # type: ignore[attr-defined]
+    refused = run("step", "--yes", "--force", "--reason", "done", expect=1).stderr
+    assert "held back as not warned in time (bert@example.de, carl@example.de, dora@example.de)" in refused
+    assert pop.read_text() == "192.0.2.1 OK\n"
+    out = run("step", "--yes", "--include-unwarned", "--reason", "support phoned all three").output
+    assert "switched off although not warned in time (--include-unwarned): bert@example.de, carl@example.de, dora@example.de" in out
+    with runtime.sessions() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "retire")).one()
+    assert event.details["included_unwarned"] == ["bert@example.de", "carl@example.de", "dora@example.de"]

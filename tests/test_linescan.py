@@ -172,6 +172,17 @@ def test_edge_cases_give_the_same_events_and_findings() -> None:
     assert_same(("\n".join(EDGES) + "\n").encode())
 
 
+def test_a_qmgr_line_logged_ahead_of_its_client_line_keeps_the_message_whole() -> None:
+    """A message whose qmgr from= is logged before smtpd's client= (syslog reordering) is not half dropped: the
+    detector sees its removal and carries no open message to the next scan (Hypothesis found this one)."""
+    lines = [
+        "Nov 23 10:00:02 mx1 postfix/qmgr[12]: 3F2A1B4C5D: from=<anna@example.org>, size=1234, nrcpt=1 (queue active)",
+        "Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C5D: client=unknown[203.0.113.5]",
+        "Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C5D: removed",
+    ]
+    assert_same(("\n".join(lines) + "\n").encode())
+
+
 FAST_SESSIONS = [
     # two logins with one session key: the end closes the later one; a second end closes nothing
     "Nov 23 09:00:00 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=203.0.113.5, lip=192.0.2.1, mpid=7, session=<s1>",

@@ -147,12 +147,15 @@ def test_5xx_fails_with_the_reply_recorded_and_exit_1(affected: Runtime, smtp: S
     assert notify(affected).failed == 0  # failed is final: not retried by the next run
 
 
-def test_connection_dropped_mid_data_is_resent_on_a_new_connection(affected: Runtime, smtp: SmtpServer) -> None:
-    """When the server drops the connection during DATA, the message goes out once on a new one."""
+def test_connection_lost_after_the_final_dot_leaves_the_notice_uncertain(affected: Runtime, smtp: SmtpServer) -> None:
+    """The server took the final dot and died before replying: maybe delivered, so uncertain, not resent by the next run."""
     configure(affected, **smtp_overrides(smtp), **{"smtp.concurrency": 1})
     smtp.inbox.script = ["drop"]
     summary = notify(affected)
-    assert summary.sent == 2
+    assert (summary.sent, summary.uncertain, summary.deferred) == (1, 1, 0)
+    assert sorted(s for _, _, s, _ in ledger(affected)) == ["sending", "sent"]
+    assert (notify(affected).sent, len(smtp.inbox.messages)) == (0, 1)
+    assert notify(affected, resend_uncertain=True).sent == 1  # only when asked
     assert sorted(smtp.inbox.ids().values()) == [1, 1]
 
 

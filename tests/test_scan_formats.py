@@ -14,7 +14,9 @@ from rollout.workflows.scan import legacy_report, scan_logs, unknown_logins
 
 from .scan_support import write_inventory
 
-MAILBOXES = [("user01@example.org", None), ("anna@bücher.de", None), ("carl@example.org", "carl"), ("dora@example.org", None)]
+MAILBOXES = [
+    ("user01@example.org", None), ("anna@bücher.de", None), ("carl@example.org", "carl"), ("dora@example.org", None),
+]
 
 
 def relay(t: str, qid: str, ip: str, sender: str, tag: str = "") -> list[str]:
@@ -22,7 +24,8 @@ def relay(t: str, qid: str, ip: str, sender: str, tag: str = "") -> list[str]:
     return [
         f"Dec  5 {t} mailhost postfix/smtpd[99]: {tag}{qid}: client=pc[{ip}]",
         f"Dec  5 {t} mailhost postfix/qmgr[98]: {tag}{qid}: from=<{sender}>, size=310, nrcpt=1 (queue active)",
-        f"Dec  5 {t} mailhost postfix/smtp[97]: {tag}{qid}: to=<friend@remote.test>, relay=mx.remote.test[198.51.100.9]:25, "
+        f"Dec  5 {t} mailhost postfix/smtp[97]: {tag}{qid}: to=<friend@remote.test>, "
+        "relay=mx.remote.test[198.51.100.9]:25, "
         "delay=0.2, delays=0.1/0/0.05/0.05, dsn=2.0.0, status=sent (250 ok)",
         f"Dec  5 {t} mailhost postfix/qmgr[98]: {tag}{qid}: removed",
     ]
@@ -31,18 +34,23 @@ def relay(t: str, qid: str, ip: str, sender: str, tag: str = "") -> list[str]:
 SOLARIS = "[ID 197553 mail.info] "
 LOG = [
     # Cyrus behind a murder frontend, under the site's own service name (cyrus.conf: imapmail)
-    "Dec  5 10:00:00 imap30 sloti24t04/imapmail[3609860]: login: frontend1.example [192.0.2.10] user01@example.org plaintext "
+    "Dec  5 10:00:00 imap30 sloti24t04/imapmail[3609860]: login: frontend1.example [192.0.2.10] user01@example.org "
+    "plaintext "
     "User logged in SESSIONID=<sloti24t04-3609860-1764928800-1-1234567890>",
     *relay("10:01:00", "3F2A1B4C60", "192.0.2.10", "user01@example.org"),
     # Solaris syslogd: a message tag between the program and the message, on every line
-    f"Dec  5 10:02:00 mailhost dovecot: {SOLARIS}pop3-login: Login: user=<carl>, method=PLAIN, rip=192.0.2.12, lip=192.0.2.1",
+    f"Dec  5 10:02:00 mailhost dovecot: {SOLARIS}pop3-login: Login: user=<carl>, method=PLAIN, rip=192.0.2.12, "
+    "lip=192.0.2.1",
     *relay("10:03:00", "4B3C2D1E70", "192.0.2.12", "carl@example.org", SOLARIS),
     # an IDN domain as the client sent it, in another case: the inventory keys it in ASCII form
-    "Dec  5 10:04:00 mailhost dovecot: imap-login: Login: user=<Anna@Bücher.de>, method=PLAIN, rip=192.0.2.11, lip=192.0.2.1",
+    "Dec  5 10:04:00 mailhost dovecot: imap-login: Login: user=<Anna@Bücher.de>, method=PLAIN, rip=192.0.2.11, "
+    "lip=192.0.2.1",
     *relay("10:05:00", "5C4D3E2F80", "192.0.2.11", "anna@BÜCHER.DE"),
-    "Dec  5 10:06:00 mailhost dovecot: pop3-login: Login: user=<Bert@Bücher.de>, method=PLAIN, rip=192.0.2.13, lip=192.0.2.1",
+    "Dec  5 10:06:00 mailhost dovecot: pop3-login: Login: user=<Bert@Bücher.de>, method=PLAIN, rip=192.0.2.13, "
+    "lip=192.0.2.1",
     # a Cyrus failure under the same name is no login
-    "Dec  5 10:07:00 imap30 sloti24t04/imapmail[3609861]: badlogin: frontend1.example [192.0.2.14] dora@example.org plaintext "
+    "Dec  5 10:07:00 imap30 sloti24t04/imapmail[3609861]: badlogin: frontend1.example [192.0.2.14] dora@example.org "
+    "plaintext "
     "SASL(-13): authentication failure: checkpass failed",
     *relay("10:07:30", "6D5E4F3A90", "192.0.2.14", "dora@example.org"),
 ]

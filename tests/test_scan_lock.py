@@ -23,8 +23,8 @@ from rollout.workflows.inventory import import_inventory
 from rollout.workflows.scan import legacy_report
 
 from .conftest import Cli
-from .test_scan import LEGACY, MAILBOXES, SASL, START
 from .scan_support import write_inventory
+from .test_scan import LEGACY, MAILBOXES, SASL, START
 
 WAIT_FOR_WAITERS_SECONDS = 60  # bound on how long the test waits for both scans to reach the lock
 
@@ -39,7 +39,8 @@ def waiting_for_the_lock(runtime: Runtime, pids: list[int]) -> bool:
         key = locks.SCAN_LOCK_KEY
         with runtime.engine.connect() as conn:  # bigint advisory keys are split into classid (high) and objid (low)
             waiting = conn.execute(text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = :hi AND objid = :lo"
+                "SELECT count(*) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND NOT granted AND classid = :hi AND objid = :lo"
             ), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar_one()
         return waiting == len(pids)
     path = locks.lock_file(runtime.engine, "scan")
@@ -66,7 +67,8 @@ def test_two_scans_at_once_count_every_line_once(runtime: Runtime, cli_env: dict
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
         deadline = time.monotonic() + WAIT_FOR_WAITERS_SECONDS
         while not waiting_for_the_lock(runtime, [p.pid for p in scans]):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in scans), [p.communicate() for p in scans]
+            running = all(p.poll() is None for p in scans)
+            assert time.monotonic() < deadline and running, [p.communicate() for p in scans]
             time.sleep(0.05)
     outputs = [p.communicate(timeout=120) for p in scans]
     assert [p.returncode for p in scans] == [0, 0], outputs

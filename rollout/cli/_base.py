@@ -95,6 +95,25 @@ class RolloutGroup(click.Group):
             raise click.ClickException(format_problems(exc)) from None
         except RolloutError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # a full disk, a permission, a file vanished: operational, not a bug
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+        except Exception as exc:
+            database_failure = _database_failure(exc)
+            if database_failure is None:
+                raise  # a bug: keep its traceback
+            raise click.ClickException(database_failure) from None
+
+
+def _database_failure(exc: Exception) -> str | None:
+    """The database refused or failed (locked, full, gone): one line for ``Error:``, no password."""
+    errors = sys.modules.get("sqlalchemy.exc")  # loaded only if the command used the database
+    if errors is None or not isinstance(exc, (errors.OperationalError, errors.InterfaceError)):
+        return None
+    from ..config import mask_url
+
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return mask_url(f"the database failed: {reason}")
 
 
 def format_problems(exc: InventoryError) -> str:
@@ -136,7 +155,11 @@ def cli(ctx: click.Context, config_path: Path | None, database_url: str | None, 
         from ..runtime import Runtime  # SQLAlchemy: not needed to print help
 
         settings = load_settings(config_path, overrides={"database_url": database_url})
-        ctx.obj = Runtime(settings=settings, clock=clock_from_env())
+        try:
+            clock = clock_from_env()
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        ctx.obj = Runtime(settings=settings, clock=clock)
         ctx.call_on_close(ctx.obj.close)
     if actor:
         ctx.obj.actor = actor

@@ -98,7 +98,8 @@ def notify_command(
     """Send this week's notices, each customer once per wave (safe to rerun).
 
     Without --wave, sends the wave due now by the campaign schedule. Exit 1 if
-    any notice failed (5xx). Notices a killed run left in flight are reported
+    any notice failed (5xx, or it could not be built) or the SMTP server could
+    not be reached (the rest stays pending for the next run). Notices a killed run left in flight are reported
     as uncertain and not resent unless --resend-uncertain.
 
     \b
@@ -123,6 +124,9 @@ def notify_command(
         echo_json(summary)
     else:
         _print_summary(summary)
+    if summary.stopped:
+        left = summary.deferred + summary.remaining
+        raise click.ClickException(f"the SMTP server could not be reached: {left} notices left pending for the next run")
     if summary.failed:
         sys.exit(1)
 

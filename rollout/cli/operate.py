@@ -22,6 +22,7 @@ from .plan import echo_gates
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 BAR_WIDTH = 40
+MAX_DURATION = timedelta(days=366)
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]  # not subscriptable in every click >= 8.1
@@ -33,7 +34,10 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # not subscriptable 
         match = _DURATION.match(str(value))
         if not match:
             self.fail(f"{value!r} is not a duration such as 90s, 30m, 2h or 1d", param, ctx)
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        if seconds > MAX_DURATION.total_seconds():
+            self.fail(f"{value!r} is longer than {MAX_DURATION.days} days", param, ctx)
+        return timedelta(seconds=seconds)
 
 
 def stamp(moment: datetime | None) -> str:
@@ -81,6 +85,8 @@ def status_command(runtime: Runtime, as_json: bool, watch: bool, interval: float
 def print_status(s: Status) -> None:
     click.echo(f"phase: {s.phase}   ({' → '.join(p.upper() if p == s.phase else p for p in PHASES)})")
     click.echo(f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, {s.legacy_mailboxes} still using SMTP-after-POP")
+    if s.map_note:
+        click.echo(f"MAP: {s.map_note}")
     if s.paused:
         click.echo(f"PAUSED by {s.paused.by} at {stamp(s.paused.at)}: {s.paused.reason}")
     if s.next_action:

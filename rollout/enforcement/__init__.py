@@ -8,8 +8,12 @@ as it was. ``client_reply`` is what a refused mail client sees, for support.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Protocol, Sequence
+from pathlib import Path
+from typing import Callable, ContextManager, NamedTuple, Protocol, Sequence
+
+from ..addresses import AddressError, parse_address
 
 from ..config import EnforcementSettings
 from ..errors import ConfigError
@@ -33,15 +37,57 @@ class Published:
 
 class Backend(Protocol):
     name: str
+    path: Path  # the file in force; its swap lock and intent journal sit beside it
 
     def render(self, entries: Sequence[MapEntry]) -> str:
         """The file's text for these entries (what the checksum is taken over)."""
 
-    def publish(self, entries: Sequence[MapEntry]) -> Published:
-        """Replace the map in force atomically; raise EnforcementError and change nothing on failure."""
+    def publish(self, entries: Sequence[MapEntry], text: str | None = None) -> Published:
+        """Replace the map in force atomically; raise EnforcementError and change nothing on failure.
+
+        ``text``: ``render(entries)`` if the caller has it already (a big map takes a while to render)."""
 
     def current(self) -> str | None:
         """The text of the map in force, or None if there is none yet."""
+
+    def lock(self) -> ContextManager[None]:
+        """Held around a whole change of what is enforced: one swap at a time."""
+
+
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\u0080-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def unwritable(key: str) -> str | None:
+    """Why ``key`` cannot be a map line safely (None: it can).
+
+    A map line is ``KEY<TAB>ACTION``: whitespace would end the key, ``#`` starts a comment, and a key
+    without a local part or domain (``@example.org``, ``user@``) would match other people's mail.
+    """
+    if _UNSAFE.search(key):
+        return "contains a space or control character"
+    if key.startswith("#"):
+        return "starts with # (a comment line in the map)"
+    local, at, domain = key.rpartition("@")
+    if not at or not local or not domain:
+        return "is not local@domain"
+    try:
+        parse_address(key)
+    except AddressError as exc:
+        return str(exc)
+    return None
+
+
+def writable(entries: Sequence[MapEntry]) -> tuple[list[MapEntry], list[str]]:
+    """The entries that can be written, and the keys left out (each with why)."""
+    kept: list[MapEntry] = []
+    left_out: list[str] = []
+    for entry in entries:
+        why = unwritable(entry.key)
+        if why is None:
+            kept.append(entry)
+        else:
+            left_out.append(f"{entry.key!r}: {why}")
+    return kept, sorted(left_out)
 
 
 def reject_text(settings: EnforcementSettings, address: str) -> str:
@@ -88,4 +134,7 @@ def backend_for(settings: EnforcementSettings) -> Backend:
     return backends[settings.backend](settings)
 
 
-__all__ = ["Backend", "MapEntry", "Published", "access_action", "backend_for", "checksum", "client_reply", "reject_text"]
+__all__ = [
+    "Backend", "MapEntry", "Published", "access_action", "backend_for", "checksum", "client_reply", "reject_text",
+    "unwritable", "writable",
+]

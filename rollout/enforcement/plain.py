@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Sequence
+from typing import ContextManager, Sequence
 
 from ..config import EnforcementSettings
 from . import MapEntry, Published, checksum
-from .files import fsync_dir, read_if_exists, keep_version, remove_stale_temps, temp_path, write_synced
+from .files import fsync_dir, keep_version, read_if_exists, remove_stale_temps, replace, swap_lock, temp_path, write_synced
 
 
 class PlainList:
@@ -25,12 +24,18 @@ class PlainList:
     def current(self) -> str | None:
         return read_if_exists(self.path)
 
-    def publish(self, entries: Sequence[MapEntry]) -> Published:
-        text = self.render(entries)
+    def lock(self) -> ContextManager[None]:
+        return swap_lock(self.path)
+
+    def publish(self, entries: Sequence[MapEntry], text: str | None = None) -> Published:
+        text = self.render(entries) if text is None else text
         remove_stale_temps(self.path)
         tmp = temp_path(self.path)
-        write_synced(tmp, text)
-        keep_version([self.path], self.settings.keep_versions)
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        try:
+            write_synced(tmp, text)
+            keep_version([self.path], self.settings.keep_versions)
+            replace(tmp, self.path)
+            fsync_dir(self.path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
         return Published(str(self.path), checksum(text) or "", text.count("\n"))

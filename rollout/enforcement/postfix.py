@@ -9,16 +9,15 @@ failure at any point before the renames leaves the map in force untouched.
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from typing import ContextManager, Sequence
 
 from ..config import EnforcementSettings
 from ..errors import EnforcementError
 from . import STRENGTH, MapEntry, Published, access_action, checksum
-from .files import fsync_dir, read_if_exists, keep_version, remove_stale_temps, temp_path, write_synced
+from .files import FILE_MODE, fsync_dir, keep_version, read_if_exists, remove_stale_temps, replace, swap_lock, temp_path, write_synced
 
 INDEX_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 ABSENT_PROBE = "rollout-probe-not-listed@invalid"
@@ -45,18 +44,22 @@ class PostfixSenderMap:
     def current(self) -> str | None:
         return read_if_exists(self.path)
 
-    def publish(self, entries: Sequence[MapEntry]) -> Published:
-        text = self.render(entries)
+    def lock(self) -> ContextManager[None]:
+        return swap_lock(self.path)
+
+    def publish(self, entries: Sequence[MapEntry], text: str | None = None) -> Published:
+        text = self.render(entries) if text is None else text
         remove_stale_temps(self.path)
         tmp = temp_path(self.path)
         tmp_index = tmp.with_name(tmp.name + INDEX_SUFFIX[self.settings.map_type])
         try:
             write_synced(tmp, text)
             self._postmap([f"{self.settings.map_type}:{tmp}"])
+            tmp_index.chmod(FILE_MODE)  # postmap created it under the umask; Postfix's daemons must read it
             self._verify(tmp, entries)
             keep_version([self.path, self.index], self.settings.keep_versions)
-            os.replace(tmp_index, self.index)  # the index first: it is what Postfix reads
-            os.replace(tmp, self.path)
+            replace(tmp_index, self.index)  # the index first: it is what Postfix reads
+            replace(tmp, self.path)
             fsync_dir(self.path.parent)
         finally:
             tmp.unlink(missing_ok=True)
@@ -92,6 +95,8 @@ class PostfixSenderMap:
             raise EnforcementError(
                 f"cannot run {argv[0]!r} (enforcement.postmap_command); the map in force is unchanged"
             ) from None
+        except OSError as exc:
+            raise EnforcementError(f"cannot run {argv[0]!r}: {exc.strerror or exc}; the map in force is unchanged") from None
         except subprocess.TimeoutExpired:
             raise EnforcementError(f"{' '.join(argv[:2])} took longer than {POSTMAP_TIMEOUT} s; the map in force is unchanged") from None
         if done.returncode not in allowed:

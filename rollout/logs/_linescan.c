@@ -928,10 +928,12 @@ static Message *group_messages(Row *rows, Py_ssize_t n, Trusted trusted, size_t 
     }
     for (size_t s = 0; s < size; s++) {
         Message *m = &table[s];
-        if (m->head < 0 || m->keep || m->accepts != 1 || m->removals != 1 || m->accept > m->removed || m->tail != m->removed)
-            continue; /* a line after the removal: the queue ID is reused, and the detector must see both */
+        /* a line before the accept (a qmgr line logged ahead of smtpd's client=) has opened the message in the
+           detector, and one after the removal reuses the queue ID: the detector must see all of them */
+        if (m->head < 0 || m->keep || m->accepts != 1 || m->removals != 1 || m->head != m->accept || m->tail != m->removed)
+            continue;
         m->dropped = 1;
-        for (Py_ssize_t i = m->accept; i >= 0; i = rows[i].next) rows[i].out = OUT_DROP; /* rows before its accept stay */
+        for (Py_ssize_t i = m->accept; i >= 0; i = rows[i].next) rows[i].out = OUT_DROP;
     }
     *size_out = size;
     return table;

@@ -12,21 +12,23 @@ from pathlib import Path
 from itertools import chain
 from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit, notice_delivery
 from .. import campaign as core
+from ..clock import out_of_range
 from ..config import Settings
 from ..errors import DeliveryError, GuardError
 from ..mailer import RateLimiter, SmtpConnection
-from ..models import Campaign, Customer
-from ..notices import Envelope, NoticeFacts, Renderer, RenderedNotice, build_message, compose, message_id, notice_context
-from ..notify_workers import Location, Outcome, Slot, WorkerSetup, Workers, spool_record
+from ..models import Campaign, Customer, Notice
+from ..notices import Envelope, NoticeBuildError, NoticeFacts, Renderer, RenderedNotice, build_message, compose, message_id, notice_context
+from ..notify_workers import Location, Outcome, Slot, Unbuildable, WorkerSetup, Workers, spool_record
 from ..runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+MAX_WEEKS = 52
 STOP_AFTER_CONNECTION_FAILURES = 3  # per connection, in a row: the server is down, leave the rest pending
 
 
@@ -77,6 +79,7 @@ class NotifySummary:
     outbox: str | None = None
     note: str | None = None
     failures: list[dict[str, str]] = field(default_factory=list)
+    stopped: bool = False  # the SMTP server could not be reached for some notices: left pending (the command exits 1)
     delivery: dict[str, int] = field(default_factory=dict)  # the wave's sent notices by delivery state (`rollout scan`)
 
 
@@ -84,8 +87,10 @@ def start_campaign(
     runtime: Runtime, first: date, weeks: int = 6, weekday: str = "mon", at: str = "09:00", tz: str = "Europe/Berlin", replace: bool = False
 ) -> CampaignOverview:
     """Define the weekly waves; an active campaign is only replaced when asked to."""
-    if weeks < 1:
-        raise DeliveryError("--weeks must be at least 1")
+    if not 1 <= weeks <= MAX_WEEKS:
+        raise DeliveryError(f"--weeks must be between 1 and {MAX_WEEKS}")
+    if problem := out_of_range(datetime.combine(first, datetime.min.time()), "--first", runtime.clock.now()):
+        raise DeliveryError(problem)
     first_at = core.first_wave_at(first, weekday.lower()[:3], at, tz)
     now = runtime.clock.now()
     with runtime.sessions() as session, session.begin():
@@ -262,7 +267,8 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
         new = core.add_notices(session, campaign, wave, "reminder", found, lambda c: message_id(campaign.id, wave, c, envelope.domain), now)
         thanks = _add_thanks(session, campaign, waves[1], switched, reminded, now, envelope) if len(waves) > 1 else ()
         earlier = core.pending_facts(session, campaign, waves)  # a generator: read before the new rows exist
-        spooled = workers.render(chain(earlier, _counted(new, summary), _counted(thanks, summary)), now, core.campaign_facts(campaign))
+        rendered = workers.render(chain(earlier, _counted(new, summary), _counted(thanks, summary)), now, core.campaign_facts(campaign))
+        spooled = _fail_unbuildable(session, rendered, summary)
         counts = core.state_counts(session, campaign.id, waves)
         summary.selected = sum(counts.values())
         summary.skipped = counts.get("sent", 0) + counts.get("failed", 0)
@@ -273,6 +279,19 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
             return {}
         audit.record(session, now, runtime.actor, "notify.start", campaign_id=campaign.id, wave=wave, new=summary.new,
                      selected=summary.selected, pending=summary.remaining, resend_uncertain=resend_uncertain)
+    return spooled
+
+
+def _fail_unbuildable(session, rendered: dict[int, Location | Unbuildable], summary: NotifySummary) -> dict[int, Location]:  # type: ignore[no-untyped-def]
+    """Notices that cannot be built fail alone, each named in the summary; the rest of the wave goes on."""
+    spooled: dict[int, Location] = {}
+    for notice_id, where in rendered.items():
+        if isinstance(where, Unbuildable):
+            session.execute(update(Notice).where(Notice.id == notice_id).values(state="failed", last_reply=where.reason[:2000]))
+            summary.failed += 1
+            summary.failures.append({"customer": where.customer_ref, "to": where.to_address, "reply": where.reason})
+        else:
+            spooled[notice_id] = where
     return spooled
 
 
@@ -302,7 +321,9 @@ def _counted(items: Iterable[tuple[int, NoticeFacts]], summary: NotifySummary) -
 # --- the send loop -----------------------------------------------------------------------
 
 
-LEDGER_STATE = {"sent": "sent", "failed": "failed", "deferred": "pending", "error": "pending"}  # what each outcome leaves
+# What each outcome leaves; "uncertain" (the connection was lost after the message's final dot) stays `sending`,
+# like a notice a killed run had in flight: maybe delivered, never resent silently.
+LEDGER_STATE = {"sent": "sent", "failed": "failed", "deferred": "pending", "error": "pending", "uncertain": "sending"}
 
 
 class _Run:
@@ -333,7 +354,9 @@ class _Run:
         if outcome.status in ("error", "died"):
             self.error = self.error or outcome.reply
             return
-        if outcome.status == "sent":
+        if outcome.status == "uncertain":
+            pass  # counted from the ledger at the end of the run
+        elif outcome.status == "sent":
             self.summary.sent += 1
         elif outcome.status == "failed":
             self.summary.failed += 1
@@ -342,7 +365,9 @@ class _Run:
             self.summary.deferred += 1
             self.deferred.add(outcome.notice_id)
         self.progress(1)
-        in_a_row = self.failures_in_a_row.get(slot, 0) + 1 if outcome.reply.startswith("connection:") else 0
+        unreachable = outcome.status == "deferred" and outcome.reply.startswith("connection:")
+        self.summary.stopped = self.summary.stopped or unreachable
+        in_a_row = self.failures_in_a_row.get(slot, 0) + 1 if unreachable else 0
         self.failures_in_a_row[slot] = in_a_row
         self.stopped = self.stopped or in_a_row >= STOP_AFTER_CONNECTION_FAILURES
 
@@ -369,6 +394,11 @@ def _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, env
             for notice_id in claimed:
                 try:
                     record = spooled.get(notice_id) or _render_late(conn, runtime, campaign, notice_id, renderer, envelope)
+                except NoticeBuildError as exc:  # this customer alone: failed, named; the wave goes on
+                    settled.append((notice_id, "failed", str(exc)))
+                    summary.failed += 1
+                    summary.failures.append({"customer": "", "to": "", "reply": str(exc)})
+                    continue
                 except DeliveryError as exc:  # never sent: back to pending, and the run ends
                     settled.append((notice_id, "pending", str(exc)))
                     run.error = run.error or str(exc)

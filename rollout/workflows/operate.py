@@ -6,10 +6,15 @@ import time
 from datetime import timedelta
 from typing import Callable
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from .. import lookup as lookup_model
 from .. import status as status_model
-from ..enforcement import client_reply
+from ..enforcement import backend_for, checksum, client_reply
+from ..enforcement.files import read_intent
 from ..errors import RolloutError
+from ..models import MapVersion
 from ..rules import REFUSING_STAGES
 from ..runtime import Runtime
 from .plan import next_step
@@ -20,10 +25,33 @@ POLL_SECONDS = 2.0
 def rollout_status(runtime: Runtime) -> status_model.Status:
     with runtime.sessions() as session:
         report = status_model.build_status(session, runtime.settings, runtime.clock.now())
+        report.map_note = map_disagreement(runtime, session)
     if report.cohorts:
         upcoming = next_step(runtime, run_command=True)  # the gates exactly as the next step will see them
         report.gates = upcoming.gates if upcoming else []
     return report
+
+
+def map_disagreement(runtime: Runtime, session: Session) -> str | None:
+    """What ``status`` says when the map in force and the database disagree (None: they agree)."""
+    try:
+        backend = backend_for(runtime.settings.enforcement)
+        intent = read_intent(backend.path)
+        in_force = checksum(backend.current())
+    except RolloutError as exc:
+        return f"the map cannot be checked: {exc}"
+    recorded = session.scalars(select(MapVersion.checksum).where(MapVersion.active)).first()
+    repairs = "the next step, undo or exempt puts the map back to what the database says"
+    if intent is not None and intent.get("checksum") != recorded:
+        change = intent.get("reason", "a change")
+        if in_force is not None and in_force == intent.get("checksum") and in_force != recorded:
+            return (f"map ahead of the database: the map in force ({in_force[:12]}) was published for {change}, "
+                    f"but the database did not record it; {repairs}")
+        return f"a map swap ({change}) was left unfinished; {repairs}"
+    if recorded is not None and in_force != recorded:
+        return (f"the map in force ({(in_force or 'missing')[:12]}) is not the one last recorded ({recorded[:12]}): "
+                "edited by hand? the next swap replaces it")
+    return None
 
 
 def lookup(runtime: Runtime, query: str) -> lookup_model.Lookup:

@@ -8,20 +8,25 @@ transaction rolls back: the old map stays in force and the database is unchanged
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from .. import audit, gates as gate_checks, holdback, plans, retirement
 from ..addresses import AddressError, parse_address
 from ..campaign import wave_due_at
-from ..clock import as_utc
-from ..cohorts import Window, layout, parse_window
-from ..enforcement import MapEntry, STRENGTH, backend_for, checksum
-from ..errors import GatesFailed, GuardError, PlanError
+from ..clock import as_utc, out_of_range
+from ..cohorts import MAX_EVERY, Window, layout, parse_window
+from ..db import write_lock
+from ..enforcement import MapEntry, STRENGTH, Backend, backend_for, checksum, writable
+from ..enforcement.files import clear_intent, read_intent, write_intent
+from ..errors import EnforcementError, GatesFailed, GuardError, PlanError, RolloutError
 from ..models import (
     Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, Retirement, RolloutState,
 )
@@ -29,6 +34,8 @@ from ..plans import Proposal, ProposedCohort
 from ..runtime import Runtime
 
 TOO_EARLY_SHOWN = 20
+LEFT_OUT_SHOWN = 20
+log = logging.getLogger(__name__)
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -62,6 +69,8 @@ def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> Pl
         raise PlanError(f"--weight must be mailboxes or legacy, not {request.weight!r}")
     now = runtime.clock.now()
     window = _window(runtime, request)
+    if (problem := out_of_range(request.start, "--start", now)) or not timedelta(0) < request.every <= MAX_EVERY:
+        raise PlanError(problem or f"--every must be between 1 second and {MAX_EVERY.days} days")
     start = request.start if request.start.tzinfo else request.start.replace(tzinfo=window.zone)
     with runtime.sessions() as session, session.begin():
         plans.prepare_bulk(session)
@@ -74,6 +83,8 @@ def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> Pl
         if not units:
             raise PlanError("there are no mailboxes to plan: import the inventory first (`rollout inventory import`)")
         slices = plans.cut(units, request.weight, request.cohorts, request.max_share)
+        if problem := out_of_range(as_utc(start) + request.every * len(slices), "the last cohort's time", now):
+            raise PlanError(f"{problem}; start earlier, or step more often")
         times = layout(as_utc(start), request.every, len(slices), window)
         fresh = plans.describe_slices(session, units, slices, request.weight, from_key, times, len(kept) + 1)
         total = sum(u.legacy if request.weight == "legacy" else u.mailboxes for u in units)
@@ -221,28 +232,137 @@ class Swap:
     entries: int
     diff: MapDiff
     drifted: bool = False  # the map in force was not the one last recorded (edited by hand, or a swap killed before commit)
+    left_out: list[str] = field(default_factory=list)  # senders that cannot be written in the map safely, with why
 
 
-def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) -> Swap:
-    """Publish the map the (flushed, uncommitted) database state asks for, and record the version."""
-    now = runtime.clock.now()
-    backend = backend_for(runtime.settings.enforcement)
-    before = backend.current()
-    recorded = session.scalars(select(MapVersion.checksum).where(MapVersion.active)).first()
-    drifted = before is not None and recorded is not None and checksum(before) != recorded
-    entries = desired_entries(session, now)
-    published = backend.publish(entries)
+def _recorded_checksum(session: Session) -> str | None:
+    return session.scalars(select(MapVersion.checksum).where(MapVersion.active)).first()
+
+
+def _record_version(
+    session: Session, now: datetime, backend: Backend, text_checksum: str, entries: int, reason: str, plan: Plan | None,
+    ladder: tuple[str, ...],
+) -> None:
     session.execute(update(MapVersion).where(MapVersion.active).values(active=False))
     cohorts = plan.cohorts if plan is not None else []
     session.add(
         MapVersion(
-            created_at=now, backend=backend.name, path=published.path, checksum=published.checksum, entries=published.entries,
-            reason=reason, active=True, step=steps_taken(cohorts, runtime.settings.enforcement.ladder),
+            created_at=now, backend=backend.name, path=str(backend.path), checksum=text_checksum, entries=entries,
+            reason=reason, active=True, step=steps_taken(cohorts, ladder),
             plan_id=plan.id if plan else None, stages={str(c.position): c.stage for c in cohorts},
         )
     )
     session.flush()
-    return Swap(checksum(before), published.checksum, published.entries, diff(_current_stages(before), entries), drifted)
+
+
+def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) -> Swap:
+    """Publish the map the (flushed, uncommitted) database state asks for, and record the version.
+
+    Called inside ``_map_change``: the intent (the new version's checksum) is written beside the map
+    before it is published, and cleared once the database has committed the version (the outcome).
+    """
+    now = runtime.clock.now()
+    backend = backend_for(runtime.settings.enforcement)
+    before = backend.current()
+    recorded = _recorded_checksum(session)
+    drifted = before is not None and recorded is not None and checksum(before) != recorded
+    entries, left_out = writable(desired_entries(session, now))
+    if left_out:
+        shown = "; ".join(left_out[:LEFT_OUT_SHOWN])
+        log.warning("%d senders left out of the map (they cannot be written in it safely): %s", len(left_out), shown)
+    text = backend.render(entries)
+    write_intent(backend.path, {"checksum": checksum(text), "previous": checksum(before), "reason": reason, "at": now.isoformat()})
+    published = backend.publish(entries, text)
+    ladder = runtime.settings.enforcement.ladder
+    _record_version(session, now, backend, published.checksum, published.entries, reason, plan, ladder)
+    changes = diff(_current_stages(before), entries)
+    return Swap(checksum(before), published.checksum, published.entries, changes, drifted, left_out)
+
+
+@contextmanager
+def _map_change(runtime: Runtime) -> Iterator[None]:
+    """Around a command that may swap the map: one at a time, and a swap never left half-recorded.
+
+    Holds the swap lock beside the map; first repairs what an earlier run left unfinished, and when
+    this run's database commit fails after its map was published, puts the map back at once.
+    """
+    backend = backend_for(runtime.settings.enforcement)
+    with backend.lock():
+        repair_map(runtime, backend)
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            if read_intent(backend.path) is None:
+                raise
+            outcome = _put_back(runtime, backend)
+            raise RolloutError(f"the database did not record the change ({_first_line(exc)}); {outcome}") from None
+        except EnforcementError as exc:
+            if exc.unchanged:
+                clear_intent(backend.path)  # the backend stopped before touching the map in force
+            else:
+                _put_back(runtime, backend)
+            raise
+        except BaseException:
+            _put_back(runtime, backend)
+            raise
+        repair_map(runtime, backend)  # the commit happened: this only clears the intent
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
+def _put_back(runtime: Runtime, backend: Backend) -> str:
+    try:
+        repair_map(runtime, backend)
+    except Exception as exc:  # the disk or the database may still be failing: say so, keep the intent
+        log.warning("the map could not be put back yet: %s", exc)
+        return "the map in force is AHEAD of the database until the next step, undo or exempt repairs it (`rollout status`)"
+    return "the map in force was put back to match the database"
+
+
+@dataclass
+class MapRepair:
+    checksum_before: str | None
+    checksum_after: str
+    reason: str
+
+
+def repair_map(runtime: Runtime, backend: Backend | None = None) -> MapRepair | None:
+    """Finish what a swap left behind (call under the swap lock): the database decides what is enforced.
+
+    No intent beside the map: nothing to do. An intent whose version the database recorded: the commit
+    happened, the intent goes. Otherwise the swap's commit failed or never came (a crash, a full disk):
+    the map is published again from the database, recorded if it differs from the recorded version, and
+    the intent goes.
+    """
+    backend = backend or backend_for(runtime.settings.enforcement)
+    intent = read_intent(backend.path)
+    if intent is None:
+        return None
+    now = runtime.clock.now()
+    with runtime.sessions() as session, session.begin():
+        write_lock(session)
+        recorded = _recorded_checksum(session)
+        if intent.get("checksum") is not None and intent.get("checksum") == recorded:
+            clear_intent(backend.path)
+            return None
+        before = checksum(backend.current())
+        entries, _left_out = writable(desired_entries(session, now))
+        published = backend.publish(entries)
+        repair = None
+        if published.checksum != recorded:
+            reason = f"repair: the swap for {intent.get('reason', 'an unknown change')} was not recorded"
+            plan = plans.active_plan(session)
+            ladder = runtime.settings.enforcement.ladder
+            _record_version(session, now, backend, published.checksum, published.entries, reason, plan, ladder)
+            repair = MapRepair(before, published.checksum, reason)
+        if before != published.checksum or repair is not None:
+            audit.record(
+                session, now, runtime.actor, "map.repair", intent=intent, map_before=before, map_after=published.checksum
+            )
+    clear_intent(backend.path)
+    return repair
 
 
 # --- the ladder -----------------------------------------------------------------------------
@@ -458,14 +578,26 @@ def step(
         raise PlanError("--force needs --reason: say why the guards are overridden (it goes in the audit log)")
     if include_unwarned and not reason:
         raise PlanError("--include-unwarned needs --reason: say why unwarned customers are switched off (it goes in the audit log)")
+    with _map_change(runtime) if not dry_run else nullcontext():
+        return _step(runtime, dry_run, yes, force, reason, confirm, include_unwarned)
+
+
+def _step(
+    runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, confirm: Callable[[StepResult], bool] | None,
+    include_unwarned: bool,
+) -> StepResult:
     now = runtime.clock.now()
     with runtime.sessions() as session, session.begin():
+        if not dry_run:
+            write_lock(session)  # a second step waits here, then sees what this one did
         assessed = _assess(runtime, session)
         if assessed is None:
             raise PlanError(
                 "the rollout is done: every cohort is at the last stage of its ladder and the legacy path is retired"
             )
         plan, upcoming = assessed
+        if upcoming.kind == "retire" and not include_unwarned:
+            upcoming.blockers += holdback.retire_blockers(session)  # --force does not lift it: _retire checks it again
         if upcoming.blockers and not force and not dry_run:
             message = "step refused: " + "; ".join(upcoming.blockers) + " (--force --reason TEXT overrides)"
             if upcoming.failed_gates:
@@ -473,6 +605,8 @@ def step(
             raise GuardError(message)
         result = StepResult(upcoming, applied=False, dry_run=dry_run, forced=upcoming.blockers if force else [])
         if upcoming.kind == "retire":
+            if include_unwarned and not dry_run:  # the held are cut off with everyone else: say so in the audit log
+                result.included_unwarned = holdback.release_all(session, now, runtime.actor, reason)
             return _retire(runtime, session, plan, result, yes, reason, confirm)
         cohort = session.get(Cohort, upcoming.cohort_id)
         assert cohort is not None
@@ -519,14 +653,15 @@ def _retire(
     if result.dry_run or (not yes and (confirm is None or not confirm(result))):
         session.rollback()
         return result
-    unmet = retirement.blockers(runtime.settings.enforcement)
-    if unmet:  # not even --force: a writer still running would put the addresses straight back
+    unmet = retirement.blockers(runtime.settings.enforcement) + holdback.retire_blockers(session)
+    if unmet:  # not even --force: a writer still running would put the addresses straight back; the held were never warned
         raise GuardError("the final step refused: " + "; ".join(unmet))
     now = runtime.clock.now()
     row = retirement.retire(session, runtime.settings.enforcement, plan, now, runtime.actor, reason)
     result.applied, result.retired = True, row.legacy_map
     audit.record(
         session, now, runtime.actor, "retire", legacy_map=row.legacy_map, mode=row.mode, saved=row.saved,
+        included_unwarned=result.included_unwarned,
         entries_before=row.entries_before, reason=reason, forced=result.forced,
         gates=_gate_figures(result.step.gates),
     )
@@ -556,6 +691,7 @@ def pause(runtime: Runtime, reason: str, actor: str | None = None) -> RolloutSta
     now = runtime.clock.now()
     actor = actor or runtime.actor
     with runtime.sessions() as session, session.begin():
+        write_lock(session)
         state = _state(session)
         if state.paused:
             raise GuardError(f"already paused since {state.paused_at:%Y-%m-%d %H:%M} UTC by {state.paused_by}: {state.paused_reason}")
@@ -568,6 +704,7 @@ def pause(runtime: Runtime, reason: str, actor: str | None = None) -> RolloutSta
 def resume(runtime: Runtime, reason: str | None = None) -> RolloutState:
     now = runtime.clock.now()
     with runtime.sessions() as session, session.begin():
+        write_lock(session)
         state = _state(session)
         if not state.paused:
             raise GuardError("the rollout is not paused")
@@ -594,7 +731,8 @@ def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None
     """Go back to the state after step ``to_step`` (default: one step back) through a map swap."""
     now = runtime.clock.now()
     ladder = _ladder(runtime)
-    with runtime.sessions() as session, session.begin():
+    with _map_change(runtime), runtime.sessions() as session, session.begin():
+        write_lock(session)
         plan = plans.active_plan(session)
         if plan is None:
             raise PlanError("there is no plan, so nothing to undo")
@@ -664,12 +802,15 @@ def _mailbox(session: Session, address: str) -> Mailbox:
 def exempt(runtime: Runtime, address: str, until: datetime, reason: str, force: bool = False) -> ExemptionView:
     """Take a mailbox out of the map until ``until``; one postponement per mailbox unless ``force``."""
     now = runtime.clock.now()
+    if problem := out_of_range(until, "--until", now):
+        raise PlanError(problem)
     until = as_utc(until)
     if until <= now:
         raise PlanError(f"--until {until:%Y-%m-%d %H:%M} UTC is not in the future")
     if not reason.strip():
         raise PlanError("an exemption needs a reason (--reason TEXT)")
-    with runtime.sessions() as session, session.begin():
+    with _map_change(runtime), runtime.sessions() as session, session.begin():
+        write_lock(session)
         mailbox = _mailbox(session, address)
         earlier = session.scalars(select(Exemption).where(Exemption.mailbox_id == mailbox.id).order_by(Exemption.id)).all()
         if earlier and not force:
@@ -712,7 +853,8 @@ def _end_expired(session: Session, now: datetime) -> int:
 def expire_exemptions(runtime: Runtime) -> int:
     """Put mailboxes whose exemption ran out back in the map (one swap); returns how many expired."""
     now = runtime.clock.now()
-    with runtime.sessions() as session, session.begin():
+    with _map_change(runtime), runtime.sessions() as session, session.begin():
+        write_lock(session)
         count = _end_expired(session, now)
         if count == 0:
             return 0
