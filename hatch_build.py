@@ -27,13 +27,25 @@ def compile_linescan(root: Path) -> Path | None:
     if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
     cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    command = [*cc, "-O2", "-shared", "-fPIC", "-Wall", f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(target)]
+    command = [
+        *cc,
+        "-O2",
+        "-shared",
+        "-fPIC",
+        "-Wall",
+        f"-I{sysconfig.get_paths()['include']}",
+        str(source),
+        "-o",
+        str(target),
+    ]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
-        print(f"warning: could not compile {SOURCE} ({detail.strip()[:500]}); rollout scan will use its slower pure-Python path",
-              file=sys.stderr)
+        print(
+            f"warning: could not compile {SOURCE} ({detail.strip()[:500]}); rollout scan will use its slower pure-Python path",
+            file=sys.stderr,
+        )
         return None
     return target
 

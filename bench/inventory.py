@@ -32,7 +32,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mailboxes", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=400_000)
-    parser.add_argument("--postgres", default=os.environ.get("ROLLOUT_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ROLLOUT_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
 
@@ -54,7 +57,9 @@ def main() -> None:
         print(f"| inventory import, {rows:,} mailboxes | first import | re-import (unchanged) | peak RSS |")
         print("|---|---|---|---|")
         for name, first, again in results:
-            print(f"| {name} | {first.seconds:.1f} s | {again.seconds:.1f} s | {max(first.peak_rss_mb, again.peak_rss_mb):.0f} MB |")
+            print(
+                f"| {name} | {first.seconds:.1f} s | {again.seconds:.1f} s | {max(first.peak_rss_mb, again.peak_rss_mb):.0f} MB |"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -65,7 +70,9 @@ def run_pair(url: str, csv_path: Path):
         check(measure(argv, env=env))
     first = check(measure(ROLLOUT + ["inventory", "import", str(csv_path)], env=env))
     again = check(measure(ROLLOUT + ["inventory", "import", str(csv_path)], env=env))
-    print(f"{url.split(':')[0]}: first {first.seconds:.1f} s, again {again.seconds:.1f} s; {first.stdout.strip().splitlines()[0]}")
+    print(
+        f"{url.split(':')[0]}: first {first.seconds:.1f} s, again {again.seconds:.1f} s; {first.stdout.strip().splitlines()[0]}"
+    )
     return first, again
 
 

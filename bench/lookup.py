@@ -49,7 +49,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mailboxes", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=400_000)
-    parser.add_argument("--postgres", default=os.environ.get("ROLLOUT_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ROLLOUT_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
 
@@ -65,7 +68,9 @@ def main() -> None:
             finally:
                 drop()
         print()
-        print(f"| lookup, {args.mailboxes:,} mailboxes | address median / p95 / max | customer id median | contact e-mail (no index) median | `rollout lookup` process median |")
+        print(
+            f"| lookup, {args.mailboxes:,} mailboxes | address median / p95 / max | customer id median | contact e-mail (no index) median | `rollout lookup` process median |"
+        )
         print("|---|---|---|---|---|")
         for name, by_address, by_customer, by_email, cli in results:
             print(
@@ -86,7 +91,11 @@ def percentile(values: list[float], p: int) -> float:
 
 
 def run_backend(url: str, csv_path: Path) -> tuple[list[float], list[float], list[float], list[float]]:
-    runtime = Runtime(settings=load_settings(environ={}, overrides={"database_url": url}), clock=ManualClock(T0 + timedelta(days=40)), actor="bench")
+    runtime = Runtime(
+        settings=load_settings(environ={}, overrides={"database_url": url}),
+        clock=ManualClock(T0 + timedelta(days=40)),
+        actor="bench",
+    )
     db.upgrade(runtime.engine)
     start = time.perf_counter()
     import_inventory(runtime, csv_path)
@@ -138,14 +147,25 @@ def fill_rollout(runtime: Runtime) -> None:
         bounds = [keys[len(keys) * i // COHORTS] for i in range(COHORTS)] + [None]
         for i in range(COHORTS):
             switched = T0 + timedelta(days=30 + i) if i < COHORTS // 2 else None
-            cohort = Cohort(plan_id=plan.id, position=i + 1, label=f"{bounds[i]}–", start_key=bounds[i], end_key=bounds[i + 1],
-                            mailbox_count=len(keys) // COHORTS, share=1 / COHORTS, scheduled_at=T0 + timedelta(days=30 + i),
-                            stage="reject" if switched else "pending", enforced_at=switched)
+            cohort = Cohort(
+                plan_id=plan.id,
+                position=i + 1,
+                label=f"{bounds[i]}–",
+                start_key=bounds[i],
+                end_key=bounds[i + 1],
+                mailbox_count=len(keys) // COHORTS,
+                share=1 / COHORTS,
+                scheduled_at=T0 + timedelta(days=30 + i),
+                stage="reject" if switched else "pending",
+                enforced_at=switched,
+            )
             s.add(cohort)
             s.flush()
             upper = "AND sort_key < :end" if bounds[i + 1] is not None else ""
             s.execute(
-                text(f"INSERT INTO cohort_members (plan_id, mailbox_id, cohort_id) SELECT :plan, id, :cohort FROM mailboxes WHERE sort_key >= :start {upper}"),
+                text(
+                    f"INSERT INTO cohort_members (plan_id, mailbox_id, cohort_id) SELECT :plan, id, :cohort FROM mailboxes WHERE sort_key >= :start {upper}"
+                ),
                 {"plan": plan.id, "cohort": cohort.id, "start": bounds[i], "end": bounds[i + 1]},
             )
         mailboxes = [(m, c) for m, c in s.execute(select(Mailbox.id, Mailbox.customer_id))]
@@ -154,22 +174,66 @@ def fill_rollout(runtime: Runtime) -> None:
         for mailbox_id, _ in legacy:
             for d in range(5):
                 at = T0 + timedelta(days=d * 5, hours=rng.randrange(8, 18))
-                days.append(dict(mailbox_id=mailbox_id, day=at.date(), legacy_count=rng.randrange(1, 9), high_count=1, first_seen=at,
-                                 last_seen=at, last_ip="198.51.100.7", client_ips=["198.51.100.7"], senders=["x@example.net"],
-                                 confidence="high", auth_count=0, near_miss_count=0, refused_count=0))
+                days.append(
+                    dict(
+                        mailbox_id=mailbox_id,
+                        day=at.date(),
+                        legacy_count=rng.randrange(1, 9),
+                        high_count=1,
+                        first_seen=at,
+                        last_seen=at,
+                        last_ip="198.51.100.7",
+                        client_ips=["198.51.100.7"],
+                        senders=["x@example.net"],
+                        confidence="high",
+                        auth_count=0,
+                        near_miss_count=0,
+                        refused_count=0,
+                    )
+                )
             line = f"Mar 22 10:00:00 mx1 postfix/smtpd[1]: 4ABC{mailbox_id}: client=dsl.example.net[198.51.100.7]"
-            evidence.append(dict(mailbox_id=mailbox_id, day=at.date(), kind="legacy", lines=[{"file": "/var/log/mail.log", "offset": 0, "line": line}], details={}))
+            evidence.append(
+                dict(
+                    mailbox_id=mailbox_id,
+                    day=at.date(),
+                    kind="legacy",
+                    lines=[{"file": "/var/log/mail.log", "offset": 0, "line": line}],
+                    details={},
+                )
+            )
         s.execute(insert(LegacyDay), days)
         s.execute(insert(Evidence), evidence)
-        campaign = Campaign(created_at=T0, actor="bench", first_at=T0, weeks=6, weekday="mon", at_time="09:00", timezone="UTC", active=True)
+        campaign = Campaign(
+            created_at=T0,
+            actor="bench",
+            first_at=T0,
+            weeks=6,
+            weekday="mon",
+            at_time="09:00",
+            timezone="UTC",
+            active=True,
+        )
         s.add(campaign)
         s.flush()
         by_customer: dict[int, list[int]] = {}
         for mailbox_id, customer_id in legacy:
             by_customer.setdefault(customer_id, []).append(mailbox_id)
         for wave in (1, 2, 3):
-            notices = [dict(campaign_id=campaign.id, wave=wave, customer_id=c, kind="reminder", state="sent", to_address="c@example.net",
-                            message_id=f"<{campaign.id}.{wave}.{c}@example.net>", attempts=1, sent_at=T0, created_at=T0) for c in by_customer]
+            notices = [
+                dict(
+                    campaign_id=campaign.id,
+                    wave=wave,
+                    customer_id=c,
+                    kind="reminder",
+                    state="sent",
+                    to_address="c@example.net",
+                    message_id=f"<{campaign.id}.{wave}.{c}@example.net>",
+                    attempts=1,
+                    sent_at=T0,
+                    created_at=T0,
+                )
+                for c in by_customer
+            ]
             s.execute(insert(Notice), notices)
         ids = {(w, c): n for n, w, c in s.execute(select(Notice.id, Notice.wave, Notice.customer_id))}
         listed = [dict(notice_id=ids[(w, c)], mailbox_id=m) for (w, c) in ids for m in by_customer[c]]

@@ -56,9 +56,15 @@ def main() -> None:
         template = work / "template.db"
         start = time.perf_counter()
         mailboxes = build_database(template, work, args.customers)
-        print(f"database: {args.customers:,} customers, {mailboxes:,} affected mailboxes in {time.perf_counter() - start:.1f} s")
+        print(
+            f"database: {args.customers:,} customers, {mailboxes:,} affected mailboxes in {time.perf_counter() - start:.1f} s"
+        )
         port = free_port()
-        sink = subprocess.Popen(["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []), "-c", f"{HOST}:{port}", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sink = subprocess.Popen(
+            ["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []), "-c", f"{HOST}:{port}", "1000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(port)
         default = SmtpSettings().concurrency
         rows = []
@@ -68,12 +74,16 @@ def main() -> None:
             source = smtp_source(port, connections, args.customers, size)
             rows.append((connections, run, source, size))
         print()
-        print(f"| notify, {args.customers:,} customers (SQLite) | connections | processes | wall time | messages/s | peak RSS, tree (bound) | smtp-source, same sessions and size | ratio |")
+        print(
+            f"| notify, {args.customers:,} customers (SQLite) | connections | processes | wall time | messages/s | peak RSS, tree (bound) | smtp-source, same sessions and size | ratio |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for connections, run, source, size in rows:
             rate = args.customers / run.seconds
-            print(f"| render + send, ~{size / 1000:.1f} kB each | {connections} | {run.processes} | {run.seconds:.1f} s | {rate:,.0f} | "
-                  f"{run.peak_rss_mb:.0f} MB ({run.peaks_sum_mb:.0f} MB) | {source:,.0f} msg/s | {rate / source:.2f} |")
+            print(
+                f"| render + send, ~{size / 1000:.1f} kB each | {connections} | {run.processes} | {run.seconds:.1f} s | {rate:,.0f} | "
+                f"{run.peak_rss_mb:.0f} MB ({run.peaks_sum_mb:.0f} MB) | {source:,.0f} msg/s | {rate / source:.2f} |"
+            )
     finally:
         if sink is not None:
             sink.terminate()
@@ -90,8 +100,14 @@ def build_database(path: Path, work: Path, customers: int) -> int:
         for c in range(customers):
             locale = "de" if c % 3 else "en"
             for m in range(rng.randint(1, 5)):
-                fh.write(f"box{m}.kunde{c}@example{c % 97}.de,K{c},kontakt{c}@customer{c % 89}.example,Kunde {c} GmbH,{locale}\n")
-    runtime = Runtime(load_settings(environ={}, overrides={"database_url": f"sqlite:///{path}"}), clock=ManualClock(NOW), actor="bench")
+                fh.write(
+                    f"box{m}.kunde{c}@example{c % 97}.de,K{c},kontakt{c}@customer{c % 89}.example,Kunde {c} GmbH,{locale}\n"
+                )
+    runtime = Runtime(
+        load_settings(environ={}, overrides={"database_url": f"sqlite:///{path}"}),
+        clock=ManualClock(NOW),
+        actor="bench",
+    )
     db.upgrade(runtime.engine)
     import_inventory(runtime, csv)
     with runtime.sessions() as session, session.begin():
@@ -100,8 +116,21 @@ def build_database(path: Path, work: Path, customers: int) -> int:
         for i in range(0, len(ids), 20_000):
             session.execute(
                 insert(LegacyDay),
-                [dict(mailbox_id=m, day=seen.date(), legacy_count=3, high_count=1, first_seen=seen, last_seen=seen + timedelta(minutes=m % 600),
-                      last_ip=f"198.51.{m % 256}.{m % 250 + 1}", client_ips=[], senders=[], confidence="high") for m in ids[i : i + 20_000]],
+                [
+                    dict(
+                        mailbox_id=m,
+                        day=seen.date(),
+                        legacy_count=3,
+                        high_count=1,
+                        first_seen=seen,
+                        last_seen=seen + timedelta(minutes=m % 600),
+                        last_ip=f"198.51.{m % 256}.{m % 250 + 1}",
+                        client_ips=[],
+                        senders=[],
+                        confidence="high",
+                    )
+                    for m in ids[i : i + 20_000]
+                ],
             )
     start_campaign(runtime, date(2026, 3, 2), at="10:00")
     runtime.close()
@@ -111,15 +140,21 @@ def build_database(path: Path, work: Path, customers: int) -> int:
 def notify(template: Path, target: Path, port: int, connections: int):
     shutil.copyfile(template, target)
     env = {
-        **os.environ, "ROLLOUT_DATABASE_URL": f"sqlite:///{target}", "ROLLOUT_NOW": NOW.isoformat(), "ROLLOUT_SMTP_HOST": HOST,
-        "ROLLOUT_SMTP_PORT": str(port), "ROLLOUT_SMTP_CONCURRENCY": str(connections),
+        **os.environ,
+        "ROLLOUT_DATABASE_URL": f"sqlite:///{target}",
+        "ROLLOUT_NOW": NOW.isoformat(),
+        "ROLLOUT_SMTP_HOST": HOST,
+        "ROLLOUT_SMTP_PORT": str(port),
+        "ROLLOUT_SMTP_CONCURRENCY": str(connections),
     }
     run = measure(ROLLOUT + ["-v", "notify", "--json"], env=env, tree=True)
     if run.returncode != 0:
         raise SystemExit(f"rollout notify failed ({run.returncode}):\n{run.stderr[-3000:]}")
     phases = "; ".join(line.split("notify: ", 1)[1] for line in run.stderr.splitlines() if "notify: " in line)
-    print(f"notify with {connections} connection(s): {run.seconds:.1f} s ({phases}), peak {run.peak_rss_mb:.0f} MB "
-          f"over {run.processes} processes (their own peaks add up to {run.peaks_sum_mb:.0f} MB)")
+    print(
+        f"notify with {connections} connection(s): {run.seconds:.1f} s ({phases}), peak {run.peak_rss_mb:.0f} MB "
+        f"over {run.processes} processes (their own peaks add up to {run.peaks_sum_mb:.0f} MB)"
+    )
     return run
 
 
@@ -131,22 +166,43 @@ def sample_size(database: Path) -> int:
 
     from rollout.models import Notice
 
-    runtime = Runtime(load_settings(environ={}, overrides={"database_url": f"sqlite:///{copy}"}), clock=ManualClock(NOW), actor="bench")
+    runtime = Runtime(
+        load_settings(environ={}, overrides={"database_url": f"sqlite:///{copy}"}),
+        clock=ManualClock(NOW),
+        actor="bench",
+    )
     with runtime.sessions() as session, session.begin():
         first = session.scalars(select(Notice.id).order_by(Notice.id).limit(1)).one()
         session.execute(update(Notice).where(Notice.id == first).values(state="pending"))
     runtime.close()
     outbox = database.parent / "outbox"
     env = {**os.environ, "ROLLOUT_DATABASE_URL": f"sqlite:///{copy}", "ROLLOUT_NOW": NOW.isoformat()}
-    subprocess.run(ROLLOUT + ["notify", "--outbox", str(outbox), "--limit", "1"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        ROLLOUT + ["notify", "--outbox", str(outbox), "--limit", "1"], env=env, check=True, capture_output=True
+    )
     return max(f.stat().st_size for f in outbox.glob("*.eml"))
 
 
 def smtp_source(port: int, sessions: int, messages: int, size: int) -> float:
     start = time.perf_counter()
     subprocess.run(
-        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size), "-f", "a@example.net", "-t", "b@example.org", f"{HOST}:{port}"],
-        check=True, capture_output=True, timeout=600,
+        [
+            "smtp-source",
+            "-s",
+            str(sessions),
+            "-m",
+            str(messages),
+            "-l",
+            str(size),
+            "-f",
+            "a@example.net",
+            "-t",
+            "b@example.org",
+            f"{HOST}:{port}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     rate = messages / (time.perf_counter() - start)
     print(f"smtp-source with {sessions} session(s): {rate:,.0f} msg/s")

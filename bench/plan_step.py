@@ -35,7 +35,10 @@ def main() -> None:
     parser.add_argument("--mailboxes", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=400_000)
     parser.add_argument("--cohorts", type=int, default=4)
-    parser.add_argument("--postgres", default=os.environ.get("ROLLOUT_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ROLLOUT_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
 
@@ -52,10 +55,14 @@ def main() -> None:
             finally:
                 drop()
         print()
-        print(f"| {rows:,} mailboxes, {args.cohorts} cohorts | plan --apply | step (first cohort) | postmap alone | step / postmap |")
+        print(
+            f"| {rows:,} mailboxes, {args.cohorts} cohorts | plan --apply | step (first cohort) | postmap alone | step / postmap |"
+        )
         print("|---|---|---|---|---|")
         for name, plan, step, entries, postmap in results:
-            print(f"| {name} | {plan:.1f} s | {step:.1f} s ({entries:,} entries) | {postmap:.1f} s | {step / postmap:.1f}x |")
+            print(
+                f"| {name} | {plan:.1f} s | {step:.1f} s ({entries:,} entries) | {postmap:.1f} s | {step / postmap:.1f}x |"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -64,12 +71,21 @@ def run_one(url: str, csv_path: Path, maps: Path, cohorts: int) -> tuple[float, 
     maps.mkdir()
     map_path = maps / "smtp-after-pop-disabled"
     env = {
-        **os.environ, "ROLLOUT_DATABASE_URL": url, "ROLLOUT_NOW": NOW, "ROLLOUT_ENFORCEMENT_MAP_PATH": str(map_path),
-        "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59", "ROLLOUT_ROLLOUT_TIMEZONE": "UTC",
+        **os.environ,
+        "ROLLOUT_DATABASE_URL": url,
+        "ROLLOUT_NOW": NOW,
+        "ROLLOUT_ENFORCEMENT_MAP_PATH": str(map_path),
+        "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59",
+        "ROLLOUT_ROLLOUT_TIMEZONE": "UTC",
     }
     check(measure(ROLLOUT + ["db", "upgrade"], env=env))
     check(measure(ROLLOUT + ["inventory", "import", str(csv_path)], env=env))
-    plan = check(measure(ROLLOUT + ["plan", "--cohorts", str(cohorts), "--start", START, "--every", "1d", "--tz", "UTC", "--apply"], env=env))
+    plan = check(
+        measure(
+            ROLLOUT + ["plan", "--cohorts", str(cohorts), "--start", START, "--every", "1d", "--tz", "UTC", "--apply"],
+            env=env,
+        )
+    )
     print(plan.stdout)
     step = check(measure(ROLLOUT + ["step", "--yes"], env=env))
     entries = sum(1 for line in map_path.read_text().splitlines() if line and not line.startswith("#"))

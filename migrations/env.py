@@ -34,7 +34,9 @@ def _configure(**kwargs):
 
 
 def run_migrations_offline() -> None:
-    _configure(url=os.environ.get("ROLLOUT_DATABASE_URL") or config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    _configure(
+        url=os.environ.get("ROLLOUT_DATABASE_URL") or config.get_main_option("sqlalchemy.url"), literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby, islice
 from operator import itemgetter
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, and_, func, insert, select, type_coerce, update
-from sqlalchemy.types import NullType
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from .db import insert_rows
 from .errors import DeliveryError
-from .models import Campaign, Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
+from .models import (
+    Campaign,
+    Cohort,
+    CohortMember,
+    Customer,
+    Evidence,
+    Exemption,
+    LegacyDay,
+    Mailbox,
+    Notice,
+    NoticeMailbox,
+    Plan,
+)
 from .notices import CampaignFacts, MailboxLine, NoticeContext, NoticeFacts, notice_context  # noqa: F401 (MailboxLine: for callers)
 from .rules import REFUSING_STAGES, has_switched
 
@@ -44,7 +57,7 @@ def first_wave_at(first: date, weekday: str, at: str, tz: str) -> datetime:
     except ValueError:
         raise DeliveryError(f"--at must be HH:MM, not {at!r}") from None
     day = first + timedelta(days=(WEEKDAYS.index(weekday) - first.weekday()) % 7)
-    return datetime.combine(day, clock, tzinfo=zone).astimezone(timezone.utc)
+    return datetime.combine(day, clock, tzinfo=zone).astimezone(UTC)
 
 
 def wave_due_at(campaign: Campaign, wave: int) -> datetime:
@@ -52,7 +65,7 @@ def wave_due_at(campaign: Campaign, wave: int) -> datetime:
     zone = _zone(campaign.timezone)
     local = campaign.first_at.astimezone(zone)
     naive = local.replace(tzinfo=None) + timedelta(weeks=wave - 1)
-    return naive.replace(tzinfo=zone).astimezone(timezone.utc)
+    return naive.replace(tzinfo=zone).astimezone(UTC)
 
 
 def campaign_end(campaign: Campaign) -> datetime:
@@ -100,7 +113,9 @@ class Audience:
     switched: set[int] = field(default_factory=set)  # mailbox ids that switched to SMTP AUTH
 
 
-def reminders(session: Session, now: datetime, lookback_days: int, switched: set[int] | None = None) -> Iterator[tuple[int, list[MailboxUse]]]:
+def reminders(
+    session: Session, now: datetime, lookback_days: int, switched: set[int] | None = None
+) -> Iterator[tuple[int, list[MailboxUse]]]:
     """(customer id, mailboxes to list) per customer to remind, streamed one customer at a time.
 
     Legacy use (confidence high or medium: ambiguous sightings are not legacy use until
@@ -111,15 +126,35 @@ def reminders(session: Session, now: datetime, lookback_days: int, switched: set
     AUTH are added to ``switched`` when it is given (thank-you notes need them).
     """
     since = (now - timedelta(days=lookback_days)).date()
-    exempt = set(session.scalars(select(Exemption.mailbox_id).where(Exemption.ended_at.is_(None), Exemption.until > now)))
-    member = and_(CohortMember.mailbox_id == LegacyDay.mailbox_id, CohortMember.plan_id.in_(select(Plan.id).where(Plan.active)))
+    exempt = set(
+        session.scalars(select(Exemption.mailbox_id).where(Exemption.ended_at.is_(None), Exemption.until > now))
+    )
+    member = and_(
+        CohortMember.mailbox_id == LegacyDay.mailbox_id, CohortMember.plan_id.in_(select(Plan.id).where(Plan.active))
+    )
     # a medium day's evidence sample says why the sighting is theirs (high days need no explaining)
-    sample = and_(Evidence.mailbox_id == LegacyDay.mailbox_id, Evidence.day == LegacyDay.day, Evidence.kind == "legacy", LegacyDay.confidence == "medium")
+    sample = and_(
+        Evidence.mailbox_id == LegacyDay.mailbox_id,
+        Evidence.day == LegacyDay.day,
+        Evidence.kind == "legacy",
+        LegacyDay.confidence == "medium",
+    )
     rows = session.connection().execute(  # Core, not the ORM: a third of the time per row
         select(
-            LegacyDay.mailbox_id, LegacyDay.day, LegacyDay.legacy_count, LegacyDay.high_count, LegacyDay.confidence,
-            _as_stored(LegacyDay.last_seen), LegacyDay.last_ip, _as_stored(LegacyDay.auth_last), Mailbox.customer_id, Mailbox.address,
-            Cohort.stage, _as_stored(Cohort.scheduled_at), _as_stored(LegacyDay.senders), _as_stored(Evidence.details),
+            LegacyDay.mailbox_id,
+            LegacyDay.day,
+            LegacyDay.legacy_count,
+            LegacyDay.high_count,
+            LegacyDay.confidence,
+            _as_stored(LegacyDay.last_seen),
+            LegacyDay.last_ip,
+            _as_stored(LegacyDay.auth_last),
+            Mailbox.customer_id,
+            Mailbox.address,
+            Cohort.stage,
+            _as_stored(Cohort.scheduled_at),
+            _as_stored(LegacyDay.senders),
+            _as_stored(Evidence.details),
         )
         .join(Mailbox, Mailbox.id == LegacyDay.mailbox_id)
         .outerjoin(CohortMember, member)
@@ -175,7 +210,10 @@ def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
             auth_last = auth
     if last_day is None:
         return None
-    senders, details = last_day[12], last_day[13]  # JSON as stored: decoded only here, for the last day (a third of a wave's time)
+    senders, details = (
+        last_day[12],
+        last_day[13],
+    )  # JSON as stored: decoded only here, for the last day (a third of a wave's time)
     basis, gap = why_theirs(last_day[4], _json(details)) if details is not None else (None, None)
     return MailboxUse(
         mailbox_id=mailbox_id,
@@ -225,7 +263,9 @@ def audience(session: Session, now: datetime, lookback_days: int) -> Audience:
     return result
 
 
-def thank_you_candidates(session: Session, campaign_id: int, switched: set[int], reminded_now: Iterable[int]) -> dict[int, list[tuple[int, str]]]:
+def thank_you_candidates(
+    session: Session, campaign_id: int, switched: set[int], reminded_now: Iterable[int]
+) -> dict[int, list[tuple[int, str]]]:
     """Customers reminded before in this campaign whose listed mailboxes have all switched: their (mailbox id, address)s."""
     rows = session.execute(
         select(Notice.customer_id, NoticeMailbox.mailbox_id, Mailbox.address)
@@ -237,7 +277,11 @@ def thank_you_candidates(session: Session, campaign_id: int, switched: set[int],
     for row in rows:
         told[row.customer_id][row.mailbox_id] = row.address
     skip = set(reminded_now)
-    return {c: sorted(m.items(), key=lambda x: x[1].lower()) for c, m in told.items() if c not in skip and set(m) <= switched}
+    return {
+        c: sorted(m.items(), key=lambda x: x[1].lower())
+        for c, m in told.items()
+        if c not in skip and set(m) <= switched
+    }
 
 
 # --- the ledger ---------------------------------------------------------------------------
@@ -274,11 +318,18 @@ def small_page_cache(session: Session, kib: int = 8192) -> Iterator[None]:
 
 
 def existing_customers(session: Session, campaign_id: int, wave: int) -> set[int]:
-    return set(session.scalars(select(Notice.customer_id).where(Notice.campaign_id == campaign_id, Notice.wave == wave)))
+    return set(
+        session.scalars(select(Notice.customer_id).where(Notice.campaign_id == campaign_id, Notice.wave == wave))
+    )
 
 
 def add_notices(
-    session: Session, campaign: Campaign, wave: int, kind: str, lists: Iterable[tuple[int, list[MailboxUse]]], message_id: Callable[[int], str],
+    session: Session,
+    campaign: Campaign,
+    wave: int,
+    kind: str,
+    lists: Iterable[tuple[int, list[MailboxUse]]],
+    message_id: Callable[[int], str],
     now: datetime,
 ) -> Iterator[tuple[int, NoticeFacts]]:
     """Insert pending ledger rows, and the mailboxes each lists, as ``lists`` streams by.
@@ -294,31 +345,78 @@ def add_notices(
         customers = {
             row.id: row
             for row in conn.execute(
-                select(Customer.id, Customer.email, Customer.name, Customer.locale, Customer.external_id).where(Customer.id.in_([c for c, _ in batch]))
+                select(Customer.id, Customer.email, Customer.name, Customer.locale, Customer.external_id).where(
+                    Customer.id.in_([c for c, _ in batch])
+                )
             )
         }
         ids = {c: message_id(c) for c, _ in batch}
         notices = conn.execute(
             insert(Notice.__table__).returning(Notice.id, Notice.customer_id),
-            [dict(campaign_id=campaign.id, wave=wave, customer_id=c, kind=kind, state="pending", to_address=customers[c].email, message_id=ids[c],
-                  attempts=0, created_at=now) for c, _ in batch],
+            [
+                dict(
+                    campaign_id=campaign.id,
+                    wave=wave,
+                    customer_id=c,
+                    kind=kind,
+                    state="pending",
+                    to_address=customers[c].email,
+                    message_id=ids[c],
+                    attempts=0,
+                    created_at=now,
+                )
+                for c, _ in batch
+            ],
         )
         notice_ids = {customer_id: notice_id for notice_id, customer_id in notices}
         insert_rows(
-            conn, NoticeMailbox.__table__, ("notice_id", "mailbox_id", "switch_at", "last_legacy_at", "last_ip", "senders", "basis", "login_gap_seconds"),
-            [(notice_ids[c], u.mailbox_id, u.switch_at, u.last_legacy_at, u.last_ip, u.senders, u.basis, u.login_gap_seconds)
-             for c, uses in batch for u in uses],
+            conn,
+            NoticeMailbox.__table__,
+            (
+                "notice_id",
+                "mailbox_id",
+                "switch_at",
+                "last_legacy_at",
+                "last_ip",
+                "senders",
+                "basis",
+                "login_gap_seconds",
+            ),
+            [
+                (
+                    notice_ids[c],
+                    u.mailbox_id,
+                    u.switch_at,
+                    u.last_legacy_at,
+                    u.last_ip,
+                    u.senders,
+                    u.basis,
+                    u.login_gap_seconds,
+                )
+                for c, uses in batch
+                for u in uses
+            ],
             as_stored=True,
         )
         for c, uses in batch:
             customer = customers[c]
-            lines = [(u.address, u.last_legacy_at, u.last_ip, u.switch_at, u.senders, u.basis, u.login_gap_seconds) for u in uses]
-            yield notice_ids[c], NoticeFacts(ids[c], wave, kind, customer.external_id, customer.name, customer.email, customer.locale, lines)
+            lines = [
+                (u.address, u.last_legacy_at, u.last_ip, u.switch_at, u.senders, u.basis, u.login_gap_seconds)
+                for u in uses
+            ]
+            yield (
+                notice_ids[c],
+                NoticeFacts(
+                    ids[c], wave, kind, customer.external_id, customer.name, customer.email, customer.locale, lines
+                ),
+            )
 
 
 def state_counts(conn: Connection | Session, campaign_id: int, waves: list[int]) -> dict[str, int]:
     rows = conn.execute(
-        select(Notice.state, func.count()).where(Notice.campaign_id == campaign_id, Notice.wave.in_(waves)).group_by(Notice.state)
+        select(Notice.state, func.count())
+        .where(Notice.campaign_id == campaign_id, Notice.wave.in_(waves))
+        .group_by(Notice.state)
     ).all()
     return {state: n for state, n in rows}
 
@@ -359,7 +457,9 @@ class SendLedger:
             "WHERE id IN (SELECT id FROM picked) AND state = 'pending' RETURNING id"
         )
 
-    def settle_and_claim(self, outcomes: list[tuple[int, str, str]], count: int, now: datetime, skip: Iterable[int] = ()) -> list[int]:
+    def settle_and_claim(
+        self, outcomes: list[tuple[int, str, str]], count: int, now: datetime, skip: Iterable[int] = ()
+    ) -> list[int]:
         """Record ``outcomes``, then move up to ``count`` pending notices to ``sending``; returns their ids.
 
         ``outcomes``: (notice id, ``sent`` | ``failed`` | ``pending`` (deferred), reply).
@@ -378,13 +478,18 @@ class SendLedger:
             if outcomes:
                 cursor.executemany(
                     self.settle_sql,
-                    [dict(notice=n, state=state, reply=reply[:2000], sent=at if state == "sent" else None) for n, state, reply in outcomes],
+                    [
+                        dict(notice=n, state=state, reply=reply[:2000], sent=at if state == "sent" else None)
+                        for n, state, reply in outcomes
+                    ],
                 )
             claimed: list[int] = []
             if count > 0:
                 skipped = ",".join(str(int(i)) for i in skip)  # ids from our own ledger: integers, safe to inline
                 sql = self.claim_sql.format(
-                    campaign=int(self.campaign_id), waves=",".join(map(str, self.waves)), skip=f" AND id NOT IN ({skipped})" if skipped else ""
+                    campaign=int(self.campaign_id),
+                    waves=",".join(map(str, self.waves)),
+                    skip=f" AND id NOT IN ({skipped})" if skipped else "",
                 )
                 cursor.execute(sql, dict(by=self.claimer, at=at, count=count))
                 claimed = sorted(row[0] for row in cursor.fetchall())
@@ -400,7 +505,9 @@ class SendLedger:
 def release_uncertain(session: Session, campaign_id: int, waves: list[int]) -> int:
     """``--resend-uncertain``: notices left in ``sending`` go back to ``pending``."""
     result = session.execute(
-        update(Notice).where(Notice.campaign_id == campaign_id, Notice.wave.in_(waves), Notice.state == "sending").values(state="pending", claimed_by=None)
+        update(Notice)
+        .where(Notice.campaign_id == campaign_id, Notice.wave.in_(waves), Notice.state == "sending")
+        .values(state="pending", claimed_by=None)
     )
     return result.rowcount or 0
 
@@ -408,13 +515,30 @@ def release_uncertain(session: Session, campaign_id: int, waves: list[int]) -> i
 def notice_facts(session: Session | Connection, notice_id: int) -> tuple[NoticeFacts, int]:
     """What a ledger row says, and its customer id."""
     notice = session.execute(
-        select(Notice.id, Notice.wave, Notice.kind, Notice.to_address, Notice.message_id, Notice.customer_id, Customer.name, Customer.locale, Customer.external_id)
+        select(
+            Notice.id,
+            Notice.wave,
+            Notice.kind,
+            Notice.to_address,
+            Notice.message_id,
+            Notice.customer_id,
+            Customer.name,
+            Customer.locale,
+            Customer.external_id,
+        )
         .join(Customer, Customer.id == Notice.customer_id)
         .where(Notice.id == notice_id)
     ).one()
     lines = session.execute(
-        select(Mailbox.address, NoticeMailbox.last_legacy_at, NoticeMailbox.last_ip, NoticeMailbox.switch_at, NoticeMailbox.senders,
-               NoticeMailbox.basis, NoticeMailbox.login_gap_seconds)
+        select(
+            Mailbox.address,
+            NoticeMailbox.last_legacy_at,
+            NoticeMailbox.last_ip,
+            NoticeMailbox.switch_at,
+            NoticeMailbox.senders,
+            NoticeMailbox.basis,
+            NoticeMailbox.login_gap_seconds,
+        )
         .join(Mailbox, Mailbox.id == NoticeMailbox.mailbox_id)
         .where(NoticeMailbox.notice_id == notice_id)
         .order_by(Mailbox.address_key)
@@ -423,17 +547,36 @@ def notice_facts(session: Session | Connection, notice_id: int) -> tuple[NoticeF
 
 
 def _facts(notice: Any, lines: list[Any]) -> NoticeFacts:
-    return NoticeFacts(notice.message_id, notice.wave, notice.kind, notice.external_id, notice.name, notice.to_address, notice.locale, lines)
+    return NoticeFacts(
+        notice.message_id,
+        notice.wave,
+        notice.kind,
+        notice.external_id,
+        notice.name,
+        notice.to_address,
+        notice.locale,
+        lines,
+    )
 
 
 def campaign_facts(campaign: Campaign) -> CampaignFacts:
     return CampaignFacts(campaign.id, campaign.weeks, campaign.timezone, campaign_end(campaign))
 
 
-def build_context(campaign: Campaign, wave: int, kind: str, customer: Any, to_address: str, lines: Iterable[Any], now: datetime) -> NoticeContext:
+def build_context(
+    campaign: Campaign, wave: int, kind: str, customer: Any, to_address: str, lines: Iterable[Any], now: datetime
+) -> NoticeContext:
     """``customer``: its external_id, name, locale; ``lines``: each mailbox's ``MailboxUse`` (or the same attributes)."""
-    facts = NoticeFacts("", wave, kind, customer.external_id, customer.name, to_address, customer.locale,
-                        [(l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds) for l in lines])
+    facts = NoticeFacts(
+        "",
+        wave,
+        kind,
+        customer.external_id,
+        customer.name,
+        to_address,
+        customer.locale,
+        [(l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds) for l in lines],
+    )
     return notice_context(campaign_facts(campaign), facts, now)
 
 
@@ -452,15 +595,33 @@ def pending_facts(session: Session, campaign: Campaign, waves: list[int]) -> Ite
     if first is None:
         return
     notices = conn.execute(
-        select(Notice.id, Notice.wave, Notice.kind, Notice.to_address, Notice.message_id, Customer.name, Customer.locale, Customer.external_id)
+        select(
+            Notice.id,
+            Notice.wave,
+            Notice.kind,
+            Notice.to_address,
+            Notice.message_id,
+            Customer.name,
+            Customer.locale,
+            Customer.external_id,
+        )
         .join(Customer, Customer.id == Notice.customer_id)
         .where(*wave_rows, Notice.state == "pending")
         .order_by(Notice.id)
         .execution_options(yield_per=2000)
     )
     lines = conn.execute(
-        select(NoticeMailbox.notice_id, Mailbox.address, Mailbox.address_key, NoticeMailbox.last_legacy_at, NoticeMailbox.last_ip, NoticeMailbox.switch_at,
-               NoticeMailbox.senders, NoticeMailbox.basis, NoticeMailbox.login_gap_seconds)
+        select(
+            NoticeMailbox.notice_id,
+            Mailbox.address,
+            Mailbox.address_key,
+            NoticeMailbox.last_legacy_at,
+            NoticeMailbox.last_ip,
+            NoticeMailbox.switch_at,
+            NoticeMailbox.senders,
+            NoticeMailbox.basis,
+            NoticeMailbox.login_gap_seconds,
+        )
         .join(Notice, Notice.id == NoticeMailbox.notice_id)
         .join(Mailbox, Mailbox.id == NoticeMailbox.mailbox_id)
         .where(*wave_rows, NoticeMailbox.notice_id >= first)
@@ -474,7 +635,16 @@ def pending_facts(session: Session, campaign: Campaign, waves: list[int]) -> Ite
             while listed_id is not None and listed_id < n.id:  # lines of a notice that is not pending
                 listed_id, listed = next(by_notice, (None, iter(())))
             own = sorted(listed, key=lambda l: l.address_key) if listed_id == n.id else []
-            yield n.id, _facts(n, [(l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds) for l in own])
+            yield (
+                n.id,
+                _facts(
+                    n,
+                    [
+                        (l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds)
+                        for l in own
+                    ],
+                ),
+            )
     finally:
         lines.close()  # the lines after the last pending notice are never read
         notices.close()

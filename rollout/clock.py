@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 # The range of moments the rollout deals in: anything outside is a typo (and near year 9999 the
@@ -26,12 +26,12 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 @dataclass
 class ManualClock:
-    current: datetime = field(default_factory=lambda: datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc))
+    current: datetime = field(default_factory=lambda: datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
 
     def now(self) -> datetime:
         return self.current
@@ -47,8 +47,8 @@ class ManualClock:
 def as_utc(moment: datetime) -> datetime:
     """Naive datetimes are taken as UTC (that is how the database stores them)."""
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def out_of_range(moment: datetime, what: str, now: datetime, ahead: timedelta = MAX_AHEAD) -> str | None:

@@ -15,9 +15,10 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -301,7 +302,9 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     for key, value in data.items():
         f = known.get(key)
         if f is None or f.name == "source":
-            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(k for k in known if k != 'source'))})")
+            raise ConfigError(
+                f"{where}: unknown setting {key!r} (known: {', '.join(sorted(k for k in known if k != 'source'))})"
+            )
         hint = _hints(cls)[f.name]
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, Mapping):
@@ -429,5 +432,5 @@ def mask_url(url: str) -> str:
     credentials, _, host = authority.rpartition("@")
     if ":" in credentials:
         user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:********@{host}{rest[len(authority):]}"
+        return f"{scheme}://{user}:********@{host}{rest[len(authority) :]}"
     return url

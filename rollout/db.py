@@ -8,9 +8,10 @@ with plain SQLAlchemy against ``SCHEMA_HEAD``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -139,7 +140,6 @@ def _stored_revisions(engine: Engine) -> tuple[str, ...]:
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision``; returns (before, after)."""
     from alembic import command
-
     from alembic.util import CommandError
 
     before = current_revision(engine)
@@ -153,7 +153,6 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 
 def downgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
     from alembic import command
-
     from alembic.util import CommandError
 
     before = current_revision(engine)
@@ -182,10 +181,14 @@ def require_head(engine: Engine) -> None:
     if current is None:
         raise SchemaOutOfDate("the database has no rollout schema yet: run `rollout db upgrade`")
     if current != head:
-        raise SchemaOutOfDate(f"the database schema is at {current}, this rollout expects {head}: run `rollout db upgrade`")
+        raise SchemaOutOfDate(
+            f"the database schema is at {current}, this rollout expects {head}: run `rollout db upgrade`"
+        )
 
 
-def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[Sequence[Any]], as_stored: bool = False) -> None:
+def insert_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[Sequence[Any]], as_stored: bool = False
+) -> None:
     """Many rows in one ``executemany`` of the driver, inside the connection's transaction.
 
     A fraction of the cost of ``conn.execute(table.insert(), rows)`` for thousands of rows:
@@ -197,16 +200,25 @@ def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: li
     if not rows:
         return
     dialect = conn.dialect
-    processors = [] if as_stored else [(i, _empty_once(process) if isinstance(kind, JSON) else process, process(None) is None)
-                                       for i, name in enumerate(columns)
-                                       if (process := (kind := table.c[name].type.dialect_impl(dialect)).bind_processor(dialect))]
+    processors = (
+        []
+        if as_stored
+        else [
+            (i, _empty_once(process) if isinstance(kind, JSON) else process, process(None) is None)
+            for i, name in enumerate(columns)
+            if (process := (kind := table.c[name].type.dialect_impl(dialect)).bind_processor(dialect))
+        ]
+    )
     if processors:
         rows = [list(row) for row in rows]
         for row in rows:
             for i, process, none_is_none in processors:
                 if row[i] is not None or not none_is_none:
                     row[i] = process(row[i])
-    mark, quote = "?" if dialect.paramstyle == "qmark" else "%s", dialect.identifier_preparer.quote  # "user" is reserved on PostgreSQL
+    mark, quote = (
+        "?" if dialect.paramstyle == "qmark" else "%s",
+        dialect.identifier_preparer.quote,
+    )  # "user" is reserved on PostgreSQL
     sql = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) VALUES ({', '.join([mark] * len(columns))})"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:

@@ -17,17 +17,24 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 
 from . import db
 from .clock import ManualClock
 from .config import (
-    EnforcementSettings, GateSettings, NoticeSettings, RolloutSettings, ScanSettings, SchedulerSettings, Settings,
+    EnforcementSettings,
+    GateSettings,
+    NoticeSettings,
+    RolloutSettings,
+    ScanSettings,
+    SchedulerSettings,
+    Settings,
     SmtpSettings,
 )
 from .errors import RolloutError
@@ -42,7 +49,7 @@ from .workflows.inventory import import_inventory
 from .workflows.plan import PlanRequest, make_plan, step
 
 MARKER = ".rollout-demo"
-START = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)  # a Monday, 08:00 in Berlin
+START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday, 08:00 in Berlin
 WEEKS = 6
 COHORTS = 6
 LEGACY_SHARE = 0.08
@@ -73,7 +80,14 @@ class DemoResult:
     job_runs: dict[str, int] = field(default_factory=dict)
 
 
-def run_demo(directory: Path, report: Report, mailboxes: int = 5000, customers: int = 2000, seed: int = 1, smtp_host: str = "127.0.0.1") -> DemoResult:
+def run_demo(
+    directory: Path,
+    report: Report,
+    mailboxes: int = 5000,
+    customers: int = 2000,
+    seed: int = 1,
+    smtp_host: str = "127.0.0.1",
+) -> DemoResult:
     directory = prepare_directory(directory)
     with Inbox(directory / "outbox", smtp_host) as inbox:
         settings, note = demo_settings(directory, inbox.host, inbox.port)
@@ -90,7 +104,9 @@ def prepare_directory(directory: Path) -> Path:
     directory = directory.expanduser().resolve()
     if directory.exists() and any(directory.iterdir()):
         if not (directory / MARKER).exists():
-            raise RolloutError(f"{directory} is not empty and was not made by `rollout demo`: give a new or empty directory")
+            raise RolloutError(
+                f"{directory} is not empty and was not made by `rollout demo`: give a new or empty directory"
+            )
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text("made by `rollout demo`; running it again clears this directory\n")
@@ -100,7 +116,11 @@ def prepare_directory(directory: Path) -> Path:
 def demo_settings(directory: Path, smtp_host: str, smtp_port: int) -> tuple[Settings, str | None]:
     """Settings for the demo only (no rollout.toml, no environment): everything inside ``directory``."""
     postmap = shutil.which("postmap") or shutil.which("/usr/sbin/postmap")
-    note = None if postmap else "postmap is not installed: the demo writes the plain-list map instead of a Postfix hash map"
+    note = (
+        None
+        if postmap
+        else "postmap is not installed: the demo writes the plain-list map instead of a Postfix hash map"
+    )
     (directory / "postfix").mkdir()
     enforcement = EnforcementSettings(
         backend="postfix-sender-map" if postmap else "plain-list",
@@ -135,7 +155,9 @@ def legacy_map(directory: Path, postmap: str | None) -> str | None:
 
 
 class Story:
-    def __init__(self, runtime: Runtime, clock: ManualClock, directory: Path, report: Report, rng: random.Random) -> None:
+    def __init__(
+        self, runtime: Runtime, clock: ManualClock, directory: Path, report: Report, rng: random.Random
+    ) -> None:
         self.runtime, self.clock, self.directory, self.report, self.rng = runtime, clock, directory, report, rng
         self.logs = directory / "logs"
         self.logs.mkdir()
@@ -150,7 +172,9 @@ class Story:
         csv_path = self.directory / "inventory.csv"
         write_inventory_csv(csv_path, mailboxes, customers, seed)
         summary = import_inventory(self.runtime, csv_path)
-        self.report(f"inventory: {summary.mailboxes_added} mailboxes of {summary.customers_added} customers imported from {csv_path.name}")
+        self.report(
+            f"inventory: {summary.mailboxes_added} mailboxes of {summary.customers_added} customers imported from {csv_path.name}"
+        )
         boxes = self.mailboxes()
         addresses = [address for address, _ in boxes]
         self.legacy = set(self.rng.sample(addresses, round(len(addresses) * LEGACY_SHARE)))
@@ -170,7 +194,9 @@ class Story:
 
     def mailboxes(self) -> list[tuple[str, str | None]]:
         with self.runtime.sessions() as session:
-            return [(a, login) for a, login in session.execute(select(Mailbox.address, Mailbox.login).order_by(Mailbox.id))]
+            return [
+                (a, login) for a, login in session.execute(select(Mailbox.address, Mailbox.login).order_by(Mailbox.id))
+            ]
 
     def write_week_log(self, boxes: list[tuple[str, str | None]]) -> None:
         """The mail log of the week that just ended, as a log host would rotate it."""
@@ -180,8 +206,16 @@ class Story:
         # 14-day lookback, and half the log to generate and scan.
         legacy = sorted(self.legacy)[self.week % 2 :: 2]
         lines = max(MIN_LINES, LINES_PER_LEGACY_MAILBOX * len(legacy))
-        truth = write_maillog(path, boxes, legacy=legacy, sasl=sorted(self.sasl), start=end - timedelta(days=7),
-                              span=timedelta(days=7) - timedelta(minutes=30), lines=lines, seed=self.week)
+        truth = write_maillog(
+            path,
+            boxes,
+            legacy=legacy,
+            sasl=sorted(self.sasl),
+            start=end - timedelta(days=7),
+            span=timedelta(days=7) - timedelta(minutes=30),
+            lines=lines,
+            seed=self.week,
+        )
         self.log_lines += truth.lines
 
     def plan_and_campaign(self) -> None:
@@ -189,10 +223,16 @@ class Story:
         request = PlanRequest(start=first_step, every=timedelta(hours=2), cohorts=COHORTS, tz="Europe/Berlin")
         plan = make_plan(self.runtime, request, apply=True)
         cohorts = plan.proposal.cohorts
-        self.report(f"plan: {len(cohorts)} cohorts ({', '.join(c.label for c in cohorts)}), "
-                    f"largest {max(c.share for c in cohorts) * 100:.1f}% of mailboxes, first {cohorts[0].scheduled_at:%a %Y-%m-%d %H:%M} UTC")
-        campaign = start_campaign(self.runtime, START.date(), weeks=WEEKS, weekday="mon", at="10:00", tz="Europe/Berlin")
-        self.report(f"campaign: {campaign.weeks} weekly waves, Mondays 10:00 Europe/Berlin from {campaign.first_at:%Y-%m-%d}")
+        self.report(
+            f"plan: {len(cohorts)} cohorts ({', '.join(c.label for c in cohorts)}), "
+            f"largest {max(c.share for c in cohorts) * 100:.1f}% of mailboxes, first {cohorts[0].scheduled_at:%a %Y-%m-%d %H:%M} UTC"
+        )
+        campaign = start_campaign(
+            self.runtime, START.date(), weeks=WEEKS, weekday="mon", at="10:00", tz="Europe/Berlin"
+        )
+        self.report(
+            f"campaign: {campaign.weeks} weekly waves, Mondays 10:00 Europe/Berlin from {campaign.first_at:%Y-%m-%d}"
+        )
 
     def switch_some(self) -> int:
         """Customers read the notice: some turn on SMTP AUTH in their mail client."""
@@ -206,15 +246,23 @@ class Story:
         at = f"{run.started_at:%a %Y-%m-%d %H:%M}"
         result = run.details.get("result") or {}
         if run.outcome != "ok":
-            self.report(f"{at}  {run.details['id']}: {run.outcome}: {run.details.get('reason') or run.details.get('error')}")
+            self.report(
+                f"{at}  {run.details['id']}: {run.outcome}: {run.details.get('reason') or run.details.get('error')}"
+            )
         elif run.job == "notify":
-            self.report(f"{at}  notice wave {result.get('wave')}: {result.get('sent')} sent, {result.get('failed')} failed")
+            self.report(
+                f"{at}  notice wave {result.get('wave')}: {result.get('sent')} sent, {result.get('failed')} failed"
+            )
         elif run.job == "step":
             step = result.get("step", {})
-            self.report(f"{at}  step: cohort {step.get('position')} ({step.get('label')}) → {step.get('to_stage')}, "
-                        f"{step.get('still_legacy')} of its mailboxes still on the legacy path")
+            self.report(
+                f"{at}  step: cohort {step.get('position')} ({step.get('label')}) → {step.get('to_stage')}, "
+                f"{step.get('still_legacy')} of its mailboxes still on the legacy path"
+            )
         elif run.job == "scan" and result.get("lines"):
-            self.report(f"{at}  scan: {result.get('lines'):,} new log lines, {result.get('mailboxes')} mailboxes with legacy use")
+            self.report(
+                f"{at}  scan: {result.get('lines'):,} new log lines, {result.get('mailboxes')} mailboxes with legacy use"
+            )
 
     def switched_off(self) -> bool:
         """Every cohort at its last stage: what is left is the final step, which ops take."""
@@ -236,7 +284,9 @@ class Story:
             return
         self.report(f"{at}  final step: the legacy path is retired ({result.retired} is empty now)")
 
-    def result(self, mailboxes: int, customers: int, legacy_at_start: int, switched: int, note: str | None) -> DemoResult:
+    def result(
+        self, mailboxes: int, customers: int, legacy_at_start: int, switched: int, note: str | None
+    ) -> DemoResult:
         with self.runtime.sessions() as session:
             status = build_status(session, self.runtime.settings, self.clock.now())
         enforcement = self.runtime.settings.enforcement
@@ -266,7 +316,9 @@ class Inbox:
         try:
             from aiosmtpd.controller import Controller
         except ImportError:
-            raise RolloutError("rollout demo needs aiosmtpd for its SMTP server: pip install aiosmtpd (or pip install -e '.[test]')") from None
+            raise RolloutError(
+                "rollout demo needs aiosmtpd for its SMTP server: pip install aiosmtpd (or pip install -e '.[test]')"
+            ) from None
         outbox.mkdir(parents=True, exist_ok=True)
         self.outbox, self.host, self.port = outbox, host, free_port(host)
         self.controller = Controller(self, hostname=host, port=self.port, ready_timeout=10)

@@ -24,7 +24,19 @@ from typing import Any
 from .addresses import login_key
 from .logs.envelope import year_inferred
 from .logs.events import (
-    Accept, AuthCounts, AuthFailure, CompleteMessage, Delivery, Event, Login, LoginRecord, LoginRun, Refusal, Removed, Sender, SessionEnd,
+    Accept,
+    AuthCounts,
+    AuthFailure,
+    CompleteMessage,
+    Delivery,
+    Event,
+    Login,
+    LoginRecord,
+    LoginRun,
+    Refusal,
+    Removed,
+    Sender,
+    SessionEnd,
 )
 from .logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
 from .logs.net import TrustedNetworks
@@ -142,7 +154,9 @@ class Detector:
             if self.sessions and (key := session_key(e.host, e.proto, e.session, e.user, e.pid)) is not None:
                 self.sessions.pop(key, None)
         else:
-            record = LoginRecord(e.t, user, None, session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line)
+            record = LoginRecord(
+                e.t, user, None, session_key(e.host, e.proto, e.session, e.user, e.pid), e.file, e.offset, e.line
+            )
             if record.key is not None:
                 self.sessions[record.key] = record
         records = self.logins.get(e.ip)
@@ -189,9 +203,9 @@ class Detector:
         add_delivery(msg, e, bool(e.queued_as) and self._is_trusted_relay(e.relay))
         if e.queued_as and self._is_trusted_relay(e.relay):
             # the content filter re-queues the message under a new ID: remember where it came from (P14)
-            self.reinjected[f"{e.host}|{e.queued_as}"] = {k: msg.get(k) for k in ("t", "ip", "auth", "sasl_user", "sender")} | {
-                "lines": msg["lines"][:3]
-            }
+            self.reinjected[f"{e.host}|{e.queued_as}"] = {
+                k: msg.get(k) for k in ("t", "ip", "auth", "sasl_user", "sender")
+            } | {"lines": msg["lines"][:3]}
 
     def _removed(self, e: Removed) -> None:
         msg = self.messages.pop(f"{e.host}|{e.instance}|{e.qid}", None)
@@ -227,15 +241,38 @@ class Detector:
         if e.reason == "map":
             users = self._candidates(e.client_ip, e.t, self.config.window_seconds) if e.client_ip else []
             self.findings.append(
-                Finding("refused", e.t, e.host, ip=e.client_ip, sender=e.sender, candidates=users, lines=[[e.file, e.offset, e.line]],
-                        details={"action": e.action, "address": e.map_address, "rcpt": e.rcpt})
+                Finding(
+                    "refused",
+                    e.t,
+                    e.host,
+                    ip=e.client_ip,
+                    sender=e.sender,
+                    candidates=users,
+                    lines=[[e.file, e.offset, e.line]],
+                    details={"action": e.action, "address": e.map_address, "rcpt": e.rcpt},
+                )
             )
-        elif e.client_ip in self.logins and e.reason == "relay" and e.action in ("reject", "defer") and not self.is_trusted(e.client_ip):
+        elif (
+            e.client_ip in self.logins
+            and e.reason == "relay"
+            and e.action in ("reject", "defer")
+            and not self.is_trusted(e.client_ip)
+        ):
             # most relay refusals come from addresses that never logged in: the first test settles them
             users = self._candidates(e.client_ip, e.t, self.config.near_miss_seconds)
             if len(users) == 1:
-                self.findings.append(Finding("near_miss", e.t, e.host, user=users[0], ip=e.client_ip, sender=e.sender, lines=[[e.file, e.offset, e.line]],
-                                             details={"rcpt": e.rcpt}))
+                self.findings.append(
+                    Finding(
+                        "near_miss",
+                        e.t,
+                        e.host,
+                        user=users[0],
+                        ip=e.client_ip,
+                        sender=e.sender,
+                        lines=[[e.file, e.offset, e.line]],
+                        details={"rcpt": e.rcpt},
+                    )
+                )
 
     # -- the rule -----------------------------------------------------------------
 
@@ -265,9 +302,19 @@ class Detector:
                 self.findings.append(Finding("unexplained", t, host, ip=ip, sender=sender, qid=qid, lines=lines))
             else:  # P2: not legacy (the legacy maps key on the exact address), but the reviewer sees whose it likely is
                 login, login_ip = other
-                self.findings.append(Finding("unexplained", t, host, ip=ip, sender=sender, qid=qid, candidates=[login.user],
-                                             lines=[[login.file, login.offset, login.line], *lines],
-                                             details={"flags": ["dual_stack"], "login_ip": login_ip}))
+                self.findings.append(
+                    Finding(
+                        "unexplained",
+                        t,
+                        host,
+                        ip=ip,
+                        sender=sender,
+                        qid=qid,
+                        candidates=[login.user],
+                        lines=[[login.file, login.offset, login.line], *lines],
+                        details={"flags": ["dual_stack"], "login_ip": login_ip},
+                    )
+                )
             return
         matching = [u for u in users if self.sender_matches(u, sender)]
         tiers = {tier for _, tier in qualifying}
@@ -290,21 +337,69 @@ class Detector:
         if len(users) == 1 and not matching and self.is_shared(ip, t):
             # P1: behind a NAT with three or more users nobody is named without a sender match
             flag("shared_ip")
-            self.findings.append(Finding("ambiguous", t, host, ip=ip, sender=sender, qid=qid, candidates=self._nearby_users(ip, t),
-                                         lines=login_lines + lines, details=details))
+            self.findings.append(
+                Finding(
+                    "ambiguous",
+                    t,
+                    host,
+                    ip=ip,
+                    sender=sender,
+                    qid=qid,
+                    candidates=self._nearby_users(ip, t),
+                    lines=login_lines + lines,
+                    details=details,
+                )
+            )
         elif len(users) == 1:
             confidence = "high" if matching and tier != "extended" else "medium"
             if not matching:
                 flag("sender_mismatch")
-            self.findings.append(Finding("legacy", t, host, user=users[0], ip=ip, sender=sender, qid=qid, confidence=confidence,
-                                         candidates=users, lines=login_lines + lines, details=details))
+            self.findings.append(
+                Finding(
+                    "legacy",
+                    t,
+                    host,
+                    user=users[0],
+                    ip=ip,
+                    sender=sender,
+                    qid=qid,
+                    confidence=confidence,
+                    candidates=users,
+                    lines=login_lines + lines,
+                    details=details,
+                )
+            )
         elif len(matching) == 1:
             flag("shared_ip")
-            self.findings.append(Finding("legacy", t, host, user=matching[0], ip=ip, sender=sender, qid=qid, confidence="medium",
-                                         candidates=users, lines=login_lines + lines, details=details))
+            self.findings.append(
+                Finding(
+                    "legacy",
+                    t,
+                    host,
+                    user=matching[0],
+                    ip=ip,
+                    sender=sender,
+                    qid=qid,
+                    confidence="medium",
+                    candidates=users,
+                    lines=login_lines + lines,
+                    details=details,
+                )
+            )
         else:
-            self.findings.append(Finding("ambiguous", t, host, ip=ip, sender=sender, qid=qid, candidates=users, lines=login_lines + lines,
-                                         details=details))
+            self.findings.append(
+                Finding(
+                    "ambiguous",
+                    t,
+                    host,
+                    ip=ip,
+                    sender=sender,
+                    qid=qid,
+                    candidates=users,
+                    lines=login_lines + lines,
+                    details=details,
+                )
+            )
 
     def _dual_stack_login(self, ip: str, t: float, sender: str | None) -> tuple[LoginRecord, str] | None:
         """P2: the latest login within the window by the sender's own mailbox from the other address family
@@ -318,7 +413,10 @@ class Detector:
             if (":" in other_ip) == v6:
                 continue
             for r in records:
-                if r.t - c.tolerance_seconds <= t <= r.t + c.window_seconds + c.tolerance_seconds and self.sender_matches(r.user, sender):
+                if (
+                    r.t - c.tolerance_seconds <= t <= r.t + c.window_seconds + c.tolerance_seconds
+                    and self.sender_matches(r.user, sender)
+                ):
                     if found is None or r.t > found[0].t:
                         found = (r, other_ip)
         return found
@@ -353,7 +451,13 @@ class Detector:
     def _nearby_users(self, ip: str, t: float) -> list[str]:
         """The users behind a shared IP, for the reviewer: everyone who logged in within the reach of ``t``."""
         c = self.config
-        return sorted({r.user for r in self.logins.get(ip, ()) if t - c.near_miss_seconds - c.window_seconds <= r.t <= t + c.tolerance_seconds})
+        return sorted(
+            {
+                r.user
+                for r in self.logins.get(ip, ())
+                if t - c.near_miss_seconds - c.window_seconds <= r.t <= t + c.tolerance_seconds
+            }
+        )
 
     def _candidates(self, ip: str, t: float, reach: float) -> list[str]:
         eps = self.config.tolerance_seconds
@@ -415,7 +519,9 @@ class Detector:
                 if r.t < keep_after and (r.ended if r.ended is not None else end_of(r)) < keep_after:
                     del logins[ip]
                 continue
-            kept = [r for r in records if r.t >= keep_after or (r.ended if r.ended is not None else end_of(r)) >= keep_after]
+            kept = [
+                r for r in records if r.t >= keep_after or (r.ended if r.ended is not None else end_of(r)) >= keep_after
+            ]
             if not kept:
                 del logins[ip]
             elif len(kept) < len(records):
@@ -435,9 +541,18 @@ class Detector:
     def to_state(self) -> dict[str, Any]:
         self.finish()
         self.prune()
-        logins = {ip: [[r.t, r.user, r.ended, r.key, r.file, r.offset, r.line] for r in records] for ip, records in self.logins.items()}
-        return {"version": STATE_VERSION, "now": self.now, "logins": logins, "messages": self.messages,
-                "reinjected": self.reinjected, "auth_failures": self.auth_failures}
+        logins = {
+            ip: [[r.t, r.user, r.ended, r.key, r.file, r.offset, r.line] for r in records]
+            for ip, records in self.logins.items()
+        }
+        return {
+            "version": STATE_VERSION,
+            "now": self.now,
+            "logins": logins,
+            "messages": self.messages,
+            "reinjected": self.reinjected,
+            "auth_failures": self.auth_failures,
+        }
 
     def _load(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:

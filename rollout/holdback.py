@@ -17,9 +17,9 @@ Core functions: they take a Session and flush; the step owns the transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -65,8 +65,16 @@ def held_ids(session: Session) -> set[int]:
 
 
 def apply(
-    session: Session, plan: Plan, cohort: Cohort, from_stage: str, now: datetime, lookback_days: int, min_warning_days: int,
-    include_unwarned: bool, actor: str, reason: str | None,
+    session: Session,
+    plan: Plan,
+    cohort: Cohort,
+    from_stage: str,
+    now: datetime,
+    lookback_days: int,
+    min_warning_days: int,
+    include_unwarned: bool,
+    actor: str,
+    reason: str | None,
 ) -> HoldResult:
     """The hold-back for one step of ``cohort``: hold whoever of it (and of the holds re-dated into it) was not warned in time.
 
@@ -76,14 +84,18 @@ def apply(
     result = HoldResult()
     minimum = timedelta(days=min_warning_days)
     _release_switched(session, now, lookback_days, actor)
-    open_holds = {h.mailbox_id: h for h in session.scalars(select(HeldMailbox).where(HeldMailbox.released_at.is_(None)))}
+    open_holds = {
+        h.mailbox_id: h for h in session.scalars(select(HeldMailbox).where(HeldMailbox.released_at.is_(None)))
+    }
     if include_unwarned:
         for hold in open_holds.values():
             _release(hold, now, "included", actor, reason)
         result.included += _addresses(session, open_holds)
         open_holds = {}
     if from_stage == "pending":
-        candidates = _still_legacy(session, cohort, now, lookback_days) | {m for m, h in open_holds.items() if h.redated_cohort_id == cohort.id}
+        candidates = _still_legacy(session, cohort, now, lookback_days) | {
+            m for m, h in open_holds.items() if h.redated_cohort_id == cohort.id
+        }
         candidates -= _exempt(session, now)
         warnings = _warnings(session, candidates)
         unwarned = {m: r for m in candidates if (r := _reason(warnings.get(m), now, minimum)) is not None}
@@ -98,7 +110,9 @@ def apply(
             for mailbox_id, why in unwarned.items():
                 hold = open_holds.get(mailbox_id)
                 if hold is None:
-                    hold = open_holds[mailbox_id] = HeldMailbox(plan_id=plan.id, mailbox_id=mailbox_id, cohort_id=cohort.id, reason=why, held_at=now)
+                    hold = open_holds[mailbox_id] = HeldMailbox(
+                        plan_id=plan.id, mailbox_id=mailbox_id, cohort_id=cohort.id, reason=why, held_at=now
+                    )
                     session.add(hold)
                 hold.reason, hold.redated_cohort_id = why, None
     later = [c for c in plan.cohorts if c.position > cohort.position and c.stage == "pending"]
@@ -151,7 +165,11 @@ def _warnings(session: Session, mailbox_ids: Iterable[int]) -> dict[int, Warned]
 def _still_legacy(session: Session, cohort: Cohort, now: datetime, lookback_days: int) -> set[int]:
     legacy = plans.still_legacy_ids(now, lookback_days).subquery()
     return set(
-        session.scalars(select(CohortMember.mailbox_id).join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id).where(CohortMember.cohort_id == cohort.id))
+        session.scalars(
+            select(CohortMember.mailbox_id)
+            .join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id)
+            .where(CohortMember.cohort_id == cohort.id)
+        )
     )
 
 
@@ -165,7 +183,9 @@ def _release_switched(session: Session, now: datetime, lookback_days: int, actor
     if not holds:
         return
     legacy = plans.still_legacy_ids(now, lookback_days).subquery()
-    still = set(session.scalars(select(legacy.c.mailbox_id).where(legacy.c.mailbox_id.in_([h.mailbox_id for h in holds]))))
+    still = set(
+        session.scalars(select(legacy.c.mailbox_id).where(legacy.c.mailbox_id.in_([h.mailbox_id for h in holds])))
+    )
     for hold in holds:
         if hold.mailbox_id not in still:
             _release(hold, now, "switched", actor, "no legacy use any more (SMTP AUTH since, or none in the lookback)")
@@ -183,12 +203,21 @@ def _addresses(session: Session, holds: dict[int, HeldMailbox]) -> list[str]:
     return sorted(_address(session, m) for m in holds)
 
 
-def views(session: Session, hold_ids: Iterable[int] | None = None, mailbox_ids: Iterable[int] | None = None) -> list[HeldView]:
+def views(
+    session: Session, hold_ids: Iterable[int] | None = None, mailbox_ids: Iterable[int] | None = None
+) -> list[HeldView]:
     """Open holds (these ids, or these mailboxes' open holds; all open ones when neither is given), by address."""
     origin, redated = Cohort.__table__.alias("origin"), Cohort.__table__.alias("redated")
     query = (
-        select(Mailbox.address, Customer.external_id, HeldMailbox.reason, origin.c.label, HeldMailbox.held_at, redated.c.label,
-               redated.c.scheduled_at)
+        select(
+            Mailbox.address,
+            Customer.external_id,
+            HeldMailbox.reason,
+            origin.c.label,
+            HeldMailbox.held_at,
+            redated.c.label,
+            redated.c.scheduled_at,
+        )
         .join(Mailbox, Mailbox.id == HeldMailbox.mailbox_id)
         .join(Customer, Customer.id == Mailbox.customer_id)
         .join(origin, origin.c.id == HeldMailbox.cohort_id)
@@ -212,8 +241,10 @@ def retire_blockers(session: Session) -> list[str]:
     if not held:
         return []
     names = ", ".join(h.address for h in held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-    return [f"{len(held)} mailboxes are held back as not warned in time ({names}); retiring the legacy map would cut them off "
-            "too: wait until they are warned and switched off, or `rollout step --include-unwarned --reason TEXT`"]
+    return [
+        f"{len(held)} mailboxes are held back as not warned in time ({names}); retiring the legacy map would cut them off "
+        "too: wait until they are warned and switched off, or `rollout step --include-unwarned --reason TEXT`"
+    ]
 
 
 def release_all(session: Session, now: datetime, actor: str, reason: str | None) -> list[str]:

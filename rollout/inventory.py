@@ -213,7 +213,9 @@ def _header_index(path: Path, header: list[str]) -> dict[str, int]:
     return {name: names.index(name) for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if name in names}
 
 
-def _row(line_no: int, fields: list[str], width: int, index: dict[str, int], problems: _Problems) -> tuple[Any, ...] | None:
+def _row(
+    line_no: int, fields: list[str], width: int, index: dict[str, int], problems: _Problems
+) -> tuple[Any, ...] | None:
     if len(fields) != width:
         problems.add(line_no, f"has {len(fields)} fields, the header has {width}")
         return None
@@ -341,12 +343,9 @@ def _merge(conn: Any, summary: ImportSummary, now: datetime, prune: bool) -> Non
         stamp,
     )
 
-    incoming = (
-        f"(SELECT st.*, c.id AS customer_id FROM {s} st JOIN customers c ON c.external_id = st.customer_ext)"
-    )
+    incoming = f"(SELECT st.*, c.id AS customer_id FROM {s} st JOIN customers c ON c.external_id = st.customer_ext)"
     differs = (
-        "(m.address <> n.address OR m.customer_id <> n.customer_id "
-        "OR COALESCE(m.login, '') <> COALESCE(n.login, ''))"
+        "(m.address <> n.address OR m.customer_id <> n.customer_id OR COALESCE(m.login, '') <> COALESCE(n.login, ''))"
     )
     summary.mailboxes_added = scalar(
         f"SELECT COUNT(*) FROM {s} n WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.address_key = n.address_key)"

@@ -117,5 +117,7 @@ def _wait_for_flock(fh: IO[str], path: Path, wait_seconds: float, name: str, why
 
 
 def _busy(name: str, what: str, why: str) -> Busy:
-    return Busy(f"another rollout {name} is running on this database ({what}); {why}. "
-                "Nothing was done: try again when it has finished")
+    return Busy(
+        f"another rollout {name} is running on this database ({what}); {why}. "
+        "Nothing was done: try again when it has finished"
+    )

@@ -7,9 +7,10 @@ mailbox or customer id, so the answer takes milliseconds on a million mailboxes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -107,7 +108,9 @@ class Lookup:
 
 def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
     customer, matched, focus = find_customer(session, query.strip())
-    mailboxes = session.scalars(select(Mailbox).where(Mailbox.customer_id == customer.id).order_by(Mailbox.address_key)).all()
+    mailboxes = session.scalars(
+        select(Mailbox).where(Mailbox.customer_id == customer.id).order_by(Mailbox.address_key)
+    ).all()
     ids = [m.id for m in mailboxes]
     legacy = legacy_uses(session, ids)
     cohorts = cohort_infos(session, ids)
@@ -116,7 +119,12 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
     reports = []
     for mailbox in order_for_support(mailboxes, focus, legacy)[:MAX_MAILBOXES_SHOWN]:
         cohort, exemption = cohorts.get(mailbox.id), exemptions.get(mailbox.id)
-        refused = cohort is not None and cohort.enforced_at is not None and not (exemption and exemption.active) and mailbox.address not in held
+        refused = (
+            cohort is not None
+            and cohort.enforced_at is not None
+            and not (exemption and exemption.active)
+            and mailbox.address not in held
+        )
         day, lines = evidence_sample(session, mailbox.id)
         reports.append(
             MailboxReport(
@@ -148,7 +156,9 @@ def find_customer(session: Session, query: str) -> tuple[Customer, str, int | No
     """The customer, how the query matched, and the mailbox it named (if any)."""
     if not query:
         raise NotFound("give a mailbox address, a POP login or a customer id")
-    mailbox = _mailbox_by_address(session, query) or session.scalars(select(Mailbox).where(Mailbox.login == query)).first()
+    mailbox = (
+        _mailbox_by_address(session, query) or session.scalars(select(Mailbox).where(Mailbox.login == query)).first()
+    )
     if mailbox is not None:
         return mailbox.customer, "mailbox" if "@" in query and mailbox.login != query else "login", mailbox.id
     customer = session.scalars(select(Customer).where(Customer.external_id == query)).first()
@@ -159,7 +169,9 @@ def find_customer(session: Session, query: str) -> tuple[Customer, str, int | No
     if customer is not None:
         return customer, "customer", None
     if "@" in query:
-        customer = session.scalars(select(Customer).where(func.lower(Customer.email) == query.lower()).order_by(Customer.id)).first()
+        customer = session.scalars(
+            select(Customer).where(func.lower(Customer.email) == query.lower()).order_by(Customer.id)
+        ).first()
         if customer is not None:
             return customer, "customer email", None
     raise NotFound(f"{query!r} is not a mailbox, POP login, customer id or customer e-mail in the inventory")
@@ -230,7 +242,9 @@ def cohort_infos(session: Session, mailbox_ids: list[int]) -> dict[int, CohortIn
 def exemption_infos(session: Session, mailbox_ids: list[int]) -> dict[int, ExemptionInfo]:
     """The latest exemption of each mailbox (active or not: support wants to know it was used)."""
     found: dict[int, ExemptionInfo] = {}
-    rows = session.scalars(select(Exemption).where(Exemption.mailbox_id.in_(mailbox_ids)).order_by(Exemption.created_at, Exemption.id))
+    rows = session.scalars(
+        select(Exemption).where(Exemption.mailbox_id.in_(mailbox_ids)).order_by(Exemption.created_at, Exemption.id)
+    )
     for e in rows:
         found[e.mailbox_id] = ExemptionInfo(e.until, e.reason, e.actor, e.ended_at is None)
     return found
@@ -240,7 +254,10 @@ def evidence_sample(session: Session, mailbox_id: int) -> tuple[date | None, lis
     """The newest raw log lines that show legacy use (or, failing that, a refusal)."""
     for kind in ("legacy", "refused"):
         row = session.scalars(
-            select(Evidence).where(Evidence.mailbox_id == mailbox_id, Evidence.kind == kind).order_by(Evidence.day.desc()).limit(1)
+            select(Evidence)
+            .where(Evidence.mailbox_id == mailbox_id, Evidence.kind == kind)
+            .order_by(Evidence.day.desc())
+            .limit(1)
         ).first()
         if row is not None:
             return row.day, list(row.lines)
@@ -248,7 +265,9 @@ def evidence_sample(session: Session, mailbox_id: int) -> tuple[date | None, lis
 
 
 def notice_infos(session: Session, customer_pk: int) -> list[NoticeInfo]:
-    notices = session.scalars(select(Notice).where(Notice.customer_id == customer_pk).order_by(Notice.wave, Notice.id)).all()
+    notices = session.scalars(
+        select(Notice).where(Notice.customer_id == customer_pk).order_by(Notice.wave, Notice.id)
+    ).all()
     listed: dict[int, list[str]] = {}
     if notices:
         rows = session.execute(
@@ -260,7 +279,18 @@ def notice_infos(session: Session, customer_pk: int) -> list[NoticeInfo]:
         for notice_id, address in rows:
             listed.setdefault(notice_id, []).append(address)
     return [
-        NoticeInfo(n.wave, n.kind, n.state, n.sent_at, n.message_id, n.to_address, listed.get(n.id, []), n.delivery, n.delivery_reply, n.delivery_at)
+        NoticeInfo(
+            n.wave,
+            n.kind,
+            n.state,
+            n.sent_at,
+            n.message_id,
+            n.to_address,
+            listed.get(n.id, []),
+            n.delivery,
+            n.delivery_reply,
+            n.delivery_at,
+        )
         for n in notices
     ]
 
@@ -285,9 +315,10 @@ def matching_customers(session: Session, query: str, limit: int = 50) -> list[tu
     ).all()
     if by_login:
         return [(c, "login") for c in by_login]
-    by_id = session.scalars(select(Customer).where(Customer.external_id == query)).all() or session.scalars(
-        select(Customer).where(func.lower(Customer.external_id) == query.lower()).limit(limit)
-    ).all()
+    by_id = (
+        session.scalars(select(Customer).where(Customer.external_id == query)).all()
+        or session.scalars(select(Customer).where(func.lower(Customer.external_id) == query.lower()).limit(limit)).all()
+    )
     if by_id:
         return [(c, "customer") for c in by_id]
     if "@" in query:

@@ -15,8 +15,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import DeliveryError
 
@@ -37,7 +38,12 @@ class Delivery:
 class RateLimiter:
     """A token bucket shared by all connections, taken right before each DATA (send time)."""
 
-    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.per_second = per_second
         self.clock, self.sleep = clock, sleep
         self._lock = threading.Lock()
@@ -85,10 +91,14 @@ class SmtpConnection:
                 smtp.login(s.username, s.password)
             except smtplib.SMTPAuthenticationError as exc:
                 smtp.close()
-                raise DeliveryError(f"SMTP AUTH as {s.username} at {s.host}:{s.port} refused: {_reply(exc.smtp_code, exc.smtp_error)}") from None
+                raise DeliveryError(
+                    f"SMTP AUTH as {s.username} at {s.host}:{s.port} refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+                ) from None
             except smtplib.SMTPNotSupportedError:
                 smtp.close()
-                raise DeliveryError(f"{s.host}:{s.port} offers no SMTP AUTH here: check [smtp] security (starttls or tls) and port") from None
+                raise DeliveryError(
+                    f"{s.host}:{s.port} offers no SMTP AUTH here: check [smtp] security (starttls or tls) and port"
+                ) from None
         return smtp
 
     def close(self) -> None:
@@ -138,7 +148,10 @@ class SmtpConnection:
             log.info("SMTP connection to %s:%s lost (%s); reconnecting", self.settings.host, self.settings.port, exc)
             self._drop()
             if self._after_dot:
-                return UNCERTAIN, f"connection lost after the message was sent, before the reply ({exc}): maybe delivered"
+                return (
+                    UNCERTAIN,
+                    f"connection lost after the message was sent, before the reply ({exc}): maybe delivered",
+                )
             return 0, f"connection: {exc}"
         if code == 421:
             self._drop()

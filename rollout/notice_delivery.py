@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -25,7 +25,9 @@ SAVE_CHUNK = 500
 def tracker_for(session: Session) -> DeliveryTracker:
     """A tracker that also follows the notices an earlier scan saw queued but not yet settled."""
     rows = session.execute(
-        select(Notice.queue_id, Notice.message_id).where(Notice.queue_id.is_not(None), or_(Notice.delivery.is_(None), Notice.delivery == DELAYED))
+        select(Notice.queue_id, Notice.message_id).where(
+            Notice.queue_id.is_not(None), or_(Notice.delivery.is_(None), Notice.delivery == DELAYED)
+        )
     )
     return DeliveryTracker({queue_id: message_id for queue_id, message_id in rows})
 
@@ -45,7 +47,7 @@ def record(session: Session, tracker: DeliveryTracker) -> dict[str, int]:
             if outcome.state is None:
                 continue
             notice.delivery, notice.delivery_reply = outcome.state, outcome.reply
-            notice.delivery_at = datetime.fromtimestamp(outcome.at, timezone.utc) if outcome.at is not None else None
+            notice.delivery_at = datetime.fromtimestamp(outcome.at, UTC) if outcome.at is not None else None
             counts[outcome.state] += 1
     session.flush()
     return dict(counts)
@@ -62,7 +64,9 @@ def hard_bounced_customers(session: Session) -> set[int]:
     bounced = sorted(hard_bounced_addresses(session))
     found: set[int] = set()
     for i in range(0, len(bounced), SAVE_CHUNK):
-        found.update(session.scalars(select(Customer.id).where(func.lower(Customer.email).in_(bounced[i : i + SAVE_CHUNK]))))
+        found.update(
+            session.scalars(select(Customer.id).where(func.lower(Customer.email).in_(bounced[i : i + SAVE_CHUNK])))
+        )
     return found
 
 
@@ -87,7 +91,14 @@ def unreachable(session: Session, limit: int | None = None) -> list[Unreachable]
         .subquery()
     )
     query = (
-        select(Customer.external_id, Customer.name, Notice.to_address, Notice.wave, Notice.delivery_at, Notice.delivery_reply)
+        select(
+            Customer.external_id,
+            Customer.name,
+            Notice.to_address,
+            Notice.wave,
+            Notice.delivery_at,
+            Notice.delivery_reply,
+        )
         .join(latest, latest.c.id == Notice.id)
         .join(Customer, Customer.id == Notice.customer_id)
         .where(Notice.delivery == BOUNCED)
@@ -116,4 +127,13 @@ def delivery_view(notice: Any) -> dict[str, Any]:
     return {"delivery": notice.delivery, "delivery_reply": notice.delivery_reply, "delivery_at": notice.delivery_at}
 
 
-__all__ = ["Unreachable", "delivery_counts", "delivery_view", "hard_bounced_addresses", "hard_bounced_customers", "record", "tracker_for", "unreachable"]
+__all__ = [
+    "Unreachable",
+    "delivery_counts",
+    "delivery_view",
+    "hard_bounced_addresses",
+    "hard_bounced_customers",
+    "record",
+    "tracker_for",
+    "unreachable",
+]

@@ -16,12 +16,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -108,12 +109,14 @@ def utc(value: datetime | str | None) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def notice_context(campaign: CampaignFacts, facts: NoticeFacts, now: datetime) -> NoticeContext:
     """The template context of one notice: the deadline is its earliest switch-off, else the campaign's end."""
-    mailboxes = tuple(MailboxLine(address, utc(last), ip, utc(switch), *why) for address, last, ip, switch, *why in facts.lines)
+    mailboxes = tuple(
+        MailboxLine(address, utc(last), ip, utc(switch), *why) for address, last, ip, switch, *why in facts.lines
+    )
     switch_dates = [m.switch_at for m in mailboxes if m.switch_at]
     return NoticeContext(
         campaign_id=campaign.id,
@@ -193,7 +196,9 @@ class Renderer:
         if globals_ is None:
             globals_ = self._globals[name] = dict(template.globals)
         try:
-            return self._env.concat(template.root_render_func(template.new_context({**globals_, **values}, shared=True)))  # type: ignore[attr-defined]
+            return self._env.concat(
+                template.root_render_func(template.new_context({**globals_, **values}, shared=True))
+            )  # type: ignore[attr-defined]
         except Exception:
             self._env.handle_exception()  # as Template.render does: a template error with its template line
             raise  # not reached
@@ -282,9 +287,11 @@ def clean_name(name: str) -> str:
 
 def checked_address(address: str, what: str) -> str:
     """A plain address for a header and the envelope: ASCII (an IDN domain in its punycode form)."""
-    unsafe = _CONTROL.search(address) or _BIDI.search(address) or any(c in address for c in "<>,\"\\ ")
+    unsafe = _CONTROL.search(address) or _BIDI.search(address) or any(c in address for c in '<>,"\\ ')
     if unsafe or not address or "@" not in address:
-        raise DeliveryError(f"{what} {address!r} is not a plain e-mail address (control characters or brackets): fix it in the inventory or config")
+        raise DeliveryError(
+            f"{what} {address!r} is not a plain e-mail address (control characters or brackets): fix it in the inventory or config"
+        )
     if address.isascii():
         return address
     local, _, domain = address.rpartition("@")

@@ -30,21 +30,33 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import DeliveryError
 from .mailer import Delivery, RateLimiter, SmtpConnection
-from .notices import CampaignFacts, Envelope, NoticeBuildError, NoticeContext, NoticeFacts, Renderer, compose, notice_context
+from .notices import (
+    CampaignFacts,
+    Envelope,
+    NoticeBuildError,
+    NoticeContext,
+    NoticeFacts,
+    Renderer,
+    compose,
+    notice_context,
+)
 
 RENDER_CHUNK = 200  # notices per render request: small enough to keep both workers busy to the end
 RENDER_AHEAD = 2  # render requests a worker may have queued
 
 
-Location = tuple[int, int, int]  # a rendered notice: (worker's spool file, offset, length); a plain tuple pickles 5x faster
+Location = tuple[
+    int, int, int
+]  # a rendered notice: (worker's spool file, offset, length); a plain tuple pickles 5x faster
 
 
 class Outcome(NamedTuple):
@@ -142,7 +154,12 @@ def worker_main(control: Connection, slots: list[Connection], spool: Spool) -> N
 
 
 def _render(
-    renderer: Renderer, envelope: Envelope, spool: Spool, now: Any, campaign: CampaignFacts, chunk: list[tuple[int, NoticeFacts]]
+    renderer: Renderer,
+    envelope: Envelope,
+    spool: Spool,
+    now: Any,
+    campaign: CampaignFacts,
+    chunk: list[tuple[int, NoticeFacts]],
 ) -> tuple[str, Any]:
     """("rendered", [(notice id, Location)]) or ("failed", the error naming template and customer).
 
@@ -178,7 +195,9 @@ def _slot(conn: Connection, setup: WorkerSetup, limiter: RateLimiter, spool: Spo
             smtp.close()
 
 
-def _deliver(notice_id: int, where: Location | bytes, spool: Spool, smtp: SmtpConnection | None, sender: str, outbox: str | None) -> Outcome:
+def _deliver(
+    notice_id: int, where: Location | bytes, spool: Spool, smtp: SmtpConnection | None, sender: str, outbox: str | None
+) -> Outcome:
     """Send one spooled notice (``where``, or the record itself when the parent rendered it)."""
     to_address, customer_ref, msg_id, message = parse_record(where if isinstance(where, bytes) else spool.read(where))
     try:
@@ -228,7 +247,11 @@ class Slot:
             return Outcome(*_receive(self.conn))
         except (EOFError, OSError):
             code = self.worker.process.poll()
-            return Outcome(-1, "died", f"a notify worker stopped unexpectedly (exit code {code}); its notice in flight is left uncertain")
+            return Outcome(
+                -1,
+                "died",
+                f"a notify worker stopped unexpectedly (exit code {code}); its notice in flight is left uncertain",
+            )
 
 
 @dataclass
@@ -273,8 +296,18 @@ class Workers:
         fds = [s.fileno() for s in theirs]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(index), str(fds[0]), ",".join(map(str, fds[1:])), ",".join(map(str, spool_fds))],
-                pass_fds=[*fds, *spool_fds], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    str(index),
+                    str(fds[0]),
+                    ",".join(map(str, fds[1:])),
+                    ",".join(map(str, spool_fds)),
+                ],
+                pass_fds=[*fds, *spool_fds],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
             )
         finally:
             for s in theirs:
@@ -289,7 +322,9 @@ class Workers:
             self._reports.register(conn, selectors.EVENT_READ, slot)
             self.slots.append(slot)
 
-    def render(self, items: Iterable[tuple[int, NoticeFacts]], now: Any, campaign: CampaignFacts) -> dict[int, Location | Unbuildable]:
+    def render(
+        self, items: Iterable[tuple[int, NoticeFacts]], now: Any, campaign: CampaignFacts
+    ) -> dict[int, Location | Unbuildable]:
         """Render every item (the preflight); returns where each notice is in the spool (or why it cannot be built).
 
         Chunks go to the least busy worker, at most ``RENDER_AHEAD`` queued each.
@@ -326,7 +361,9 @@ class Workers:
                 status, result = worker.control.recv()
             except (EOFError, OSError):
                 worker.queued = 0  # nothing more will come from it
-                raise DeliveryError(f"a notify worker stopped while rendering (exit code {worker.process.poll()}); nothing was sent") from None
+                raise DeliveryError(
+                    f"a notify worker stopped while rendering (exit code {worker.process.poll()}); nothing was sent"
+                ) from None
             worker.queued -= 1
             if status == "failed":
                 raise DeliveryError(result)

@@ -64,7 +64,9 @@ class UnitStats:
     legacy: int = 0
 
 
-def unit_stats(session: Session, now: datetime, lookback_days: int, from_key: str = "") -> list[tuple[str, str, int, int]]:
+def unit_stats(
+    session: Session, now: datetime, lookback_days: int, from_key: str = ""
+) -> list[tuple[str, str, int, int]]:
     """(bucket, two-letter prefix, mailboxes, still legacy) for mailboxes from ``from_key`` on.
 
     Grouping by the prefix alone lets the database walk the ``sort_key`` index in order.
@@ -74,7 +76,10 @@ def unit_stats(session: Session, now: datetime, lookback_days: int, from_key: st
     legacy = still_legacy_ids(now, lookback_days).subquery()
     legacy_counts: dict[str, int] = dict(
         session.execute(
-            select(prefix, func.count()).join(legacy, legacy.c.mailbox_id == Mailbox.id).where(Mailbox.sort_key >= from_key).group_by(prefix)
+            select(prefix, func.count())
+            .join(legacy, legacy.c.mailbox_id == Mailbox.id)
+            .where(Mailbox.sort_key >= from_key)
+            .group_by(prefix)
         ).all()
     )
     return sorted((_bucket_of_prefix(p), p, int(n), int(legacy_counts.get(p, 0))) for p, n in counts)
@@ -85,7 +90,11 @@ def _bucket_of_prefix(prefix: str) -> str:
 
 
 def build_units(
-    rows: Sequence[tuple[str, str, int, int]], weight: str, cohorts: int | None, max_share: float | None, split_letters: bool
+    rows: Sequence[tuple[str, str, int, int]],
+    weight: str,
+    cohorts: int | None,
+    max_share: float | None,
+    split_letters: bool,
 ) -> list[UnitStats]:
     """Units in alphabetical order: buckets, heavy ones cut into two-letter prefixes if asked."""
     buckets: dict[str, UnitStats] = {}
@@ -164,7 +173,13 @@ class Proposal:
 
 
 def describe_slices(
-    session: Session, units: list[UnitStats], slices: list[Slice], weight: str, from_key: str, times: list[datetime], first_position: int
+    session: Session,
+    units: list[UnitStats],
+    slices: list[Slice],
+    weight: str,
+    from_key: str,
+    times: list[datetime],
+    first_position: int,
 ) -> list[ProposedCohort]:
     total = sum(_weight(u, weight) for u in units) or 1
     starts = [from_key if n == 0 else units[s.first].key for n, s in enumerate(slices)]
@@ -246,7 +261,9 @@ def active_plan(session: Session) -> Plan | None:
     return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
 
 
-def store(session: Session, proposal: Proposal, params: dict[str, Any], now: datetime, actor: str, previous: Plan | None) -> Plan:
+def store(
+    session: Session, proposal: Proposal, params: dict[str, Any], now: datetime, actor: str, previous: Plan | None
+) -> Plan:
     """Write the proposal as the new active plan; started cohorts and their members carry over."""
     if previous is not None:
         previous.active = False
@@ -276,7 +293,9 @@ def store(session: Session, proposal: Proposal, params: dict[str, Any], now: dat
             session.execute(
                 insert(CohortMember).from_select(
                     ["plan_id", "mailbox_id", "cohort_id"],
-                    select(literal(plan.id), CohortMember.mailbox_id, literal(cohort.id)).where(CohortMember.cohort_id == old.id),
+                    select(literal(plan.id), CohortMember.mailbox_id, literal(cohort.id)).where(
+                        CohortMember.cohort_id == old.id
+                    ),
                 )
             )
         else:
@@ -293,9 +312,13 @@ def _insert_members(session: Session, plan_id: int, fresh: list[tuple[str, int]]
     starts, cohort_ids = [k for k, _ in fresh], [c for _, c in fresh]
     query = _from(select(literal(plan_id), Mailbox.id, cohort_of(starts, cohort_ids)), starts[0])
     if carried_over:  # a mailbox renamed into the open range stays in the started cohort it was in
-        taken = select(CohortMember.mailbox_id).where(CohortMember.plan_id == plan_id, CohortMember.mailbox_id == Mailbox.id)
+        taken = select(CohortMember.mailbox_id).where(
+            CohortMember.plan_id == plan_id, CohortMember.mailbox_id == Mailbox.id
+        )
         query = query.where(~taken.exists())
-    session.execute(insert(CohortMember).from_select(["plan_id", "mailbox_id", "cohort_id"], query.order_by(Mailbox.id)))
+    session.execute(
+        insert(CohortMember).from_select(["plan_id", "mailbox_id", "cohort_id"], query.order_by(Mailbox.id))
+    )
 
 
 def started_cohorts(plan: Plan) -> list[Cohort]:
@@ -371,4 +394,3 @@ def set_stage(session: Session, cohort: Cohort, stage: str, now: datetime) -> No
     cohort.stage = stage
     cohort.stage_changed_at = now
     session.flush()
-

@@ -31,10 +31,11 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -158,7 +159,13 @@ def run_job(runtime: Runtime, planned: Planned, due_at: datetime | None = None) 
         log.exception("job %s crashed", planned.id)
         outcome, details = "failed", {"error": f"{type(exc).__name__}: {exc}"}
     run = _finish(runtime, run.id, outcome, details)
-    log.log(logging.WARNING if outcome == "failed" else logging.INFO, "job %s %s: %s", planned.id, outcome, json.dumps(details, default=str))
+    log.log(
+        logging.WARNING if outcome == "failed" else logging.INFO,
+        "job %s %s: %s",
+        planned.id,
+        outcome,
+        json.dumps(details, default=str),
+    )
     return run
 
 
@@ -191,7 +198,13 @@ def _start(runtime: Runtime, planned: Planned, due_at: datetime) -> JobRun:
             job=planned.job,
             started_at=runtime.clock.now(),
             outcome="running",
-            details={"id": planned.id, "due_at": due_at.isoformat(), "host": socket.gethostname(), "pid": os.getpid(), **planned.params},
+            details={
+                "id": planned.id,
+                "due_at": due_at.isoformat(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                **planned.params,
+            },
         )
         session.add(run)
         session.flush()
@@ -231,7 +244,9 @@ def log_files(patterns: tuple[str, ...]) -> list[Path]:
 def do_notify(runtime: Runtime, planned: Planned) -> Any:
     summary = notify(runtime, wave=planned.params["wave"])
     if summary.failed:
-        raise RolloutError(f"wave {summary.wave}: {summary.failed} notices failed (see `rollout campaign show`); {summary.sent} sent")
+        raise RolloutError(
+            f"wave {summary.wave}: {summary.failed} notices failed (see `rollout campaign show`); {summary.sent} sent"
+        )
     return summary
 
 
@@ -251,14 +266,21 @@ def do_expire(runtime: Runtime, planned: Planned) -> Any:
     return {"expired": expire_exemptions(runtime)}
 
 
-JOBS: dict[str, Callable[[Runtime, Planned], Any]] = {"scan": do_scan, "notify": do_notify, "step": do_step, "expire": do_expire}
+JOBS: dict[str, Callable[[Runtime, Planned], Any]] = {
+    "scan": do_scan,
+    "notify": do_notify,
+    "step": do_step,
+    "expire": do_expire,
+}
 
 
 # ---------------------------------------------------------------------------
 # Simulated time (tests, the demo): fire what falls due, in order, on a ManualClock.
 
 
-def run_until(runtime: Runtime, clock: ManualClock, until: datetime, on_run: Callable[[JobRun], None] | None = None) -> list[JobRun]:
+def run_until(
+    runtime: Runtime, clock: ManualClock, until: datetime, on_run: Callable[[JobRun], None] | None = None
+) -> list[JobRun]:
     """Advance ``clock`` to ``until``, running every job at the moment it falls due.
 
     Periodic jobs coalesce (one run per interval however far the clock jumps);
@@ -295,7 +317,9 @@ def ran_once(runtime: Runtime) -> set[tuple[str, datetime]]:
         return {(d["id"], datetime.fromisoformat(d["due_at"])) for d in rows}
 
 
-def _next_due(jobs: list[Planned], now: datetime, last: dict[str, datetime], done: set[tuple[str, datetime]]) -> tuple[datetime, Planned] | None:
+def _next_due(
+    jobs: list[Planned], now: datetime, last: dict[str, datetime], done: set[tuple[str, datetime]]
+) -> tuple[datetime, Planned] | None:
     candidates: list[tuple[datetime, int, Planned]] = []
     for order, planned in enumerate(jobs):
         if planned.every is not None:
@@ -453,12 +477,21 @@ class Daemon:
             # The first scan runs at start-up; late periodic runs are always worth doing.
             trigger = IntervalTrigger(seconds=planned.every.total_seconds())
             self.scheduler.add_job(
-                run_job, trigger, args=(self.runtime, planned), id=planned.id, replace_existing=True,
-                next_run_time=self.runtime.clock.now(), misfire_grace_time=None,
+                run_job,
+                trigger,
+                args=(self.runtime, planned),
+                id=planned.id,
+                replace_existing=True,
+                next_run_time=self.runtime.clock.now(),
+                misfire_grace_time=None,
             )
         else:
             self.scheduler.add_job(
-                run_job, DateTrigger(run_date=planned.at), args=(self.runtime, planned), id=planned.id, replace_existing=True
+                run_job,
+                DateTrigger(run_date=planned.at),
+                args=(self.runtime, planned),
+                id=planned.id,
+                replace_existing=True,
             )
         self.installed[planned.id] = planned
         log.info("scheduled %s %s", planned.id, f"every {planned.every}" if planned.every else f"at {planned.at}")

@@ -19,8 +19,21 @@ from .config import Settings
 from .gates import Gate
 from .holdback import HeldView
 from .models import (
-    Campaign, Cohort, CohortMember, Customer, Exemption, JobRun, LegacyDay, Mailbox, Notice, Plan, RefusalHour,
-    Retirement, ReviewItem, RolloutState, ScanSource,
+    Campaign,
+    Cohort,
+    CohortMember,
+    Customer,
+    Exemption,
+    JobRun,
+    LegacyDay,
+    Mailbox,
+    Notice,
+    Plan,
+    RefusalHour,
+    Retirement,
+    ReviewItem,
+    RolloutState,
+    ScanSource,
 )
 from .notice_delivery import Unreachable, delivery_counts, unreachable
 from .plans import active_plan, still_legacy_query
@@ -167,7 +180,9 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
 def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
     waves = {k: WaveStatus(k, wave_due_at(campaign, k)) for k in range(1, campaign.weeks + 1)}
     rows = session.execute(
-        select(Notice.wave, Notice.state, func.count()).where(Notice.campaign_id == campaign.id).group_by(Notice.wave, Notice.state)
+        select(Notice.wave, Notice.state, func.count())
+        .where(Notice.campaign_id == campaign.id)
+        .group_by(Notice.wave, Notice.state)
     )
     for wave, state, count in rows:
         status = waves.setdefault(wave, WaveStatus(wave, wave_due_at(campaign, wave)))
@@ -180,7 +195,14 @@ def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
 
 
 def open_sightings(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.kind == "ambiguous", ReviewItem.resolution.is_(None))) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(ReviewItem)
+            .where(ReviewItem.kind == "ambiguous", ReviewItem.resolution.is_(None))
+        )
+        or 0
+    )
 
 
 def still_legacy_ids(session: Session, since: datetime) -> set[int]:
@@ -192,7 +214,9 @@ def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[Cohor
     legacy = still_legacy_ids(session, since)
     legacy_per_cohort: dict[int, int] = {}
     if legacy:
-        members = session.execute(select(CohortMember.cohort_id, CohortMember.mailbox_id).where(CohortMember.plan_id == plan.id))
+        members = session.execute(
+            select(CohortMember.cohort_id, CohortMember.mailbox_id).where(CohortMember.plan_id == plan.id)
+        )
         for cohort_id, mailbox_id in members:
             if mailbox_id in legacy:
                 legacy_per_cohort[cohort_id] = legacy_per_cohort.get(cohort_id, 0) + 1
@@ -273,7 +297,10 @@ def expiring_exemptions(session: Session, now: datetime) -> list[ExpiringExempti
 def last_jobs(session: Session) -> list[LastJob]:
     latest = select(JobRun.job, func.max(JobRun.id).label("id")).group_by(JobRun.job).subquery()
     runs = session.scalars(select(JobRun).join(latest, JobRun.id == latest.c.id).order_by(JobRun.job))
-    return [LastJob(r.job, r.started_at, r.finished_at, r.outcome, r.details.get("reason") or r.details.get("error")) for r in runs]
+    return [
+        LastJob(r.job, r.started_at, r.finished_at, r.outcome, r.details.get("reason") or r.details.get("error"))
+        for r in runs
+    ]
 
 
 def current_pause(session: Session) -> Pause | None:
@@ -325,7 +352,9 @@ def next_action(
         if cohort.stage != final_stage:
             verb = "switch off" if cohort.stage == "pending" else "advance"
             held = " (paused: waits for `rollout resume`)" if paused else ""
-            candidates.append(NextAction(f"{verb} cohort {cohort.position} ({cohort.label}){held}", cohort.scheduled_at))
+            candidates.append(
+                NextAction(f"{verb} cohort {cohort.position} ({cohort.label}){held}", cohort.scheduled_at)
+            )
             break
     if cohorts and not retired and all(c.stage == final_stage for c in cohorts):
         last = max((c.enforced_at for c in cohorts if c.enforced_at), default=None)

@@ -69,7 +69,12 @@ class SmtpServer:
 
 
 def smtp_overrides(server: SmtpServer) -> dict[str, object]:
-    return {"smtp.host": server.host, "smtp.port": server.port, "smtp.retry_backoff_seconds": 0.01, "smtp.timeout_seconds": 5.0}
+    return {
+        "smtp.host": server.host,
+        "smtp.port": server.port,
+        "smtp.retry_backoff_seconds": 0.01,
+        "smtp.timeout_seconds": 5.0,
+    }
 
 
 def add_customers(runtime: Runtime, tmp_path: Path, rows: list[str]) -> None:
@@ -78,22 +83,41 @@ def add_customers(runtime: Runtime, tmp_path: Path, rows: list[str]) -> None:
 
 
 def add_legacy(
-    runtime: Runtime, address: str, day: datetime, high: int = 1, count: int = 1, ip: str = "198.51.100.7", auth_last: datetime | None = None,
+    runtime: Runtime,
+    address: str,
+    day: datetime,
+    high: int = 1,
+    count: int = 1,
+    ip: str = "198.51.100.7",
+    auth_last: datetime | None = None,
     confidence: str = "high",
 ) -> None:
     with runtime.sessions() as session, session.begin():
         mailbox_id = session.scalar(select(Mailbox.id).where(Mailbox.address_key == address.lower()))
         session.add(
             LegacyDay(
-                mailbox_id=mailbox_id, day=day.date(), legacy_count=count, high_count=high, first_seen=day, last_seen=day, last_ip=ip,
-                client_ips=[ip], senders=[address], confidence=confidence, auth_last=auth_last, auth_count=1 if auth_last else 0,
+                mailbox_id=mailbox_id,
+                day=day.date(),
+                legacy_count=count,
+                high_count=high,
+                first_seen=day,
+                last_seen=day,
+                last_ip=ip,
+                client_ips=[ip],
+                senders=[address],
+                confidence=confidence,
+                auth_last=auth_last,
+                auth_count=1 if auth_last else 0,
             )
         )
 
 
 def many_affected(runtime: Runtime, tmp_path: Path, n: int, seen: datetime) -> list[str]:
     """``n`` customers with one affected mailbox each; returns the customers' addresses."""
-    rows = [f"user{i:04d}@example.de,K{i:04d},kunde{i:04d}@example.org,Kunde {i},{'de' if i % 2 else 'en'}" for i in range(n)]
+    rows = [
+        f"user{i:04d}@example.de,K{i:04d},kunde{i:04d}@example.org,Kunde {i},{'de' if i % 2 else 'en'}"
+        for i in range(n)
+    ]
     add_customers(runtime, tmp_path, rows)
     for i in range(n):
         add_legacy(runtime, f"user{i:04d}@example.de", seen - timedelta(hours=i % 20))

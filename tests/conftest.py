@@ -14,7 +14,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ from rollout.runtime import Runtime
 
 PG_SERVER_URL = os.environ.get("ROLLOUT_TEST_DATABASE_URL")
 REPO = Path(__file__).resolve().parent.parent
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -174,6 +174,8 @@ def cli_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def write_csv(path: Path, rows: list[str], header: str = "mailbox,customer_id,customer_email,customer_name,locale") -> Path:
+def write_csv(
+    path: Path, rows: list[str], header: str = "mailbox,customer_id,customer_email,customer_name,locale"
+) -> Path:
     path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     return path

@@ -164,10 +164,20 @@ class MailStack:
     def stop(self) -> None:
         """Stop every daemon we started; safe to call twice."""
         if self._postfix_started:
-            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+            subprocess.run(
+                ["postfix", "-c", str(self.postfix_dir), "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+            )
             self._postfix_started = False
         if self._dovecot_started:
-            subprocess.run(["doveadm", "-c", str(self.dovecot_dir / "dovecot.conf"), "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+            subprocess.run(
+                ["doveadm", "-c", str(self.dovecot_dir / "dovecot.conf"), "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+            )
             self._dovecot_started = False
         if self._sink is not None:
             self._sink.terminate()
@@ -223,8 +233,9 @@ class MailStack:
         helo: str = "client.test",
     ) -> SmtpReply:
         """Send one message from ``source``; the reply to the first refused step or to DATA."""
-        with smtplib.SMTP(self.address, self.smtp_port, local_hostname=helo, timeout=CLIENT_TIMEOUT,
-                          source_address=(source, 0)) as smtp:
+        with smtplib.SMTP(
+            self.address, self.smtp_port, local_hostname=helo, timeout=CLIENT_TIMEOUT, source_address=(source, 0)
+        ) as smtp:
             smtp.ehlo(helo)
             if auth is not None:
                 try:
@@ -295,7 +306,12 @@ class MailStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             queue = self.postfix_dir.parent / "spool"
-            pending = [p for sub in ("incoming", "active", "deferred", "maildrop") for p in (queue / sub).rglob("*") if p.is_file()]
+            pending = [
+                p
+                for sub in ("incoming", "active", "deferred", "maildrop")
+                for p in (queue / sub).rglob("*")
+                if p.is_file()
+            ]
             if not pending:
                 return
             time.sleep(0.1)
@@ -320,14 +336,17 @@ class MailStack:
             out.seek(0)
             output = out.read().decode(errors="replace")
         if proc.returncode != 0:
-            raise MailStackError(f"could not {what}: {' '.join(argv)} exited {proc.returncode}\n{output}\n{self.logs()}")
+            raise MailStackError(
+                f"could not {what}: {' '.join(argv)} exited {proc.returncode}\n{output}\n{self.logs()}"
+            )
 
     def _start_sink(self) -> None:
         log = open(self.log_dir / "sink.log", "wb")
         # -u: smtp-sink refuses to run as root; -c: count; 100 = backlog
         self._sink = subprocess.Popen(
             ["smtp-sink", "-u", "nobody", "-c", f"{self.address}:{self.sink_port}", "100"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self._wait_for_port(self.sink_port)
@@ -355,24 +374,35 @@ class MailStack:
     def _write_dovecot_config(self) -> None:
         d = self.dovecot_dir
         (d / "users").write_text(
-            "".join(f"{u.user}:{{PLAIN}}{u.password}:{MAIL_UID}:{MAIL_GID}::{self.mail_dir}/{u.user}::\n" for u in self.users)
+            "".join(
+                f"{u.user}:{{PLAIN}}{u.password}:{MAIL_UID}:{MAIL_GID}::{self.mail_dir}/{u.user}::\n"
+                for u in self.users
+            )
         )
         script = d / "postlogin.sh"
         postmap = shutil.which("postmap")
         # the emulated pop-before-smtp daemon: remember the client IP, rebuild the map, go on
         script.write_text(
             "#!/bin/sh\n"
-            f"( flock 9; grep -qx \"$IP OK\" {self.pop_map} || {{ echo \"$IP OK\" >> {self.pop_map}"
+            f'( flock 9; grep -qx "$IP OK" {self.pop_map} || {{ echo "$IP OK" >> {self.pop_map}'
             f" && {postmap} -c {self.postfix_dir} hash:{self.pop_map}; }} )"
             f" 9>{self.maps_dir}/pop-before-smtp.lock\n"
             'exec "$@"\n'
         )
         script.chmod(0o755)
-        (d / "dovecot.conf").write_text(DOVECOT_CONF.format(
-            root=self.root, dir=d, address=self.address, pop3_port=self.pop3_port,
-            imap_port=self.imap_port, log=self.dovecot_log, mail=self.mail_dir, script=script,
-            instance=self.root.name,
-        ))
+        (d / "dovecot.conf").write_text(
+            DOVECOT_CONF.format(
+                root=self.root,
+                dir=d,
+                address=self.address,
+                pop3_port=self.pop3_port,
+                imap_port=self.imap_port,
+                log=self.dovecot_log,
+                mail=self.mail_dir,
+                script=script,
+                instance=self.root.name,
+            )
+        )
 
     def _write_postfix_config(self) -> None:
         d = self.postfix_dir
@@ -381,11 +411,23 @@ class MailStack:
         spool.mkdir(exist_ok=True)
         data.mkdir(exist_ok=True)
         shutil.chown(data, "postfix")
-        (d / "main.cf").write_text(POSTFIX_MAIN_CF.format(
-            root=self.root, spool=spool, data=data, address=self.address, sink_port=self.sink_port,
-            maps=self.maps_dir, log=self.postfix_log, log_dir=self.log_dir, mail=self.mail_dir,
-            auth=self.dovecot_dir / "run" / "auth-client", uid=MAIL_UID, gid=MAIL_GID, domain=LOCAL_DOMAIN,
-        ))
+        (d / "main.cf").write_text(
+            POSTFIX_MAIN_CF.format(
+                root=self.root,
+                spool=spool,
+                data=data,
+                address=self.address,
+                sink_port=self.sink_port,
+                maps=self.maps_dir,
+                log=self.postfix_log,
+                log_dir=self.log_dir,
+                mail=self.mail_dir,
+                auth=self.dovecot_dir / "run" / "auth-client",
+                uid=MAIL_UID,
+                gid=MAIL_GID,
+                domain=LOCAL_DOMAIN,
+            )
+        )
         (d / "master.cf").write_text(POSTFIX_MASTER_CF.format(address=self.address, port=self.smtp_port))
         for name in ("smtp-after-pop-disabled", "pop-before-smtp", "virtual-mailboxes"):
             self._run(["postmap", "-c", str(d), f"hash:{self.maps_dir / name}"], f"postmap {name}")

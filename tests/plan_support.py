@@ -16,7 +16,6 @@ from rollout.runtime import Runtime
 
 from .conftest import T0, write_csv
 
-
 # Every threshold off: tests of the step's other guards need no scan data (tests/test_gates.py turns them on).
 GATES_OFF = GateSettings(
     max_scan_age_minutes=None, max_refusals_per_hour=None, max_refused_share=None, max_next_legacy_share=None
@@ -51,16 +50,36 @@ def mailbox_id(runtime: Runtime, address: str) -> int:
         return session.scalars(select(Mailbox.id).where(Mailbox.address_key == address.lower())).one()
 
 
-def add_legacy(runtime: Runtime, address: str, day: date, senders: list[str] | None = None, refused: int = 0,
-               auth_last: datetime | None = None, warned: bool = True) -> None:
+def add_legacy(
+    runtime: Runtime,
+    address: str,
+    day: date,
+    senders: list[str] | None = None,
+    refused: int = 0,
+    auth_last: datetime | None = None,
+    warned: bool = True,
+) -> None:
     """A day of legacy use as the scan would record it; ``warned``: its customer got a reminder long before (see ``warn``)."""
     seen = datetime.combine(day, datetime.min.time(), tzinfo=T0.tzinfo) + timedelta(hours=8)
     with runtime.sessions() as session, session.begin():
-        session.add(LegacyDay(
-            mailbox_id=mailbox_id(runtime, address), day=day, legacy_count=3, high_count=3, first_seen=seen, last_seen=seen,
-            last_ip="192.0.2.1", client_ips=["192.0.2.1"], senders=senders or [address], confidence="high",
-            auth_count=1 if auth_last else 0, auth_last=auth_last, refused_count=refused, refused_last=seen if refused else None,
-        ))
+        session.add(
+            LegacyDay(
+                mailbox_id=mailbox_id(runtime, address),
+                day=day,
+                legacy_count=3,
+                high_count=3,
+                first_seen=seen,
+                last_seen=seen,
+                last_ip="192.0.2.1",
+                client_ips=["192.0.2.1"],
+                senders=senders or [address],
+                confidence="high",
+                auth_count=1 if auth_last else 0,
+                auth_last=auth_last,
+                refused_count=refused,
+                refused_last=seen if refused else None,
+            )
+        )
     if warned:
         warn(runtime, address, T0 - timedelta(days=30))
 
@@ -68,20 +87,47 @@ def add_legacy(runtime: Runtime, address: str, day: date, senders: list[str] | N
 WARNINGS = "warnings"  # the actor of the campaign whose reminders ``warn`` records
 
 
-def warn(runtime: Runtime, address: str, sent_at: datetime, delivery: str | None = None, reply: str | None = None) -> None:
+def warn(
+    runtime: Runtime, address: str, sent_at: datetime, delivery: str | None = None, reply: str | None = None
+) -> None:
     """A reminder listing ``address`` (no date told), sent at ``sent_at``: what a step's hold-back looks for."""
     with runtime.sessions() as session, session.begin():
         box = session.get(Mailbox, mailbox_id(runtime, address))
         assert box is not None
         campaign = session.scalars(select(Campaign).where(Campaign.actor == WARNINGS)).first()
         if campaign is None:
-            campaign = Campaign(created_at=T0, actor=WARNINGS, first_at=T0 - timedelta(days=60), weeks=6, weekday="mon",
-                                at_time="09:00", timezone="UTC", active=False)
+            campaign = Campaign(
+                created_at=T0,
+                actor=WARNINGS,
+                first_at=T0 - timedelta(days=60),
+                weeks=6,
+                weekday="mon",
+                at_time="09:00",
+                timezone="UTC",
+                active=False,
+            )
             session.add(campaign)
             session.flush()
-        wave = 1 + (session.scalar(select(func.max(Notice.wave)).where(Notice.campaign_id == campaign.id, Notice.customer_id == box.customer_id)) or 0)
-        notice = Notice(campaign_id=campaign.id, wave=wave, customer_id=box.customer_id, state="sent", to_address="k@example.org",
-                        message_id=f"<w{wave}.{box.id}@t>", created_at=sent_at, sent_at=sent_at, delivery=delivery, delivery_reply=reply)
+        wave = 1 + (
+            session.scalar(
+                select(func.max(Notice.wave)).where(
+                    Notice.campaign_id == campaign.id, Notice.customer_id == box.customer_id
+                )
+            )
+            or 0
+        )
+        notice = Notice(
+            campaign_id=campaign.id,
+            wave=wave,
+            customer_id=box.customer_id,
+            state="sent",
+            to_address="k@example.org",
+            message_id=f"<w{wave}.{box.id}@t>",
+            created_at=sent_at,
+            sent_at=sent_at,
+            delivery=delivery,
+            delivery_reply=reply,
+        )
         session.add(notice)
         session.flush()
         session.add(NoticeMailbox(notice_id=notice.id, mailbox_id=box.id))
@@ -94,12 +140,28 @@ def tell(runtime: Runtime, address: str, switch_at: datetime, state: str = "sent
         assert box is not None
         campaign = session.scalars(select(Campaign).where(Campaign.actor == "t")).first()
         if campaign is None:
-            campaign = Campaign(created_at=T0, actor="t", first_at=T0 - timedelta(days=60), weeks=1, weekday="mon",
-                                at_time="09:00", timezone="UTC", active=False)
+            campaign = Campaign(
+                created_at=T0,
+                actor="t",
+                first_at=T0 - timedelta(days=60),
+                weeks=1,
+                weekday="mon",
+                at_time="09:00",
+                timezone="UTC",
+                active=False,
+            )
             session.add(campaign)
             session.flush()
-        notice = Notice(campaign_id=campaign.id, wave=1, customer_id=box.customer_id, state=state, to_address="k@example.org",
-                        message_id=f"<{box.id}@t>", created_at=T0, sent_at=T0)
+        notice = Notice(
+            campaign_id=campaign.id,
+            wave=1,
+            customer_id=box.customer_id,
+            state=state,
+            to_address="k@example.org",
+            message_id=f"<{box.id}@t>",
+            created_at=T0,
+            sent_at=T0,
+        )
         session.add(notice)
         session.flush()
         session.add(NoticeMailbox(notice_id=notice.id, mailbox_id=box.id, switch_at=switch_at))

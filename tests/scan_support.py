@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from rollout.logs.envelope import EnvelopeParser
 from rollout.logs.events import Event
 from rollout.logs.parse import LineParser, our_text_matcher
 
-REFERENCE = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+REFERENCE = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # a directory of third-party log files (not shipped: their licences differ), used when present
 CORPUS_VARIABLE = "ROLLOUT_TEST_CORPUS"

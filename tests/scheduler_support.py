@@ -52,7 +52,12 @@ def configure(runtime: Runtime, tmp_path: Path, server: SmtpServer | None = None
 
 
 def small_rollout(
-    runtime: Runtime, tmp_path: Path, first_wave: datetime, weeks: int = 2, plan_start: datetime | None = None, log: Path | None = None
+    runtime: Runtime,
+    tmp_path: Path,
+    first_wave: datetime,
+    weeks: int = 2,
+    plan_start: datetime | None = None,
+    log: Path | None = None,
 ) -> None:
     """Three customers with legacy use, a campaign whose wave 1 is at ``first_wave``, two cohorts.
 
@@ -77,10 +82,32 @@ def small_rollout(
     else:
         with runtime.sessions() as session:
             boxes = [(a, login) for a, login in session.execute(select(Mailbox.address, Mailbox.login))]
-        write_maillog(log, boxes, legacy=LEGACY, sasl=["bert@example.de"], start=T0 - timedelta(days=2), span=timedelta(days=2), lines=12000, seed=3)
-    start_campaign(runtime, first_wave.date(), weeks=weeks, weekday=first_wave.strftime("%a").lower(), at=first_wave.strftime("%H:%M"), tz="UTC")
+        write_maillog(
+            log,
+            boxes,
+            legacy=LEGACY,
+            sasl=["bert@example.de"],
+            start=T0 - timedelta(days=2),
+            span=timedelta(days=2),
+            lines=12000,
+            seed=3,
+        )
+    start_campaign(
+        runtime,
+        first_wave.date(),
+        weeks=weeks,
+        weekday=first_wave.strftime("%a").lower(),
+        at=first_wave.strftime("%H:%M"),
+        tz="UTC",
+    )
     start = plan_start or first_wave + timedelta(weeks=weeks - 1, days=1)
-    make_plan(runtime, PlanRequest(start=start, every=timedelta(days=1), cohorts=2, tz="UTC", window="08:00-17:00", skip_weekends=False), apply=True)
+    make_plan(
+        runtime,
+        PlanRequest(
+            start=start, every=timedelta(days=1), cohorts=2, tz="UTC", window="08:00-17:00", skip_weekends=False
+        ),
+        apply=True,
+    )
 
 
 def job_runs(runtime: Runtime) -> list[JobRun]:
@@ -95,7 +122,10 @@ class Daemon:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rollout", "--config", str(config), "scheduler"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stderr is not None
         self._reader = threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True)
@@ -163,4 +193,3 @@ def _toml(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-

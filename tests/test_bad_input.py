@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 import pytest
@@ -53,7 +53,7 @@ NONE: Setup = env()
 CASES: list[tuple[str, list[str], Setup, set[int]]] = [
     ("config show", [], config_file("x = 'caf\xe9'\n".encode("latin-1")), {1}),
     ("config show", [], lambda tmp: {"ROLLOUT_CONFIG": str(tmp)}, {1}),
-    ("config show", [], config_file(b"[scan]\ntrusted_networks = [\"banana\"]\n"), {1}),
+    ("config show", [], config_file(b'[scan]\ntrusted_networks = ["banana"]\n'), {1}),
     ("config show", [], config_file(b"[scan\n"), {1}),
     ("config show", [], config_file(b"nonsense = 1\n"), {1}),
     ("config show", [], env(ROLLOUT_NOTICES_HELP_URL="javascript:alert(1)"), {1}),
@@ -133,17 +133,29 @@ def test_every_command_has_bad_input_cases() -> None:
 
 @pytest.mark.parametrize("command, args, setup, codes", CASES, ids=[f"{c} {' '.join(a)}"[:60] for c, a, *_ in CASES])
 def test_bad_input_is_one_error_line(
-    command: str, args: list[str], setup: Setup, codes: set[int], database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    command: str,
+    args: list[str],
+    setup: Setup,
+    codes: set[int],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Exit 1 or 2, exactly one line starting `Error:`, no traceback, nothing created where it should not be."""
     monkeypatch.chdir(tmp_path)
     for name in [n for n in os.environ if n.startswith("ROLLOUT_") and n != "ROLLOUT_TEST_DATABASE_URL"]:
         monkeypatch.delenv(name)
-    environment = {"ROLLOUT_DATABASE_URL": database_url, "ROLLOUT_ENFORCEMENT_MAP_PATH": str(tmp_path / "map" / "m"),
-                   "ROLLOUT_ENFORCEMENT_LIST_PATH": str(tmp_path / "map" / "l.txt"), **setup(tmp_path)}
+    environment = {
+        "ROLLOUT_DATABASE_URL": database_url,
+        "ROLLOUT_ENFORCEMENT_MAP_PATH": str(tmp_path / "map" / "m"),
+        "ROLLOUT_ENFORCEMENT_LIST_PATH": str(tmp_path / "map" / "l.txt"),
+        **setup(tmp_path),
+    }
     argv = [*command.split(), *(a.replace("{tmp}", str(tmp_path)) for a in args)]
     result = CliRunner().invoke(cli, argv, env=environment)
-    output = result.output + (result.stderr if result.stderr_bytes is not None and result.stderr not in result.output else "")
+    output = result.output + (
+        result.stderr if result.stderr_bytes is not None and result.stderr not in result.output else ""
+    )
     assert result.exit_code in codes, output
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in output
@@ -153,7 +165,10 @@ def test_bad_input_is_one_error_line(
 
 def test_database_passwords_are_masked_everywhere(tmp_path: Path) -> None:
     """`config show` and connection errors never print a password, in the user part or as ?password=."""
-    for url in ["postgresql://u:hunter2@127.0.0.1:1/db", "postgresql://u@127.0.0.1:1/db?password=hunter2&connect_timeout=1"]:
+    for url in [
+        "postgresql://u:hunter2@127.0.0.1:1/db",
+        "postgresql://u@127.0.0.1:1/db?password=hunter2&connect_timeout=1",
+    ]:
         shown = CliRunner().invoke(cli, ["--database", url, "config", "show"])
         failed = CliRunner().invoke(cli, ["--database", url, "status"])
         assert shown.exit_code == 0 and failed.exit_code == 1

@@ -49,5 +49,8 @@ def test_show_without_campaign_and_with_one(run: Cli) -> None:
 
 def test_bad_time_zone_and_time_are_clear_errors(run: Cli) -> None:
     """An unknown zone or a malformed --at exits 1 with what is wrong."""
-    assert "unknown time zone 'Mars/Base'" in run("campaign", "start", "--first", "2026-03-02", "--tz", "Mars/Base", expect=1).output
+    assert (
+        "unknown time zone 'Mars/Base'"
+        in run("campaign", "start", "--first", "2026-03-02", "--tz", "Mars/Base", expect=1).output
+    )
     assert "--at must be HH:MM" in run("campaign", "start", "--first", "2026-03-02", "--at", "nine", expect=1).output

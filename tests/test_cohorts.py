@@ -71,7 +71,17 @@ def test_max_share_gives_the_fewest_cohorts() -> None:
         cohorts_for_max_share([Unit("a", 5), Unit("s", 10), Unit("t", 5)], 0.4)
 
 
-@pytest.mark.parametrize(("first", "last", "label"), [("a", "c", "a–c"), ("0", "b", "0–b"), ("sa", "sm", "sa–sm"), ("u", "~", "u–other"), ("0", "0", "0-9"), ("k", "k", "k")])
+@pytest.mark.parametrize(
+    ("first", "last", "label"),
+    [
+        ("a", "c", "a–c"),
+        ("0", "b", "0–b"),
+        ("sa", "sm", "sa–sm"),
+        ("u", "~", "u–other"),
+        ("0", "0", "0-9"),
+        ("k", "k", "k"),
+    ],
+)
 def test_range_labels(first: str, last: str, label: str) -> None:
     """Ranges read as letters, two-letter prefixes, 0-9 and other."""
     assert range_label(first, last) == label
@@ -85,7 +95,10 @@ def test_layout_stays_inside_the_window_and_skips_weekends() -> None:
     local = [t.astimezone(window.zone).strftime("%a %H:%M") for t in times]
     assert local == ["Thu 16:00", "Fri 08:00", "Fri 10:00", "Fri 12:00"]
     friday_late = datetime(2026, 4, 17, 15, 30, tzinfo=UTC)  # 17:30 Berlin: closed until Monday
-    assert layout(friday_late, timedelta(hours=1), 1, window)[0].astimezone(window.zone).strftime("%a %d %H:%M") == "Mon 20 08:00"
+    assert (
+        layout(friday_late, timedelta(hours=1), 1, window)[0].astimezone(window.zone).strftime("%a %d %H:%M")
+        == "Mon 20 08:00"
+    )
 
 
 def test_layout_across_daylight_saving_change() -> None:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,11 @@ def test_alembic_cli_works_with_alembic_ini(empty_database_url: str) -> None:
     for args in (["upgrade", "head"], ["check"], ["current"]):
         proc = subprocess.run(
             [sys.executable, "-m", "alembic", "-c", str(REPO / "alembic.ini"), *args],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
     assert db.head_revision() in proc.stdout
@@ -100,25 +105,51 @@ def test_schema_check_at_head_does_not_load_alembic(database_url: str) -> None:
 
 def test_insert_rows_stores_exactly_what_a_core_insert_stores(runtime: Runtime) -> None:
     """The bulk insert stores times, JSON and NULLs byte for byte as SQLAlchemy's own insert does."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from sqlalchemy import select
 
     from rollout.models import ReviewItem
 
     table = ReviewItem.__table__
-    times = [datetime(2026, 3, 2, 10, 5, 7, tzinfo=timezone.utc), datetime(2026, 3, 2, 10, 5, 7, 250_000, tzinfo=timezone.utc)]
-    rows = [{"kind": "ambiguous", "at": at, "host": "mx1", "queue_id": qid, "client_ip": "192.0.2.7", "sender": sender,
-             "candidates": candidates, "evidence": [{"file": "f", "offset": 3, "line": "ä"}]}
-            for qid, sender, at, candidates in (("Q1", None, times[0], []), ("Q2", "anna@example.org", times[1], ["anna@example.org", "bert"]),
-                                                 ("Q3", None, times[1], []))]
+    times = [
+        datetime(2026, 3, 2, 10, 5, 7, tzinfo=UTC),
+        datetime(2026, 3, 2, 10, 5, 7, 250_000, tzinfo=UTC),
+    ]
+    rows = [
+        {
+            "kind": "ambiguous",
+            "at": at,
+            "host": "mx1",
+            "queue_id": qid,
+            "client_ip": "192.0.2.7",
+            "sender": sender,
+            "candidates": candidates,
+            "evidence": [{"file": "f", "offset": 3, "line": "ä"}],
+        }
+        for qid, sender, at, candidates in (
+            ("Q1", None, times[0], []),
+            ("Q2", "anna@example.org", times[1], ["anna@example.org", "bert"]),
+            ("Q3", None, times[1], []),
+        )
+    ]
     with runtime.sessions() as session, session.begin():
         session.execute(table.insert(), [dict(row, host="core") for row in rows])
         columns = list(rows[0])
-        db.insert_rows(session.connection(), table, columns, [tuple(dict(row, host="bulk")[c] for c in columns) for row in rows])
+        db.insert_rows(
+            session.connection(), table, columns, [tuple(dict(row, host="bulk")[c] for c in columns) for row in rows]
+        )
     with runtime.sessions() as session:
-        raw = session.connection().exec_driver_sql("SELECT host, kind, at, queue_id, client_ip, sender, CAST(candidates AS TEXT), "
-                                                   "CAST(evidence AS TEXT) FROM review_items ORDER BY queue_id, host").all()
+        raw = (
+            session.connection()
+            .exec_driver_sql(
+                "SELECT host, kind, at, queue_id, client_ip, sender, CAST(candidates AS TEXT), "
+                "CAST(evidence AS TEXT) FROM review_items ORDER BY queue_id, host"
+            )
+            .all()
+        )
         read = session.scalars(select(ReviewItem).where(ReviewItem.host == "bulk").order_by(ReviewItem.queue_id)).all()
     assert [r[1:] for r in raw if r[0] == "bulk"] == [r[1:] for r in raw if r[0] == "core"]
-    assert [(r.at, r.sender, r.candidates, r.evidence) for r in read] == [(row["at"], row["sender"], row["candidates"], row["evidence"]) for row in rows]
+    assert [(r.at, r.sender, r.candidates, r.evidence) for r in read] == [
+        (row["at"], row["sender"], row["candidates"], row["evidence"]) for row in rows
+    ]

@@ -43,7 +43,9 @@ EXIM = """\
 """
 
 
-def _outcomes(text: str, use_c: bool, open_keys: dict[str, str] | None = None) -> dict[str, tuple[str | None, str | None]]:
+def _outcomes(
+    text: str, use_c: bool, open_keys: dict[str, str] | None = None
+) -> dict[str, tuple[str | None, str | None]]:
     parser = BlockParser(line_parser(host="mx1", reference=REFERENCE), TRUSTED)
     block = text.encode()
     events = parser.parse(block, 0, "mail.log") if use_c else parser._parse_all(block, 0, "mail.log")
@@ -63,7 +65,8 @@ def test_postfix_notices_are_followed_to_their_outcome(use_c: bool) -> None:
         pytest.skip("the C classifier is not built")
     assert _outcomes(POSTFIX, use_c) == {
         "<rollout.c1.w1.k7@example.net>": (
-            "bounced", "host mx.remote.test[192.0.2.9] said: 550 5.1.1 <k7@remote.test>: User unknown (in reply to RCPT TO command)",
+            "bounced",
+            "host mx.remote.test[192.0.2.9] said: 550 5.1.1 <k7@remote.test>: User unknown (in reply to RCPT TO command)",
         ),
         "<rollout.c1.w1.k8@example.net>": ("delivered", None),
         "<rollout.c1.w1.k9@example.net>": ("delayed", "connect to slow.test: Connection timed out"),
@@ -77,7 +80,8 @@ def test_exim_notices_are_followed_to_their_outcome(use_c: bool) -> None:
         pytest.skip("the C classifier is not built")
     assert _outcomes(EXIM, use_c) == {
         "<rollout.c2.w3.k1@example.net>": (
-            "bounced", "SMTP error from remote mail server after RCPT TO:<k1@remote.test>: 550 5.1.1 User unknown",
+            "bounced",
+            "SMTP error from remote mail server after RCPT TO:<k1@remote.test>: 550 5.1.1 User unknown",
         ),
         "<rollout.c2.w3.k2@example.net>": ("delivered", None),
     }

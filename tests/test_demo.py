@@ -25,7 +25,9 @@ def test_demo_runs_to_the_end(run: Cli, tmp_path: Path) -> None:
     assert (directory / "postfix" / "pop-before-smtp.before-retire" / "pop-before-smtp").read_text().count(" OK") == 40
     assert "OK" not in (directory / "postfix" / "pop-before-smtp").read_text()
     emls = sorted((directory / "outbox").glob("*.eml"))
-    demo = Cli(Runtime(settings=load_settings(environ={}, overrides={"database_url": f"sqlite:///{directory / 'rollout.db'}"})))
+    demo = Cli(
+        Runtime(settings=load_settings(environ={}, overrides={"database_url": f"sqlite:///{directory / 'rollout.db'}"}))
+    )
     status = json.loads(demo("status", "--json").output)
     assert status["phase"] == "done"
     assert status["cohorts"] and all(c["stage"] == "reject" and c["enforced_at"] for c in status["cohorts"])

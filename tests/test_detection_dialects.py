@@ -13,7 +13,9 @@ def detect(lines: list[str], host: str = "files") -> list[Finding]:
     return detect_and_count(lines, host)[0]
 
 
-def detect_and_count(lines: list[str], host: str = "files", config: DetectionConfig = CONFIG) -> tuple[list[Finding], dict]:
+def detect_and_count(
+    lines: list[str], host: str = "files", config: DetectionConfig = CONFIG
+) -> tuple[list[Finding], dict]:
     """The findings (logins aside) and the authenticated submissions counted."""
     parser = line_parser(host=host)
     detector = Detector(config)
@@ -113,7 +115,7 @@ def test_behind_an_imap_proxy_the_proxy_login_opens_the_window() -> None:
     config = DetectionConfig(local_domains=frozenset({"example.org"}), trusted_networks=("127.0.0.0/8", "10.0.0.0/8"))
     lines = [
         "Mar  2 10:00:00 mx dovecot: imap-login: Login: user=<anna@example.org>, method=PLAIN, rip=10.0.0.2, lip=10.0.0.5, mpid=5, session=<s1>",
-        'Mar  2 10:00:00 px nginx: 2026/03/02 10:00:00 [info] 8#8: *7 client logged in, client: 198.51.100.7, server: 0.0.0.0:993, '
+        "Mar  2 10:00:00 px nginx: 2026/03/02 10:00:00 [info] 8#8: *7 client logged in, client: 198.51.100.7, server: 0.0.0.0:993, "
         'login: "anna@example.org", upstream: 10.0.0.5:143',
         "Mar  2 10:04:00 mx postfix/smtpd[10]: 1111AAAA01: client=pc[198.51.100.7]",
         "Mar  2 10:04:00 mx postfix/qmgr[9]: 1111AAAA01: from=<anna@example.org>, size=100, nrcpt=1 (queue active)",
@@ -121,7 +123,12 @@ def test_behind_an_imap_proxy_the_proxy_login_opens_the_window() -> None:
         "Mar  2 10:04:01 mx postfix/qmgr[9]: 1111AAAA01: removed",
     ]
     (legacy,), _authenticated = detect_and_count(lines, config=config)
-    assert (legacy.kind, legacy.user, legacy.ip, legacy.confidence) == ("legacy", "anna@example.org", "198.51.100.7", "high")
+    assert (legacy.kind, legacy.user, legacy.ip, legacy.confidence) == (
+        "legacy",
+        "anna@example.org",
+        "198.51.100.7",
+        "high",
+    )
 
 
 def test_a_sighting_from_year_less_stamps_says_its_year_was_inferred() -> None:

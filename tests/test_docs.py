@@ -88,7 +88,9 @@ def test_doc_links_lead_to_a_page_and_a_heading(page) -> None:  # type: ignore[n
         linked = (page.parent / file).resolve() if file else page
         assert linked.exists(), f"{page.name} links to {target}, which does not exist"
         if anchor:
-            assert anchor in _anchors(linked.read_text(encoding="utf-8")), f"{page.name}: no heading #{anchor} in {file}"
+            assert anchor in _anchors(linked.read_text(encoding="utf-8")), (
+                f"{page.name}: no heading #{anchor} in {file}"
+            )
 
 
 def test_readme_is_a_front_page_linking_every_docs_page() -> None:
@@ -122,8 +124,12 @@ def test_every_detection_rule_the_code_cites_is_in_docs_detection() -> None:
     page = (REPO / "docs" / "detection.md").read_text(encoding="utf-8")
     ids, sections = _cited_in_code()
     assert {"R1", "R4", "P1", "P18"} <= ids  # the scan below must find the citations at all
-    defined = set(re.findall(r"\*\*(R[1-4]|A[1-4]|N[1-4])\*\*", page)) | set(re.findall(r"^\| (P\d+) \|", page, flags=re.M))
+    defined = set(re.findall(r"\*\*(R[1-4]|A[1-4]|N[1-4])\*\*", page)) | set(
+        re.findall(r"^\| (P\d+) \|", page, flags=re.M)
+    )
     assert sorted(ids - defined) == [], "cited in the code but not defined in docs/detection.md"
     headings = set(re.findall(r"^#+ §(\d+(?:\.\d+)?) ", page, flags=re.M))
     for section in sections:
-        assert section in headings or section.split(".")[0] in headings, f"§{section} is no heading of docs/detection.md"
+        assert section in headings or section.split(".")[0] in headings, (
+            f"§{section} is no heading of docs/detection.md"
+        )

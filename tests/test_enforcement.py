@@ -22,7 +22,9 @@ from .conftest import T0, Cli
 from .plan_support import configure, import_locals
 from .scheduler_support import GATES_OFF
 
-pytestmark = pytest.mark.skipif(shutil.which("postmap") is None, reason="needs Postfix's postmap (installed by .ci/run)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("postmap") is None, reason="needs Postfix's postmap (installed by .ci/run)"
+)
 LOCALS = ["anna", "bert", "carl", "dora"]
 
 
@@ -37,7 +39,20 @@ def script(tmp_path: Path, name: str, body: str) -> str:
 def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
     map_path = configure(runtime, tmp_path)
     import_locals(runtime, tmp_path, LOCALS)
-    run("plan", "--cohorts", "2", "--start", T0.strftime("%Y-%m-%d %H:%M"), "--every", "1h", "--tz", "UTC", "--window", "00:00-23:59", "--apply")
+    run(
+        "plan",
+        "--cohorts",
+        "2",
+        "--start",
+        T0.strftime("%Y-%m-%d %H:%M"),
+        "--every",
+        "1h",
+        "--tz",
+        "UTC",
+        "--window",
+        "00:00-23:59",
+        "--apply",
+    )
     return map_path
 
 
@@ -46,7 +61,12 @@ def snapshot(runtime: Runtime, map_path: Path) -> tuple:
         stages = tuple(session.scalars(select(Cohort.stage).order_by(Cohort.id)))
         versions = session.scalar(select(func.count()).select_from(MapVersion))
     index = Path(str(map_path) + ".db")
-    return stages, versions, map_path.read_text() if map_path.exists() else None, index.read_bytes() if index.exists() else None
+    return (
+        stages,
+        versions,
+        map_path.read_text() if map_path.exists() else None,
+        index.read_bytes() if index.exists() else None,
+    )
 
 
 def postmap_query(map_path: Path, key: str) -> str:
@@ -57,11 +77,15 @@ def postmap_query(map_path: Path, key: str) -> str:
 def test_real_postmap_answers_the_action(run: Cli, runtime: Runtime, planned: Path) -> None:
     """After a step, `postmap -q` on the map in force gives our REJECT line; others get nothing."""
     run("step", "--yes")
-    assert postmap_query(planned, "anna@example.de").startswith("REJECT 5.7.1 SMTP-after-POP is switched off for anna@example.de")
+    assert postmap_query(planned, "anna@example.de").startswith(
+        "REJECT 5.7.1 SMTP-after-POP is switched off for anna@example.de"
+    )
     assert postmap_query(planned, "dora@example.de") == ""
 
 
-def test_failed_postmap_leaves_map_and_database(run: Cli, runtime: Runtime, clock: ManualClock, planned: Path, tmp_path: Path) -> None:
+def test_failed_postmap_leaves_map_and_database(
+    run: Cli, runtime: Runtime, clock: ManualClock, planned: Path, tmp_path: Path
+) -> None:
     """postmap failing: Error naming it, the old map in force, the database unchanged."""
     run("step", "--yes")
     before = snapshot(runtime, planned)
@@ -75,25 +99,37 @@ def test_failed_postmap_leaves_map_and_database(run: Cli, runtime: Runtime, cloc
 
 def test_failed_verification_fails_closed(run: Cli, runtime: Runtime, planned: Path, tmp_path: Path) -> None:
     """If the new index answers wrongly for a sample, nothing is swapped."""
-    wrapper = script(tmp_path, "pm", 'case "$1" in -q) cat >/dev/null; echo "anna@example.de\tOK"; exit 0;; *) exec postmap "$@";; esac')
+    wrapper = script(
+        tmp_path,
+        "pm",
+        'case "$1" in -q) cat >/dev/null; echo "anna@example.de\tOK"; exit 0;; *) exec postmap "$@";; esac',
+    )
     configure(runtime, tmp_path, postmap_command=wrapper)
     before = snapshot(runtime, planned)
     assert "expected 'REJECT 5.7.1" in run("step", "--yes", expect=1).output
     assert snapshot(runtime, planned) == before
 
 
-def test_killed_between_postmap_and_rename(run: Cli, runtime: Runtime, clock: ManualClock, planned: Path, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_killed_between_postmap_and_rename(
+    run: Cli, runtime: Runtime, clock: ManualClock, planned: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
     """A process killed after postmap, before the rename: old map in force, database unchanged, next step works."""
     run("step", "--yes")
     before = snapshot(runtime, planned)
     killer = script(tmp_path, "pm-kill", 'postmap "$@"; kill -9 $PPID; sleep 5')
     env = {
-        **cli_env, "ROLLOUT_NOW": (T0 + timedelta(hours=1)).isoformat(), "ROLLOUT_ENFORCEMENT_MAP_PATH": str(planned),
-        "ROLLOUT_ENFORCEMENT_POSTMAP_COMMAND": killer, "ROLLOUT_ENFORCEMENT_SOAK_HOURS": "0",
-        "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59", "ROLLOUT_ROLLOUT_SKIP_WEEKENDS": "false",
+        **cli_env,
+        "ROLLOUT_NOW": (T0 + timedelta(hours=1)).isoformat(),
+        "ROLLOUT_ENFORCEMENT_MAP_PATH": str(planned),
+        "ROLLOUT_ENFORCEMENT_POSTMAP_COMMAND": killer,
+        "ROLLOUT_ENFORCEMENT_SOAK_HOURS": "0",
+        "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59",
+        "ROLLOUT_ROLLOUT_SKIP_WEEKENDS": "false",
         **{"ROLLOUT_" + key.replace(".", "_").upper(): value for key, value in GATES_OFF.items()},
     }
-    done = subprocess.run([sys.executable, "-m", "rollout", "step", "--yes"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "rollout", "step", "--yes"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == -9
     assert snapshot(runtime, planned) == before
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".smtp-after-pop-disabled.new")]  # the half-done swap
@@ -111,7 +147,10 @@ def test_hand_edited_map_is_reported_as_drift(run: Cli, runtime: Runtime, clock:
     run("step", "--yes")
     assert "intruder@example.de" not in planned.read_text()
     with runtime.sessions() as session:
-        drift = [e.details["map_drifted"] for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "step").order_by(AuditEvent.id))]
+        drift = [
+            e.details["map_drifted"]
+            for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "step").order_by(AuditEvent.id))
+        ]
     assert drift == [False, True]
 
 

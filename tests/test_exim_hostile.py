@@ -52,7 +52,9 @@ def test_a_quoted_sender_cannot_carry_fields() -> None:
     event = parse_one(line)
     assert isinstance(event, Accept)
     assert (event.client_ip, event.authenticated, event.sender) == (
-        "203.0.113.5", False, '"x H=[192.0.2.9] A=p:victim@example.org"@evil.test'
+        "203.0.113.5",
+        False,
+        '"x H=[192.0.2.9] A=p:victim@example.org"@evil.test',
     )
 
 
@@ -66,9 +68,21 @@ def test_the_real_auth_fields_still_count() -> None:
 @pytest.mark.parametrize(
     "line, daemon, relay",
     [
-        ('=> friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5] C="250 OK T=local_delivery"', "smtp", "mx.remote.test"),
-        ('=> "x T=local_delivery"@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]', "smtp", "mx.remote.test"),
-        ('=> a@remote.test <"b T=local H=x"@example.org> R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]', "smtp", "mx.remote.test"),
+        (
+            '=> friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5] C="250 OK T=local_delivery"',
+            "smtp",
+            "mx.remote.test",
+        ),
+        (
+            '=> "x T=local_delivery"@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]',
+            "smtp",
+            "mx.remote.test",
+        ),
+        (
+            '=> a@remote.test <"b T=local H=x"@example.org> R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]',
+            "smtp",
+            "mx.remote.test",
+        ),
         ("=> anna@example.org R=local_user T=local_delivery", "local_delivery", "none"),
     ],
 )
@@ -81,12 +95,24 @@ def test_a_remote_reply_or_address_cannot_change_the_transport(line: str, daemon
 @pytest.mark.parametrize(
     "message, ip, sender, rcpt",
     [
-        ("H=(yakult.com.tw) [202.132.70.178]:3755 I=[1.2.3.4]:25 F=menacedsj04@listserv.eurasia.org rejected RCPT dir@ml3.ru",
-         "202.132.70.178", "menacedsj04@listserv.eurasia.org", "dir@ml3.ru"),
-        ("H=([198.51.100.77]) [203.0.113.5]:3755 F=<anna@example.org> rejected RCPT <bob@remote.test>",
-         "203.0.113.5", "anna@example.org", "bob@remote.test"),
-        ('H=(x) [203.0.113.5] F=<"y H=([192.0.2.9]) [192.0.2.9] F=<victim@example.org>"@evil.test> rejected RCPT <bob@remote.test>',
-         "203.0.113.5", '"y H=([192.0.2.9]) [192.0.2.9] F=<victim@example.org>"@evil.test', "bob@remote.test"),
+        (
+            "H=(yakult.com.tw) [202.132.70.178]:3755 I=[1.2.3.4]:25 F=menacedsj04@listserv.eurasia.org rejected RCPT dir@ml3.ru",
+            "202.132.70.178",
+            "menacedsj04@listserv.eurasia.org",
+            "dir@ml3.ru",
+        ),
+        (
+            "H=([198.51.100.77]) [203.0.113.5]:3755 F=<anna@example.org> rejected RCPT <bob@remote.test>",
+            "203.0.113.5",
+            "anna@example.org",
+            "bob@remote.test",
+        ),
+        (
+            'H=(x) [203.0.113.5] F=<"y H=([192.0.2.9]) [192.0.2.9] F=<victim@example.org>"@evil.test> rejected RCPT <bob@remote.test>',
+            "203.0.113.5",
+            '"y H=([192.0.2.9]) [192.0.2.9] F=<victim@example.org>"@evil.test',
+            "bob@remote.test",
+        ),
     ],
 )
 def test_relay_refusals_take_the_client_from_h(message: str, ip: str, sender: str, rcpt: str) -> None:
@@ -113,8 +139,8 @@ def _within(seconds: float, work: object) -> bool:
     [
         f'{STAMP} H=(x) [192.0.2.1] F=<a@b.test> rejected RCPT <"{"H=[1] F=" * 2000}"@x.test>: relay not permitted',
         f'{STAMP} 1Ov4tU-0000Nz-Rm <= "{"H=[1] " * 2700}"@x.test H=(x) [192.0.2.1] P=esmtp S=1',
-        f'{STAMP} 1Ov4tU-0000Nz-Rm <= a@b.test H=({"(" * 16000}) [192.0.2.1] P=esmtp S=1',
-        f"{STAMP} 1Ov4tU-0000Nz-Rm => a@b.test \"" + '\\"' * 8100 + " R=x T=remote_smtp H=y",
+        f"{STAMP} 1Ov4tU-0000Nz-Rm <= a@b.test H=({'(' * 16000}) [192.0.2.1] P=esmtp S=1",
+        f'{STAMP} 1Ov4tU-0000Nz-Rm => a@b.test "' + '\\"' * 8100 + " R=x T=remote_smtp H=y",
         f"{STAMP} 1Ov4tU-0000Nz-Rm <= a@b.test " + "H=[1] " * 2700 + "P=esmtp",
     ],
 )

@@ -32,7 +32,20 @@ def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
     warn(runtime, "carl@example.de", T0 - timedelta(days=20), delivery="bounced", reply=BOUNCE)
     add_legacy(runtime, "dora@example.de", day, warned=False)
     add_legacy(runtime, "emil@example.de", day)
-    run("plan", "--cohorts", "3", "--start", T0.strftime("%Y-%m-%d %H:%M"), "--every", "10d", "--tz", "UTC", "--window", "00:00-23:59", "--apply")
+    run(
+        "plan",
+        "--cohorts",
+        "3",
+        "--start",
+        T0.strftime("%Y-%m-%d %H:%M"),
+        "--every",
+        "10d",
+        "--tz",
+        "UTC",
+        "--window",
+        "00:00-23:59",
+        "--apply",
+    )
     return map_path
 
 
@@ -46,7 +59,9 @@ def map_keys(path: Path) -> set[str]:
     return {line.split("\t", 1)[0] for line in path.read_text().splitlines() if line and not line.startswith("#")}
 
 
-def test_dry_run_names_the_unwarned_and_the_step_keeps_them_out_of_the_map(run: Cli, runtime: Runtime, planned: Path) -> None:
+def test_dry_run_names_the_unwarned_and_the_step_keeps_them_out_of_the_map(
+    run: Cli, runtime: Runtime, planned: Path
+) -> None:
     """bert had no notice: step --dry-run names him, the step holds him back (status, lookup, audit say why),
     and anna, warned in time, goes into the map."""
     dry = run("step", "--dry-run").output
@@ -57,7 +72,11 @@ def test_dry_run_names_the_unwarned_and_the_step_keeps_them_out_of_the_map(run: 
     assert [(h["address"], h["reason"]) for h in result["held"]] == [("bert@example.de", "no notice")]
     assert map_keys(planned) == {"anna@example.de"}
     status = json.loads(run("status", "--json").stdout)
-    assert (status["held_count"], status["held"][0]["address"], status["held"][0]["reason"]) == (1, "bert@example.de", "no notice")
+    assert (status["held_count"], status["held"][0]["address"], status["held"][0]["reason"]) == (
+        1,
+        "bert@example.de",
+        "no notice",
+    )
     assert "held back, not warned in time (kept out of the map): 1" in run("status").output
     lookup = run("lookup", "bert@example.de").output
     assert "HELD BACK from cohort a–b" in lookup and "no notice; not in the map; no new date yet" in lookup
@@ -67,7 +86,9 @@ def test_dry_run_names_the_unwarned_and_the_step_keeps_them_out_of_the_map(run: 
     assert event.details["held"] == [{"mailbox": "bert@example.de", "reason": "no notice", "redated_to": None}]
 
 
-def test_a_bounced_or_late_notice_holds_back_and_a_late_one_gets_a_later_cohort(run: Cli, runtime: Runtime, planned: Path) -> None:
+def test_a_bounced_or_late_notice_holds_back_and_a_late_one_gets_a_later_cohort(
+    run: Cli, runtime: Runtime, planned: Path
+) -> None:
     """carl's notice bounced, dora's came two days before the switch-off: both held; dora is re-dated into the
     cohort at least min_warning_days after her notice and switched off with it, carl stays held."""
     run("step", "--yes")
@@ -85,7 +106,9 @@ def test_a_bounced_or_late_notice_holds_back_and_a_late_one_gets_a_later_cohort(
     assert sorted(h["address"] for h in result["held"]) == ["bert@example.de", "carl@example.de"]
 
 
-def test_force_does_not_include_the_unwarned_but_include_unwarned_does(run: Cli, runtime: Runtime, planned: Path) -> None:
+def test_force_does_not_include_the_unwarned_but_include_unwarned_does(
+    run: Cli, runtime: Runtime, planned: Path
+) -> None:
     """--force overrides guards, never the hold-back; --include-unwarned --reason switches the held off, audited."""
     runtime.clock.set(T0 - timedelta(hours=5))  # type: ignore[attr-defined]  # before the cohort's time: a guard
     assert "needs --reason" in run("step", "--yes", "--include-unwarned", expect=2).output
@@ -98,13 +121,17 @@ def test_force_does_not_include_the_unwarned_but_include_unwarned_does(run: Cli,
     assert map_keys(planned) == {"anna@example.de", "bert@example.de", "carl@example.de", "dora@example.de"}
     with runtime.sessions() as session:
         holds = session.scalars(select(HeldMailbox)).all()
-        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "step").order_by(AuditEvent.id.desc())).first()
+        event = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "step").order_by(AuditEvent.id.desc())
+        ).first()
     assert {(h.release, h.release_reason) for h in holds} == {("included", "support phoned them")}
     assert event is not None and event.details["reason"] == "support phoned them"
     assert event.details["included_unwarned"] == ["bert@example.de", "carl@example.de", "dora@example.de"]
 
 
-def test_a_notice_delivered_after_the_hold_gives_a_date_and_switching_to_auth_ends_the_hold(run: Cli, runtime: Runtime, planned: Path) -> None:
+def test_a_notice_delivered_after_the_hold_gives_a_date_and_switching_to_auth_ends_the_hold(
+    run: Cli, runtime: Runtime, planned: Path
+) -> None:
     """bert, held without a notice, gets one delivered: the next step dates him into a cohort 7 days later;
     a held mailbox that switches to SMTP AUTH is released (nothing of its legacy use is left to refuse)."""
     run("step", "--yes")
@@ -113,7 +140,13 @@ def test_a_notice_delivered_after_the_hold_gives_a_date_and_switching_to_auth_en
     runtime.clock.set(T0 + timedelta(days=10))  # type: ignore[attr-defined]
     held = {h["address"]: h for h in json.loads(run("step", "--yes", "--json").stdout)["held"]}
     assert held["bert@example.de"]["redated_to"] == "e–f"
-    add_legacy(runtime, "carl@example.de", T0.date() + timedelta(days=11), auth_last=T0 + timedelta(days=11, hours=9), warned=False)
+    add_legacy(
+        runtime,
+        "carl@example.de",
+        T0.date() + timedelta(days=11),
+        auth_last=T0 + timedelta(days=11, hours=9),
+        warned=False,
+    )
     runtime.clock.set(T0 + timedelta(days=20))  # type: ignore[attr-defined]
     result = json.loads(run("step", "--yes", "--json").stdout)
     assert result["released"] == ["bert@example.de"]
@@ -133,7 +166,9 @@ def test_the_scheduler_never_includes_the_unwarned(runtime: Runtime, planned: Pa
     assert map_keys(planned) == {"anna@example.de"}
 
 
-def test_the_final_step_does_not_retire_the_legacy_path_under_the_held(run: Cli, runtime: Runtime, planned: Path, tmp_path: Path) -> None:
+def test_the_final_step_does_not_retire_the_legacy_path_under_the_held(
+    run: Cli, runtime: Runtime, planned: Path, tmp_path: Path
+) -> None:
     """Retiring the legacy map would cut the held off too: refused (also with --force) while any is held;
     --include-unwarned --reason retires it and names them in the audit event."""
     import subprocess
@@ -151,7 +186,10 @@ def test_the_final_step_does_not_retire_the_legacy_path_under_the_held(run: Cli,
     assert "held back as not warned in time (bert@example.de, carl@example.de, dora@example.de)" in refused
     assert pop.read_text() == "192.0.2.1 OK\n"
     out = run("step", "--yes", "--include-unwarned", "--reason", "support phoned all three").output
-    assert "switched off although not warned in time (--include-unwarned): bert@example.de, carl@example.de, dora@example.de" in out
+    assert (
+        "switched off although not warned in time (--include-unwarned): bert@example.de, carl@example.de, dora@example.de"
+        in out
+    )
     with runtime.sessions() as session:
         event = session.scalars(select(AuditEvent).where(AuditEvent.action == "retire")).one()
     assert event.details["included_unwarned"] == ["bert@example.de", "carl@example.de", "dora@example.de"]

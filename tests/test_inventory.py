@@ -16,9 +16,18 @@ HEADER = "mailbox,customer_id,customer_email,customer_name,locale"
 def dump(runtime: Runtime) -> list[tuple]:
     """Everything the inventory holds, for before/after comparisons."""
     with runtime.sessions() as session:
-        customers = session.execute(select(Customer.external_id, Customer.email, Customer.name, Customer.locale).order_by(Customer.external_id)).all()
+        customers = session.execute(
+            select(Customer.external_id, Customer.email, Customer.name, Customer.locale).order_by(Customer.external_id)
+        ).all()
         mailboxes = session.execute(
-            select(Mailbox.address, Mailbox.address_key, Mailbox.login, Mailbox.bucket, Mailbox.sort_key, Customer.external_id)
+            select(
+                Mailbox.address,
+                Mailbox.address_key,
+                Mailbox.login,
+                Mailbox.bucket,
+                Mailbox.sort_key,
+                Customer.external_id,
+            )
             .join(Customer)
             .order_by(Mailbox.address_key)
         ).all()
@@ -27,7 +36,14 @@ def dump(runtime: Runtime) -> list[tuple]:
 
 def test_import_creates_customers_and_mailboxes(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
     """A first import adds everything and reports the counts."""
-    csv = write_csv(tmp_path / "a.csv", ["Anna@Example.DE,K1,k1@example.org,Anna GmbH,de", "info@bücher.de,K1,k1@example.org,Anna GmbH,de", "zed@example.net,K2,z@example.org,Zed,en"])
+    csv = write_csv(
+        tmp_path / "a.csv",
+        [
+            "Anna@Example.DE,K1,k1@example.org,Anna GmbH,de",
+            "info@bücher.de,K1,k1@example.org,Anna GmbH,de",
+            "zed@example.net,K2,z@example.org,Zed,en",
+        ],
+    )
     out = json.loads(run("inventory", "import", str(csv), "--json").output)
     assert (out["customers_added"], out["mailboxes_added"], out["rows"]) == (2, 3, 3)
     rows = dump(runtime)
@@ -37,7 +53,9 @@ def test_import_creates_customers_and_mailboxes(run: Cli, runtime: Runtime, tmp_
 
 def test_second_import_updates_changes_and_counts_unchanged(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
     """Re-importing with changed data updates; unchanged rows are counted as such."""
-    first = write_csv(tmp_path / "a.csv", ["a@example.de,K1,k1@example.org,Anna,de", "b@example.de,K2,k2@example.org,Bert,de"])
+    first = write_csv(
+        tmp_path / "a.csv", ["a@example.de,K1,k1@example.org,Anna,de", "b@example.de,K2,k2@example.org,Bert,de"]
+    )
     run("inventory", "import", str(first))
     second = write_csv(
         tmp_path / "b.csv",
@@ -57,7 +75,13 @@ def test_second_import_updates_changes_and_counts_unchanged(run: Cli, runtime: R
 
 def test_absent_mailboxes_stay_unless_prune(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
     """Mailboxes missing from the file are reported and kept; --prune deletes them and empty customers."""
-    run("inventory", "import", str(write_csv(tmp_path / "a.csv", ["a@example.de,K1,k@example.org,A,de", "b@example.de,K2,k@example.org,B,de"])))
+    run(
+        "inventory",
+        "import",
+        str(
+            write_csv(tmp_path / "a.csv", ["a@example.de,K1,k@example.org,A,de", "b@example.de,K2,k@example.org,B,de"])
+        ),
+    )
     smaller = write_csv(tmp_path / "b.csv", ["a@example.de,K1,k@example.org,A,de"])
     out = run("inventory", "import", str(smaller)).output
     assert "1 mailboxes in the database are not in the file" in out and "b@example.de" in out
@@ -78,7 +102,9 @@ def test_dry_run_writes_nothing(run: Cli, runtime: Runtime, tmp_path: Path) -> N
 def test_bom_extra_columns_and_column_order(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
     """UTF-8 with BOM, columns in any order, and extra columns ignored."""
     path = tmp_path / "bom.csv"
-    path.write_bytes("\ufefflocale,Plan,mailbox,customer_name,customer_email,customer_id\r\nde,gold,jürgen@example.de,Jürgen,j@example.de,K9\r\n".encode())
+    path.write_bytes(
+        "\ufefflocale,Plan,mailbox,customer_name,customer_email,customer_id\r\nde,gold,jürgen@example.de,Jürgen,j@example.de,K9\r\n".encode()
+    )
     run("inventory", "import", str(path))
     assert ("jürgen@example.de", "jürgen@example.de", None, "j", "jurgen", "K9") in dump(runtime)
 
@@ -117,7 +143,9 @@ def test_cross_row_conflicts_are_reported(run: Cli, tmp_path: Path) -> None:
         "c@example.de,K2,k2@example.org,C,en,shared",
         "d@example.de,K2,k2@example.org,C,en,SHARED",
     ]
-    out = run("inventory", "import", str(write_csv(tmp_path / "a.csv", rows, header=HEADER + ",login")), expect=1).output
+    out = run(
+        "inventory", "import", str(write_csv(tmp_path / "a.csv", rows, header=HEADER + ",login")), expect=1
+    ).output
     assert "line 3: mailbox a@example.de is already on line 2" in out
     assert "line 4: customer K1: e-mail, name or locale differ from line 2" in out
     assert "line 6: login shared is already used by the mailbox on line 5" in out
@@ -127,7 +155,7 @@ def test_malformed_csv_and_field_counts(run: Cli, tmp_path: Path) -> None:
     """Rows with the wrong number of fields, control characters and bad encodings are named."""
     path = tmp_path / "a.csv"
     path.write_bytes(
-        (HEADER + "\n" "a@example.de,K1,k@example.org,A,de,surplus\n" "b@example.de,K1\n").encode()
+        (HEADER + "\na@example.de,K1,k@example.org,A,de,surplus\nb@example.de,K1\n").encode()
         + b"c@example.de,K1,k@example.org,\xff\xfe,de\n"
         + b'd@example.de,K2,k@example.org,"Evil\r\nBcc: x",de\n'
         + b'e@example.de,K3,k@example.org,"unterminated,de\n'
@@ -158,7 +186,13 @@ def test_missing_file_is_a_usage_error(run: Cli, tmp_path: Path) -> None:
 
 def test_import_writes_an_audit_event(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
     """The import is recorded with actor, time and counts."""
-    run("--actor", "alice", "inventory", "import", str(write_csv(tmp_path / "a.csv", ["a@example.de,K1,k@example.org,A,de"])))
+    run(
+        "--actor",
+        "alice",
+        "inventory",
+        "import",
+        str(write_csv(tmp_path / "a.csv", ["a@example.de,K1,k@example.org,A,de"])),
+    )
     with runtime.sessions() as session:
         event = session.scalars(select(AuditEvent)).one()
     assert event.actor == "alice" and event.action == "inventory.import"
@@ -168,11 +202,21 @@ def test_import_writes_an_audit_event(run: Cli, runtime: Runtime, tmp_path: Path
 
 def test_stats_shares_per_initial_bucket(run: Cli, tmp_path: Path) -> None:
     """Stats give the share per bucket: digits first, accents folded, others last."""
-    rows = [f"{local}@example.de,K1,k@example.org,A,de" for local in ("anna", "Ärger", "bob", "1und1", "_x", "zoe", "Zack", "émile")]
+    rows = [
+        f"{local}@example.de,K1,k@example.org,A,de"
+        for local in ("anna", "Ärger", "bob", "1und1", "_x", "zoe", "Zack", "émile")
+    ]
     run("inventory", "import", str(write_csv(tmp_path / "a.csv", rows)))
     data = json.loads(run("inventory", "stats", "--json").output)
     shares = {b["label"]: (b["mailboxes"], b["share"]) for b in data["buckets"] if b["mailboxes"]}
-    assert shares == {"0-9": (1, 0.125), "a": (2, 0.25), "b": (1, 0.125), "e": (1, 0.125), "z": (2, 0.25), "other": (1, 0.125)}
+    assert shares == {
+        "0-9": (1, 0.125),
+        "a": (2, 0.25),
+        "b": (1, 0.125),
+        "e": (1, 0.125),
+        "z": (2, 0.25),
+        "other": (1, 0.125),
+    }
     assert [b["label"] for b in data["buckets"]][:2] == ["0-9", "a"] and data["buckets"][-1]["label"] == "other"
     assert (data["customers"], data["mailboxes"], data["domains"]) == (1, 8, 1)
     text = run("inventory", "stats").output

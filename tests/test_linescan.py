@@ -9,23 +9,26 @@ minus whole dropped messages, and the detector must find exactly the same things
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs import blocks
 from rollout.logs.blocks import BlockParser
-from rollout.logs.join import join_complete
 from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, LoginRun, Removed, Sender
+from rollout.logs.join import join_complete
 from rollout.synthetic.maillog import write_maillog
 
 from .scan_support import REFERENCE, corpus_files, fixture_lines, line_parser
 
 TRUSTED = ("127.0.0.0/8", "::1/128", "10.0.0.0/8")
 MESSAGE_EVENTS = (Accept, Sender, Delivery, Removed, CompleteMessage, AuthCounts)
-CONFIG = DetectionConfig(trusted_networks=TRUSTED, local_domains=frozenset({"example.org", "kunde1.example", "kunde2.example"}))
+CONFIG = DetectionConfig(
+    trusted_networks=TRUSTED, local_domains=frozenset({"example.org", "kunde1.example", "kunde2.example"})
+)
 
 
 def both(block: bytes, login_runs: bool = False) -> tuple[list[Event], list[Event]]:
@@ -40,8 +43,13 @@ def findings(events: list[Event]) -> tuple[list[tuple], dict, list[str], str, li
     """What the detector found and counted, and what it carries to the next scan: open messages, login windows, open sessions."""
     detector = Detector(CONFIG)
     detector.feed_all(events)
-    return (sorted((_key(f) for f in detector.findings), key=repr), detector.authenticated, sorted(detector.messages),
-            repr(sorted(detector.logins.items())), sorted(detector.sessions))
+    return (
+        sorted((_key(f) for f in detector.findings), key=repr),
+        detector.authenticated,
+        sorted(detector.messages),
+        repr(sorted(detector.logins.items())),
+        sorted(detector.sessions),
+    )
 
 
 def _key(f: Finding) -> tuple:
@@ -50,14 +58,20 @@ def _key(f: Finding) -> tuple:
 
 def assert_same(block: bytes) -> None:
     fast, slow = both(block)
-    assert [e for e in fast if not isinstance(e, MESSAGE_EVENTS)] == [e for e in slow if not isinstance(e, MESSAGE_EVENTS)]
-    kept = [e for e in fast if isinstance(e, MESSAGE_EVENTS) and not isinstance(e, AuthCounts)]  # counted ones are in findings()
+    assert [e for e in fast if not isinstance(e, MESSAGE_EVENTS)] == [
+        e for e in slow if not isinstance(e, MESSAGE_EVENTS)
+    ]
+    kept = [
+        e for e in fast if isinstance(e, MESSAGE_EVENTS) and not isinstance(e, AuthCounts)
+    ]  # counted ones are in findings()
     all_messages = [e for e in slow if isinstance(e, MESSAGE_EVENTS)]
     assert _subsequence(kept, all_messages)
     dropped = {(e.host, e.instance, e.qid) for e in all_messages} - {(e.host, e.instance, e.qid) for e in kept}
     assert not any((e.host, e.instance, e.qid) in dropped for e in kept)  # whole messages or nothing
     assert findings(fast) == findings(slow)
-    runs, _ = both(block, login_runs=True)  # the logins the classifier files itself, in runs: the same findings and state
+    runs, _ = both(
+        block, login_runs=True
+    )  # the logins the classifier files itself, in runs: the same findings and state
     assert findings(runs) == findings(slow)
 
 
@@ -87,8 +101,17 @@ def test_synthetic_provider_log_gives_the_same_findings(tmp_path: Path) -> None:
     """A generated provider log (inbound, SASL, legacy, rejects, logins): same findings, most lines skipped in C."""
     boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(60)]
     log = tmp_path / "mail.log"
-    start = datetime(2026, 11, 20, tzinfo=timezone.utc)
-    write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=start, span=timedelta(hours=6), lines=20_000, seed=5)
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    write_maillog(
+        log,
+        boxes,
+        [a for a, _ in boxes[:6]],
+        [a for a, _ in boxes[6:20]],
+        start=start,
+        span=timedelta(hours=6),
+        lines=20_000,
+        seed=5,
+    )
     data = log.read_bytes()
     assert_same(data)
     parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
@@ -100,10 +123,21 @@ def test_joining_complete_messages_in_the_worker_changes_nothing(tmp_path: Path)
     """The detector finds the same from raw message events as from messages joined per block (any block size)."""
     boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(60)]
     log = tmp_path / "mail.log"
-    start = datetime(2026, 11, 20, tzinfo=timezone.utc)
-    write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=start, span=timedelta(hours=6), lines=20_000, seed=9)
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    write_maillog(
+        log,
+        boxes,
+        [a for a, _ in boxes[:6]],
+        [a for a, _ in boxes[6:20]],
+        start=start,
+        span=timedelta(hours=6),
+        lines=20_000,
+        seed=9,
+    )
     parser = line_parser(reference=REFERENCE)
-    raw = [e for i, line in enumerate(log.read_text().splitlines()) if (e := parser.parse(line, "t.log", i)) is not None]
+    raw = [
+        e for i, line in enumerate(log.read_text().splitlines()) if (e := parser.parse(line, "t.log", i)) is not None
+    ]
     expected = findings(raw)
     for size in (50, 997, len(raw)):
         joined = [e for i in range(0, len(raw), size) for e in join_complete(raw[i : i + size], TRUSTED)]
@@ -230,8 +264,10 @@ FAST_MESSAGES = [
     "Nov 23 09:00:32 mx1 postfix/qmgr[12]: 3F2A1B4D02: removed",
     # more than 50 recipients: the first 50 are kept
     "Nov 23 09:00:40 mx1 postfix/smtpd[11]: 3F2A1B4D03: client=unknown[203.0.113.5]",
-    *(f"Nov 23 09:00:41 mx1 postfix/smtp[13]: 3F2A1B4D03: to=<r{i}@remote.test>, relay=mx[192.0.2.9]:25, dsn=2.0.0, status=sent (250 ok)"
-      for i in range(55)),
+    *(
+        f"Nov 23 09:00:41 mx1 postfix/smtp[13]: 3F2A1B4D03: to=<r{i}@remote.test>, relay=mx[192.0.2.9]:25, dsn=2.0.0, status=sent (250 ok)"
+        for i in range(55)
+    ),
     "Nov 23 09:00:42 mx1 postfix/qmgr[12]: 3F2A1B4D03: removed",
     # an empty relay is no delivery for Python: the message is not joined here
     "Nov 23 09:00:50 mx1 postfix/smtpd[11]: 3F2A1B4D04: client=unknown[203.0.113.5]",
@@ -257,7 +293,9 @@ def test_sessions_paired_per_block_give_the_findings_of_one_stream() -> None:
         "Nov 23 09:00:05 mx1 dovecot: pop3(anna@example.org)<7>: Disconnected: Logged out",
     ]
     block = ("\n".join(lines) + "\n").encode()
-    expected = findings(BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log"))  # unjoined
+    expected = findings(
+        BlockParser(line_parser(reference=REFERENCE), TRUSTED)._parse_all(block, 0, "t.log")
+    )  # unjoined
     for cut in range(len(lines) + 1):
         at = sum(len(line) + 1 for line in lines[:cut])
         fast = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
@@ -270,10 +308,20 @@ def test_the_classifier_builds_the_common_events_itself(tmp_path: Path) -> None:
     the authenticated ones."""
     boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(60)]
     log = tmp_path / "mail.log"
-    write_maillog(log, boxes, [a for a, _ in boxes[:6]], [a for a, _ in boxes[6:20]], start=datetime(2026, 11, 20, tzinfo=timezone.utc),
-                  span=timedelta(hours=6), lines=20_000, seed=5)
+    write_maillog(
+        log,
+        boxes,
+        [a for a, _ in boxes[:6]],
+        [a for a, _ in boxes[6:20]],
+        start=datetime(2026, 11, 20, tzinfo=UTC),
+        span=timedelta(hours=6),
+        lines=20_000,
+        seed=5,
+    )
     parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
-    rows, *_, authenticated = blocks._linescan.scan(log.read_bytes(), parser.rules, parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, parser.classes)
+    rows, *_, authenticated = blocks._linescan.scan(
+        log.read_bytes(), parser.rules, parser.trusted, "t.log", 0, parser.lines.envelopes.time_of, parser.classes
+    )
     assert sum(isinstance(row, tuple) for row in rows) < 0.01 * len(rows)
     assert sum(isinstance(row, CompleteMessage) for row in rows) > 20  # the legacy sends
     assert sum(count for count, _last in authenticated.values()) > 100
@@ -316,8 +364,14 @@ JUNK = [" ", ":", "[", "]", "<", ">", ",", "\x1c", "é", "\t", "0", "A", "z", "/
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(SHAPES), st.integers(0, 200), st.sampled_from(JUNK), st.booleans()), min_size=1, max_size=40),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(SHAPES), st.integers(0, 200), st.sampled_from(JUNK), st.booleans()),
+        min_size=1,
+        max_size=40,
+    ),
+    st.randoms(use_true_random=False),
+)
 def test_mutated_lines_give_the_same_events(lines: list[tuple[str, int, str, bool]], rnd: random.Random) -> None:
     """Known shapes with a character replaced or inserted anywhere (envelope, program, fields) agree on both paths."""
     out = []

@@ -17,11 +17,20 @@ def test_lookup_by_address_is_case_insensitive_and_shows_everything(run: Cli, ru
     assert "legacy use: last 2026-03-07 12:00 from 198.51.100.7, 4 submissions on 1 days, confidence high" in out
     assert "cohort 1 (a–m): scheduled 2026-03-17 09:00; switched off 2026-03-17 09:00, stage reject" in out
     assert "refused by our map: 3 times, last 2026-03-20 10:00" in out
-    assert "554 5.7.1 <Anna@acme.example>: Sender address rejected: SMTP-after-POP is switched off for Anna@acme.example" in out
+    assert (
+        "554 5.7.1 <Anna@acme.example>: Sender address rejected: SMTP-after-POP is switched off for Anna@acme.example"
+        in out
+    )
     assert f"/var/log/mail.log:1234: {ANNA_LINE}" in out
     assert "SMTP AUTH: last 2026-03-12 09:00  → switched" in out  # bert
-    assert "zoe@acme.example\n  legacy use: none seen\n  cohort 2 (n–z): scheduled 2026-03-23 09:00; not yet switched off" in out
-    assert "3  reminder  sent             2026-03-16 09:00  <rollout.1.3.K-1@example.net>  Anna@acme.example, bert@acme.example" in out
+    assert (
+        "zoe@acme.example\n  legacy use: none seen\n  cohort 2 (n–z): scheduled 2026-03-23 09:00; not yet switched off"
+        in out
+    )
+    assert (
+        "3  reminder  sent             2026-03-16 09:00  <rollout.1.3.K-1@example.net>  Anna@acme.example, bert@acme.example"
+        in out
+    )
 
 
 def test_lookup_json_by_customer_id(run: Cli, runtime: Runtime) -> None:
@@ -30,7 +39,12 @@ def test_lookup_json_by_customer_id(run: Cli, runtime: Runtime) -> None:
     data = json.loads(run("lookup", "K-2", "--json").output)
     assert (data["matched"], data["customer_name"], data["mailbox_count"]) == ("customer", "Nina Solo", 1)
     (nina,) = data["mailboxes"]
-    assert nina["exemption"] == {"until": "2026-03-25T09:00:00+00:00", "reason": "travelling, back Friday", "actor": "support", "active": True}
+    assert nina["exemption"] == {
+        "until": "2026-03-25T09:00:00+00:00",
+        "reason": "travelling, back Friday",
+        "actor": "support",
+        "active": True,
+    }
     assert nina["refused_reply"] is None and nina["cohort"]["stage"] == "pending"
     assert nina["legacy"]["last_ip"] == "192.0.2.44" and nina["legacy"]["switched"] is False
     assert [(n["wave"], n["state"], n["message_id"]) for n in data["notices"]] == [
@@ -43,7 +57,11 @@ def test_lookup_by_login_and_contact_address(run: Cli, runtime: Runtime) -> None
     """A POP login or the customer's contact address finds the customer too; the login's mailbox comes first."""
     build_rollout(runtime)
     data = json.loads(run("lookup", "web1p2", "--json").output)
-    assert (data["matched"], data["mailboxes"][0]["address"], data["mailboxes"][0]["legacy"]["switched"]) == ("login", "bert@acme.example", True)
+    assert (data["matched"], data["mailboxes"][0]["address"], data["mailboxes"][0]["legacy"]["switched"]) == (
+        "login",
+        "bert@acme.example",
+        True,
+    )
     data = json.loads(run("lookup", "Billing@ACME.example", "--json").output)
     assert (data["matched"], data["customer_id"]) == ("customer email", "K-1")
     assert json.loads(run("lookup", "k-1", "--json").output)["customer_id"] == "K-1"
@@ -53,7 +71,10 @@ def test_unknown_address_says_so_and_exits_one(run: Cli, runtime: Runtime) -> No
     """An address nobody has is reported as unknown with exit code 1."""
     build_rollout(runtime)
     result = run("lookup", "nobody@acme.example", expect=1)
-    assert "Error: 'nobody@acme.example' is not a mailbox, POP login, customer id or customer e-mail in the inventory" in result.output
+    assert (
+        "Error: 'nobody@acme.example' is not a mailbox, POP login, customer id or customer e-mail in the inventory"
+        in result.output
+    )
 
 
 def test_warn_stage_still_accepts_and_says_so(run: Cli, runtime: Runtime) -> None:

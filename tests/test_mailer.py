@@ -25,9 +25,27 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}"],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={HOST}",
+            "-addext",
+            f"subjectAltName=IP:{HOST}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 
@@ -40,8 +58,14 @@ def server(certificate: tuple[Path, Path], implicit: bool) -> tuple[Controller, 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
     inbox, port = Inbox(), free_port(HOST)
-    tls = {"ssl_context": context, "auth_require_tls": False} if implicit else {"tls_context": context, "require_starttls": True}
-    controller = Controller(inbox, hostname=HOST, port=port, authenticator=authenticator, auth_required=True, ready_timeout=5, **tls)
+    tls = (
+        {"ssl_context": context, "auth_require_tls": False}
+        if implicit
+        else {"tls_context": context, "require_starttls": True}
+    )
+    controller = Controller(
+        inbox, hostname=HOST, port=port, authenticator=authenticator, auth_required=True, ready_timeout=5, **tls
+    )
     controller.start()
     return controller, inbox, port
 
@@ -52,7 +76,15 @@ def test_tls_and_auth_deliver_over_one_reused_connection(certificate: tuple[Path
     """STARTTLS and implicit TLS with AUTH work; several messages share one session."""
     controller, inbox, port = server(certificate, implicit=security == "tls")
     try:
-        settings = SmtpSettings(host=HOST, port=port, security=security, username="notices", password="s3cret", ca_file=str(certificate[0]), timeout_seconds=5)
+        settings = SmtpSettings(
+            host=HOST,
+            port=port,
+            security=security,
+            username="notices",
+            password="s3cret",
+            ca_file=str(certificate[0]),
+            timeout_seconds=5,
+        )
         smtp = SmtpConnection(settings, RateLimiter(0))
         results = [smtp.send("a@example.net", f"b{i}@example.org", MESSAGE) for i in range(3)]
         smtp.close()
@@ -66,7 +98,15 @@ def test_wrong_password_is_a_clear_error(certificate: tuple[Path, Path]) -> None
     """A refused AUTH stops with a message naming the user and server."""
     controller, inbox, port = server(certificate, implicit=False)
     try:
-        settings = SmtpSettings(host=HOST, port=port, security="starttls", username="notices", password="wrong", ca_file=str(certificate[0]), timeout_seconds=5)
+        settings = SmtpSettings(
+            host=HOST,
+            port=port,
+            security="starttls",
+            username="notices",
+            password="wrong",
+            ca_file=str(certificate[0]),
+            timeout_seconds=5,
+        )
         with pytest.raises(DeliveryError, match=r"SMTP AUTH as notices at 127.0.0.32:\d+ refused: 535"):
             SmtpConnection(settings, RateLimiter(0)).send("a@example.net", "b@example.org", MESSAGE)
     finally:
@@ -116,7 +156,9 @@ def test_pipelined_sending_to_postfix_smtp_sink() -> None:
 
     port = free_port(HOST)
     user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen(["smtp-sink", *user, f"{HOST}:{port}", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = subprocess.Popen(
+        ["smtp-sink", *user, f"{HOST}:{port}", "10"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -126,7 +168,10 @@ def test_pipelined_sending_to_postfix_smtp_sink() -> None:
             except OSError:
                 time.sleep(0.05)
         smtp = SmtpConnection(SmtpSettings(host=HOST, port=port, timeout_seconds=5), RateLimiter(0))
-        results = [smtp.send("a@example.net", f"b{i}@example.org", MESSAGE.replace(b"hello", b".leading dot\r\nhello")) for i in range(20)]
+        results = [
+            smtp.send("a@example.net", f"b{i}@example.org", MESSAGE.replace(b"hello", b".leading dot\r\nhello"))
+            for i in range(20)
+        ]
         assert smtp._smtp is not None and smtp._smtp.has_extn("pipelining")
         smtp.close()
     finally:

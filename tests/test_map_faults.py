@@ -9,9 +9,10 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import event, select
@@ -25,7 +26,9 @@ from .conftest import T0, Cli
 from .plan_support import add_legacy, configure, import_locals
 from .scheduler_support import GATES_OFF
 
-pytestmark = pytest.mark.skipif(shutil.which("postmap") is None, reason="needs Postfix's postmap (installed by .ci/run)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("postmap") is None, reason="needs Postfix's postmap (installed by .ci/run)"
+)
 LOCALS = ["anna", "bert", "carl", "dora"]
 
 
@@ -51,7 +54,20 @@ class Fault:
 def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
     map_path = configure(runtime, tmp_path / "postfix")
     import_locals(runtime, tmp_path, LOCALS)
-    run("plan", "--cohorts", "2", "--start", T0.strftime("%Y-%m-%d %H:%M"), "--every", "1h", "--tz", "UTC", "--window", "00:00-23:59", "--apply")
+    run(
+        "plan",
+        "--cohorts",
+        "2",
+        "--start",
+        T0.strftime("%Y-%m-%d %H:%M"),
+        "--every",
+        "1h",
+        "--tz",
+        "UTC",
+        "--window",
+        "00:00-23:59",
+        "--apply",
+    )
     return map_path
 
 
@@ -69,8 +85,12 @@ def rejected(map_path: Path) -> set[str]:
 def switched_off(runtime: Runtime) -> set[str]:
     """Who the database says is switched off."""
     with runtime.sessions() as session:
-        query = (select(Mailbox.address_key).join(CohortMember, CohortMember.mailbox_id == Mailbox.id)
-                 .join(Cohort, Cohort.id == CohortMember.cohort_id).where(Cohort.stage != "pending"))
+        query = (
+            select(Mailbox.address_key)
+            .join(CohortMember, CohortMember.mailbox_id == Mailbox.id)
+            .join(Cohort, Cohort.id == CohortMember.cohort_id)
+            .where(Cohort.stage != "pending")
+        )
         return set(session.scalars(query))
 
 
@@ -107,7 +127,9 @@ POINTS: dict[str, Callable[[Path], Fault]] = {
     "kept copy": lambda m: Fault(shutil, "copyfile", lambda src, dst, *r: ".versions" in str(dst)),
     "index rename": lambda m: Fault(os, "replace", lambda src, dst, *r: str(dst).endswith(".db")),
     "source rename": lambda m: Fault(os, "replace", lambda src, dst, *r: Path(dst) == m),
-    "directory sync": lambda m: Fault(os, "fsync", lambda fd, *r: os.path.samefile(f"/proc/self/fd/{fd}", m.parent) and _db_is_new(m)),
+    "directory sync": lambda m: Fault(
+        os, "fsync", lambda fd, *r: os.path.samefile(f"/proc/self/fd/{fd}", m.parent) and _db_is_new(m)
+    ),
 }
 
 
@@ -124,16 +146,26 @@ def _postmap_fails(fault: Fault, original: Callable[..., Any]) -> Callable[..., 
 def _db_is_new(map_path: Path) -> bool:
     """The index was just replaced (the sync after the renames, not the one after the intent)."""
     index = Path(str(map_path) + ".db")
-    return index.exists() and not map_path.read_text().count("carl@") and index.stat().st_mtime_ns > map_path.stat().st_mtime_ns
+    return (
+        index.exists()
+        and not map_path.read_text().count("carl@")
+        and index.stat().st_mtime_ns > map_path.stat().st_mtime_ns
+    )
 
 
 @pytest.mark.parametrize("point", [*POINTS, "postmap"])
-def test_a_full_disk_at_each_point_of_a_step(run: Cli, runtime: Runtime, planned: Path, point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_at_each_point_of_a_step(
+    run: Cli, runtime: Runtime, planned: Path, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The step exits 1 with one Error line; map, database, status, lookup and undo agree; the next step works."""
     run("step", "--yes")
     assert_agree(run, runtime, planned)
     with monkeypatch.context() as mp:
-        fault = POINTS[point](planned) if point != "postmap" else Fault(subprocess, "run", lambda argv, *r: "-q" not in argv)
+        fault = (
+            POINTS[point](planned)
+            if point != "postmap"
+            else Fault(subprocess, "run", lambda argv, *r: "-q" not in argv)
+        )
         fault.install(mp)
         if point == "postmap":  # postmap itself finds the disk full: it says so and exits 1
             mp.setattr(subprocess, "run", _postmap_fails(fault, subprocess.run))
@@ -163,7 +195,9 @@ def failing_commit(runtime: Runtime) -> Iterator[list[int]]:
     event.remove(runtime.engine, "commit", commit)
 
 
-def test_a_failed_commit_puts_the_map_back(run: Cli, runtime: Runtime, planned: Path, failing_commit: list[int]) -> None:
+def test_a_failed_commit_puts_the_map_back(
+    run: Cli, runtime: Runtime, planned: Path, failing_commit: list[int]
+) -> None:
     """The map was published, the commit failed: the map is put back at once and the Error says so."""
     run("step", "--yes")
     failing_commit.append(1)
@@ -216,7 +250,12 @@ def test_umask_000_gives_0644_files_and_0755_directories(run: Cli, runtime: Runt
 
 def test_a_sender_that_cannot_be_written_is_left_out(run: Cli, runtime: Runtime, planned: Path) -> None:
     """``#x@example.org`` (a comment line), ``@example.org`` (a whole domain), a space: left out; the rest works."""
-    add_legacy(runtime, "anna@example.de", T0.date(), senders=["anna@example.de", "#x@example.org", "@example.org", "a b@example.org", "ok@example.org"])
+    add_legacy(
+        runtime,
+        "anna@example.de",
+        T0.date(),
+        senders=["anna@example.de", "#x@example.org", "@example.org", "a b@example.org", "ok@example.org"],
+    )
     run("step", "--yes")
     text = planned.read_text()
     assert "ok@example.org\t" in text and "#x@" not in text and "\n@example.org" not in text and "a b@" not in text
@@ -224,23 +263,36 @@ def test_a_sender_that_cannot_be_written_is_left_out(run: Cli, runtime: Runtime,
     assert_agree(run, runtime, planned)
 
 
-def _concurrently(cli_env: dict[str, str], planned: Path, tmp_path: Path, *commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+def _concurrently(
+    cli_env: dict[str, str], planned: Path, tmp_path: Path, *commands: list[str]
+) -> list[subprocess.CompletedProcess[str]]:
     """Start the commands at the same moment, each with a postmap that takes a second."""
     slow = tmp_path / "slow-postmap"
     slow.write_text('#!/bin/sh\ncase "$1" in -q) ;; *) sleep 1;; esac\nexec postmap "$@"\n')
     slow.chmod(0o755)
     env = {
-        **cli_env, "ROLLOUT_NOW": T0.isoformat(), "ROLLOUT_ENFORCEMENT_MAP_PATH": str(planned),
-        "ROLLOUT_ENFORCEMENT_POSTMAP_COMMAND": str(slow), "ROLLOUT_ENFORCEMENT_SOAK_HOURS": "0",
-        "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59", "ROLLOUT_ROLLOUT_SKIP_WEEKENDS": "false", "ROLLOUT_ROLLOUT_TIMEZONE": "UTC",
+        **cli_env,
+        "ROLLOUT_NOW": T0.isoformat(),
+        "ROLLOUT_ENFORCEMENT_MAP_PATH": str(planned),
+        "ROLLOUT_ENFORCEMENT_POSTMAP_COMMAND": str(slow),
+        "ROLLOUT_ENFORCEMENT_SOAK_HOURS": "0",
+        "ROLLOUT_ROLLOUT_WINDOW": "00:00-23:59",
+        "ROLLOUT_ROLLOUT_SKIP_WEEKENDS": "false",
+        "ROLLOUT_ROLLOUT_TIMEZONE": "UTC",
         **{"ROLLOUT_" + key.replace(".", "_").upper(): value for key, value in GATES_OFF.items()},
     }
-    procs = [subprocess.Popen([sys.executable, "-m", "rollout", *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for c in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rollout", *c], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for c in commands
+    ]
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate()) for p in procs]
 
 
-def test_two_steps_at_once_take_turns(run: Cli, runtime: Runtime, planned: Path, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_two_steps_at_once_take_turns(
+    run: Cli, runtime: Runtime, planned: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
     """Two `step` at once: one after the other, one audit event per cohort moved, the map agrees."""
     done = _concurrently(cli_env, planned, tmp_path, ["step", "--yes"], ["step", "--yes"])
     for d in done:
@@ -254,16 +306,26 @@ def test_two_steps_at_once_take_turns(run: Cli, runtime: Runtime, planned: Path,
     assert_agree(run, runtime, planned)
 
 
-def test_step_and_exempt_at_once(run: Cli, runtime: Runtime, planned: Path, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_step_and_exempt_at_once(
+    run: Cli, runtime: Runtime, planned: Path, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
     """A step and an exemption at once: neither removes the other's temp file; both land; the map agrees."""
     until = (T0 + timedelta(days=30)).strftime("%Y-%m-%d")
-    done = _concurrently(cli_env, planned, tmp_path, ["step", "--yes"], ["exempt", "carl@example.de", "--until", until, "--reason", "travel"])
+    done = _concurrently(
+        cli_env,
+        planned,
+        tmp_path,
+        ["step", "--yes"],
+        ["exempt", "carl@example.de", "--until", until, "--reason", "travel"],
+    )
     assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
     assert "carl@example.de" not in planned.read_text()
     assert_agree(run, runtime, planned)
 
 
-def test_a_step_blocked_by_another_writer_is_one_error_line(runtime: Runtime, planned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_blocked_by_another_writer_is_one_error_line(
+    runtime: Runtime, planned: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SQLite: while another process holds the write lock past the busy timeout, `step` exits 1 with a clear message."""
     if not runtime.settings.database_url.startswith("sqlite"):
         pytest.skip("SQLite's write lock; PostgreSQL's advisory lock waits (test_two_steps_at_once_take_turns)")

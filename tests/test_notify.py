@@ -47,7 +47,12 @@ def affected(runtime: Runtime, tmp_path: Path, smtp: SmtpServer) -> Runtime:
 
 def ledger(runtime: Runtime) -> list[tuple]:
     with runtime.sessions() as session:
-        return [tuple(r) for r in session.execute(select(Notice.wave, Notice.customer_id, Notice.state, Notice.to_address).order_by(Notice.id))]
+        return [
+            tuple(r)
+            for r in session.execute(
+                select(Notice.wave, Notice.customer_id, Notice.state, Notice.to_address).order_by(Notice.id)
+            )
+        ]
 
 
 def test_sends_each_affected_customer_one_notice_listing_their_mailboxes(affected: Runtime, smtp: SmtpServer) -> None:
@@ -91,7 +96,9 @@ def test_exempt_switched_off_and_switched_mailboxes_are_left_out(affected: Runti
     summary = notify(affected)
     assert summary.selected == 1
     with affected.sessions() as session:
-        listed = session.scalars(select(Mailbox.address).join(NoticeMailbox, NoticeMailbox.mailbox_id == Mailbox.id)).all()
+        listed = session.scalars(
+            select(Mailbox.address).join(NoticeMailbox, NoticeMailbox.mailbox_id == Mailbox.id)
+        ).all()
     assert listed == ["buero@example.de"]
 
 
@@ -103,8 +110,19 @@ def test_one_medium_sighting_is_notified_and_says_why(affected: Runtime, smtp: S
         mid = session.scalar(select(Mailbox.id).where(Mailbox.address_key == "mid@example.net"))
         day = session.get(LegacyDay, (mid, (T0 - timedelta(days=1)).date()))
         day.senders = ["private@elsewhere.org"]
-        session.add(Evidence(mailbox_id=mid, day=day.day, kind="legacy", lines=[],
-                             details={"tier": "strict", "delta_seconds": 125.0, "flags": ["sender_mismatch", "foreign_sender_domain"]}))
+        session.add(
+            Evidence(
+                mailbox_id=mid,
+                day=day.day,
+                kind="legacy",
+                lines=[],
+                details={
+                    "tier": "strict",
+                    "delta_seconds": 125.0,
+                    "flags": ["sender_mismatch", "foreign_sender_domain"],
+                },
+            )
+        )
     assert notify(affected).sent == 3
     message = next(m for m in smtp.inbox.messages if "mid@example.org" in m["To"])
     text = message.get_body(("plain",)).get_content()
@@ -159,7 +177,9 @@ def test_connection_lost_after_the_final_dot_leaves_the_notice_uncertain(affecte
     assert sorted(smtp.inbox.ids().values()) == [1, 1]
 
 
-def test_undefined_template_variable_aborts_with_nothing_sent(affected: Runtime, smtp: SmtpServer, tmp_path: Path) -> None:
+def test_undefined_template_variable_aborts_with_nothing_sent(
+    affected: Runtime, smtp: SmtpServer, tmp_path: Path
+) -> None:
     """An operator template using an undefined variable stops the run before any send, naming it."""
     custom = tmp_path / "tpl" / "en"
     custom.mkdir(parents=True)
@@ -170,14 +190,19 @@ def test_undefined_template_variable_aborts_with_nothing_sent(affected: Runtime,
     assert smtp.inbox.messages == [] and ledger(affected) == []
 
 
-def test_outbox_writes_one_parseable_eml_per_customer_and_a_second_run_none(affected: Runtime, run: Cli, tmp_path: Path) -> None:
+def test_outbox_writes_one_parseable_eml_per_customer_and_a_second_run_none(
+    affected: Runtime, run: Cli, tmp_path: Path
+) -> None:
     """--outbox writes .eml files in each customer's language; rerunning writes none."""
     outbox = tmp_path / "out"
     out = json.loads(run("notify", "--outbox", str(outbox), "--json").output)
     assert out["sent"] == 2
     files = sorted(outbox.glob("*.eml"))
     assert len(files) == 2
-    parsed = {m["To"].addresses[0].addr_spec: m for m in (message_from_bytes(f.read_bytes(), policy=policy.default) for f in files)}
+    parsed = {
+        m["To"].addresses[0].addr_spec: m
+        for m in (message_from_bytes(f.read_bytes(), policy=policy.default) for f in files)
+    }
     assert parsed["anna.kunde@example.org"]["Content-Language"] == "de"
     assert "Reminder 1 of 6" in parsed["zed@example.org"]["Subject"]
     for f in files:
@@ -240,7 +265,9 @@ def test_preview_prints_the_real_rendering_and_test_to_sends_it(affected: Runtim
     assert ledger(affected) == []
 
 
-def test_thank_you_note_once_when_all_mailboxes_switched(affected: Runtime, smtp: SmtpServer, clock: ManualClock) -> None:
+def test_thank_you_note_once_when_all_mailboxes_switched(
+    affected: Runtime, smtp: SmtpServer, clock: ManualClock
+) -> None:
     """With thank_you on, a reminded customer whose mailboxes all switched gets one thank-you note and no reminder."""
     configure(affected, **smtp_overrides(smtp), **{"notices.thank_you": True})
     notify(affected)
@@ -263,7 +290,9 @@ def test_no_campaign_is_a_clear_error(runtime: Runtime, run: Cli) -> None:
     assert "rollout campaign start" in result.output
 
 
-def test_many_customers_each_exactly_once_with_parallel_connections(runtime: Runtime, tmp_path: Path, smtp: SmtpServer) -> None:
+def test_many_customers_each_exactly_once_with_parallel_connections(
+    runtime: Runtime, tmp_path: Path, smtp: SmtpServer
+) -> None:
     """With four connections and a rate limit, 60 customers each get exactly one message."""
     configure(runtime, **smtp_overrides(smtp), **{"smtp.concurrency": 4, "smtp.rate_per_second": 400})
     expected = many_affected(runtime, tmp_path, 60, T0 - timedelta(hours=1))
@@ -282,7 +311,9 @@ def test_refused_login_stops_the_run_and_leaves_notices_pending(affected: Runtim
     assert {s for _, _, s, _ in ledger(affected)} == {"pending"}
 
 
-def test_a_later_wave_lists_mailboxes_first_seen_after_wave_1(affected: Runtime, clock: ManualClock, smtp: SmtpServer, tmp_path: Path) -> None:
+def test_a_later_wave_lists_mailboxes_first_seen_after_wave_1(
+    affected: Runtime, clock: ManualClock, smtp: SmtpServer, tmp_path: Path
+) -> None:
     """Wave 2 lists every mailbox of the customer affected by then, including one first seen after wave 1."""
     add_customers(affected, tmp_path, [*CUSTOMERS, "neu@example.net,K2,zed@example.org,Zed Ltd,en"])
     notify(affected)

@@ -45,14 +45,20 @@ def test_a_notice_that_cannot_be_built_fails_that_customer_alone(affected: Runti
     assert (out["sent"], out["failed"]) == (2, 1)
     (failure,) = out["failures"]
     assert failure["customer"] == "K2" and "jörg@example.org" in failure["to"] and "SMTPUTF8" in failure["reply"]
-    assert sorted(m["To"].addresses[0].addr_spec for m in smtp.inbox.messages) == ["anna.kunde@example.org", "zed@example.org"]
+    assert sorted(m["To"].addresses[0].addr_spec for m in smtp.inbox.messages) == [
+        "anna.kunde@example.org",
+        "zed@example.org",
+    ]
     again = json.loads(run("notify", "--json").output)
     assert (again["sent"], again["failed"], len(smtp.inbox.messages)) == (0, 0, 2)  # failed is final, nothing resent
 
 
 def test_no_smtp_server_is_exit_1_with_the_notices_left_pending(affected: Runtime, run: Cli) -> None:
     """Nothing listens on the SMTP port: one Error line, exit 1 (cron alerts), every notice still pending."""
-    configure(affected, **{"smtp.host": "127.0.0.1", "smtp.port": free_port(), "smtp.retries": 0, "smtp.retry_backoff_seconds": 0.01})
+    configure(
+        affected,
+        **{"smtp.host": "127.0.0.1", "smtp.port": free_port(), "smtp.retries": 0, "smtp.retry_backoff_seconds": 0.01},
+    )
     result = run("notify", expect=1)
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "could not be reached" in errors[0] and "pending" in errors[0]

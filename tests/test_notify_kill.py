@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -48,7 +47,9 @@ def campaign_env(runtime: Runtime, tmp_path: Path, smtp: SmtpServer, cli_env: di
 
 
 def notify_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(["rollout", "notify", "--json", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        ["rollout", "notify", "--json", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def ledger(runtime: Runtime) -> dict[str, str]:
@@ -56,7 +57,9 @@ def ledger(runtime: Runtime) -> dict[str, str]:
         return dict(session.execute(select(Notice.message_id, Notice.state)).all())
 
 
-def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(runtime: Runtime, smtp: SmtpServer, campaign_env: dict[str, str]) -> None:
+def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(
+    runtime: Runtime, smtp: SmtpServer, campaign_env: dict[str, str]
+) -> None:
     """Killed with SIGKILL mid-run many times, then rerun: every notice arrives at most once, none is lost."""
     rng = random.Random(5)
     kills = 0
@@ -87,7 +90,9 @@ def test_sigkill_at_random_points_then_rerun_loses_and_duplicates_nothing(runtim
     assert summary["uncertain"] == len(uncertain)
 
 
-def test_resend_uncertain_sends_the_in_flight_ones_again(runtime: Runtime, smtp: SmtpServer, campaign_env: dict[str, str]) -> None:
+def test_resend_uncertain_sends_the_in_flight_ones_again(
+    runtime: Runtime, smtp: SmtpServer, campaign_env: dict[str, str]
+) -> None:
     """Notices left in `sending` are sent on --resend-uncertain, and only then."""
     proc = notify_process({**campaign_env, "ROLLOUT_SMTP_RATE_PER_SECOND": "60"})
     deadline = time.monotonic() + 20
@@ -107,7 +112,9 @@ def test_resend_uncertain_sends_the_in_flight_ones_again(runtime: Runtime, smtp:
     assert set(received) == set(ledger(runtime)) and all(received[m] >= 1 for m in stranded)
 
 
-def test_two_processes_at_once_send_each_notice_once(runtime: Runtime, smtp: SmtpServer, campaign_env: dict[str, str]) -> None:
+def test_two_processes_at_once_send_each_notice_once(
+    runtime: Runtime, smtp: SmtpServer, campaign_env: dict[str, str]
+) -> None:
     """Two notify processes started together share the work: every customer gets exactly one message."""
     env = {**campaign_env, "ROLLOUT_SMTP_RATE_PER_SECOND": "0"}
     procs = [notify_process(env) for _ in range(2)]

@@ -16,7 +16,24 @@ from rollout.runtime import Runtime
 from .conftest import T0, Cli
 from .plan_support import add_legacy, configure, import_locals, mailbox_id, tell
 
-LOCALS = ["Ärger", "anna", "Bernd", "carla", "çelik", "dora", "emil", "1und1", "_admin", "zoe", "sabine", "sandra", "stefan", "susanne", "sören", "svenja"]
+LOCALS = [
+    "Ärger",
+    "anna",
+    "Bernd",
+    "carla",
+    "çelik",
+    "dora",
+    "emil",
+    "1und1",
+    "_admin",
+    "zoe",
+    "sabine",
+    "sandra",
+    "stefan",
+    "susanne",
+    "sören",
+    "svenja",
+]
 START = ("--start", "2026-03-09 08:00", "--every", "2h", "--tz", "UTC", "--window", "08:00-17:00")
 
 
@@ -47,7 +64,14 @@ def test_initials_fold_accents_digits_and_other(run: Cli, inventory: Runtime) ->
     assert labels[0].startswith("0") and labels[-1].endswith("other")
     data = plan_json(run, "--cohorts", "4", "--apply")
     with inventory.sessions() as session:
-        schedule = schedule_for(session, [mailbox_id(inventory, "Ärger@example.de"), mailbox_id(inventory, "_admin@example.de"), mailbox_id(inventory, "çelik@example.de")])
+        schedule = schedule_for(
+            session,
+            [
+                mailbox_id(inventory, "Ärger@example.de"),
+                mailbox_id(inventory, "_admin@example.de"),
+                mailbox_id(inventory, "çelik@example.de"),
+            ],
+        )
     first, last = data["cohorts"][0]["label"], data["cohorts"][-1]["label"]
     assert schedule[mailbox_id(inventory, "_admin@example.de")].cohort_label == last
     assert schedule[mailbox_id(inventory, "Ärger@example.de")].cohort_label in (first, data["cohorts"][1]["label"])
@@ -110,7 +134,9 @@ def test_replan_keeps_started_cohorts(run: Cli, inventory: Runtime) -> None:
     with inventory.sessions() as session:
         plan = session.scalars(select(Plan).where(Plan.active)).one()
         assert sum(c.mailbox_count for c in plan.cohorts) == len(LOCALS)
-        assert session.scalar(select(func.count()).select_from(CohortMember).where(CohortMember.plan_id == plan.id)) == len(LOCALS)
+        assert session.scalar(
+            select(func.count()).select_from(CohortMember).where(CohortMember.plan_id == plan.id)
+        ) == len(LOCALS)
 
 
 def test_no_earlier_date_than_told(run: Cli, inventory: Runtime) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
 from rollout.models import Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
@@ -21,7 +22,7 @@ from rollout.workflows.scan import legacy_report, review_report, scan_logs
 
 from .scan_support import write_inventory
 
-START = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc)
+START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 MAILBOXES = [(f"user{i:02d}@example.org", f"login{i:02d}" if i % 4 == 0 else None) for i in range(30)]
 LEGACY = [a for a, _ in MAILBOXES[:5]]
 SASL = [a for a, _ in MAILBOXES[3:12]]
@@ -33,14 +34,23 @@ def inventory(runtime: Runtime, tmp_path: Path) -> None:
 
 
 def synthetic(path: Path, lines: int = 3000, seed: int = 3, **kw: Any) -> GroundTruth:
-    return write_maillog(path, MAILBOXES, LEGACY, SASL, start=START, span=timedelta(hours=12), lines=lines, seed=seed, **kw)
+    return write_maillog(
+        path, MAILBOXES, LEGACY, SASL, start=START, span=timedelta(hours=12), lines=lines, seed=seed, **kw
+    )
 
 
 def snapshot(runtime: Runtime) -> dict[str, Any]:
     with runtime.sessions() as s:
+
         def rows(model: Any, *skip: str) -> list[dict[str, Any]]:
             cols = [c.key for c in model.__table__.columns if c.key not in skip]
-            return sorted((json.dumps({c: getattr(r, c) for c in cols}, default=str, sort_keys=True) for r in s.scalars(select(model))))
+            return sorted(
+
+                    json.dumps({c: getattr(r, c) for c in cols}, default=str, sort_keys=True)
+                    for r in s.scalars(select(model))
+
+            )
+
         return {m.__name__: rows(m, "id") for m in (LegacyDay, Evidence, ReviewItem, UnknownLogin)}
 
 
@@ -60,12 +70,16 @@ def test_scan_finds_exactly_the_ground_truth(runtime: Runtime, inventory: None, 
     assert summary.ambiguous == truth.ambiguous == len([e for e in review_report(runtime) if e.kind == "ambiguous"])
     assert summary.authenticated == sum(truth.auth.values())
     with runtime.sessions() as s:  # each mailbox's own SASL count, on its days
-        per_mailbox = s.execute(select(Mailbox.address, func.sum(LegacyDay.auth_count)).join(Mailbox).group_by(Mailbox.address)).all()
+        per_mailbox = s.execute(
+            select(Mailbox.address, func.sum(LegacyDay.auth_count)).join(Mailbox).group_by(Mailbox.address)
+        ).all()
     assert {a: n for a, n in per_mailbox if n} == dict(truth.auth)
     assert summary.files[0].lines == truth.lines and summary.files[0].unparsed == 0
 
 
-def test_rescanning_adds_nothing_and_a_grown_file_adds_only_the_new_part(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+def test_rescanning_adds_nothing_and_a_grown_file_adds_only_the_new_part(
+    runtime: Runtime, inventory: None, tmp_path: Path
+) -> None:
     """A second scan of the same files changes nothing; appended lines are read once."""
     log = tmp_path / "mail.log"
     synthetic(log)
@@ -74,7 +88,9 @@ def test_rescanning_adds_nothing_and_a_grown_file_adds_only_the_new_part(runtime
     again = scan_logs(runtime, [log])
     assert again.lines == 0 and snapshot(runtime) == before
     extra = tmp_path / "extra.log"
-    truth2 = write_maillog(extra, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=1), lines=500, seed=9)
+    truth2 = write_maillog(
+        extra, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=1), lines=500, seed=9
+    )
     with open(log, "a") as out:
         out.write(extra.read_text())
     more = scan_logs(runtime, [log])
@@ -84,7 +100,9 @@ def test_rescanning_adds_nothing_and_a_grown_file_adds_only_the_new_part(runtime
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6))
-def test_scanning_in_pieces_equals_scanning_at_once(runtime: Runtime, inventory: None, tmp_path: Path, cuts: list[float]) -> None:
+def test_scanning_in_pieces_equals_scanning_at_once(
+    runtime: Runtime, inventory: None, tmp_path: Path, cuts: list[float]
+) -> None:
     """A log scanned as it grows, cut at random byte positions (even mid-line), gives exactly one scan's result."""
     whole_path = tmp_path / "whole.log"
     if not whole_path.exists():
@@ -119,11 +137,15 @@ def half_scanned_then_grown(runtime: Runtime, log: Path) -> tuple[Path, GroundTr
     return log, truth
 
 
-def test_rotation_continues_in_the_renamed_file_and_copytruncate_restarts(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+def test_rotation_continues_in_the_renamed_file_and_copytruncate_restarts(
+    runtime: Runtime, inventory: None, tmp_path: Path
+) -> None:
     """maillog → maillog.1 continues where it stopped; a truncated file is read from its start."""
     log, truth = half_scanned_then_grown(runtime, tmp_path / "maillog")
     os.rename(log, tmp_path / "maillog.1")
-    later = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5)
+    later = write_maillog(
+        log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5
+    )
     summary = scan_logs(runtime, [tmp_path / "maillog.1", log])
     assert summary.files[1].restarted
     total = sum(r.submissions for r in legacy_report(runtime))
@@ -171,7 +193,17 @@ def test_cli_scan_and_legacy(run: Any, inventory: None, tmp_path: Path) -> None:
     assert summary["files"][0]["lines"] == truth.lines and summary["legacy_submissions"] == sum(truth.legacy.values())
     rows = json.loads(run("legacy", "--json").stdout)
     assert {r["address"] for r in rows} == set(truth.legacy)
-    assert {"address", "customer", "last_seen", "submissions", "days", "client_ips", "senders", "confidence", "switched"} <= set(rows[0])
+    assert {
+        "address",
+        "customer",
+        "last_seen",
+        "submissions",
+        "days",
+        "client_ips",
+        "senders",
+        "confidence",
+        "switched",
+    } <= set(rows[0])
     only_c0 = json.loads(run("legacy", "--json", "--customer", "c0").stdout)
     assert {r["address"] for r in only_c0} == {a for a in truth.legacy if int(a[4:6]) // 3 == 0}
     assert json.loads(run("legacy", "--json", "--since", "2026-03-03").stdout) == []
@@ -198,21 +230,32 @@ EXIM_MAINLOG = """\
 """
 
 
-def test_the_file_table_counts_lines_and_logins_of_files_the_python_path_parses(run: Any, inventory: None, tmp_path: Path) -> None:
+def test_the_file_table_counts_lines_and_logins_of_files_the_python_path_parses(
+    run: Any, inventory: None, tmp_path: Path
+) -> None:
     """A Dovecot log_path file and an Exim mainlog (lines the C classifier hands to Python whole) show every line and
     every login in the file table, not 0 as if they had not been read."""
     dovecot, exim = tmp_path / "dovecot.log", tmp_path / "mainlog"
     dovecot.write_text(DOVECOT_LOG_PATH)
     exim.write_text(EXIM_MAINLOG)
-    files = {f["path"]: f for f in json.loads(run("scan", "--host", "mx1", str(dovecot), str(exim), "--json").stdout)["files"]}
+    files = {
+        f["path"]: f
+        for f in json.loads(run("scan", "--host", "mx1", str(dovecot), str(exim), "--json").stdout)["files"]
+    }
     assert files[str(dovecot)]["lines"] == 6 and files[str(dovecot)]["kinds"]["login"] == 2
     assert files[str(exim)]["lines"] == 5 and files[str(exim)]["kinds"]["accept"] == 1
     assert files[str(exim)]["kinds"]["refusal"] == 1 and files[str(exim)]["unparsed"] == 0
-    rows = {line.split()[0]: line.split()[1:] for line in run("scan", "--host", "mx1", str(dovecot), str(exim)).stdout.splitlines()}
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in run("scan", "--host", "mx1", str(dovecot), str(exim)).stdout.splitlines()
+    }
     assert rows[str(dovecot)][:3] == ["0", "0", "0"]  # read before: nothing new
     dovecot.write_text(DOVECOT_LOG_PATH * 2)
     exim.write_text(EXIM_MAINLOG * 2)
-    rows = {line.split()[0]: line.split()[1:] for line in run("scan", "--host", "mx1", str(dovecot), str(exim)).stdout.splitlines()}
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in run("scan", "--host", "mx1", str(dovecot), str(exim)).stdout.splitlines()
+    }
     assert rows[str(dovecot)][:3] == ["6", "0", "2"]  # lines, unparsed, logins
     assert rows[str(exim)] == ["5", "0", "0", "1", "1"]  # lines, unparsed, logins, accepted, refusals
 
@@ -223,7 +266,9 @@ def test_cli_scan_refuses_a_missing_file(run: Any, tmp_path: Path) -> None:
     assert "nope.log" in result.stderr
 
 
-def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_parsing_gives_the_same_result(
+    runtime: Runtime, inventory: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With scan.workers = 2, a file parsed in blocks by worker threads gives exactly the in-process result."""
     import dataclasses
 
@@ -241,16 +286,22 @@ def test_parallel_parsing_gives_the_same_result(runtime: Runtime, inventory: Non
     clear(runtime)
     monkeypatch.setattr(scan_module, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(scan_module, "BLOCK_BYTES", 8192)
-    parallel_runtime = Runtime(dataclasses.replace(runtime.settings, scan=dataclasses.replace(runtime.settings.scan, workers=2)), runtime.clock)
+    parallel_runtime = Runtime(
+        dataclasses.replace(runtime.settings, scan=dataclasses.replace(runtime.settings.scan, workers=2)), runtime.clock
+    )
     summary = scan_logs(parallel_runtime, [log])
     parallel_runtime.close()
     assert summary.lines == truth.lines + 1 and summary.legacy_submissions == sum(truth.legacy.values())
     assert snapshot(runtime) == sequential
     with runtime.sessions() as s:
-        assert s.scalar(select(ScanSource.offset)) == log.stat().st_size - len(b"Mar  2 23:00:00 mx1 postfix/qmgr[1]: 0F5383D: rem")
+        assert s.scalar(select(ScanSource.offset)) == log.stat().st_size - len(
+            b"Mar  2 23:00:00 mx1 postfix/qmgr[1]: 0F5383D: rem"
+        )
 
 
-def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(
+    runtime: Runtime, inventory: None, tmp_path: Path
+) -> None:
     """P2: after user01's IMAP login over IPv6 an IPv4 relay with user01 as sender is no legacy use; --review shows it as dual_stack."""
     log = tmp_path / "mail.log"
     log.write_text(
@@ -267,12 +318,16 @@ def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(runtime
     assert "rip=2001:db8::7" in entry.evidence[0]["line"]
 
 
-def test_copytruncates_copy_and_compressed_rotations_add_only_what_was_not_read(runtime: Runtime, inventory: None, tmp_path: Path) -> None:
+def test_copytruncates_copy_and_compressed_rotations_add_only_what_was_not_read(
+    runtime: Runtime, inventory: None, tmp_path: Path
+) -> None:
     """P8: maillog copied to maillog.1 and truncated, later gzipped to maillog.2.gz, all scanned again: no line counts twice."""
     log, truth = half_scanned_then_grown(runtime, tmp_path / "maillog")  # the second half: only the copy has it
     (tmp_path / "maillog.1").write_bytes(log.read_bytes())  # logrotate's copytruncate
     log.write_bytes(b"")
-    later = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5)
+    later = write_maillog(
+        log, MAILBOXES, LEGACY, SASL, start=START + timedelta(days=1), span=timedelta(hours=2), lines=600, seed=5
+    )
     scan_logs(runtime, [tmp_path / "maillog.1", log])
     total = sum(truth.legacy.values()) + sum(later.legacy.values())
     assert sum(r.submissions for r in legacy_report(runtime)) == total

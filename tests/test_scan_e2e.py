@@ -20,7 +20,10 @@ from .mailstack import MailStack, Mailuser, mailstack_available
 from .scan_support import write_inventory
 from .test_linescan import assert_same
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink"),
+]
 
 SERVER = "127.0.0.10"
 USERS = [
@@ -82,7 +85,9 @@ def test_real_postfix_and_dovecot_scenarios(stack: MailStack, cli: Cli, tmp_path
     # 9. a user who logs in and never sends
     stack.imap_login("gina@example.org", "pw-gina", source="127.0.0.19")
     # 10. our enforcement map switches anna off: Postfix refuses her legacy relay with our text
-    text = cli.runtime.settings.enforcement.reject_text.format(address="anna@example.org", help_url=cli.runtime.settings.enforcement.help_url)
+    text = cli.runtime.settings.enforcement.reject_text.format(
+        address="anna@example.org", help_url=cli.runtime.settings.enforcement.help_url
+    )
     stack.write_sender_map({"anna@example.org": f"REJECT 5.7.1 {text}"})
     refused = stack.send("anna@example.org", REMOTE, source="127.0.0.11")
     assert refused.code == 554 and "switched off" in refused.text
@@ -92,7 +97,9 @@ def test_real_postfix_and_dovecot_scenarios(stack: MailStack, cli: Cli, tmp_path
     summary = json.loads(cli("scan", "--host", "mx", str(stack.postfix_log), str(stack.dovecot_log), "--json").stdout)
     assert all(f["unparsed"] == 0 for f in summary["files"]), stack.logs()
     dovecot = summary["files"][1]  # the file table counts what Dovecot wrote: every line, all 6 logins
-    assert dovecot["lines"] == len(stack.dovecot_log.read_text().splitlines()) and dovecot["kinds"]["login"] == 6, stack.logs()
+    assert dovecot["lines"] == len(stack.dovecot_log.read_text().splitlines()) and dovecot["kinds"]["login"] == 6, (
+        stack.logs()
+    )
 
     report = {r["address"]: r for r in json.loads(cli("legacy", "--json").stdout)}
     assert set(report) == {"anna@example.org", "bert@example.org", "dora@example.org", "erik@example.org"}, stack.logs()

@@ -15,7 +15,10 @@ from rollout.workflows.scan import legacy_report, scan_logs, unknown_logins
 from .scan_support import write_inventory
 
 MAILBOXES = [
-    ("user01@example.org", None), ("anna@bücher.de", None), ("carl@example.org", "carl"), ("dora@example.org", None),
+    ("user01@example.org", None),
+    ("anna@bücher.de", None),
+    ("carl@example.org", "carl"),
+    ("dora@example.org", None),
 ]
 
 

@@ -38,10 +38,13 @@ def waiting_for_the_lock(runtime: Runtime, pids: list[int]) -> bool:
     if runtime.engine.dialect.name == "postgresql":
         key = locks.SCAN_LOCK_KEY
         with runtime.engine.connect() as conn:  # bigint advisory keys are split into classid (high) and objid (low)
-            waiting = conn.execute(text(
-                "SELECT count(*) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND NOT granted AND classid = :hi AND objid = :lo"
-            ), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar_one()
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND NOT granted AND classid = :hi AND objid = :lo"
+                ),
+                {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+            ).scalar_one()
         return waiting == len(pids)
     path = locks.lock_file(runtime.engine, "scan")
     assert path is not None
@@ -63,8 +66,16 @@ def test_two_scans_at_once_count_every_line_once(runtime: Runtime, cli_env: dict
     log = tmp_path / "mail.log"
     truth = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START, span=timedelta(hours=12), lines=20_000, seed=4)
     with hold_scan_lock(runtime):
-        scans = [subprocess.Popen([sys.executable, "-m", "rollout", "scan", str(log), "--json"], env=cli_env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        scans = [
+            subprocess.Popen(
+                [sys.executable, "-m", "rollout", "scan", str(log), "--json"],
+                env=cli_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         deadline = time.monotonic() + WAIT_FOR_WAITERS_SECONDS
         while not waiting_for_the_lock(runtime, [p.pid for p in scans]):
             running = all(p.poll() is None for p in scans)

@@ -39,8 +39,20 @@ def test_jobs_fire_in_order_on_an_injected_clock(runtime: Runtime, clock: Manual
         ("step", "step-1-reject", "ok"),
         ("step", "step-2-reject", "ok"),
     ]
-    assert [a[3] for a in acting] == [T0 + timedelta(hours=2), T0 + timedelta(weeks=1, hours=2), plan_start, plan_start + timedelta(days=1)]
-    assert sorted(m["To"].addresses[0].addr_spec for m in messages) == ["k1@example.org", "k1@example.org", "k2@example.org", "k2@example.org", "k3@example.org", "k3@example.org"]
+    assert [a[3] for a in acting] == [
+        T0 + timedelta(hours=2),
+        T0 + timedelta(weeks=1, hours=2),
+        plan_start,
+        plan_start + timedelta(days=1),
+    ]
+    assert sorted(m["To"].addresses[0].addr_spec for m in messages) == [
+        "k1@example.org",
+        "k1@example.org",
+        "k2@example.org",
+        "k2@example.org",
+        "k3@example.org",
+        "k3@example.org",
+    ]
     assert {r.job for r in runs} == {"scan", "expire", "notify", "step"}
     assert all(r.finished_at is not None and r.outcome in ("ok", "skipped") for r in runs)
     status = rollout_status(runtime)
@@ -149,7 +161,9 @@ def hold_job_runs(runtime: Runtime) -> Iterator[Callable[[], None]]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(using_postgres(), reason="the lock file is SQLite's; PostgreSQL's advisory lock has its own test")
-def test_second_scheduler_on_sqlite_waits_and_says_so(runtime: Runtime, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_second_scheduler_on_sqlite_waits_and_says_so(
+    runtime: Runtime, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
     """While the lock file is held, `rollout scheduler` says it waits and runs no job; SIGTERM ends the wait."""
     configure(runtime, tmp_path)
     config = write_config(tmp_path / "rollout.toml", runtime)
@@ -191,7 +205,9 @@ def test_two_schedulers_on_postgresql_only_one_acts(runtime: Runtime, tmp_path: 
             second.kill()
 
 
-def test_a_scheduler_started_mid_campaign_plans_only_the_current_and_later_waves(runtime: Runtime, clock: ManualClock, tmp_path: Path) -> None:
+def test_a_scheduler_started_mid_campaign_plans_only_the_current_and_later_waves(
+    runtime: Runtime, clock: ManualClock, tmp_path: Path
+) -> None:
     """Waves before the one due now are history: a scheduler started in week 3 plans waves 3 to 6 only."""
     configure(runtime, tmp_path)
     small_rollout(runtime, tmp_path, first_wave=T0 - timedelta(weeks=2, hours=1), weeks=6)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from email import message_from_bytes, policy
 from datetime import date
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -65,14 +65,21 @@ def test_an_attributed_sighting_is_notified_and_a_dismissed_one_never(
 ) -> None:
     """attribute makes the sighting that mailbox's legacy use (its customer gets wave 1, saying ops matched it);
     dismiss closes the other; both are audited and `status` has no open sighting left."""
-    out = run("attribute", str(sighted["203.0.113.5"]), "ANNA@example.org", "--reason", "customer confirmed the shop PC").stdout
+    out = run(
+        "attribute", str(sighted["203.0.113.5"]), "ANNA@example.org", "--reason", "customer confirmed the shop PC"
+    ).stdout
     assert "attributed to anna@example.org" in out
     run("dismiss", str(sighted["203.0.113.6"]), "--reason", "a guest network; nobody's")
     legacy = json.loads(run("legacy", "--json").stdout)
-    assert [(r["address"], r["client_ips"], r["senders"]) for r in legacy] == [("anna@example.org", ["203.0.113.5"], ["shop@elsewhere.test"])]
+    assert [(r["address"], r["client_ips"], r["senders"]) for r in legacy] == [
+        ("anna@example.org", ["203.0.113.5"], ["shop@elsewhere.test"])
+    ]
     assert json.loads(run("status", "--json").stdout)["open_sightings"] == 0
     review = {r["id"]: r for r in json.loads(run("legacy", "--review", "--json").stdout)}
-    assert (review[sighted["203.0.113.5"]]["resolution"], review[sighted["203.0.113.5"]]["mailbox"]) == ("attributed", "anna@example.org")
+    assert (review[sighted["203.0.113.5"]]["resolution"], review[sighted["203.0.113.5"]]["mailbox"]) == (
+        "attributed",
+        "anna@example.org",
+    )
     assert review[sighted["203.0.113.6"]]["resolution"] == "dismissed"
 
     outbox = tmp_path / "outbox"
@@ -84,7 +91,9 @@ def test_an_attributed_sighting_is_notified_and_a_dismissed_one_never(
     assert "anna@example.org" in text and "sender address: shop@elsewhere.test" in text
     assert "our support team checked this sending and matched it to this mailbox" in text
     with runtime.sessions() as session:
-        events = {e.action: e.details for e in session.scalars(select(AuditEvent).where(AuditEvent.action.like("sighting.%")))}
+        events = {
+            e.action: e.details for e in session.scalars(select(AuditEvent).where(AuditEvent.action.like("sighting.%")))
+        }
     assert events["sighting.attribute"]["mailbox"] == "anna@example.org"
     assert events["sighting.attribute"]["reason"] == "customer confirmed the shop PC"
     assert events["sighting.dismiss"]["reason"] == "a guest network; nobody's"
@@ -97,5 +106,8 @@ def test_resolving_twice_or_a_missing_sighting_is_a_clear_error(sighted: dict[st
     again = run("attribute", str(first), "anna@example.org", "--reason", "x", expect=1)
     assert "Error: sighting" in again.output and "already dismissed" in again.output
     assert "rollout legacy --review" in run("dismiss", "999", "--reason", "x", expect=1).output
-    assert "not in the inventory" in run("attribute", str(sighted["203.0.113.6"]), "nobody@example.org", "--reason", "x", expect=1).output
+    assert (
+        "not in the inventory"
+        in run("attribute", str(sighted["203.0.113.6"]), "nobody@example.org", "--reason", "x", expect=1).output
+    )
     assert run("dismiss", str(sighted["203.0.113.6"]), expect=2).exit_code == 2

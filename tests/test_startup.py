@@ -22,13 +22,27 @@ with open(out, "w") as f:
     f.write("\\n".join(sorted(sys.modules)))
 """
 
-COMMAND_MODULES = {"rollout.cli.campaign", "rollout.cli.configuration", "rollout.cli.database", "rollout.cli.inventory",
-                   "rollout.cli.operate", "rollout.cli.plan", "rollout.cli.scan"}
+COMMAND_MODULES = {
+    "rollout.cli.campaign",
+    "rollout.cli.configuration",
+    "rollout.cli.database",
+    "rollout.cli.inventory",
+    "rollout.cli.operate",
+    "rollout.cli.plan",
+    "rollout.cli.scan",
+}
 
 
 def loaded_modules(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
     out = tmp_path / "modules.txt"
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(out), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return set(out.read_text().split())
 

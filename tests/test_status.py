@@ -34,12 +34,28 @@ def test_status_json_reports_every_part(run: Cli, runtime: Runtime) -> None:
     assert (data["customers"], data["mailboxes"], data["legacy_mailboxes"]) == (2, 4, 1)
     assert data["next_action"] == {"action": "notify wave 4", "at": (NOW + timedelta(days=1)).isoformat()}
     waves = {w["wave"]: (w["sent"], w["failed"], w["uncertain"], w["pending"]) for w in data["waves"]}
-    assert waves == {1: (1, 0, 0, 0), 2: (1, 1, 0, 0), 3: (1, 0, 1, 0), 4: (0, 0, 0, 0), 5: (0, 0, 0, 0), 6: (0, 0, 0, 0)}
+    assert waves == {
+        1: (1, 0, 0, 0),
+        2: (1, 1, 0, 0),
+        3: (1, 0, 1, 0),
+        4: (0, 0, 0, 0),
+        5: (0, 0, 0, 0),
+        6: (0, 0, 0, 0),
+    }
     first, second = data["cohorts"]
     assert (first["label"], first["stage"], first["refusals"], first["still_legacy"]) == ("a–m", "reject", 3, 0)
     assert first["enforced_at"] == SWITCHED_AT.isoformat()
-    assert (second["label"], second["stage"], second["still_legacy"], second["enforced_at"]) == ("n–z", "pending", 1, None)
-    assert [(w["week"], w["mailboxes"]) for w in data["trend"]] == [("2026-03-02", 2), ("2026-03-09", 1), ("2026-03-16", 0)]
+    assert (second["label"], second["stage"], second["still_legacy"], second["enforced_at"]) == (
+        "n–z",
+        "pending",
+        1,
+        None,
+    )
+    assert [(w["week"], w["mailboxes"]) for w in data["trend"]] == [
+        ("2026-03-02", 2),
+        ("2026-03-09", 1),
+        ("2026-03-16", 0),
+    ]
     assert [(e["address"], e["reason"]) for e in data["expiring"]] == [("nina@home.example", "travelling, back Friday")]
 
 
@@ -67,8 +83,15 @@ def test_phase_is_done_only_after_the_final_step(run: Cli, runtime: Runtime) -> 
     assert data["next_action"]["action"].startswith("the final step: retire the legacy path")
     with runtime.sessions() as s, s.begin():
         plan_id = s.scalars(select(Plan.id)).one()
-        s.add(Retirement(plan_id=plan_id, retired_at=NOW + timedelta(weeks=3), actor="ops", mode="empty",
-                         legacy_map="hash:/etc/postfix/pop-before-smtp"))
+        s.add(
+            Retirement(
+                plan_id=plan_id,
+                retired_at=NOW + timedelta(weeks=3),
+                actor="ops",
+                mode="empty",
+                legacy_map="hash:/etc/postfix/pop-before-smtp",
+            )
+        )
     data = json.loads(run("status", "--json").output)
     assert data["phase"] == "done" and data["next_action"] is None
     assert data["retired"]["legacy_map"] == "hash:/etc/postfix/pop-before-smtp"

@@ -29,7 +29,9 @@ def test_example_config_lists_every_setting_with_its_default() -> None:
             assert section.name in data
             continue
         for setting in dataclasses.fields(value):
-            present = setting.name in data[section.name] or f"# {setting.name} =" in text or f"# {setting.name}:" in text
+            present = (
+                setting.name in data[section.name] or f"# {setting.name} =" in text or f"# {setting.name}:" in text
+            )
             assert present, f"examples/rollout.toml lacks [{section.name}] {setting.name}"
 
 
@@ -45,14 +47,22 @@ def test_crontab_and_unit_name_real_commands_and_options() -> None:
                 continue
             for segment in re.split(r"&&|\||>|;", line.replace("ExecStart=", "")):
                 words = shlex.split(segment)
-                starts = [i for i, w in enumerate(words) if w.rpartition("/")[2] == "rollout" and i + 1 < len(words) and words[i + 1] in cli.list_commands(ctx)]
+                starts = [
+                    i
+                    for i, w in enumerate(words)
+                    if w.rpartition("/")[2] == "rollout"
+                    and i + 1 < len(words)
+                    and words[i + 1] in cli.list_commands(ctx)
+                ]
                 invocations += [words[i + 1 :] for i in starts[-1:]]
     assert len(invocations) >= 4
     for words in invocations:
         command: click.Command = cli
         while isinstance(command, click.Group):
             word = words.pop(0)
-            command = command.get_command(ctx, word) or pytest.fail(f"examples name `rollout … {word}`, which does not exist")
+            command = command.get_command(ctx, word) or pytest.fail(
+                f"examples name `rollout … {word}`, which does not exist"
+            )
         options = {o for p in command.params for o in getattr(p, "opts", [])}
         for word in words:
             if word.startswith("--"):

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -23,7 +23,10 @@ from rollout.runtime import Runtime
 from .conftest import Cli
 from .mailstack import MailStack, Mailuser, free_port, mailstack_available
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not mailstack_available(), reason="needs root, Postfix, Dovecot and smtp-sink"),
+]
 
 REMOTE = ["friend@remote.test"]
 
@@ -32,12 +35,14 @@ def _cli(settings: Settings, tmp_path: Path, **sections: dict[str, object]) -> C
     """A CLI whose clock is the real time of the daemons' logs; only the harness's probes (127.0.0.1) are trusted."""
     scan = dataclasses.replace(settings.scan, trusted_networks=("127.0.0.1/32",))
     changed = {name: dataclasses.replace(getattr(settings, name), **values) for name, values in sections.items()}
-    runtime = Runtime(settings=dataclasses.replace(settings, scan=scan, **changed), clock=ManualClock(_now()), actor="tester")
+    runtime = Runtime(
+        settings=dataclasses.replace(settings, scan=scan, **changed), clock=ManualClock(_now()), actor="tester"
+    )
     return Cli(runtime)
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -67,7 +72,18 @@ def test_medium_sightings_get_a_wave_one_notice(medium_stack: MailStack, setting
     assert report == {"dora@example.org": "medium", "erik@example.org": "medium"}, stack.logs()
 
     cli.runtime.clock.set(_now())  # type: ignore[attr-defined]
-    cli("campaign", "start", "--first", _now().date().isoformat(), "--weekday", _weekday(), "--at", "00:00", "--tz", "UTC")
+    cli(
+        "campaign",
+        "start",
+        "--first",
+        _now().date().isoformat(),
+        "--weekday",
+        _weekday(),
+        "--at",
+        "00:00",
+        "--tz",
+        "UTC",
+    )
     outbox = tmp_path / "outbox"
     summary = json.loads(cli("notify", "--wave", "1", "--outbox", str(outbox), "--json").stdout)
     assert summary["sent"] == 2
@@ -112,7 +128,8 @@ class BouncingStack(MailStack):
         log = open(self.log_dir / "bouncer.log", "wb")
         self._bouncer = subprocess.Popen(
             ["smtp-sink", "-u", "nobody", "-f", "RCPT", "-B", BOUNCE_REPLY, f"{self.address}:{self.bounce_port}", "10"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self._wait_for_port(self.bounce_port)
@@ -150,9 +167,16 @@ def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
     stack = bouncing_stack
     map_path = tmp_path / "smtp-after-pop-disabled"
     cli = _cli(
-        settings, tmp_path,
-        smtp={"host": stack.address, "port": stack.smtp_port, "username": "support@example.org", "password": "pw-support",
-              "retry_backoff_seconds": 0.01, "timeout_seconds": 10.0},
+        settings,
+        tmp_path,
+        smtp={
+            "host": stack.address,
+            "port": stack.smtp_port,
+            "username": "support@example.org",
+            "password": "pw-support",
+            "retry_backoff_seconds": 0.01,
+            "timeout_seconds": 10.0,
+        },
         notices={"from_address": "Mail Support <support@example.org>"},
         rollout={"window": "00:00-23:59", "timezone": "UTC", "skip_weekends": False},
         enforcement={"map_path": str(map_path), "soak_hours": 0.0},
@@ -160,8 +184,10 @@ def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
         gates={"max_scan_age_minutes": None, "max_next_legacy_share": None},
     )
     inventory = tmp_path / "inventory.csv"
-    inventory.write_text("mailbox,customer_id,customer_email,customer_name,locale\n"
-                         "anna@example.org,K-anna,boss@bounce.test,Anna,en\nbert@example.org,K-bert,bert@customers.test,Bert,en\n")
+    inventory.write_text(
+        "mailbox,customer_id,customer_email,customer_name,locale\n"
+        "anna@example.org,K-anna,boss@bounce.test,Anna,en\nbert@example.org,K-bert,bert@customers.test,Bert,en\n"
+    )
     cli("inventory", "import", str(inventory))
     stack.pop_login("anna@example.org", "pw-anna", source="127.0.0.51")
     stack.pop_login("bert@example.org", "pw-bert", source="127.0.0.52")
@@ -173,8 +199,32 @@ def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
     start = _now()
     cli.runtime.clock.set(start)  # type: ignore[attr-defined]
     switch_off = start + timedelta(days=8)
-    cli("plan", "--cohorts", "1", "--start", switch_off.strftime("%Y-%m-%d %H:%M"), "--every", "1h", "--tz", "UTC", "--apply")
-    cli("campaign", "start", "--first", start.date().isoformat(), "--weeks", "1", "--weekday", _weekday(), "--at", "00:00", "--tz", "UTC")
+    cli(
+        "plan",
+        "--cohorts",
+        "1",
+        "--start",
+        switch_off.strftime("%Y-%m-%d %H:%M"),
+        "--every",
+        "1h",
+        "--tz",
+        "UTC",
+        "--apply",
+    )
+    cli(
+        "campaign",
+        "start",
+        "--first",
+        start.date().isoformat(),
+        "--weeks",
+        "1",
+        "--weekday",
+        _weekday(),
+        "--at",
+        "00:00",
+        "--tz",
+        "UTC",
+    )
     assert json.loads(cli("notify", "--wave", "1", "--json").stdout)["sent"] == 2
     stack.wait_for_log(stack.postfix_log, "status=bounced", count=1)
     stack.wait_for_log(stack.postfix_log, "to=<bert@customers.test>", count=1)

@@ -12,10 +12,11 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,25 +35,67 @@ MAX_PROBLEMS_SHOWN = 20
 # SQLAlchemy, Jinja2, the workflows) is imported only when that command runs; `rollout --help`
 # lists them from here. tests/test_docs.py checks each summary against the command's own help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "attribute": ("rollout.cli.sightings:attribute_command", "Make an ambiguous sighting one mailbox's legacy use (audited): it is notified."),
+    "attribute": (
+        "rollout.cli.sightings:attribute_command",
+        "Make an ambiguous sighting one mailbox's legacy use (audited): it is notified.",
+    ),
     "campaign": ("rollout.cli.campaign:campaign_group", "The six-week notice schedule."),
-    "config": ("rollout.cli.configuration:config_group", "Inspect the configuration (rollout.toml < environment < flags)."),
+    "config": (
+        "rollout.cli.configuration:config_group",
+        "Inspect the configuration (rollout.toml < environment < flags).",
+    ),
     "db": ("rollout.cli.database:db_group", "Create and migrate the database schema (Alembic)."),
-    "demo": ("rollout.cli.operate:demo_command", "Run the whole rollout on a generated provider in DIRECTORY, in about a minute."),
-    "dismiss": ("rollout.cli.sightings:dismiss_command", "Close an ambiguous sighting as nobody's legacy use (audited): never notified."),
-    "exempt": ("rollout.cli.plan:exempt_command", "Keep one mailbox out of the map until a date (one postponement unless --force)."),
-    "inventory": ("rollout.cli.inventory:inventory_group", "Customers and their mailboxes, imported from provisioning."),
-    "legacy": ("rollout.cli.scan:legacy_command", "List the mailboxes still using SMTP-after-POP, with their evidence."),
-    "lookup": ("rollout.cli.operate:lookup_command", "One mailbox or customer, for support: legacy use, cohort, notices, reply text."),
-    "notify": ("rollout.cli.campaign:notify_command", "Send this week's notices, each customer once per wave (safe to rerun)."),
+    "demo": (
+        "rollout.cli.operate:demo_command",
+        "Run the whole rollout on a generated provider in DIRECTORY, in about a minute.",
+    ),
+    "dismiss": (
+        "rollout.cli.sightings:dismiss_command",
+        "Close an ambiguous sighting as nobody's legacy use (audited): never notified.",
+    ),
+    "exempt": (
+        "rollout.cli.plan:exempt_command",
+        "Keep one mailbox out of the map until a date (one postponement unless --force).",
+    ),
+    "inventory": (
+        "rollout.cli.inventory:inventory_group",
+        "Customers and their mailboxes, imported from provisioning.",
+    ),
+    "legacy": (
+        "rollout.cli.scan:legacy_command",
+        "List the mailboxes still using SMTP-after-POP, with their evidence.",
+    ),
+    "lookup": (
+        "rollout.cli.operate:lookup_command",
+        "One mailbox or customer, for support: legacy use, cohort, notices, reply text.",
+    ),
+    "notify": (
+        "rollout.cli.campaign:notify_command",
+        "Send this week's notices, each customer once per wave (safe to rerun).",
+    ),
     "pause": ("rollout.cli.plan:pause_command", "Stop all steps (by hand and scheduled) until `rollout resume`."),
-    "plan": ("rollout.cli.plan:plan_command", "Divide the mailboxes into alphabetical cohorts balanced by share, and schedule them."),
+    "plan": (
+        "rollout.cli.plan:plan_command",
+        "Divide the mailboxes into alphabetical cohorts balanced by share, and schedule them.",
+    ),
     "resume": ("rollout.cli.plan:resume_command", "Allow steps again after `rollout pause`."),
-    "scan": ("rollout.cli.scan:scan_command", "Read mail logs incrementally and record which mailboxes use SMTP-after-POP."),
-    "scheduler": ("rollout.cli.operate:scheduler_command", "Run scan, notify, step and exemption expiry on time, until SIGTERM."),
-    "status": ("rollout.cli.operate:status_command", "Where the rollout stands: phase, next action, waves, cohorts, legacy trend."),
+    "scan": (
+        "rollout.cli.scan:scan_command",
+        "Read mail logs incrementally and record which mailboxes use SMTP-after-POP.",
+    ),
+    "scheduler": (
+        "rollout.cli.operate:scheduler_command",
+        "Run scan, notify, step and exemption expiry on time, until SIGTERM.",
+    ),
+    "status": (
+        "rollout.cli.operate:status_command",
+        "Where the rollout stands: phase, next action, waves, cohorts, legacy trend.",
+    ),
     "step": ("rollout.cli.plan:step_command", "Switch off the next cohort, or move the current one to its next stage."),
-    "undo": ("rollout.cli.plan:undo_command", "Re-enable the legacy path for the last step (or back to --to-step) via a map swap."),
+    "undo": (
+        "rollout.cli.plan:undo_command",
+        "Re-enable the legacy path for the last step (or back to --to-step) via a map swap.",
+    ),
     "web": ("rollout.cli.web:web_group", "Serve the read-only support desk in the browser (login required)."),
 }
 
@@ -125,19 +168,27 @@ def format_problems(exc: InventoryError) -> str:
     return "\n".join(lines)
 
 
-@click.group(cls=RolloutGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=RolloutGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Settings file (default: $ROLLOUT_CONFIG, else ./rollout.toml if present).",
 )
-@click.option("--database", "database_url", metavar="URL", help="Database URL; overrides the file and $ROLLOUT_DATABASE_URL.")
+@click.option(
+    "--database", "database_url", metavar="URL", help="Database URL; overrides the file and $ROLLOUT_DATABASE_URL."
+)
 @click.option("--actor", metavar="NAME", help="Who is acting, for the audit log (default: the OS user).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="rollout")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, database_url: str | None, actor: str | None, verbose: int) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, database_url: str | None, actor: str | None, verbose: int
+) -> None:
     """Retire SMTP-after-POP in stages: find the mailboxes still using it in the mail
     logs, notify their customers weekly, then switch the legacy path off in balanced
     alphabetical cohorts.
@@ -149,7 +200,9 @@ def cli(ctx: click.Context, config_path: Path | None, database_url: str | None, 
     gc.disable()  # start-up makes long-lived objects only (modules, classes, SQLAlchemy's tables): nothing to collect
     ctx.call_on_close(_collector_resumed)
     logging.basicConfig(
-        level=logging.WARNING - 10 * verbose, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.WARNING - 10 * verbose,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     if ctx.obj is None:  # tests may pass a ready Runtime as obj
         from ..runtime import Runtime  # SQLAlchemy: not needed to print help

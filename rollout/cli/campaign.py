@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from ..runtime import Runtime
-from ..workflows.campaign import CampaignOverview, NotifySummary, campaign_overview, notify, preview_notice, start_campaign
+from ..workflows.campaign import (
+    CampaignOverview,
+    NotifySummary,
+    campaign_overview,
+    notify,
+    preview_notice,
+    start_campaign,
+)
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 
@@ -23,15 +30,24 @@ def campaign_group() -> None:
 
 
 @campaign_group.command("start")
-@click.option("--first", required=True, type=click.DateTime(formats=["%Y-%m-%d"]), help="Date of wave 1 (moved to the next --weekday if needed).")
+@click.option(
+    "--first",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Date of wave 1 (moved to the next --weekday if needed).",
+)
 @click.option("--weeks", default=6, show_default=True, type=click.IntRange(1, 52), help="Number of weekly waves.")
-@click.option("--weekday", default="mon", show_default=True, type=click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]))
+@click.option(
+    "--weekday", default="mon", show_default=True, type=click.Choice(["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+)
 @click.option("--at", "at_time", default="09:00", show_default=True, metavar="HH:MM", help="Local time of each wave.")
 @click.option("--tz", default="Europe/Berlin", show_default=True, help="IANA time zone of --at.")
 @click.option("--replace", is_flag=True, help="Deactivate the active campaign and start this one (its ledger is kept).")
 @json_option
 @pass_runtime()
-def campaign_start(runtime: Runtime, first, weeks: int, weekday: str, at_time: str, tz: str, replace: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def campaign_start(
+    runtime: Runtime, first, weeks: int, weekday: str, at_time: str, tz: str, replace: bool, as_json: bool
+) -> None:  # type: ignore[no-untyped-def]
     """Define the weekly notice waves: wave k is due k-1 weeks after the first.
 
     \b
@@ -68,13 +84,29 @@ def _show(overview: CampaignOverview, as_json: bool) -> None:
         return
     state = "active" if overview.active else "inactive"
     due = f"wave {overview.due_wave} is due now" if overview.due_wave else "no wave is due now"
-    click.echo(f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {overview.weekday} {overview.at_time} {overview.timezone}; {due}")
-    rows = [(w.wave, f"{w.due_at:%Y-%m-%d %H:%M} UTC", w.pending, w.sending, w.sent, w.failed, w.delivered, w.bounced, w.delayed)
-            for w in overview.waves]
+    click.echo(
+        f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {overview.weekday} {overview.at_time} {overview.timezone}; {due}"
+    )
+    rows = [
+        (
+            w.wave,
+            f"{w.due_at:%Y-%m-%d %H:%M} UTC",
+            w.pending,
+            w.sending,
+            w.sent,
+            w.failed,
+            w.delivered,
+            w.bounced,
+            w.delayed,
+        )
+        for w in overview.waves
+    ]
     if overview.thanks:
         t = overview.thanks
         rows.append(("thanks", "", t.pending, t.sending, t.sent, t.failed, t.delivered, t.bounced, t.delayed))
-    echo_table(rows, ("wave", "due", "pending", "sending", "sent", "failed", "delivered", "bounced", "delayed"), "lrrrrrrrr")
+    echo_table(
+        rows, ("wave", "due", "pending", "sending", "sent", "failed", "delivered", "bounced", "delayed"), "lrrrrrrrr"
+    )
     if overview.unreachable:
         click.echo(f"unreachable (their latest notice bounced; call them): {len(overview.unreachable)}")
         for u in overview.unreachable[:20]:
@@ -82,18 +114,44 @@ def _show(overview: CampaignOverview, as_json: bool) -> None:
 
 
 @click.command("notify")
-@click.option("--wave", type=click.IntRange(1), help="Send this wave (default: the wave due now; needed when it is past the grace period).")
+@click.option(
+    "--wave",
+    type=click.IntRange(1),
+    help="Send this wave (default: the wave due now; needed when it is past the grace period).",
+)
 @dry_run_option
-@click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), help="Write .eml files into DIR instead of sending (recorded as sent).")
-@click.option("--preview", "preview", metavar="CUSTOMER", help="Print one customer's rendered notice (id or e-mail); records nothing.")
-@click.option("--test-to", metavar="ADDRESS", help="Send the preview (or the first affected customer's notice) to ADDRESS; records nothing.")
+@click.option(
+    "--outbox",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write .eml files into DIR instead of sending (recorded as sent).",
+)
+@click.option(
+    "--preview",
+    "preview",
+    metavar="CUSTOMER",
+    help="Print one customer's rendered notice (id or e-mail); records nothing.",
+)
+@click.option(
+    "--test-to",
+    metavar="ADDRESS",
+    help="Send the preview (or the first affected customer's notice) to ADDRESS; records nothing.",
+)
 @click.option("--limit", type=click.IntRange(1), help="Send at most N notices in this run; the rest stay pending.")
-@click.option("--resend-uncertain", is_flag=True, help="Also resend notices a killed run left in flight (they may arrive twice).")
+@click.option(
+    "--resend-uncertain", is_flag=True, help="Also resend notices a killed run left in flight (they may arrive twice)."
+)
 @json_option
 @pass_runtime()
 def notify_command(
-    runtime: Runtime, wave: int | None, dry_run: bool, outbox: Path | None, preview: str | None, test_to: str | None,
-    limit: int | None, resend_uncertain: bool, as_json: bool,
+    runtime: Runtime,
+    wave: int | None,
+    dry_run: bool,
+    outbox: Path | None,
+    preview: str | None,
+    test_to: str | None,
+    limit: int | None,
+    resend_uncertain: bool,
+    as_json: bool,
 ) -> None:
     """Send this week's notices, each customer once per wave (safe to rerun).
 
@@ -113,20 +171,32 @@ def notify_command(
         if as_json:
             echo_json(shown)
         else:
-            click.echo(f"To: {shown.to_address}  (customer {shown.customer}, wave {shown.wave}, {shown.locale})\nSubject: {shown.subject}\n")
+            click.echo(
+                f"To: {shown.to_address}  (customer {shown.customer}, wave {shown.wave}, {shown.locale})\nSubject: {shown.subject}\n"
+            )
             click.echo(shown.text)
             if shown.sent_to:
                 click.echo(f"sent to {shown.sent_to}: {shown.reply}", err=True)
         return
     with progress_reporter("notifying", None) as progress:
-        summary = notify(runtime, wave=wave, dry_run=dry_run, outbox=outbox, limit=limit, resend_uncertain=resend_uncertain, progress=progress)
+        summary = notify(
+            runtime,
+            wave=wave,
+            dry_run=dry_run,
+            outbox=outbox,
+            limit=limit,
+            resend_uncertain=resend_uncertain,
+            progress=progress,
+        )
     if as_json:
         echo_json(summary)
     else:
         _print_summary(summary)
     if summary.stopped:
         left = summary.deferred + summary.remaining
-        raise click.ClickException(f"the SMTP server could not be reached: {left} notices left pending for the next run")
+        raise click.ClickException(
+            f"the SMTP server could not be reached: {left} notices left pending for the next run"
+        )
     if summary.failed:
         sys.exit(1)
 
@@ -147,6 +217,10 @@ def _print_summary(s: NotifySummary) -> None:
     for f in s.failures[:20]:
         click.echo(f"failed: customer {f['customer']} <{f['to']}>: {f['reply']}")
     if s.unreachable:
-        click.echo(f"{s.unreachable} customers left out: an earlier notice to their address bounced with a 5xx (see `rollout campaign show`)")
+        click.echo(
+            f"{s.unreachable} customers left out: an earlier notice to their address bounced with a 5xx (see `rollout campaign show`)"
+        )
     if s.uncertain:
-        click.echo(f"{s.uncertain} notices were in flight when an earlier run stopped: maybe delivered; `--resend-uncertain` sends them again")
+        click.echo(
+            f"{s.uncertain} notices were in flight when an earlier run stopped: maybe delivered; `--resend-uncertain` sends them again"
+        )

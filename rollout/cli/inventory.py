@@ -57,10 +57,14 @@ def inventory_import(runtime: Runtime, csv_file: Path, dry_run: bool, prune: boo
         "lrrr",
     )
     if summary.mailboxes_pruned:
-        click.echo(f"pruned {summary.mailboxes_pruned} mailboxes and {summary.customers_pruned} customers not in the file")
+        click.echo(
+            f"pruned {summary.mailboxes_pruned} mailboxes and {summary.customers_pruned} customers not in the file"
+        )
     elif summary.mailboxes_absent:
         sample = ", ".join(summary.absent_sample[:5])
-        click.echo(f"{summary.mailboxes_absent} mailboxes in the database are not in the file (kept; --prune deletes them): {sample}…")
+        click.echo(
+            f"{summary.mailboxes_absent} mailboxes in the database are not in the file (kept; --prune deletes them): {sample}…"
+        )
 
 
 @inventory_group.command("stats")
@@ -82,7 +86,11 @@ def inventory_stats_command(runtime: Runtime, as_json: bool) -> None:
         return
     click.echo(f"{stats.customers} customers, {stats.mailboxes} mailboxes in {stats.domains} domains")
     echo_table(
-        [(b.label, b.mailboxes, f"{b.share * 100:.2f}%", "#" * round(b.share * 200)) for b in stats.buckets if b.mailboxes],
+        [
+            (b.label, b.mailboxes, f"{b.share * 100:.2f}%", "#" * round(b.share * 200))
+            for b in stats.buckets
+            if b.mailboxes
+        ],
         ("initial", "mailboxes", "share", ""),
         "lrrl",
     )

@@ -48,10 +48,20 @@ def stamp(moment: datetime | None) -> str:
 @json_option
 @click.option("--watch", is_flag=True, help="Redraw every few seconds until interrupted.")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between redraws with --watch.")
-@click.option("--wait-for-step", "wait_step", type=click.IntRange(min=1), metavar="N", help="Exit 0 once cohort N is switched off.")
-@click.option("--timeout", type=Duration(), default="1h", show_default=True, help="How long --wait-for-step waits before exit 1.")
+@click.option(
+    "--wait-for-step",
+    "wait_step",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Exit 0 once cohort N is switched off.",
+)
+@click.option(
+    "--timeout", type=Duration(), default="1h", show_default=True, help="How long --wait-for-step waits before exit 1."
+)
 @pass_runtime()
-def status_command(runtime: Runtime, as_json: bool, watch: bool, interval: float, wait_step: int | None, timeout: timedelta) -> None:
+def status_command(
+    runtime: Runtime, as_json: bool, watch: bool, interval: float, wait_step: int | None, timeout: timedelta
+) -> None:
     """Where the rollout stands: phase, next action, waves, cohorts, legacy trend.
 
     Times are UTC. With --wait-for-step N it prints nothing and exits 0 when
@@ -84,7 +94,9 @@ def status_command(runtime: Runtime, as_json: bool, watch: bool, interval: float
 
 def print_status(s: Status) -> None:
     click.echo(f"phase: {s.phase}   ({' → '.join(p.upper() if p == s.phase else p for p in PHASES)})")
-    click.echo(f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, {s.legacy_mailboxes} still using SMTP-after-POP")
+    click.echo(
+        f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, {s.legacy_mailboxes} still using SMTP-after-POP"
+    )
     if s.map_note:
         click.echo(f"MAP: {s.map_note}")
     if s.paused:
@@ -97,25 +109,44 @@ def print_status(s: Status) -> None:
     if s.waves:
         click.echo("\nnotice waves")
         echo_table(
-            [(w.wave, stamp(w.due_at), w.sent, w.failed, w.uncertain, w.pending, w.delivered, w.bounced, w.delayed) for w in s.waves],
+            [
+                (w.wave, stamp(w.due_at), w.sent, w.failed, w.uncertain, w.pending, w.delivered, w.bounced, w.delayed)
+                for w in s.waves
+            ],
             ("wave", "due", "sent", "failed", "uncertain", "pending", "delivered", "bounced", "delayed"),
             "rlrrrrrrr",
         )
     if s.unreachable_count:
         click.echo(f"\nunreachable customers (their latest notice bounced; support calls them): {s.unreachable_count}")
-        echo_table([(u.customer, u.name, u.to_address, u.wave, u.reply or "") for u in s.unreachable],
-                   ("customer", "name", "address", "wave", "reply"))
+        echo_table(
+            [(u.customer, u.name, u.to_address, u.wave, u.reply or "") for u in s.unreachable],
+            ("customer", "name", "address", "wave", "reply"),
+        )
     if s.held_count:
         click.echo(f"\nheld back, not warned in time (kept out of the map): {s.held_count}")
-        echo_table([(h.address, h.customer, h.reason, h.cohort, h.redated_to or "no date yet") for h in s.held],
-                   ("mailbox", "customer", "reason", "held from", "switched off with"))
+        echo_table(
+            [(h.address, h.customer, h.reason, h.cohort, h.redated_to or "no date yet") for h in s.held],
+            ("mailbox", "customer", "reason", "held from", "switched off with"),
+        )
     if s.open_sightings:
-        click.echo(f"\nopen ambiguous sightings: {s.open_sightings} (`rollout legacy --review`, then `rollout attribute` or `rollout dismiss`)")
+        click.echo(
+            f"\nopen ambiguous sightings: {s.open_sightings} (`rollout legacy --review`, then `rollout attribute` or `rollout dismiss`)"
+        )
     if s.cohorts:
         click.echo("\ncohorts")
         echo_table(
             [
-                (c.position, c.label, c.mailboxes, f"{c.share * 100:.1f}%", c.still_legacy, c.stage, stamp(c.scheduled_at), stamp(c.enforced_at), c.refusals)
+                (
+                    c.position,
+                    c.label,
+                    c.mailboxes,
+                    f"{c.share * 100:.1f}%",
+                    c.still_legacy,
+                    c.stage,
+                    stamp(c.scheduled_at),
+                    stamp(c.enforced_at),
+                    c.refusals,
+                )
                 for c in s.cohorts
             ],
             ("#", "range", "mailboxes", "share", "legacy", "stage", "scheduled", "enforced", "refusals"),
@@ -129,13 +160,18 @@ def print_status(s: Status) -> None:
         click.echo("\nmailboxes with legacy use per week")
         peak = max(w.mailboxes for w in s.trend) or 1
         for week in s.trend:
-            click.echo(f"  {week.week.isoformat()}  {week.mailboxes:>7}  {'█' * max(1 if week.mailboxes else 0, round(week.mailboxes / peak * BAR_WIDTH))}")
+            click.echo(
+                f"  {week.week.isoformat()}  {week.mailboxes:>7}  {'█' * max(1 if week.mailboxes else 0, round(week.mailboxes / peak * BAR_WIDTH))}"
+            )
     if s.expiring:
         click.echo("\nexemptions ending within 7 days")
         echo_table([(e.address, stamp(e.until), e.reason) for e in s.expiring], ("mailbox", "until", "reason"))
     if s.jobs:
         click.echo("\nscheduler: latest run of each job")
-        echo_table([(j.job, stamp(j.started_at), j.outcome, j.note or "") for j in s.jobs], ("job", "started", "outcome", "note"))
+        echo_table(
+            [(j.job, stamp(j.started_at), j.outcome, j.note or "") for j in s.jobs],
+            ("job", "started", "outcome", "note"),
+        )
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -192,18 +228,25 @@ def lookup_command(runtime: Runtime, query: str, as_json: bool) -> None:
 
 
 def print_lookup(found: Lookup) -> None:
-    click.echo(f"customer {found.customer_id}: {found.customer_name} <{found.customer_email}> ({found.locale}), {found.mailbox_count} mailboxes")
+    click.echo(
+        f"customer {found.customer_id}: {found.customer_name} <{found.customer_email}> ({found.locale}), {found.mailbox_count} mailboxes"
+    )
     for report in found.mailboxes:
         click.echo("")
         print_mailbox(report)
     if found.mailbox_count > len(found.mailboxes):
-        click.echo(f"\n… and {found.mailbox_count - len(found.mailboxes)} more mailboxes, not shown (the ones with legacy use come first)")
+        click.echo(
+            f"\n… and {found.mailbox_count - len(found.mailboxes)} more mailboxes, not shown (the ones with legacy use come first)"
+        )
     click.echo("\nnotices to the customer")
     if not found.notices:
         click.echo("  none")
         return
     echo_table(
-        [(n.wave, n.kind, n.state, n.delivery or "", stamp(n.sent_at), n.message_id, ", ".join(n.mailboxes)) for n in found.notices],
+        [
+            (n.wave, n.kind, n.state, n.delivery or "", stamp(n.sent_at), n.message_id, ", ".join(n.mailboxes))
+            for n in found.notices
+        ],
         ("wave", "kind", "state", "delivery", "sent", "message-id", "mailboxes listed"),
         "rllllll",
     )
@@ -223,7 +266,10 @@ def print_mailbox(m: MailboxReport) -> None:
             f"confidence {legacy.confidence}; client IPs {', '.join(legacy.client_ips)}; senders {', '.join(legacy.senders)}"
         )
     if legacy is not None and legacy.last_auth:
-        click.echo(f"  SMTP AUTH: last {stamp(legacy.last_auth)}" + ("  → switched" if legacy.switched else "  (legacy use since)"))
+        click.echo(
+            f"  SMTP AUTH: last {stamp(legacy.last_auth)}"
+            + ("  → switched" if legacy.switched else "  (legacy use since)")
+        )
     if m.cohort:
         c = m.cohort
         state = f"switched off {stamp(c.enforced_at)}, stage {c.stage}" if c.enforced_at else "not yet switched off"
@@ -232,11 +278,15 @@ def print_mailbox(m: MailboxReport) -> None:
         click.echo("  cohort: none (no plan applied)")
     if m.held:
         h = m.held
-        later = f"switched off with cohort {h.redated_to} at {stamp(h.redated_at)}" if h.redated_to else "no new date yet"
+        later = (
+            f"switched off with cohort {h.redated_to} at {stamp(h.redated_at)}" if h.redated_to else "no new date yet"
+        )
         click.echo(f"  HELD BACK from cohort {h.cohort} at {stamp(h.held_at)}: {h.reason}; not in the map; {later}")
     if m.exemption:
         e = m.exemption
-        click.echo(f"  exemption {'until' if e.active else 'ended, was until'} {stamp(e.until)} by {e.actor}: {e.reason}")
+        click.echo(
+            f"  exemption {'until' if e.active else 'ended, was until'} {stamp(e.until)} by {e.actor}: {e.reason}"
+        )
     if legacy is not None and legacy.refusals:
         click.echo(f"  refused by our map: {legacy.refusals} times, last {stamp(legacy.last_refused)}")
     if m.refused_reply:
@@ -273,9 +323,19 @@ def scheduler_command(runtime: Runtime) -> None:
 
 @click.command("demo")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default="rollout-demo")
-@click.option("--mailboxes", type=click.IntRange(min=100), default=5000, show_default=True, help="Mailboxes of the generated provider.")
-@click.option("--customers", type=click.IntRange(min=10), default=2000, show_default=True, help="Customers they belong to.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the generated provider and its mail logs.")
+@click.option(
+    "--mailboxes",
+    type=click.IntRange(min=100),
+    default=5000,
+    show_default=True,
+    help="Mailboxes of the generated provider.",
+)
+@click.option(
+    "--customers", type=click.IntRange(min=10), default=2000, show_default=True, help="Customers they belong to."
+)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Seed of the generated provider and its mail logs."
+)
 @click.option("--smtp-host", default="127.0.0.1", hidden=True, help="Loopback address of the demo's SMTP server.")
 def demo_command(directory: Path, mailboxes: int, customers: int, seed: int, smtp_host: str) -> None:
     """Run the whole rollout on a generated provider in DIRECTORY, in about a minute.
@@ -296,12 +356,18 @@ def demo_command(directory: Path, mailboxes: int, customers: int, seed: int, smt
 
     if mailboxes < customers:
         raise click.BadParameter("need at least one mailbox per customer", param_hint="--mailboxes")
-    result = run_demo(directory, report=click.echo, mailboxes=mailboxes, customers=customers, seed=seed, smtp_host=smtp_host)
+    result = run_demo(
+        directory, report=click.echo, mailboxes=mailboxes, customers=customers, seed=seed, smtp_host=smtp_host
+    )
     click.echo("")
     print_status(result.status)
     click.echo("")
-    click.echo(f"{result.legacy_at_start} mailboxes used SMTP-after-POP at the start; {result.switched} switched to SMTP AUTH after a notice.")
-    click.echo(f"{result.notices_sent} notices sent, {result.eml_files} kept as .eml files; {result.log_lines:,} log lines scanned.")
+    click.echo(
+        f"{result.legacy_at_start} mailboxes used SMTP-after-POP at the start; {result.switched} switched to SMTP AUTH after a notice."
+    )
+    click.echo(
+        f"{result.notices_sent} notices sent, {result.eml_files} kept as .eml files; {result.log_lines:,} log lines scanned."
+    )
     click.echo("\nwhere to look:")
     click.echo(f"  notices          {result.directory / 'outbox'}/*.eml")
     click.echo(f"  enforcement map  {result.map_path}")

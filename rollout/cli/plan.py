@@ -28,20 +28,43 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command("plan")
 @click.option("--cohorts", type=click.IntRange(min=1), help="Number of cohorts.")
-@click.option("--max-share", type=click.FloatRange(0, 1, min_open=True), help="Largest share one cohort may have, e.g. 0.10.")
-@click.option("--weight", type=click.Choice(["mailboxes", "legacy"]), default="mailboxes", show_default=True,
-              help="Balance all mailboxes, or only those still using the legacy path.")
+@click.option(
+    "--max-share", type=click.FloatRange(0, 1, min_open=True), help="Largest share one cohort may have, e.g. 0.10."
+)
+@click.option(
+    "--weight",
+    type=click.Choice(["mailboxes", "legacy"]),
+    default="mailboxes",
+    show_default=True,
+    help="Balance all mailboxes, or only those still using the legacy path.",
+)
 @click.option("--split-letters", is_flag=True, help="Cut a letter heavier than one cohort at two-letter prefixes.")
 @click.option("--start", type=click.DateTime(DATETIME_FORMATS), required=True, help="First cohort's time, in --tz.")
 @click.option("--every", callback=_duration, required=True, help="Time between cohorts: 2h, 90m, 1d.")
 @click.option("--window", help="Allowed local time of day, e.g. 08:00-17:00 (default: rollout.window).")
-@click.option("--skip-weekends/--no-skip-weekends", default=None, help="Never schedule on Saturday or Sunday (default: rollout.skip_weekends).")
+@click.option(
+    "--skip-weekends/--no-skip-weekends",
+    default=None,
+    help="Never schedule on Saturday or Sunday (default: rollout.skip_weekends).",
+)
 @click.option("--tz", help="Time zone of --start and --window (default: rollout.timezone).")
 @click.option("--apply", is_flag=True, help="Store the plan (without it nothing is stored).")
 @json_option
 @pass_runtime()
-def plan_command(runtime: Runtime, cohorts: int | None, max_share: float | None, weight: str, split_letters: bool, start: datetime,
-                 every: object, window: str | None, skip_weekends: bool | None, tz: str | None, apply: bool, as_json: bool) -> None:
+def plan_command(
+    runtime: Runtime,
+    cohorts: int | None,
+    max_share: float | None,
+    weight: str,
+    split_letters: bool,
+    start: datetime,
+    every: object,
+    window: str | None,
+    skip_weekends: bool | None,
+    tz: str | None,
+    apply: bool,
+    as_json: bool,
+) -> None:
     """Divide the mailboxes into alphabetical cohorts balanced by share, and schedule them.
 
     The partition is exact: it minimises the largest cohort's share (ties towards
@@ -56,26 +79,59 @@ def plan_command(runtime: Runtime, cohorts: int | None, max_share: float | None,
     """
     if (cohorts is None) == (max_share is None):
         raise click.UsageError("give exactly one of --cohorts N or --max-share SHARE")
-    request = wf.PlanRequest(start=start, every=every, cohorts=cohorts, max_share=max_share, weight=weight,  # type: ignore[arg-type]
-                             split_letters=split_letters, window=window, skip_weekends=skip_weekends, tz=tz)
+    request = wf.PlanRequest(
+        start=start,
+        every=every,
+        cohorts=cohorts,
+        max_share=max_share,
+        weight=weight,  # type: ignore[arg-type]
+        split_letters=split_letters,
+        window=window,
+        skip_weekends=skip_weekends,
+        tz=tz,
+    )
     result = wf.make_plan(runtime, request, apply=apply)
     proposal = result.proposal
     if as_json:
-        echo_json({"applied": result.applied, "plan_id": result.plan_id, "weight": proposal.weight,
-                   "largest_share": proposal.largest_share, "smallest_share": proposal.smallest_share,
-                   "cohorts": proposal.cohorts, "too_early": proposal.too_early})
+        echo_json(
+            {
+                "applied": result.applied,
+                "plan_id": result.plan_id,
+                "weight": proposal.weight,
+                "largest_share": proposal.largest_share,
+                "smallest_share": proposal.smallest_share,
+                "cohorts": proposal.cohorts,
+                "too_early": proposal.too_early,
+            }
+        )
         return
     echo_table(
-        [(c.position, c.label, c.mailboxes, f"{c.share * 100:.2f}%", "" if c.kept else c.legacy, "" if c.kept else c.customers,
-          f"{c.scheduled_at:%Y-%m-%d %H:%M} UTC", c.stage if c.kept else "") for c in proposal.cohorts],
+        [
+            (
+                c.position,
+                c.label,
+                c.mailboxes,
+                f"{c.share * 100:.2f}%",
+                "" if c.kept else c.legacy,
+                "" if c.kept else c.customers,
+                f"{c.scheduled_at:%Y-%m-%d %H:%M} UTC",
+                c.stage if c.kept else "",
+            )
+            for c in proposal.cohorts
+        ],
         ("#", "range", "mailboxes", "share", "still legacy", "customers", "scheduled", "started"),
         "rlrrrrll",
     )
-    click.echo(f"largest share {proposal.largest_share * 100:.2f}%, smallest {proposal.smallest_share * 100:.2f}% "
-               f"(weight: {proposal.weight}, ideal {100 / max(1, sum(not c.kept for c in proposal.cohorts)):.2f}%)")
+    click.echo(
+        f"largest share {proposal.largest_share * 100:.2f}%, smallest {proposal.smallest_share * 100:.2f}% "
+        f"(weight: {proposal.weight}, ideal {100 / max(1, sum(not c.kept for c in proposal.cohorts)):.2f}%)"
+    )
     if proposal.too_early:
-        click.echo(f"warning: {len(proposal.too_early)} mailboxes would get an earlier date than their customer was told "
-                   f"(e.g. {proposal.too_early[0].address}); --apply would refuse", err=True)
+        click.echo(
+            f"warning: {len(proposal.too_early)} mailboxes would get an earlier date than their customer was told "
+            f"(e.g. {proposal.too_early[0].address}); --apply would refuse",
+            err=True,
+        )
     click.echo(f"stored as plan {result.plan_id}" if result.applied else "not stored (add --apply)")
 
 
@@ -84,9 +140,13 @@ def _print_gate(upcoming: wf.NextStep) -> None:
         click.echo(f"next: the final step: retire the legacy path {upcoming.label} (every cohort is switched off)")
         echo_gates(upcoming.gates)
         return
-    click.echo(f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) {upcoming.from_stage} → {upcoming.to_stage}")
-    click.echo(f"gate: {upcoming.still_legacy} mailboxes of this cohort still use the legacy path; "
-               f"{upcoming.refusals_since_switch} refusals of switched-off mailboxes since their switch")
+    click.echo(
+        f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) {upcoming.from_stage} → {upcoming.to_stage}"
+    )
+    click.echo(
+        f"gate: {upcoming.still_legacy} mailboxes of this cohort still use the legacy path; "
+        f"{upcoming.refusals_since_switch} refusals of switched-off mailboxes since their switch"
+    )
     echo_gates(upcoming.gates)
 
 
@@ -109,7 +169,9 @@ def _print_diff(result: wf.StepResult) -> None:
             click.echo(f"  {sign} {key}")
         if len(keys) > DIFF_SHOWN:
             click.echo(f"  {sign} … and {len(keys) - DIFF_SHOWN} more")
-    click.echo(f"map: {len(result.diff.added)} added, {len(result.diff.removed)} removed, {len(result.diff.changed)} changed")
+    click.echo(
+        f"map: {len(result.diff.added)} added, {len(result.diff.removed)} removed, {len(result.diff.changed)} changed"
+    )
 
 
 def _print_held(result: wf.StepResult) -> None:
@@ -117,10 +179,16 @@ def _print_held(result: wf.StepResult) -> None:
     if result.held:
         click.echo(f"held back, not warned in time ({len(result.held)}): kept out of the map")
         for h in result.held[:DIFF_SHOWN]:
-            later = f"; switched off with cohort {h.redated_to} at {h.redated_at:%Y-%m-%d %H:%M} UTC" if h.redated_to and h.redated_at else "; no date yet"
+            later = (
+                f"; switched off with cohort {h.redated_to} at {h.redated_at:%Y-%m-%d %H:%M} UTC"
+                if h.redated_to and h.redated_at
+                else "; no date yet"
+            )
             click.echo(f"  {h.address} ({h.customer}): {h.reason}{later}")
     if result.included_unwarned:
-        click.echo(f"switched off although not warned in time (--include-unwarned): {', '.join(result.included_unwarned[:DIFF_SHOWN])}")
+        click.echo(
+            f"switched off although not warned in time (--include-unwarned): {', '.join(result.included_unwarned[:DIFF_SHOWN])}"
+        )
     if result.released:
         click.echo(f"held earlier, warned since, switched off now: {', '.join(result.released[:DIFF_SHOWN])}")
 
@@ -130,10 +198,16 @@ def _print_held(result: wf.StepResult) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Override the guards (needs --reason).")
 @click.option("--reason", help="Why: recorded in the audit log (required with --force and --include-unwarned).")
-@click.option("--include-unwarned", is_flag=True, help="Also switch off mailboxes held back as not warned in time (needs --reason).")
+@click.option(
+    "--include-unwarned",
+    is_flag=True,
+    help="Also switch off mailboxes held back as not warned in time (needs --reason).",
+)
 @json_option
 @pass_runtime()
-def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, include_unwarned: bool, as_json: bool) -> None:
+def step_command(
+    runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, include_unwarned: bool, as_json: bool
+) -> None:
     """Switch off the next cohort, or move the current one to its next stage.
 
     Guards: the notice campaign's last wave has gone out, the rollout is not
@@ -172,7 +246,15 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
         _print_held(preview)
         return click.confirm(f"switch cohort {preview.step.label} to {preview.step.to_stage}?", default=False)
 
-    result = wf.step(runtime, dry_run=dry_run, yes=yes, force=force, reason=reason, confirm=confirm, include_unwarned=include_unwarned)
+    result = wf.step(
+        runtime,
+        dry_run=dry_run,
+        yes=yes,
+        force=force,
+        reason=reason,
+        confirm=confirm,
+        include_unwarned=include_unwarned,
+    )
     if as_json:
         echo_json(result)
         return
@@ -182,13 +264,17 @@ def step_command(runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason
     for blocker in result.step.blockers:
         click.echo(f"{'overridden' if result.forced else 'guard'}: {blocker}")
     if dry_run:
-        click.echo(f"dry run, nothing changed; customers affected ({len(result.customers)} shown): {', '.join(result.customers[:10])}")
+        click.echo(
+            f"dry run, nothing changed; customers affected ({len(result.customers)} shown): {', '.join(result.customers[:10])}"
+        )
         _print_diff(result)
     elif result.retired:
         click.echo(f"the legacy path is retired: {result.retired}; the rollout is done (`rollout undo` restores it)")
     elif result.applied:
         _print_diff(result)
-        click.echo(f"cohort {result.step.label} is now {result.step.to_stage} (map {result.checksum_after[:12] if result.checksum_after else ''})")
+        click.echo(
+            f"cohort {result.step.label} is now {result.step.to_stage} (map {result.checksum_after[:12] if result.checksum_after else ''})"
+        )
     else:
         click.echo("not confirmed; nothing changed")
 
@@ -222,7 +308,9 @@ def resume_command(runtime: Runtime, reason: str | None) -> None:
 
 
 @click.command("undo")
-@click.option("--to-step", type=click.IntRange(min=0), help="Go back to the state after this step (0 = nothing enforced).")
+@click.option(
+    "--to-step", type=click.IntRange(min=0), help="Go back to the state after this step (0 = nothing enforced)."
+)
 @click.option("--reason", help="Why, for the audit log.")
 @json_option
 @pass_runtime()
@@ -242,8 +330,10 @@ def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_j
         return
     if result.legacy_restored:
         click.echo(f"the legacy map {result.legacy_restored} is back as it was before the final step")
-    click.echo(f"undone from step {result.from_step} to step {result.to_step}; "
-               f"{len(result.diff.removed)} addresses back on the legacy path, map now {result.checksum_after[:12]}")
+    click.echo(
+        f"undone from step {result.from_step} to step {result.to_step}; "
+        f"{len(result.diff.removed)} addresses back on the legacy path, map now {result.checksum_after[:12]}"
+    )
 
 
 @click.command("exempt")
@@ -255,8 +345,16 @@ def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_j
 @click.option("--all", "include_ended", is_flag=True, help="With --list: ended ones too.")
 @json_option
 @pass_runtime()
-def exempt_command(runtime: Runtime, address: str | None, until: datetime | None, reason: str | None, force: bool,
-                   list_: bool, include_ended: bool, as_json: bool) -> None:
+def exempt_command(
+    runtime: Runtime,
+    address: str | None,
+    until: datetime | None,
+    reason: str | None,
+    force: bool,
+    list_: bool,
+    include_ended: bool,
+    as_json: bool,
+) -> None:
     """Keep one mailbox out of the map until a date (one postponement unless --force).
 
     It goes back in automatically at the next step or scheduler tick after --until.
@@ -271,8 +369,19 @@ def exempt_command(runtime: Runtime, address: str | None, until: datetime | None
         if as_json:
             echo_json(rows)
             return
-        echo_table([(r.address, f"{r.until:%Y-%m-%d %H:%M}", r.actor, r.reason, f"{r.ended_at:%Y-%m-%d %H:%M}" if r.ended_at else "")
-                    for r in rows], ("mailbox", "until (UTC)", "by", "reason", "ended"))
+        echo_table(
+            [
+                (
+                    r.address,
+                    f"{r.until:%Y-%m-%d %H:%M}",
+                    r.actor,
+                    r.reason,
+                    f"{r.ended_at:%Y-%m-%d %H:%M}" if r.ended_at else "",
+                )
+                for r in rows
+            ],
+            ("mailbox", "until (UTC)", "by", "reason", "ended"),
+        )
         return
     if not address or until is None or not reason:
         raise click.UsageError("give ADDRESS --until DATE --reason TEXT (or --list)")

@@ -39,7 +39,10 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
         echo_json(summary)
         return
     echo_table(
-        [(f.path, f.lines, f.unparsed, f.kinds.get("login", 0), f.kinds.get("accept", 0), f.kinds.get("refusal", 0)) for f in summary.files],
+        [
+            (f.path, f.lines, f.unparsed, f.kinds.get("login", 0), f.kinds.get("accept", 0), f.kinds.get("refusal", 0))
+            for f in summary.files
+        ],
         ("file", "lines", "unparsed", "logins", "accepted", "refusals"),
         "lrrrrr",
     )
@@ -68,7 +71,11 @@ def _resolution(e: Any) -> str:
 @json_option
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only use on or after this day (UTC).")
 @click.option("--customer", metavar="ID", help="Only this customer's mailboxes (customer_id from the inventory).")
-@click.option("--review", is_flag=True, help="List ambiguous sightings (with their ids, for attribute and dismiss) and unexplained relays instead.")
+@click.option(
+    "--review",
+    is_flag=True,
+    help="List ambiguous sightings (with their ids, for attribute and dismiss) and unexplained relays instead.",
+)
 @pass_runtime()
 def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, customer: str | None, review: bool) -> None:
     """List the mailboxes still using SMTP-after-POP, with their evidence.
@@ -89,8 +96,20 @@ def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, cust
             echo_json(entries)
             return
         echo_table(
-            [(e.id, e.kind, e.at.strftime("%Y-%m-%d %H:%M:%S"), e.host, e.queue_id, e.client_ip, e.sender, ", ".join(e.candidates),
-              _resolution(e)) for e in entries],
+            [
+                (
+                    e.id,
+                    e.kind,
+                    e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    e.host,
+                    e.queue_id,
+                    e.client_ip,
+                    e.sender,
+                    ", ".join(e.candidates),
+                    _resolution(e),
+                )
+                for e in entries
+            ],
             ("id", "kind", "at (UTC)", "host", "queue id", "client ip", "sender", "candidates", "resolved"),
         )
         return
@@ -100,10 +119,29 @@ def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, cust
         return
     echo_table(
         [
-            (r.address, r.customer, r.last_seen.strftime("%Y-%m-%d %H:%M") if r.last_seen else "", r.submissions, r.days,
-             ", ".join(r.client_ips[:3]), ", ".join(r.senders[:3]), r.confidence, "yes" if r.switched else "")
+            (
+                r.address,
+                r.customer,
+                r.last_seen.strftime("%Y-%m-%d %H:%M") if r.last_seen else "",
+                r.submissions,
+                r.days,
+                ", ".join(r.client_ips[:3]),
+                ", ".join(r.senders[:3]),
+                r.confidence,
+                "yes" if r.switched else "",
+            )
             for r in rows
         ],
-        ("mailbox", "customer", "last seen (UTC)", "submissions", "days", "client ips", "senders", "confidence", "switched"),
+        (
+            "mailbox",
+            "customer",
+            "last seen (UTC)",
+            "submissions",
+            "days",
+            "client ips",
+            "senders",
+            "confidence",
+            "switched",
+        ),
         "lllrrllll",
     )

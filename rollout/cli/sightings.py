@@ -32,7 +32,9 @@ def attribute_command(runtime: Runtime, sighting: int, mailbox: str, reason: str
     if as_json:
         echo_json(done)
     else:
-        click.echo(f"sighting {done.sighting} attributed to {done.mailbox}: it is that mailbox's legacy use from now on")
+        click.echo(
+            f"sighting {done.sighting} attributed to {done.mailbox}: it is that mailbox's legacy use from now on"
+        )
 
 
 @click.command("dismiss")

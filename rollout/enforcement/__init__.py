@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, NamedTuple, Protocol, Sequence
+from typing import ContextManager, NamedTuple, Protocol
 
 from ..addresses import AddressError, parse_address
-
 from ..config import EnforcementSettings
 from ..errors import ConfigError
 
@@ -135,6 +135,14 @@ def backend_for(settings: EnforcementSettings) -> Backend:
 
 
 __all__ = [
-    "Backend", "MapEntry", "Published", "access_action", "backend_for", "checksum", "client_reply", "reject_text",
-    "unwritable", "writable",
+    "Backend",
+    "MapEntry",
+    "Published",
+    "access_action",
+    "backend_for",
+    "checksum",
+    "client_reply",
+    "reject_text",
+    "unwritable",
+    "writable",
 ]

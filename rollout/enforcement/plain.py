@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ContextManager, Sequence
+from typing import ContextManager
 
 from ..config import EnforcementSettings
 from . import MapEntry, Published, checksum
-from .files import fsync_dir, keep_version, read_if_exists, remove_stale_temps, replace, swap_lock, temp_path, write_synced
+from .files import (
+    fsync_dir,
+    keep_version,
+    read_if_exists,
+    remove_stale_temps,
+    replace,
+    swap_lock,
+    temp_path,
+    write_synced,
+)
 
 
 class PlainList:

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ContextManager, Sequence
+from typing import ContextManager
 
 from ..config import EnforcementSettings
 from ..errors import EnforcementError
 from . import STRENGTH, MapEntry, Published, access_action, checksum
-from .files import FILE_MODE, fsync_dir, keep_version, read_if_exists, remove_stale_temps, replace, swap_lock, temp_path, write_synced
+from .files import (
+    FILE_MODE,
+    fsync_dir,
+    keep_version,
+    read_if_exists,
+    remove_stale_temps,
+    replace,
+    swap_lock,
+    temp_path,
+    write_synced,
+)
 
 INDEX_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 ABSENT_PROBE = "rollout-probe-not-listed@invalid"
@@ -30,14 +41,21 @@ class PostfixSenderMap:
 
     def __init__(self, settings: EnforcementSettings) -> None:
         if settings.map_type not in INDEX_SUFFIX:
-            raise EnforcementError(f"enforcement.map_type {settings.map_type!r} is not one of {', '.join(INDEX_SUFFIX)}")
+            raise EnforcementError(
+                f"enforcement.map_type {settings.map_type!r} is not one of {', '.join(INDEX_SUFFIX)}"
+            )
         self.settings = settings
         self.path = Path(settings.map_path)
         self.index = self.path.with_name(self.path.name + INDEX_SUFFIX[settings.map_type])
 
     def render(self, entries: Sequence[MapEntry]) -> str:
         # One template per stage, formatted per key: the map can hold hundreds of thousands of lines.
-        templates = {stage: "{0}\t" + access_action(self.settings, "\0", stage).replace("{", "{{").replace("}", "}}").replace("\0", "{0}") + "\n" for stage in STRENGTH}
+        templates = {
+            stage: "{0}\t"
+            + access_action(self.settings, "\0", stage).replace("{", "{{").replace("}", "}}").replace("\0", "{0}")
+            + "\n"
+            for stage in STRENGTH
+        }
         lines = [templates[stage].format(key) for key, stage in sorted(entries)]
         return "# written by rollout: switched-off SMTP-after-POP senders; do not edit\n" + "".join(lines)
 
@@ -85,7 +103,9 @@ class PostfixSenderMap:
                     "the map in force is unchanged"
                 )
         if ABSENT_PROBE in answers:
-            raise EnforcementError(f"the new map lists {ABSENT_PROBE}, which was never written; the map in force is unchanged")
+            raise EnforcementError(
+                f"the new map lists {ABSENT_PROBE}, which was never written; the map in force is unchanged"
+            )
 
     def _postmap(self, args: list[str], stdin: str | None = None, allowed: tuple[int, ...] = (0,)) -> str:
         argv = shlex.split(self.settings.postmap_command) + args
@@ -96,9 +116,13 @@ class PostfixSenderMap:
                 f"cannot run {argv[0]!r} (enforcement.postmap_command); the map in force is unchanged"
             ) from None
         except OSError as exc:
-            raise EnforcementError(f"cannot run {argv[0]!r}: {exc.strerror or exc}; the map in force is unchanged") from None
+            raise EnforcementError(
+                f"cannot run {argv[0]!r}: {exc.strerror or exc}; the map in force is unchanged"
+            ) from None
         except subprocess.TimeoutExpired:
-            raise EnforcementError(f"{' '.join(argv[:2])} took longer than {POSTMAP_TIMEOUT} s; the map in force is unchanged") from None
+            raise EnforcementError(
+                f"{' '.join(argv[:2])} took longer than {POSTMAP_TIMEOUT} s; the map in force is unchanged"
+            ) from None
         if done.returncode not in allowed:
             detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
             raise EnforcementError(f"{' '.join(argv)} failed: {detail[0]}; the map in force is unchanged")

@@ -30,14 +30,26 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
-from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from .envelope import EnvelopeParser
 from .events import (
-    Accept, AuthCounts, CompleteMessage, Delivery, Envelope, Event, Login, LoginRecord, LoginRun, Refusal, Removed, Sender, SessionEnd,
+    Accept,
+    AuthCounts,
+    CompleteMessage,
+    Delivery,
+    Envelope,
+    Event,
+    Login,
+    LoginRecord,
+    LoginRun,
+    Refusal,
+    Removed,
+    Sender,
+    SessionEnd,
 )
 from .imapd import parse_dovecot
 from .join import join_complete
@@ -77,8 +89,10 @@ class ParserSpec:
     trusted_networks: tuple[str, ...]
 
     def build(self) -> BlockParser:
-        envelopes = EnvelopeParser(self.host, self.zone, datetime.fromtimestamp(self.reference, timezone.utc))
-        return BlockParser(LineParser(envelopes, our_text_matcher(self.reject_text, self.help_url)), self.trusted_networks)
+        envelopes = EnvelopeParser(self.host, self.zone, datetime.fromtimestamp(self.reference, UTC))
+        return BlockParser(
+            LineParser(envelopes, our_text_matcher(self.reject_text, self.help_url)), self.trusted_networks
+        )
 
 
 class BlockParser:
@@ -145,7 +159,9 @@ class BlockParser:
                 kinds[type(result).__name__.lower()] += 1
                 events.append(result)
         if authenticated:
-            events.append(AuthCounts(max(last for _count, last in authenticated.values()), "", file, base, "", authenticated))
+            events.append(
+                AuthCounts(max(last for _count, last in authenticated.values()), "", file, base, "", authenticated)
+            )
         return events
 
     def _parse_all(self, block: bytes, base: int, file: str) -> list[Event]:
@@ -179,13 +195,17 @@ class ParallelBlocks:
         self._parsers: list[BlockParser] = []
         self._local = threading.local()
 
-    def events(self, source: LineSource, size: int, progress: Callable[[int], None] | None = None) -> Iterator[list[Event]]:
+    def events(
+        self, source: LineSource, size: int, progress: Callable[[int], None] | None = None
+    ) -> Iterator[list[Event]]:
         """The events of ``source`` from its offset on, a list per block; ``source.offset`` advances past
         each line consumed. What was appended while the pieces were read is read after them, in order."""
         try:
             with ExitStack() as stack:
                 fd = stack.enter_context(open(source.path, "rb")).fileno() if source.plain() else None
-                pool = stack.enter_context(ThreadPoolExecutor(self.workers, thread_name_prefix="scan"))  # shut down before the file closes
+                pool = stack.enter_context(
+                    ThreadPoolExecutor(self.workers, thread_name_prefix="scan")
+                )  # shut down before the file closes
                 if fd is not None:
                     yield from self._pieces(pool, fd, source, size, progress)
                 yield from self._in_order(pool, source.blocks(size), progress)
@@ -207,9 +227,14 @@ class ParallelBlocks:
         piece = read_piece(fd, start, length, at_line_start)
         return piece, self._parse(piece.body_start, piece.body) if len(piece.body) else []
 
-    def _pieces(self, pool: ThreadPoolExecutor, fd: int, source: LineSource, size: int, progress: Callable[[int], None] | None) -> Iterator[list[Event]]:
+    def _pieces(
+        self, pool: ThreadPoolExecutor, fd: int, source: LineSource, size: int, progress: Callable[[int], None] | None
+    ) -> Iterator[list[Event]]:
         begin, end = source.offset, os.fstat(fd).st_size
-        jobs = (partial(self._read_and_parse, fd, start, min(size, end - start), start == begin) for start in range(begin, end, size))
+        jobs = (
+            partial(self._read_and_parse, fd, start, min(size, end - start), start == begin)
+            for start in range(begin, end, size)
+        )
         stitch = self._parser()  # the calling thread's own
         carry = b""  # the start of a line that a cut between pieces crosses
         for piece, events in self._ordered(pool, jobs):
@@ -224,7 +249,9 @@ class ParallelBlocks:
             carry = piece.tail
             source.offset = piece.body_start + len(piece.body)
 
-    def _in_order(self, pool: ThreadPoolExecutor, blocks: Iterator[tuple[int, bytes]], progress: Callable[[int], None] | None) -> Iterator[list[Event]]:
+    def _in_order(
+        self, pool: ThreadPoolExecutor, blocks: Iterator[tuple[int, bytes]], progress: Callable[[int], None] | None
+    ) -> Iterator[list[Event]]:
         for size, events in self._ordered(pool, (partial(self._sized, base, block) for base, block in blocks)):
             if progress is not None:
                 progress(size)

@@ -34,7 +34,9 @@ _EXIM_ID = re.compile(r" id=(?P<id>rollout\.\S+)")
 _PERMANENT = re.compile(r"(?:^|[\s(])5\d\d(?:[\s-]|$)|\b5\.\d{1,3}\.\d{1,3}\b")
 
 
-def notice_queued(env: Envelope, instance: str, qid: str, rest: str, file: str, offset: int, line: str) -> NoticeQueued | None:
+def notice_queued(
+    env: Envelope, instance: str, qid: str, rest: str, file: str, offset: int, line: str
+) -> NoticeQueued | None:
     """Postfix cleanup's ``message-id=<rollout.…>`` (``rest`` follows the queue ID), else None."""
     if not rest.startswith(PREFIX) or not rest.endswith(">"):
         return None

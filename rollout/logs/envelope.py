@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from .events import Envelope
 
-MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+MONTHS = {
+    m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
 YEAR_SLACK = timedelta(days=7)  # P7: a line this far after the reference time belongs to the year before
 
 # Solaris syslogd puts the message ID and facility.level between the program and the message:
@@ -35,7 +37,9 @@ _ISO = re.compile(
 )
 # Exim mainlog, or a Dovecot log file with an ISO-like custom stamp, or syslog with such a stamp
 _SPACED = re.compile(r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.\d+)?(?: (?P<zone>[+-]\d{4}))? (?P<rest>.*)")
-_PROG = re.compile(r"(?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: " + SOLARIS_TAG + r"(?P<msg>.*)")
+_PROG = re.compile(
+    r"(?:(?P<host>[^\s:\[]+) )?(?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: " + SOLARIS_TAG + r"(?P<msg>.*)"
+)
 _EXIM_PID = re.compile(r"\[(?P<pid>\d+)\] (?P<msg>.*)")
 _NGINX = re.compile(r"(?P<stamp>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(?P<level>[a-z]+)\] (?P<pid>\d+)#\d+: (?P<msg>.*)")
 _DOVECOT1 = re.compile(r"dovecot: (?P<stamp>[A-Z][a-z]{2} [ \d]?\d \d\d:\d\d:\d\d) (?P<msg>.*)")
@@ -53,8 +57,8 @@ class EnvelopeParser:
     def __init__(self, default_host: str, zone: str = "UTC", reference: datetime | None = None) -> None:
         self.default_host = default_host
         self.zone_name = zone
-        self.zone = timezone.utc if zone == "UTC" else ZoneInfo(zone)
-        self.reference = reference or datetime.now(timezone.utc)
+        self.zone = UTC if zone == "UTC" else ZoneInfo(zone)
+        self.reference = reference or datetime.now(UTC)
         self._cache: dict[str, float] = {}
         self._last: tuple[str, float | None] = ("", None)
 
@@ -155,7 +159,11 @@ class EnvelopeParser:
                 self._cache.clear()
             self._cache[hour] = base
         mm, ss = stamp[-5:-3], stamp[-2:]
-        if not (mm.isdigit() and ss.isdigit() and stamp[-6] == ":" and stamp[-3] == ":") or int(mm) > 59 or int(ss) > 59:
+        if (
+            not (mm.isdigit() and ss.isdigit() and stamp[-6] == ":" and stamp[-3] == ":")
+            or int(mm) > 59
+            or int(ss) > 59
+        ):
             return None
         return base + int(mm) * 60 + int(ss)
 

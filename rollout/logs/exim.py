@@ -85,7 +85,16 @@ def _arrival(env: Envelope, qid: str, rest: str, file: str, offset: int, line: s
     authenticated = auth is not None or proto.endswith("a")
     user = auth.split(":")[1] if auth and auth.count(":") >= 1 else None
     return Accept(
-        env.t, env.host, file, offset, line, INSTANCE, qid, ip, sasl_user=user, authenticated=authenticated,
+        env.t,
+        env.host,
+        file,
+        offset,
+        line,
+        INSTANCE,
+        qid,
+        ip,
+        sasl_user=user,
+        authenticated=authenticated,
         sender="" if sender == "<>" else sender,
     )
 
@@ -104,8 +113,18 @@ def _delivery(env: Envelope, qid: str, flag: str, rest: str, file: str, offset: 
     transport = fields.get("T", "")
     remote = "smtp" in transport and "H" in fields
     return Delivery(
-        env.t, env.host, file, offset, line, INSTANCE, qid, rcpt, parent, "smtp" if remote else transport or "exim",
-        fields.get("H", "none"), _STATUS[flag],
+        env.t,
+        env.host,
+        file,
+        offset,
+        line,
+        INSTANCE,
+        qid,
+        rcpt,
+        parent,
+        "smtp" if remote else transport or "exim",
+        fields.get("H", "none"),
+        _STATUS[flag],
     )
 
 

@@ -7,16 +7,24 @@ import re
 from .events import Envelope, Event, Login, SessionEnd
 from .net import normalise_ip
 from .rules import (
-    COURIER_PROGRAMS, CYRUS_DAEMONS, CYRUS_LOGIN, DOVECOT_END_SERVICES, DOVECOT_END_VERBS, DOVECOT_INFO, DOVECOT_LOGIN_SERVICES,
-    DOVECOT_LOGIN_VERBS, UW_PROGRAMS, alternatives,
+    COURIER_PROGRAMS,
+    CYRUS_DAEMONS,
+    CYRUS_LOGIN,
+    DOVECOT_END_SERVICES,
+    DOVECOT_END_VERBS,
+    DOVECOT_INFO,
+    DOVECOT_LOGIN_SERVICES,
+    DOVECOT_LOGIN_VERBS,
+    UW_PROGRAMS,
+    alternatives,
 )
 
 _INFO = f"(?:{re.escape(DOVECOT_INFO)})?"
-DOVECOT_LOGIN = (
-    rf"(?P<svc>{alternatives(DOVECOT_LOGIN_SERVICES)})-login: {_INFO}(?P<verb>{alternatives(DOVECOT_LOGIN_VERBS)}): (?P<elems>.*)"
-)
+DOVECOT_LOGIN = rf"(?P<svc>{alternatives(DOVECOT_LOGIN_SERVICES)})-login: {_INFO}(?P<verb>{alternatives(DOVECOT_LOGIN_VERBS)}): (?P<elems>.*)"
 _DOVECOT_LOGIN = re.compile(DOVECOT_LOGIN)
-_DOVECOT_FAILED = re.compile(rf"{alternatives(DOVECOT_LOGIN_SERVICES)}-login: {_INFO}(?:Disconnected|Aborted login|Login aborted)")
+_DOVECOT_FAILED = re.compile(
+    rf"{alternatives(DOVECOT_LOGIN_SERVICES)}-login: {_INFO}(?:Disconnected|Aborted login|Login aborted)"
+)
 DOVECOT_END = (
     rf"(?P<svc>{alternatives(DOVECOT_END_SERVICES)})\((?P<user>[^)]*)\)(?:<(?P<pid>\d+)>)?(?:<(?P<session>[^>]*)>)?: "
     rf"{_INFO}(?:session=<?(?P<session2>[^ >]*)>? )?{alternatives(DOVECOT_END_VERBS)}"
@@ -24,15 +32,19 @@ DOVECOT_END = (
 _DOVECOT_END = re.compile(DOVECOT_END)
 _ELEMENT = re.compile(r"(\w+)=(<[^>]*>|[^,]*)")
 
-_COURIER = re.compile(r"(?P<what>LOGIN|LOGOUT|TIMEOUT|DISCONNECTED), user=(?P<user>[^,]+), ip=\[(?P<ip>[^\]]*)\](?:, .*)?")
+_COURIER = re.compile(
+    r"(?P<what>LOGIN|LOGOUT|TIMEOUT|DISCONNECTED), user=(?P<user>[^,]+), ip=\[(?P<ip>[^\]]*)\](?:, .*)?"
+)
 _CYRUS = re.compile(re.escape(CYRUS_LOGIN) + r"(?:\S+ )?\[(?P<ip>[^\]]+)\] (?P<user>\S+) \S+ User logged in(?: .*)?")
-_UW = re.compile(r"(?P<what>Login|Authenticated|Auth|APOP|Logout|Autologout|Killed) user=(?P<user>\S+) host=(?:\S+ )?\[(?P<ip>[^\]]+)\](?: .*)?")
+_UW = re.compile(
+    r"(?P<what>Login|Authenticated|Auth|APOP|Logout|Autologout|Killed) user=(?P<user>\S+) host=(?:\S+ )?\[(?P<ip>[^\]]+)\](?: .*)?"
+)
 
 
 def parse_dovecot(env: Envelope, file: str, offset: int, line: str) -> Event | str:
     msg = env.message
     if msg.startswith(DOVECOT_INFO):  # Dovecot 1.x "dovecot: … Info: imap-login: …"
-        msg = msg[len(DOVECOT_INFO):]
+        msg = msg[len(DOVECOT_INFO) :]
     m = _DOVECOT_LOGIN.fullmatch(msg)
     if m is not None:
         el = {k: v[1:-1] if v.startswith("<") else v for k, v in _ELEMENT.findall(m["elems"])}
@@ -45,7 +57,9 @@ def parse_dovecot(env: Envelope, file: str, offset: int, line: str) -> Event | s
         return "login-failed"
     e = _DOVECOT_END.match(msg)
     if e is not None:
-        return SessionEnd(env.t, env.host, file, offset, line, e["svc"].lower(), e["user"], e["session"] or e["session2"], e["pid"])
+        return SessionEnd(
+            env.t, env.host, file, offset, line, e["svc"].lower(), e["user"], e["session"] or e["session2"], e["pid"]
+        )
     return "dovecot"
 
 
@@ -56,13 +70,17 @@ def parse_other_imapd(env: Envelope, file: str, offset: int, line: str) -> Event
     if prog in COURIER_PROGRAMS:
         m = _COURIER.fullmatch(env.message)
         if m is not None:
-            return _login_or_end(env, m["what"] == "LOGIN", COURIER_PROGRAMS[prog], m["user"], m["ip"], file, offset, line)
+            return _login_or_end(
+                env, m["what"] == "LOGIN", COURIER_PROGRAMS[prog], m["user"], m["ip"], file, offset, line
+            )
     if prog in UW_PROGRAMS:
         m = _UW.fullmatch(env.message)
         if m is not None:
             is_login = m["what"] in ("Login", "Authenticated", "Auth", "APOP")
             return _login_or_end(env, is_login, UW_PROGRAMS[prog], m["user"], m["ip"], file, offset, line)
-    if (daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon)) or ("/" in prog and env.message.startswith(CYRUS_LOGIN)):
+    if (daemon in CYRUS_DAEMONS and ("/" in prog or prog == daemon)) or (
+        "/" in prog and env.message.startswith(CYRUS_LOGIN)
+    ):
         # Cyrus logs as "prefix/service", and a site names its services itself (cyrus.conf: "imapmail", "pop3s-int");
         # under a name of its own a Cyrus login is known by its message
         m = _CYRUS.fullmatch(env.message)
@@ -78,7 +96,9 @@ def _cyrus_protocol(service: str) -> str:
     return CYRUS_DAEMONS.get(service) or ("pop3" if "pop" in service else "imap")
 
 
-def _login_or_end(env: Envelope, is_login: bool, proto: str, user: str, raw_ip: str, file: str, offset: int, line: str) -> Event | str:
+def _login_or_end(
+    env: Envelope, is_login: bool, proto: str, user: str, raw_ip: str, file: str, offset: int, line: str
+) -> Event | str:
     if not is_login:
         return SessionEnd(env.t, env.host, file, offset, line, proto, user, None, env.pid)
     ip = normalise_ip(raw_ip)

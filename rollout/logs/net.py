@@ -52,7 +52,11 @@ class TrustedNetworks:
         self._v6 = [(int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 6]
         # first octets a trusted IPv4 address can start with (None: some network is wider than a /8)
         wide = any(n.prefixlen < 8 for n in self.networks if n.version == 4)
-        self._octets = None if wide else frozenset(str(n.network_address).partition(".")[0] for n in self.networks if n.version == 4)
+        self._octets = (
+            None
+            if wide
+            else frozenset(str(n.network_address).partition(".")[0] for n in self.networks if n.version == 4)
+        )
         # the same for IPv6: the first group a trusted address can start with, without leading zeros ("" for 0)
         v6 = [n for n in self.networks if n.version == 6]
         wide6 = any(n.prefixlen < 16 for n in v6)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime
-from typing import Callable
+from collections.abc import Callable
 
 from .envelope import EnvelopeParser
 from .events import Event
@@ -13,7 +12,15 @@ from .exim import parse_exim
 from .imapd import parse_dovecot, parse_other_imapd
 from .postfix import PostfixParser, split_program
 from .proxies import parse_nginx, parse_perdition
-from .rules import DOVECOT, EXIM_PREFIXES, EXIM_PROGRAMS, NGINX_PROGRAMS, PERDITION_PREFIXES, PERDITION_PROGRAMS, POSTFIX
+from .rules import (
+    DOVECOT,
+    EXIM_PREFIXES,
+    EXIM_PROGRAMS,
+    NGINX_PROGRAMS,
+    PERDITION_PREFIXES,
+    PERDITION_PROGRAMS,
+    POSTFIX,
+)
 
 UNKNOWN = "unknown"
 
@@ -69,7 +76,9 @@ class LineParser:
             return parse_nginx(env, file, offset, line)
         if program in PERDITION_PROGRAMS or program.startswith(PERDITION_PREFIXES):
             return parse_perdition(env, file, offset, line)
-        other = parse_other_imapd(env, file, offset, line)  # Courier, UW, Cyrus: by rules.COURIER_PROGRAMS and the others
+        other = parse_other_imapd(
+            env, file, offset, line
+        )  # Courier, UW, Cyrus: by rules.COURIER_PROGRAMS and the others
         if other is not None:
             return other
         return "other-program"

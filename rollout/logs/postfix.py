@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from .deliveries import EXPIRED, notice_queued
 from .events import Accept, AuthFailure, Delivery, Envelope, Event, Expired, Refusal, Removed, Sender
 from .net import client_ip, normalise_ip
 from .rules import (
-    CLEANUP, DELIVERY_DAEMONS, DELIVERY_TO, PICKUP, QMGR, QMGR_REMOVED, QUEUE_ACTIVE, QUEUED_AS, REMOTE_DAEMONS, SENDER_FIELDS, SMTPD,
-    SMTPD_SESSION, WARNING, alternatives,
+    CLEANUP,
+    DELIVERY_DAEMONS,
+    DELIVERY_TO,
+    PICKUP,
+    QMGR,
+    QMGR_REMOVED,
+    QUEUE_ACTIVE,
+    QUEUED_AS,
+    REMOTE_DAEMONS,
+    SENDER_FIELDS,
+    SMTPD,
+    SMTPD_SESSION,
+    WARNING,
+    alternatives,
 )
 
 QID = r"(?P<qid>[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,})"
@@ -22,13 +34,15 @@ REFUSAL = (
 )
 _REFUSAL = re.compile(REFUSAL)
 _REPLY = re.compile(r"(?P<code>\d{3})(?: (?P<dsn>\d\.\d{1,3}\.\d{1,3}))? (?P<rest>.*)")
-_DELIVERY = re.compile(re.escape(DELIVERY_TO) + r"<?(?P<to>[^>,]*)>?, (?:orig_to=<?(?P<orig>[^>,]*)>?, )?relay=(?P<relay>[^,]+), (?P<fields>.*)")
+_DELIVERY = re.compile(
+    re.escape(DELIVERY_TO)
+    + r"<?(?P<to>[^>,]*)>?, (?:orig_to=<?(?P<orig>[^>,]*)>?, )?relay=(?P<relay>[^,]+), (?P<fields>.*)"
+)
 _STATUS = re.compile(r"status=(?P<status>[a-z-]+)(?: \((?P<text>.*)\))?")
 _QUEUED_AS = re.compile(re.escape(QUEUED_AS) + r" (?P<qid>[0-9A-Za-z]+)\)?")
 _FROM = re.compile(r"from=<(?P<from>[^>]*)>, " + alternatives(SENDER_FIELDS) + "=")
 _PICKUP = re.compile(r"uid=\d+ from=<(?P<from>[^>]*)>")
 _SASL_FAILED = re.compile(r"warning: (?P<client>\S+?\[[^\]]*\](?::\d+)?): SASL \S+ authentication failed(?::.*)?")
-
 
 
 def split_program(program: str) -> tuple[str, str] | None:
@@ -115,7 +129,20 @@ class PostfixParser:
             reason = "map" if map_address is not None else "other"
         if reason == "other":
             return "postfix-refusal"
-        return Refusal(env.t, env.host, file, offset, line, action, reason, ip, m["from"] or None, m["to"] or None, text, map_address)
+        return Refusal(
+            env.t,
+            env.host,
+            file,
+            offset,
+            line,
+            action,
+            reason,
+            ip,
+            m["from"] or None,
+            m["to"] or None,
+            text,
+            map_address,
+        )
 
 
 def _accept(env: Envelope, instance: str, qid: str, rest: str, file: str, offset: int, line: str) -> Accept:
@@ -125,9 +152,18 @@ def _accept(env: Envelope, instance: str, qid: str, rest: str, file: str, offset
     authenticated = "sasl_method" in fields or sasl_user is not None
     orig = fields.get("orig_client")
     return Accept(
-        env.t, env.host, file, offset, line, instance, qid, ip,
-        sasl_user=sasl_user, authenticated=authenticated,
-        orig_client_ip=client_ip(orig) if orig else None, orig_qid=fields.get("orig_queue_id"),
+        env.t,
+        env.host,
+        file,
+        offset,
+        line,
+        instance,
+        qid,
+        ip,
+        sasl_user=sasl_user,
+        authenticated=authenticated,
+        orig_client_ip=client_ip(orig) if orig else None,
+        orig_qid=fields.get("orig_queue_id"),
     )
 
 
@@ -141,7 +177,9 @@ def _fields(rest: str) -> dict[str, str]:
     return out
 
 
-def _delivery(env: Envelope, instance: str, daemon: str, qid: str, rest: str, file: str, offset: int, line: str) -> Event | str:
+def _delivery(
+    env: Envelope, instance: str, daemon: str, qid: str, rest: str, file: str, offset: int, line: str
+) -> Event | str:
     m = _DELIVERY.match(rest)
     if m is None:
         return f"postfix-{daemon}"
@@ -152,8 +190,19 @@ def _delivery(env: Envelope, instance: str, daemon: str, qid: str, rest: str, fi
     if queued is None and daemon not in REMOTE_DAEMONS:
         return f"postfix-{daemon}"  # a local delivery: neither relaying nor a content-filter hop
     return Delivery(
-        env.t, env.host, file, offset, line, instance, qid, m["to"], m["orig"] or None, daemon,
-        m["relay"], s["status"], queued["qid"] if queued else None,
+        env.t,
+        env.host,
+        file,
+        offset,
+        line,
+        instance,
+        qid,
+        m["to"],
+        m["orig"] or None,
+        daemon,
+        m["relay"],
+        s["status"],
+        queued["qid"] if queued else None,
     )
 
 

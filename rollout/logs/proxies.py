@@ -71,7 +71,7 @@ def _mail_service(*addresses: str | None) -> str | None:
 
 
 def _host_of(address: str) -> str:
-    """"1.2.3.4:5678" or "[2001:db8::1]:5678" → the address."""
+    """ "1.2.3.4:5678" or "[2001:db8::1]:5678" → the address."""
     host = address.rpartition(":")[0] if address.count(":") == 1 or address.startswith("[") else address
     return host.strip("[]")
 

@@ -168,7 +168,9 @@ class LineSource:
             newline = False  # a line longer than ``size`` still ends a block
             while have < size or not newline:
                 try:
-                    chunk = stream.read1(max(size - have, CHUNK))  # read1: a truncated stream still gives what came before
+                    chunk = stream.read1(
+                        max(size - have, CHUNK)
+                    )  # read1: a truncated stream still gives what came before
                 except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
                     self.warning = f"{self.path}: compressed data ends early ({exc}); kept what was readable"
                     log.warning(self.warning)

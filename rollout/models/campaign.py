@@ -63,10 +63,14 @@ class NoticeMailbox(Base):
     __tablename__ = "notice_mailboxes"
 
     notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id", ondelete="CASCADE"), primary_key=True)
-    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True, index=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
     switch_at: Mapped[datetime | None]
     last_legacy_at: Mapped[datetime | None]
     last_ip: Mapped[str | None] = mapped_column(String(45))
-    senders: Mapped[str | None] = mapped_column(Text)  # envelope senders of the last day of legacy use, as the notice said them
+    senders: Mapped[str | None] = mapped_column(
+        Text
+    )  # envelope senders of the last day of legacy use, as the notice said them
     basis: Mapped[str | None] = mapped_column(String(32))  # why a medium sighting is theirs (notices.BASES); None: high
     login_gap_seconds: Mapped[int | None]  # from the login that opened the window to the submission

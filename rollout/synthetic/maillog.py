@@ -29,7 +29,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -87,7 +87,7 @@ class _Writer:
     def _stamp_of(self, t: float) -> str:
         second = int(t)
         if second != self._second:
-            d = datetime.fromtimestamp(second, timezone.utc)
+            d = datetime.fromtimestamp(second, UTC)
             self._stamp = f"{MONTHS[d.month - 1]} {d.day:2d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}"
             self._second = second
         return self._stamp
@@ -117,29 +117,55 @@ class _Story:
         self.ip_counter += 1
         n = self.ip_counter
         if self.ipv6 and self.rng.random() < self.ipv6:
-            return str(ipaddress.IPv6Address(f"2001:db8:{base}::{(n >> 16) & 0xffff:x}:{n & 0xffff:x}"))  # as servers log it
+            return str(
+                ipaddress.IPv6Address(f"2001:db8:{base}::{(n >> 16) & 0xFFFF:x}:{n & 0xFFFF:x}")
+            )  # as servers log it
         return f"{base}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
     def next_pid(self) -> int:
         self.pid = 1000 + (self.pid - 999) % 60000
         return self.pid
 
-    def smtpd_message(self, t: float, ip: str, sender: str, rcpt: str, relay: str, daemon: str, sasl: str | None = None) -> None:
+    def smtpd_message(
+        self, t: float, ip: str, sender: str, rcpt: str, relay: str, daemon: str, sasl: str | None = None
+    ) -> None:
         w, qid, pid = self.w, self.next_qid(), self.next_pid()
         client = f"client=unknown[{ip}]" + (f", sasl_method=PLAIN, sasl_username={sasl}" if sasl else "")
         w.emit(t, "postfix/smtpd", pid, f"connect from unknown[{ip}]")
         w.emit(t, "postfix/smtpd", pid, f"{qid}: {client}")
         w.emit(t, "postfix/cleanup", pid + 1, f"{qid}: message-id=<{qid}.{pid}@{sender.rpartition('@')[2] or 'x'}>")
-        w.emit(t + 0.2, "postfix/qmgr", 900, f"{qid}: from=<{sender}>, size={self.rng.randrange(900, 90000)}, nrcpt=1 (queue active)")
-        w.emit(t + 0.4, "postfix/smtpd", pid, f"disconnect from unknown[{ip}] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5")
-        w.emit(t + 0.6, f"postfix/{daemon}", pid + 2, f"{qid}: to=<{rcpt}>, relay={relay}, delay=0.6, delays=0.2/0/0.1/0.3, dsn=2.0.0, status=sent (250 2.0.0 Ok)")
+        w.emit(
+            t + 0.2,
+            "postfix/qmgr",
+            900,
+            f"{qid}: from=<{sender}>, size={self.rng.randrange(900, 90000)}, nrcpt=1 (queue active)",
+        )
+        w.emit(
+            t + 0.4,
+            "postfix/smtpd",
+            pid,
+            f"disconnect from unknown[{ip}] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+        )
+        w.emit(
+            t + 0.6,
+            f"postfix/{daemon}",
+            pid + 2,
+            f"{qid}: to=<{rcpt}>, relay={relay}, delay=0.6, delays=0.2/0/0.1/0.3, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+        )
         w.emit(t + 0.7, "postfix/qmgr", 900, f"{qid}: removed")
 
     def login(self, t: float, user: str, ip: str, proto: str | None = None) -> None:
         proto = proto or self.rng.choice(("pop3", "imap"))
         pid, session = self.next_pid(), f"{self.rng.getrandbits(64):016x}"
-        self.w.emit(t, "dovecot", 700, f"{proto}-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid={pid}, TLS, session=<{session}>")
-        self.w.emit(t + 2, "dovecot", 700, f"{proto}({user})<{pid}><{session}>: Disconnected: Logged out in=120 out=840")
+        self.w.emit(
+            t,
+            "dovecot",
+            700,
+            f"{proto}-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid={pid}, TLS, session=<{session}>",
+        )
+        self.w.emit(
+            t + 2, "dovecot", 700, f"{proto}({user})<{pid}><{session}>: Disconnected: Logged out in=120 out=840"
+        )
 
     def remote(self) -> str:
         return f"u{self.rng.randrange(100000)}@{self.rng.choice(REMOTE_DOMAINS)}"
@@ -177,8 +203,13 @@ def write_maillog(
         story.sasl_boxes = [(a, login_of[a]) for a in sasl_list]
         story.ipv6 = ipv6
         if mix != "inbound":
-            story.households = [(story.fresh_ip("104"), [login for _a, login in rng.sample(boxes, min(len(boxes), rng.choice((1, 1, 2))))])
-                                for _ in range(HOUSEHOLDS)]
+            story.households = [
+                (
+                    story.fresh_ip("104"),
+                    [login for _a, login in rng.sample(boxes, min(len(boxes), rng.choice((1, 1, 2))))],
+                )
+                for _ in range(HOUSEHOLDS)
+            ]
         picks = rng.choices(stories, weights, k=count)
         legacy_turn = 0
         for i, kind in enumerate(picks):
@@ -193,7 +224,7 @@ def write_maillog(
                 _STORIES[kind](story, t)
         w.flush()
     truth.lines = w.lines
-    truth.first, truth.last = start, datetime.fromtimestamp(t0 + count * step, timezone.utc)
+    truth.first, truth.last = start, datetime.fromtimestamp(t0 + count * step, UTC)
     return truth
 
 
@@ -205,13 +236,26 @@ def _inbound(s: _Story, t: float) -> None:
 def _reject(s: _Story, t: float) -> None:
     ip, pid = s.fresh_ip("203"), s.next_pid()
     s.w.emit(t, "postfix/smtpd", pid, f"connect from unknown[{ip}]")
-    s.w.emit(t, "postfix/smtpd", pid, f"NOQUEUE: reject: RCPT from unknown[{ip}]: 554 5.7.1 <{s.remote()}>: Relay access denied; from=<{s.remote()}> to=<{s.remote()}> proto=ESMTP helo=<pc{pid}>")
+    s.w.emit(
+        t,
+        "postfix/smtpd",
+        pid,
+        f"NOQUEUE: reject: RCPT from unknown[{ip}]: 554 5.7.1 <{s.remote()}>: Relay access denied; from=<{s.remote()}> to=<{s.remote()}> proto=ESMTP helo=<pc{pid}>",
+    )
     s.w.emit(t + 0.1, "postfix/smtpd", pid, f"disconnect from unknown[{ip}] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4")
 
 
 def _sasl(s: _Story, t: float) -> None:
     address, login = s.rng.choice(s.sasl_boxes)
-    s.smtpd_message(t, s.fresh_ip("101"), address, s.remote(), f"mx.{s.rng.choice(REMOTE_DOMAINS)}[192.0.2.9]:25", "smtp", sasl=login)
+    s.smtpd_message(
+        t,
+        s.fresh_ip("101"),
+        address,
+        s.remote(),
+        f"mx.{s.rng.choice(REMOTE_DOMAINS)}[192.0.2.9]:25",
+        "smtp",
+        sasl=login,
+    )
     s.truth.auth[address] += 1
 
 
@@ -228,7 +272,9 @@ def _legacy(s: _Story, t: float, address: str, login: str) -> None:
     ip = s.fresh_ip("102")
     s.login(t, login, ip)
     sender = address if s.rng.random() < 0.8 else f"{address.partition('@')[0]}@other-domain.test"
-    s.smtpd_message(t + s.rng.randrange(5, 600), ip, sender, s.remote(), f"mx.{s.rng.choice(REMOTE_DOMAINS)}[192.0.2.9]:25", "smtp")
+    s.smtpd_message(
+        t + s.rng.randrange(5, 600), ip, sender, s.remote(), f"mx.{s.rng.choice(REMOTE_DOMAINS)}[192.0.2.9]:25", "smtp"
+    )
     s.truth.legacy[address] += 1
 
 

@@ -21,18 +21,111 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 FIRST_NAMES = (
-    "anna", "andreas", "alexander", "birgit", "bernd", "christian", "claudia", "daniel", "dieter", "elke",
-    "frank", "gabriele", "günter", "hans", "heike", "ingrid", "jürgen", "jan", "julia", "katrin", "klaus",
-    "lena", "lukas", "markus", "maria", "michael", "monika", "nicole", "norbert", "olaf", "özlem", "paul",
-    "petra", "ralf", "renate", "sabine", "sandra", "stefan", "susanne", "thomas", "tobias", "ute", "uwe",
-    "volker", "werner", "wolfgang", "yvonne", "zoe", "émile", "ömer", "çelik", "åsa", "łukasz", "sören",
+    "anna",
+    "andreas",
+    "alexander",
+    "birgit",
+    "bernd",
+    "christian",
+    "claudia",
+    "daniel",
+    "dieter",
+    "elke",
+    "frank",
+    "gabriele",
+    "günter",
+    "hans",
+    "heike",
+    "ingrid",
+    "jürgen",
+    "jan",
+    "julia",
+    "katrin",
+    "klaus",
+    "lena",
+    "lukas",
+    "markus",
+    "maria",
+    "michael",
+    "monika",
+    "nicole",
+    "norbert",
+    "olaf",
+    "özlem",
+    "paul",
+    "petra",
+    "ralf",
+    "renate",
+    "sabine",
+    "sandra",
+    "stefan",
+    "susanne",
+    "thomas",
+    "tobias",
+    "ute",
+    "uwe",
+    "volker",
+    "werner",
+    "wolfgang",
+    "yvonne",
+    "zoe",
+    "émile",
+    "ömer",
+    "çelik",
+    "åsa",
+    "łukasz",
+    "sören",
 )
 LAST_NAMES = (
-    "müller", "schmidt", "schneider", "fischer", "weber", "meyer", "wagner", "becker", "schulz", "hoffmann",
-    "schäfer", "koch", "bauer", "richter", "klein", "wolf", "schröder", "neumann", "schwarz", "zimmermann",
-    "braun", "krüger", "hofmann", "hartmann", "lange", "schmitt", "werner", "krause", "meier", "lehmann",
-    "köhler", "herrmann", "könig", "walter", "mayer", "huber", "kaiser", "fuchs", "peters", "lang", "yilmaz",
-    "öztürk", "nowak", "ivanov", "dubois", "rossi", "garcía", "jansen", "øster",
+    "müller",
+    "schmidt",
+    "schneider",
+    "fischer",
+    "weber",
+    "meyer",
+    "wagner",
+    "becker",
+    "schulz",
+    "hoffmann",
+    "schäfer",
+    "koch",
+    "bauer",
+    "richter",
+    "klein",
+    "wolf",
+    "schröder",
+    "neumann",
+    "schwarz",
+    "zimmermann",
+    "braun",
+    "krüger",
+    "hofmann",
+    "hartmann",
+    "lange",
+    "schmitt",
+    "werner",
+    "krause",
+    "meier",
+    "lehmann",
+    "köhler",
+    "herrmann",
+    "könig",
+    "walter",
+    "mayer",
+    "huber",
+    "kaiser",
+    "fuchs",
+    "peters",
+    "lang",
+    "yilmaz",
+    "öztürk",
+    "nowak",
+    "ivanov",
+    "dubois",
+    "rossi",
+    "garcía",
+    "jansen",
+    "øster",
 )
 ROLES = ("info", "kontakt", "office", "mail", "buchhaltung", "rechnung", "service", "support", "vertrieb", "praxis")
 TRADES = ("bau", "praxis", "kanzlei", "design", "autohaus", "bäckerei", "immobilien", "reisen", "technik", "garten")
@@ -117,7 +210,11 @@ def _customer_rows(rng: random.Random, number: int, count: int) -> Iterator[Inve
 
 def _local_part(rng: random.Random, first: str, last: str, business: bool, k: int) -> str:
     if k == 0:
-        return rng.choice(ROLES) if business and rng.random() < 0.6 else rng.choice((f"{first}.{last}", first, f"{first[0]}.{last}"))
+        return (
+            rng.choice(ROLES)
+            if business and rng.random() < 0.6
+            else rng.choice((f"{first}.{last}", first, f"{first[0]}.{last}"))
+        )
     roll = rng.random()
     if roll < 0.55:
         return f"{rng.choice(FIRST_NAMES)}.{rng.choice(LAST_NAMES)}"
@@ -133,5 +230,7 @@ def _local_part(rng: random.Random, first: str, last: str, business: bool, k: in
 
 
 def _ascii(text: str) -> str:
-    table = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "é": "e", "ç": "c", "å": "a", "ł": "l", "ø": "o", "í": "i"})
+    table = str.maketrans(
+        {"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "é": "e", "ç": "c", "å": "a", "ł": "l", "ø": "o", "í": "i"}
+    )
     return text.translate(table)

@@ -6,11 +6,11 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from itertools import chain
-from typing import Callable, Iterable, Iterator
+from pathlib import Path
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,8 +22,18 @@ from ..config import Settings
 from ..errors import DeliveryError, GuardError
 from ..mailer import RateLimiter, SmtpConnection
 from ..models import Campaign, Customer, Notice
-from ..notices import Envelope, NoticeBuildError, NoticeFacts, Renderer, RenderedNotice, build_message, compose, message_id, notice_context
-from ..notify_workers import Location, Outcome, Slot, Unbuildable, WorkerSetup, Workers, spool_record
+from ..notices import (
+    Envelope,
+    NoticeBuildError,
+    NoticeFacts,
+    RenderedNotice,
+    Renderer,
+    build_message,
+    compose,
+    message_id,
+    notice_context,
+)
+from ..notify_workers import Location, Outcome, Slot, Unbuildable, Workers, WorkerSetup, spool_record
 from ..runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -59,7 +69,9 @@ class CampaignOverview:
     due_wave: int | None
     waves: list[WaveStatus] = field(default_factory=list)
     thanks: WaveStatus | None = None
-    unreachable: list[notice_delivery.Unreachable] = field(default_factory=list)  # customers whose latest notice bounced
+    unreachable: list[notice_delivery.Unreachable] = field(
+        default_factory=list
+    )  # customers whose latest notice bounced
 
 
 @dataclass
@@ -84,7 +96,13 @@ class NotifySummary:
 
 
 def start_campaign(
-    runtime: Runtime, first: date, weeks: int = 6, weekday: str = "mon", at: str = "09:00", tz: str = "Europe/Berlin", replace: bool = False
+    runtime: Runtime,
+    first: date,
+    weeks: int = 6,
+    weekday: str = "mon",
+    at: str = "09:00",
+    tz: str = "Europe/Berlin",
+    replace: bool = False,
 ) -> CampaignOverview:
     """Define the weekly waves; an active campaign is only replaced when asked to."""
     if not 1 <= weeks <= MAX_WEEKS:
@@ -102,11 +120,31 @@ def start_campaign(
                     "use --replace to start a new one (the old ledger is kept)"
                 )
             current.active = False
-        campaign = Campaign(created_at=now, actor=runtime.actor, first_at=first_at, weeks=weeks, weekday=weekday.lower()[:3], at_time=at, timezone=tz, active=True)
+        campaign = Campaign(
+            created_at=now,
+            actor=runtime.actor,
+            first_at=first_at,
+            weeks=weeks,
+            weekday=weekday.lower()[:3],
+            at_time=at,
+            timezone=tz,
+            active=True,
+        )
         session.add(campaign)
         session.flush()
-        audit.record(session, now, runtime.actor, "campaign.start", campaign_id=campaign.id, first_at=first_at.isoformat(), weeks=weeks,
-                     weekday=campaign.weekday, at_time=at, timezone=tz, replaced=current.id if current else None)
+        audit.record(
+            session,
+            now,
+            runtime.actor,
+            "campaign.start",
+            campaign_id=campaign.id,
+            first_at=first_at.isoformat(),
+            weeks=weeks,
+            weekday=campaign.weekday,
+            at_time=at,
+            timezone=tz,
+            replaced=current.id if current else None,
+        )
     overview = campaign_overview(runtime)
     assert overview is not None
     return overview
@@ -116,11 +154,20 @@ def campaign_overview(runtime: Runtime) -> CampaignOverview | None:
     """The active campaign (else the newest), each wave's due time and ledger counts."""
     now = runtime.clock.now()
     with runtime.sessions() as session:
-        campaign = core.active_campaign(session) or session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(1)).first()
+        campaign = (
+            core.active_campaign(session)
+            or session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(1)).first()
+        )
         if campaign is None:
             return None
         overview = CampaignOverview(
-            campaign.id, campaign.active, campaign.first_at, campaign.weeks, campaign.weekday, campaign.at_time, campaign.timezone,
+            campaign.id,
+            campaign.active,
+            campaign.first_at,
+            campaign.weeks,
+            campaign.weekday,
+            campaign.at_time,
+            campaign.timezone,
             _due(campaign, now, runtime.settings.notices.grace_hours) if campaign.active else None,
         )
         deliveries = notice_delivery.delivery_counts(session, campaign.id, list(range(1, campaign.weeks + 2)))
@@ -185,22 +232,45 @@ def notify(
             spooled = _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncertain)
         except IntegrityError:  # another run inserted the same rows first: its ledger is ours too
             spooled = _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncertain)
-        log.info("notify: %d new, %d rendered in %.1f s by %d worker(s) (this process: %.1f s CPU)",
-                 summary.new, len(spooled), time.monotonic() - started, workers.processes, time.process_time() - cpu)
+        log.info(
+            "notify: %d new, %d rendered in %.1f s by %d worker(s) (this process: %.1f s CPU)",
+            summary.new,
+            len(spooled),
+            time.monotonic() - started,
+            workers.processes,
+            time.process_time() - cpu,
+        )
         if dry_run:
             return summary
         started, cpu = time.monotonic(), time.process_time()
         _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, envelope, limit, progress)
-        log.info("notify: %d sent, %d failed, %d deferred in %.1f s (this process: %.1f s CPU)",
-                 summary.sent, summary.failed, summary.deferred, time.monotonic() - started, time.process_time() - cpu)
+        log.info(
+            "notify: %d sent, %d failed, %d deferred in %.1f s (this process: %.1f s CPU)",
+            summary.sent,
+            summary.failed,
+            summary.deferred,
+            time.monotonic() - started,
+            time.process_time() - cpu,
+        )
     with runtime.sessions() as session:
         counts = core.state_counts(session, campaign.id, waves)
         summary.delivery = notice_delivery.delivery_counts(session, campaign.id, waves[:1]).get(waves[0], {})
     summary.uncertain = counts.get("sending", 0)
     summary.remaining = counts.get("pending", 0) - summary.deferred
     with runtime.sessions() as session, session.begin():
-        audit.record(session, runtime.clock.now(), runtime.actor, "notify.done", campaign_id=campaign.id, wave=summary.wave,
-                     sent=summary.sent, failed=summary.failed, deferred=summary.deferred, uncertain=summary.uncertain, outbox=summary.outbox)
+        audit.record(
+            session,
+            runtime.clock.now(),
+            runtime.actor,
+            "notify.done",
+            campaign_id=campaign.id,
+            wave=summary.wave,
+            sent=summary.sent,
+            failed=summary.failed,
+            deferred=summary.deferred,
+            uncertain=summary.uncertain,
+            outbox=summary.outbox,
+        )
     return summary
 
 
@@ -264,10 +334,14 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
         switched: set[int] = set()
         reminded: set[int] = set()
         found = _not_in(core.reminders(session, now, settings.lookback_days, switched), existing, reminded)
-        new = core.add_notices(session, campaign, wave, "reminder", found, lambda c: message_id(campaign.id, wave, c, envelope.domain), now)
+        new = core.add_notices(
+            session, campaign, wave, "reminder", found, lambda c: message_id(campaign.id, wave, c, envelope.domain), now
+        )
         thanks = _add_thanks(session, campaign, waves[1], switched, reminded, now, envelope) if len(waves) > 1 else ()
         earlier = core.pending_facts(session, campaign, waves)  # a generator: read before the new rows exist
-        rendered = workers.render(chain(earlier, _counted(new, summary), _counted(thanks, summary)), now, core.campaign_facts(campaign))
+        rendered = workers.render(
+            chain(earlier, _counted(new, summary), _counted(thanks, summary)), now, core.campaign_facts(campaign)
+        )
         spooled = _fail_unbuildable(session, rendered, summary)
         counts = core.state_counts(session, campaign.id, waves)
         summary.selected = sum(counts.values())
@@ -277,17 +351,31 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
         if summary.dry_run:
             session.rollback()
             return {}
-        audit.record(session, now, runtime.actor, "notify.start", campaign_id=campaign.id, wave=wave, new=summary.new,
-                     selected=summary.selected, pending=summary.remaining, resend_uncertain=resend_uncertain)
+        audit.record(
+            session,
+            now,
+            runtime.actor,
+            "notify.start",
+            campaign_id=campaign.id,
+            wave=wave,
+            new=summary.new,
+            selected=summary.selected,
+            pending=summary.remaining,
+            resend_uncertain=resend_uncertain,
+        )
     return spooled
 
 
-def _fail_unbuildable(session, rendered: dict[int, Location | Unbuildable], summary: NotifySummary) -> dict[int, Location]:  # type: ignore[no-untyped-def]
+def _fail_unbuildable(
+    session, rendered: dict[int, Location | Unbuildable], summary: NotifySummary
+) -> dict[int, Location]:  # type: ignore[no-untyped-def]
     """Notices that cannot be built fail alone, each named in the summary; the rest of the wave goes on."""
     spooled: dict[int, Location] = {}
     for notice_id, where in rendered.items():
         if isinstance(where, Unbuildable):
-            session.execute(update(Notice).where(Notice.id == notice_id).values(state="failed", last_reply=where.reason[:2000]))
+            session.execute(
+                update(Notice).where(Notice.id == notice_id).values(state="failed", last_reply=where.reason[:2000])
+            )
             summary.failed += 1
             summary.failures.append({"customer": where.customer_ref, "to": where.to_address, "reply": where.reason})
         else:
@@ -295,7 +383,9 @@ def _fail_unbuildable(session, rendered: dict[int, Location | Unbuildable], summ
     return spooled
 
 
-def _not_in(found: Iterable[tuple[int, list[core.MailboxUse]]], existing: set[int], reminded: set[int]) -> Iterator[tuple[int, list[core.MailboxUse]]]:
+def _not_in(
+    found: Iterable[tuple[int, list[core.MailboxUse]]], existing: set[int], reminded: set[int]
+) -> Iterator[tuple[int, list[core.MailboxUse]]]:
     """The reminders of customers without a ledger row in this wave yet; every reminded customer goes into ``reminded``."""
     for customer_id, uses in found:
         reminded.add(customer_id)
@@ -306,9 +396,24 @@ def _not_in(found: Iterable[tuple[int, list[core.MailboxUse]]], existing: set[in
 def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelope) -> Iterator[tuple[int, NoticeFacts]]:  # type: ignore[no-untyped-def]
     """Thank-you notes for customers whose mailboxes have all switched (a generator: it runs after the reminders)."""
     existing = core.existing_customers(session, campaign.id, thanks_wave)
-    done = {c: m for c, m in core.thank_you_candidates(session, campaign.id, switched, reminded).items() if c not in existing}
-    lists = [(c, [core.MailboxUse(m, c, address, None, None, True, True) for m, address in mailboxes]) for c, mailboxes in done.items()]
-    yield from core.add_notices(session, campaign, thanks_wave, "thanks", lists, lambda c: message_id(campaign.id, thanks_wave, c, envelope.domain), now)
+    done = {
+        c: m
+        for c, m in core.thank_you_candidates(session, campaign.id, switched, reminded).items()
+        if c not in existing
+    }
+    lists = [
+        (c, [core.MailboxUse(m, c, address, None, None, True, True) for m, address in mailboxes])
+        for c, mailboxes in done.items()
+    ]
+    yield from core.add_notices(
+        session,
+        campaign,
+        thanks_wave,
+        "thanks",
+        lists,
+        lambda c: message_id(campaign.id, thanks_wave, c, envelope.domain),
+        now,
+    )
 
 
 def _counted(items: Iterable[tuple[int, NoticeFacts]], summary: NotifySummary) -> Iterator[tuple[int, NoticeFacts]]:
@@ -360,7 +465,9 @@ class _Run:
             self.summary.sent += 1
         elif outcome.status == "failed":
             self.summary.failed += 1
-            self.summary.failures.append({"customer": outcome.customer_ref, "to": outcome.to_address, "reply": outcome.reply})
+            self.summary.failures.append(
+                {"customer": outcome.customer_ref, "to": outcome.to_address, "reply": outcome.reply}
+            )
         else:
             self.summary.deferred += 1
             self.deferred.add(outcome.notice_id)
@@ -393,7 +500,9 @@ def _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, env
             settled = []
             for notice_id in claimed:
                 try:
-                    record = spooled.get(notice_id) or _render_late(conn, runtime, campaign, notice_id, renderer, envelope)
+                    record = spooled.get(notice_id) or _render_late(
+                        conn, runtime, campaign, notice_id, renderer, envelope
+                    )
                 except NoticeBuildError as exc:  # this customer alone: failed, named; the wave goes on
                     settled.append((notice_id, "failed", str(exc)))
                     summary.failed += 1
@@ -423,7 +532,9 @@ def _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, env
         summary.note = "stopped early: the SMTP server could not be reached; the rest stays pending for the next run"
 
 
-def _render_late(conn: Connection, runtime: Runtime, campaign: Campaign, notice_id: int, renderer: Renderer, envelope: Envelope) -> bytes:
+def _render_late(
+    conn: Connection, runtime: Runtime, campaign: Campaign, notice_id: int, renderer: Renderer, envelope: Envelope
+) -> bytes:
     """A notice the preflight did not see pending (another run put it back since): render it here."""
     now = runtime.clock.now()
     with conn.begin():
@@ -449,7 +560,9 @@ class Preview:
     reply: str | None = None
 
 
-def preview_notice(runtime: Runtime, customer: str | None, wave: int | None = None, test_to: str | None = None) -> Preview:
+def preview_notice(
+    runtime: Runtime, customer: str | None, wave: int | None = None, test_to: str | None = None
+) -> Preview:
     """Render one customer's notice with their real data; optionally send it to a test address.
 
     Nothing is recorded in the ledger; the test message's Message-ID is marked ``.test``.
@@ -465,11 +578,15 @@ def preview_notice(runtime: Runtime, customer: str | None, wave: int | None = No
         row = _find_customer(session, customer, found.reminders)
         uses = found.reminders.get(row.id)
         if not uses:
-            raise DeliveryError(f"customer {row.external_id} has no mailbox with confident legacy use in the last {settings.notices.lookback_days} days: nothing to preview")
+            raise DeliveryError(
+                f"customer {row.external_id} has no mailbox with confident legacy use in the last {settings.notices.lookback_days} days: nothing to preview"
+            )
         ctx = core.build_context(campaign, wave, "reminder", row, row.email, uses, now)
     rendered: RenderedNotice = renderer.render(ctx)
     msg_id = message_id(campaign.id, wave, row.id, envelope.domain, suffix=f".test{int(now.timestamp())}")
-    preview = Preview(row.external_id, row.email, wave, rendered.locale, rendered.subject, rendered.text, rendered.html, msg_id)
+    preview = Preview(
+        row.external_id, row.email, wave, rendered.locale, rendered.subject, rendered.text, rendered.html, msg_id
+    )
     if test_to:
         message = build_message(envelope, row.name, test_to, msg_id, now, rendered)
         smtp = SmtpConnection(settings.smtp, RateLimiter(0))
@@ -488,7 +605,9 @@ def _find_customer(session, customer: str | None, reminders) -> Customer:  # typ
         if not reminders:
             raise DeliveryError("no customer is affected: nothing to preview")
         return session.get(Customer, next(iter(reminders)))
-    row = session.scalars(select(Customer).where((Customer.external_id == customer) | (Customer.email == customer))).first()
+    row = session.scalars(
+        select(Customer).where((Customer.external_id == customer) | (Customer.email == customer))
+    ).first()
     if row is None:
         raise DeliveryError(f"no customer with id or e-mail {customer!r}")
     return row

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,12 +45,16 @@ def map_disagreement(runtime: Runtime, session: Session) -> str | None:
     if intent is not None and intent.get("checksum") != recorded:
         change = intent.get("reason", "a change")
         if in_force is not None and in_force == intent.get("checksum") and in_force != recorded:
-            return (f"map ahead of the database: the map in force ({in_force[:12]}) was published for {change}, "
-                    f"but the database did not record it; {repairs}")
+            return (
+                f"map ahead of the database: the map in force ({in_force[:12]}) was published for {change}, "
+                f"but the database did not record it; {repairs}"
+            )
         return f"a map swap ({change}) was left unfinished; {repairs}"
     if recorded is not None and in_force != recorded:
-        return (f"the map in force ({(in_force or 'missing')[:12]}) is not the one last recorded ({recorded[:12]}): "
-                "edited by hand? the next swap replaces it")
+        return (
+            f"the map in force ({(in_force or 'missing')[:12]}) is not the one last recorded ({recorded[:12]}): "
+            "edited by hand? the next swap replaces it"
+        )
     return None
 
 

@@ -9,26 +9,38 @@ transaction rolls back: the old map stays in force and the database is unchanged
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from .. import audit, gates as gate_checks, holdback, plans, retirement
+from .. import audit, holdback, plans, retirement
+from .. import gates as gate_checks
 from ..addresses import AddressError, parse_address
 from ..campaign import wave_due_at
 from ..clock import as_utc, out_of_range
 from ..cohorts import MAX_EVERY, Window, layout, parse_window
 from ..db import write_lock
-from ..enforcement import MapEntry, STRENGTH, Backend, backend_for, checksum, writable
+from ..enforcement import STRENGTH, Backend, MapEntry, backend_for, checksum, writable
 from ..enforcement.files import clear_intent, read_intent, write_intent
 from ..errors import EnforcementError, GatesFailed, GuardError, PlanError, RolloutError
 from ..models import (
-    Campaign, Cohort, CohortMember, Exemption, LegacyDay, Mailbox, MapVersion, Notice, Plan, Retirement, RolloutState,
+    Campaign,
+    Cohort,
+    CohortMember,
+    Exemption,
+    LegacyDay,
+    Mailbox,
+    MapVersion,
+    Notice,
+    Plan,
+    Retirement,
+    RolloutState,
 )
 from ..plans import Proposal, ProposedCohort
 from ..runtime import Runtime
@@ -78,7 +90,10 @@ def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> Pl
         kept, from_key = _carried_over(previous)
         units = plans.build_units(
             plans.unit_stats(session, now, runtime.settings.notices.lookback_days, from_key),
-            request.weight, request.cohorts, request.max_share, request.split_letters,
+            request.weight,
+            request.cohorts,
+            request.max_share,
+            request.split_letters,
         )
         if not units:
             raise PlanError("there are no mailboxes to plan: import the inventory first (`rollout inventory import`)")
@@ -97,8 +112,14 @@ def make_plan(runtime: Runtime, request: PlanRequest, apply: bool = False) -> Pl
         params = _params(request, start, window)
         plan = plans.store(session, proposal, params, now, runtime.actor, previous)
         audit.record(
-            session, now, runtime.actor, "plan.apply", plan_id=plan.id, replaces=previous.id if previous else None,
-            layout=[[c.label, c.mailboxes, c.scheduled_at.isoformat()] for c in proposal.cohorts], **params,
+            session,
+            now,
+            runtime.actor,
+            "plan.apply",
+            plan_id=plan.id,
+            replaces=previous.id if previous else None,
+            layout=[[c.label, c.mailboxes, c.scheduled_at.isoformat()] for c in proposal.cohorts],
+            **params,
         )
         return PlanResult(proposal, applied=True, plan_id=plan.id)
 
@@ -124,7 +145,19 @@ def _carried_over(previous: Plan | None) -> tuple[list[ProposedCohort], str]:
     if not rest:
         raise PlanError("every cohort of the active plan has started; there is nothing left to re-plan")
     kept = [
-        ProposedCohort(c.position, c.label, c.start_key, c.end_key, c.mailbox_count, 0, 0, c.share, c.scheduled_at, c.stage, kept=True)
+        ProposedCohort(
+            c.position,
+            c.label,
+            c.start_key,
+            c.end_key,
+            c.mailbox_count,
+            0,
+            0,
+            c.share,
+            c.scheduled_at,
+            c.stage,
+            kept=True,
+        )
         for c in previous.cohorts
         if c.position <= last
     ]
@@ -133,9 +166,15 @@ def _carried_over(previous: Plan | None) -> tuple[list[ProposedCohort], str]:
 
 def _params(request: PlanRequest, start: datetime, window: Window) -> dict[str, Any]:
     return {
-        "cohorts": request.cohorts, "max_share": request.max_share, "weight": request.weight,
-        "split_letters": request.split_letters, "start": start.isoformat(), "every_seconds": request.every.total_seconds(),
-        "window": f"{window.opens:%H:%M}-{window.closes:%H:%M}", "skip_weekends": window.skip_weekends, "tz": window.zone.key,
+        "cohorts": request.cohorts,
+        "max_share": request.max_share,
+        "weight": request.weight,
+        "split_letters": request.split_letters,
+        "start": start.isoformat(),
+        "every_seconds": request.every.total_seconds(),
+        "window": f"{window.opens:%H:%M}-{window.closes:%H:%M}",
+        "skip_weekends": window.skip_weekends,
+        "tz": window.zone.key,
     }
 
 
@@ -145,7 +184,9 @@ def _too_early_message(proposal: Proposal) -> str:
         f"{len(proposal.too_early)} mailboxes would get an earlier date than their customer was told; "
         "nothing was stored. Start later, or move these cohorts:"
     ]
-    lines += [f"  {t.address}: told {t.told:%Y-%m-%d %H:%M} UTC, plan says {t.proposed:%Y-%m-%d %H:%M} UTC" for t in shown]
+    lines += [
+        f"  {t.address}: told {t.told:%Y-%m-%d %H:%M} UTC, plan says {t.proposed:%Y-%m-%d %H:%M} UTC" for t in shown
+    ]
     if len(proposal.too_early) > len(shown):
         lines.append(f"  … and {len(proposal.too_early) - len(shown)} more")
     return "\n".join(lines)
@@ -170,14 +211,22 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     stage_by_mailbox: dict[int, str] = {}
     own_keys: set[str] = set()
     exempt_keys: set[str] = set()
-    rows = session.connection().execute(select(Mailbox.id, Mailbox.address_key, CohortMember.cohort_id).join(CohortMember, CohortMember.mailbox_id == Mailbox.id).where(in_force))
+    rows = session.connection().execute(
+        select(Mailbox.id, Mailbox.address_key, CohortMember.cohort_id)
+        .join(CohortMember, CohortMember.mailbox_id == Mailbox.id)
+        .where(in_force)
+    )
     for mailbox_id, key, cohort_id in rows:
         own_keys.add(key)
         if mailbox_id in exempt:
             exempt_keys.add(key)
         else:
             stage_of[key] = stage_by_mailbox[mailbox_id] = stage_of_cohort[cohort_id]
-    senders = select(LegacyDay.mailbox_id, LegacyDay.senders).join(CohortMember, CohortMember.mailbox_id == LegacyDay.mailbox_id).where(in_force)
+    senders = (
+        select(LegacyDay.mailbox_id, LegacyDay.senders)
+        .join(CohortMember, CohortMember.mailbox_id == LegacyDay.mailbox_id)
+        .where(in_force)
+    )
     for mailbox_id, listed in session.connection().execute(senders):
         stage = stage_by_mailbox.get(mailbox_id)
         for sender in (listed or ()) if stage else ():
@@ -231,7 +280,9 @@ class Swap:
     checksum_after: str
     entries: int
     diff: MapDiff
-    drifted: bool = False  # the map in force was not the one last recorded (edited by hand, or a swap killed before commit)
+    drifted: bool = (
+        False  # the map in force was not the one last recorded (edited by hand, or a swap killed before commit)
+    )
     left_out: list[str] = field(default_factory=list)  # senders that cannot be written in the map safely, with why
 
 
@@ -240,16 +291,29 @@ def _recorded_checksum(session: Session) -> str | None:
 
 
 def _record_version(
-    session: Session, now: datetime, backend: Backend, text_checksum: str, entries: int, reason: str, plan: Plan | None,
+    session: Session,
+    now: datetime,
+    backend: Backend,
+    text_checksum: str,
+    entries: int,
+    reason: str,
+    plan: Plan | None,
     ladder: tuple[str, ...],
 ) -> None:
     session.execute(update(MapVersion).where(MapVersion.active).values(active=False))
     cohorts = plan.cohorts if plan is not None else []
     session.add(
         MapVersion(
-            created_at=now, backend=backend.name, path=str(backend.path), checksum=text_checksum, entries=entries,
-            reason=reason, active=True, step=steps_taken(cohorts, ladder),
-            plan_id=plan.id if plan else None, stages={str(c.position): c.stage for c in cohorts},
+            created_at=now,
+            backend=backend.name,
+            path=str(backend.path),
+            checksum=text_checksum,
+            entries=entries,
+            reason=reason,
+            active=True,
+            step=steps_taken(cohorts, ladder),
+            plan_id=plan.id if plan else None,
+            stages={str(c.position): c.stage for c in cohorts},
         )
     )
     session.flush()
@@ -271,7 +335,10 @@ def _swap(runtime: Runtime, session: Session, reason: str, plan: Plan | None) ->
         shown = "; ".join(left_out[:LEFT_OUT_SHOWN])
         log.warning("%d senders left out of the map (they cannot be written in it safely): %s", len(left_out), shown)
     text = backend.render(entries)
-    write_intent(backend.path, {"checksum": checksum(text), "previous": checksum(before), "reason": reason, "at": now.isoformat()})
+    write_intent(
+        backend.path,
+        {"checksum": checksum(text), "previous": checksum(before), "reason": reason, "at": now.isoformat()},
+    )
     published = backend.publish(entries, text)
     ladder = runtime.settings.enforcement.ladder
     _record_version(session, now, backend, published.checksum, published.entries, reason, plan, ladder)
@@ -359,7 +426,13 @@ def repair_map(runtime: Runtime, backend: Backend | None = None) -> MapRepair | 
             repair = MapRepair(before, published.checksum, reason)
         if before != published.checksum or repair is not None:
             audit.record(
-                session, now, runtime.actor, "map.repair", intent=intent, map_before=before, map_after=published.checksum
+                session,
+                now,
+                runtime.actor,
+                "map.repair",
+                intent=intent,
+                map_before=before,
+                map_after=published.checksum,
             )
     clear_intent(backend.path)
     return repair
@@ -369,7 +442,10 @@ def repair_map(runtime: Runtime, backend: Backend | None = None) -> MapRepair | 
 
 
 def steps_taken(cohorts: list[Cohort], ladder: tuple[str, ...]) -> int:
-    return sum(ladder.index(c.stage) + 1 if c.stage in ladder else (len(ladder) if c.stage != "pending" else 0) for c in cohorts)
+    return sum(
+        ladder.index(c.stage) + 1 if c.stage in ladder else (len(ladder) if c.stage != "pending" else 0)
+        for c in cohorts
+    )
 
 
 def stages_after(n: int, count: int, ladder: tuple[str, ...]) -> list[str]:
@@ -405,7 +481,9 @@ class NextStep:
 def _ladder(runtime: Runtime) -> tuple[str, ...]:
     ladder = runtime.settings.enforcement.ladder
     if not ladder or any(s not in STRENGTH for s in ladder) or list(ladder) != sorted(ladder, key=STRENGTH.__getitem__):
-        raise PlanError(f"enforcement.ladder {list(ladder)} must climb warn → defer → reject (e.g. [\"defer\", \"reject\"])")
+        raise PlanError(
+            f'enforcement.ladder {list(ladder)} must climb warn → defer → reject (e.g. ["defer", "reject"])'
+        )
     return ladder
 
 
@@ -415,7 +493,11 @@ def _next_move(plan: Plan, ladder: tuple[str, ...]) -> tuple[Cohort, str] | None
         current = max(started, key=lambda c: c.position)
         if current.stage in ladder and current.stage != ladder[-1]:
             return current, ladder[ladder.index(current.stage) + 1]
-    pending = [c for c in plan.cohorts if c.stage == "pending" and (not started or c.position > max(s.position for s in started))]
+    pending = [
+        c
+        for c in plan.cohorts
+        if c.stage == "pending" and (not started or c.position > max(s.position for s in started))
+    ]
     return (pending[0], ladder[0]) if pending else None
 
 
@@ -437,7 +519,9 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
         blockers.append(f"the rollout is paused ({state.paused_reason}, by {state.paused_by}); run `rollout resume`")
     if now < cohort.scheduled_at:
         blockers.append(f"cohort {cohort.label} is scheduled for {cohort.scheduled_at:%Y-%m-%d %H:%M} UTC")
-    last_change = max((c.stage_changed_at for c in plan.cohorts if c.stage_changed_at and c.stage != "pending"), default=None)
+    last_change = max(
+        (c.stage_changed_at for c in plan.cohorts if c.stage_changed_at and c.stage != "pending"), default=None
+    )
     if last_change is not None:
         soak_end = last_change + timedelta(hours=settings.enforcement.soak_hours)
         due = max(due, soak_end)
@@ -449,9 +533,19 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
         due = max(due, campaign_due or due)
     due = window.next_open(due)
     if not window.contains(now):
-        blockers.append(f"outside the step window {settings.rollout.window} {settings.rollout.timezone}; next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC")
+        blockers.append(
+            f"outside the step window {settings.rollout.window} {settings.rollout.timezone}; next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC"
+        )
     step = NextStep(
-        cohort.id, cohort.position, cohort.label, cohort.stage, to_stage, cohort.mailbox_count, cohort.scheduled_at, due, blockers,
+        cohort.id,
+        cohort.position,
+        cohort.label,
+        cohort.stage,
+        to_stage,
+        cohort.mailbox_count,
+        cohort.scheduled_at,
+        due,
+        blockers,
         still_legacy=_still_legacy_in(session, cohort, now, settings.notices.lookback_days),
         refusals_since_switch=_refusals_since_switch(session, plan),
     )
@@ -500,7 +594,9 @@ def _campaign_guard(session: Session, now: datetime) -> tuple[str | None, dateti
     if now < last_due:
         return f"the notice campaign's last wave ({campaign.weeks}) is due {last_due:%Y-%m-%d %H:%M} UTC", last_due
     pending = session.scalar(
-        select(func.count()).select_from(Notice).where(Notice.campaign_id == campaign.id, Notice.wave == campaign.weeks, Notice.state == "pending")
+        select(func.count())
+        .select_from(Notice)
+        .where(Notice.campaign_id == campaign.id, Notice.wave == campaign.weeks, Notice.state == "pending")
     )
     if pending:
         return f"the notice campaign's last wave still has {pending} notices pending; run `rollout notify`", None
@@ -511,7 +607,10 @@ def _still_legacy_in(session: Session, cohort: Cohort, now: datetime, lookback_d
     legacy = plans.still_legacy_ids(now, lookback_days).subquery()
     return int(
         session.scalar(
-            select(func.count()).select_from(CohortMember).join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id).where(CohortMember.cohort_id == cohort.id)
+            select(func.count())
+            .select_from(CohortMember)
+            .join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id)
+            .where(CohortMember.cohort_id == cohort.id)
         )
         or 0
     )
@@ -577,13 +676,20 @@ def step(
     if force and not reason:
         raise PlanError("--force needs --reason: say why the guards are overridden (it goes in the audit log)")
     if include_unwarned and not reason:
-        raise PlanError("--include-unwarned needs --reason: say why unwarned customers are switched off (it goes in the audit log)")
+        raise PlanError(
+            "--include-unwarned needs --reason: say why unwarned customers are switched off (it goes in the audit log)"
+        )
     with _map_change(runtime) if not dry_run else nullcontext():
         return _step(runtime, dry_run, yes, force, reason, confirm, include_unwarned)
 
 
 def _step(
-    runtime: Runtime, dry_run: bool, yes: bool, force: bool, reason: str | None, confirm: Callable[[StepResult], bool] | None,
+    runtime: Runtime,
+    dry_run: bool,
+    yes: bool,
+    force: bool,
+    reason: str | None,
+    confirm: Callable[[StepResult], bool] | None,
     include_unwarned: bool,
 ) -> StepResult:
     now = runtime.clock.now()
@@ -612,8 +718,18 @@ def _step(
         assert cohort is not None
         expired = _end_expired(session, now)
         notices = runtime.settings.notices
-        held = holdback.apply(session, plan, cohort, upcoming.from_stage, now, notices.lookback_days, notices.min_warning_days,
-                              include_unwarned, runtime.actor, reason)
+        held = holdback.apply(
+            session,
+            plan,
+            cohort,
+            upcoming.from_stage,
+            now,
+            notices.lookback_days,
+            notices.min_warning_days,
+            include_unwarned,
+            runtime.actor,
+            reason,
+        )
         result.held, result.included_unwarned, result.released = held.held, held.included, held.released
         plans.set_stage(session, cohort, upcoming.to_stage, now)
         if dry_run:
@@ -629,13 +745,26 @@ def _step(
         result.applied, result.diff, result.expired_exemptions = True, swap.diff, expired
         result.checksum_before, result.checksum_after = swap.checksum_before, swap.checksum_after
         audit.record(
-            session, now, runtime.actor, "step", cohort=upcoming.label, position=upcoming.position,
-            from_stage=upcoming.from_stage, to_stage=upcoming.to_stage, reason=reason, forced=result.forced,
-            still_legacy=upcoming.still_legacy, refusals_since_switch=upcoming.refusals_since_switch,
+            session,
+            now,
+            runtime.actor,
+            "step",
+            cohort=upcoming.label,
+            position=upcoming.position,
+            from_stage=upcoming.from_stage,
+            to_stage=upcoming.to_stage,
+            reason=reason,
+            forced=result.forced,
+            still_legacy=upcoming.still_legacy,
+            refusals_since_switch=upcoming.refusals_since_switch,
             gates=_gate_figures(upcoming.gates),
-            map_before=swap.checksum_before, map_after=swap.checksum_after, map_drifted=swap.drifted, expired_exemptions=expired,
+            map_before=swap.checksum_before,
+            map_after=swap.checksum_after,
+            map_drifted=swap.drifted,
+            expired_exemptions=expired,
             held=[{"mailbox": h.address, "reason": h.reason, "redated_to": h.redated_to} for h in held.held],
-            included_unwarned=held.included, released_holds=held.released,
+            included_unwarned=held.included,
+            released_holds=held.released,
         )
     return result
 
@@ -646,7 +775,12 @@ def _gate_figures(gates: list[gate_checks.Gate]) -> dict[str, dict[str, Any]]:
 
 
 def _retire(
-    runtime: Runtime, session: Session, plan: Plan, result: StepResult, yes: bool, reason: str | None,
+    runtime: Runtime,
+    session: Session,
+    plan: Plan,
+    result: StepResult,
+    yes: bool,
+    reason: str | None,
     confirm: Callable[[StepResult], bool] | None,
 ) -> StepResult:
     """The final step: the legacy map emptied (or its removal from main.cf verified); phase done."""
@@ -654,15 +788,25 @@ def _retire(
         session.rollback()
         return result
     unmet = retirement.blockers(runtime.settings.enforcement) + holdback.retire_blockers(session)
-    if unmet:  # not even --force: a writer still running would put the addresses straight back; the held were never warned
+    if (
+        unmet
+    ):  # not even --force: a writer still running would put the addresses straight back; the held were never warned
         raise GuardError("the final step refused: " + "; ".join(unmet))
     now = runtime.clock.now()
     row = retirement.retire(session, runtime.settings.enforcement, plan, now, runtime.actor, reason)
     result.applied, result.retired = True, row.legacy_map
     audit.record(
-        session, now, runtime.actor, "retire", legacy_map=row.legacy_map, mode=row.mode, saved=row.saved,
+        session,
+        now,
+        runtime.actor,
+        "retire",
+        legacy_map=row.legacy_map,
+        mode=row.mode,
+        saved=row.saved,
         included_unwarned=result.included_unwarned,
-        entries_before=row.entries_before, reason=reason, forced=result.forced,
+        entries_before=row.entries_before,
+        reason=reason,
+        forced=result.forced,
         gates=_gate_figures(result.step.gates),
     )
     return result
@@ -694,7 +838,9 @@ def pause(runtime: Runtime, reason: str, actor: str | None = None) -> RolloutSta
         write_lock(session)
         state = _state(session)
         if state.paused:
-            raise GuardError(f"already paused since {state.paused_at:%Y-%m-%d %H:%M} UTC by {state.paused_by}: {state.paused_reason}")
+            raise GuardError(
+                f"already paused since {state.paused_at:%Y-%m-%d %H:%M} UTC by {state.paused_by}: {state.paused_reason}"
+            )
         state.paused, state.paused_reason, state.paused_by, state.paused_at = True, reason, actor, now
         digest = _map_checksum(runtime)
         audit.record(session, now, actor, "pause", reason=reason, map_before=digest, map_after=digest)
@@ -712,7 +858,9 @@ def resume(runtime: Runtime, reason: str | None = None) -> RolloutState:
         state.paused, state.paused_reason, state.paused_by, state.paused_at = False, None, None, None
         state.resumed_at = now
         digest = _map_checksum(runtime)
-        audit.record(session, now, runtime.actor, "resume", reason=reason, paused_for=was, map_before=digest, map_after=digest)
+        audit.record(
+            session, now, runtime.actor, "resume", reason=reason, paused_for=was, map_before=digest, map_after=digest
+        )
         return state
 
 
@@ -753,8 +901,16 @@ def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None
         if retired is not None:
             retirement.undo(session, runtime.settings.enforcement, retired, now)
         audit.record(
-            session, now, runtime.actor, "undo", from_step=taken, to_step=target, reason=reason, stages=stages,
-            map_before=swap.checksum_before, map_after=swap.checksum_after,
+            session,
+            now,
+            runtime.actor,
+            "undo",
+            from_step=taken,
+            to_step=target,
+            reason=reason,
+            stages=stages,
+            map_before=swap.checksum_before,
+            map_after=swap.checksum_after,
             legacy_restored=retired.legacy_map if retired else None,
         )
         restored = retired.legacy_map if retired else None
@@ -769,8 +925,18 @@ def _undo_retire(
     digest = _map_checksum(runtime)
     stages = {c.label: c.stage for c in plan.cohorts if c.stage != "pending"}
     audit.record(
-        session, now, runtime.actor, "undo", from_step=taken, to_step=taken - 1, reason=reason, stages=stages,
-        map_before=digest, map_after=digest, legacy_restored=retired.legacy_map, mode=retired.mode,
+        session,
+        now,
+        runtime.actor,
+        "undo",
+        from_step=taken,
+        to_step=taken - 1,
+        reason=reason,
+        stages=stages,
+        map_before=digest,
+        map_after=digest,
+        legacy_restored=retired.legacy_map,
+        mode=retired.mode,
     )
     return UndoResult(taken, taken - 1, stages, digest, digest or "", MapDiff(), retired.legacy_map)
 
@@ -812,7 +978,9 @@ def exempt(runtime: Runtime, address: str, until: datetime, reason: str, force: 
     with _map_change(runtime), runtime.sessions() as session, session.begin():
         write_lock(session)
         mailbox = _mailbox(session, address)
-        earlier = session.scalars(select(Exemption).where(Exemption.mailbox_id == mailbox.id).order_by(Exemption.id)).all()
+        earlier = session.scalars(
+            select(Exemption).where(Exemption.mailbox_id == mailbox.id).order_by(Exemption.id)
+        ).all()
         if earlier and not force:
             first = earlier[0]
             raise GuardError(
@@ -826,17 +994,30 @@ def exempt(runtime: Runtime, address: str, until: datetime, reason: str, force: 
         session.flush()
         swap = _swap(runtime, session, f"exempt {mailbox.address}", plans.active_plan(session))
         audit.record(
-            session, now, runtime.actor, "exempt", address=mailbox.address, until=until.isoformat(), reason=reason,
-            forced=bool(earlier), map_before=swap.checksum_before, map_after=swap.checksum_after,
+            session,
+            now,
+            runtime.actor,
+            "exempt",
+            address=mailbox.address,
+            until=until.isoformat(),
+            reason=reason,
+            forced=bool(earlier),
+            map_before=swap.checksum_before,
+            map_after=swap.checksum_after,
         )
         return ExemptionView(mailbox.address, until, reason, runtime.actor, now, None)
 
 
 def list_exemptions(runtime: Runtime, include_ended: bool = False) -> list[ExemptionView]:
     with runtime.sessions() as session:
-        query = select(Mailbox.address, Exemption.until, Exemption.reason, Exemption.actor, Exemption.created_at, Exemption.ended_at).join(
-            Mailbox, Mailbox.id == Exemption.mailbox_id
-        )
+        query = select(
+            Mailbox.address,
+            Exemption.until,
+            Exemption.reason,
+            Exemption.actor,
+            Exemption.created_at,
+            Exemption.ended_at,
+        ).join(Mailbox, Mailbox.id == Exemption.mailbox_id)
         if not include_ended:
             query = query.where(Exemption.ended_at.is_(None))
         return [ExemptionView(*row) for row in session.execute(query.order_by(Exemption.until, Mailbox.address_key))]
@@ -859,5 +1040,13 @@ def expire_exemptions(runtime: Runtime) -> int:
         if count == 0:
             return 0
         swap = _swap(runtime, session, f"{count} exemptions expired", plans.active_plan(session))
-        audit.record(session, now, runtime.actor, "exempt.expire", expired=count, map_before=swap.checksum_before, map_after=swap.checksum_after)
+        audit.record(
+            session,
+            now,
+            runtime.actor,
+            "exempt.expire",
+            expired=count,
+            map_before=swap.checksum_before,
+            map_after=swap.checksum_after,
+        )
         return count

@@ -15,9 +15,9 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain, islice
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
+from itertools import chain, islice
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,13 +29,21 @@ from .. import audit, locks, notice_delivery
 from ..addresses import domain_key, login_key
 from ..db import insert_rows
 from ..detection import DetectionConfig, Detector, Finding
+from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec, compiled
 from ..logs.envelope import EnvelopeParser
 from ..logs.events import Event
 from ..logs.parse import LineParser, our_text_matcher
-from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec, compiled
 from ..logs.reader import EMPTY_FINGERPRINT, LineSource, identify
 from ..models import (
-    Customer, Evidence, LegacyDay, Mailbox, RefusalHour, ReviewItem, ScanCarry, ScanSource, UnknownLogin,
+    Customer,
+    Evidence,
+    LegacyDay,
+    Mailbox,
+    RefusalHour,
+    ReviewItem,
+    ScanCarry,
+    ScanSource,
+    UnknownLogin,
 )
 from ..rules import has_switched
 from ..runtime import Runtime
@@ -151,7 +159,9 @@ class _Tally:
             hour_key = (mailbox_id, int(f.t // 3600))
             self.refusal_hours[hour_key] = self.refusal_hours.get(hour_key, 0) + 1
         evidence_key = (*day_key, f.kind)
-        if f.kind in EVIDENCE_KINDS and evidence_key not in self.evidence:  # the first sighting of the day is the sample
+        if (
+            f.kind in EVIDENCE_KINDS and evidence_key not in self.evidence
+        ):  # the first sighting of the day is the sample
             self.evidence[evidence_key] = (f.lines, {k: v for k, v in _details(f).items() if v not in (None, [], {})})
 
     def add_authenticated(self, counts: dict[tuple[str | None, int], list[float]]) -> None:
@@ -172,7 +182,7 @@ class _Tally:
     def _day(self, t: float) -> date:
         day = self._days_by_number.get(t // 86400)
         if day is None:
-            day = self._days_by_number[t // 86400] = datetime.fromtimestamp(t, timezone.utc).date()
+            day = self._days_by_number[t // 86400] = datetime.fromtimestamp(t, UTC).date()
         return day
 
     def _mailbox(self, f: Finding) -> int | None:
@@ -208,12 +218,20 @@ _ADD = {"legacy": _Tally._legacy, "near_miss": _Tally._near_miss, "refused": _Ta
 
 
 def _details(f: Finding) -> dict[str, Any]:
-    return {"at": _dt(f.t).isoformat(), "host": f.host, "queue_id": f.qid, "client_ip": f.ip, "sender": f.sender,
-            "confidence": f.confidence, "candidates": f.candidates, **f.details}
+    return {
+        "at": _dt(f.t).isoformat(),
+        "host": f.host,
+        "queue_id": f.qid,
+        "client_ip": f.ip,
+        "sender": f.sender,
+        "confidence": f.confidence,
+        "candidates": f.candidates,
+        **f.details,
+    }
 
 
 def _dt(t: float | None) -> datetime | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc)
+    return None if t is None else datetime.fromtimestamp(t, UTC)
 
 
 # -- the scan -----------------------------------------------------------------------
@@ -230,11 +248,15 @@ def scan_logs(
         return _scan(runtime, paths, host, progress)
 
 
-def _scan(runtime: Runtime, paths: Sequence[Path], host: str | None, progress: Callable[[int], None] | None) -> ScanSummary:
+def _scan(
+    runtime: Runtime, paths: Sequence[Path], host: str | None, progress: Callable[[int], None] | None
+) -> ScanSummary:
     started = time.monotonic()
     settings = runtime.settings
     # one scan at a time: held from before the positions are read until after they are committed
-    with locks.held(runtime.engine, "scan", locks.SCAN_LOCK_KEY, settings.scan.lock_wait_seconds, "scan.lock_wait_seconds"):
+    with locks.held(
+        runtime.engine, "scan", locks.SCAN_LOCK_KEY, settings.scan.lock_wait_seconds, "scan.lock_wait_seconds"
+    ):
         return _scan_locked(runtime, paths, host, progress, started)
 
 
@@ -270,8 +292,17 @@ def _scan_locked(
             carry.state, carry.updated_at = state, now
         summary = _summary(files, tally, started)
         summary.notices = notice_delivery.record(session, deliveries)
-        audit.record(session, now, runtime.actor, "scan.run", files=[f.path for f in files], lines=summary.lines,
-                     legacy_submissions=summary.legacy_submissions, mailboxes=summary.mailboxes, notices=summary.notices)
+        audit.record(
+            session,
+            now,
+            runtime.actor,
+            "scan.run",
+            files=[f.path for f in files],
+            lines=summary.lines,
+            legacy_submissions=summary.legacy_submissions,
+            mailboxes=summary.mailboxes,
+            notices=summary.notices,
+        )
     return summary
 
 
@@ -324,7 +355,9 @@ def _inventory(session: Session) -> tuple[dict[str, int], dict[str, str], set[st
     return ids, logins, domains
 
 
-def _detection_config(scan: Any, domains: set[str], logins: dict[str, str], known_users: frozenset[str]) -> DetectionConfig:
+def _detection_config(
+    scan: Any, domains: set[str], logins: dict[str, str], known_users: frozenset[str]
+) -> DetectionConfig:
     return DetectionConfig(
         window_seconds=scan.window_minutes * 60,
         tolerance_seconds=scan.tolerance_seconds,
@@ -337,7 +370,9 @@ def _detection_config(scan: Any, domains: set[str], logins: dict[str, str], know
     )
 
 
-def _open_sources(session: Session, paths: Sequence[Path], host: str | None, settings: Any) -> tuple[list[FileSummary], list[Any]]:
+def _open_sources(
+    session: Session, paths: Sequence[Path], host: str | None, settings: Any
+) -> tuple[list[FileSummary], list[Any]]:
     our_text = our_text_matcher(settings.enforcement.reject_text, settings.enforcement.help_url)
     files, sources = [], []
     for path in paths:
@@ -346,7 +381,7 @@ def _open_sources(session: Session, paths: Sequence[Path], host: str | None, set
         row = session.scalar(select(ScanSource).where(ScanSource.host == key_host, ScanSource.path == str(path)))
         offset, restarted = _resume_offset(session, row, ident, key_host)
         fs = FileSummary(str(path), key_host, started_at_offset=offset, restarted=restarted)
-        reference = datetime.fromtimestamp(ident.mtime, timezone.utc)
+        reference = datetime.fromtimestamp(ident.mtime, UTC)
         parser = LineParser(EnvelopeParser(key_host, settings.scan.timezone, reference), our_text)
         parser.spec = (settings.enforcement.reject_text, settings.enforcement.help_url)
         files.append(fs)
@@ -363,24 +398,39 @@ def _resume_offset(session: Session, row: ScanSource | None, ident: Any, host: s
             return row.offset, False
         return 0, True  # copytruncate: shorter than before
     same = session.scalar(
-        select(ScanSource).where(ScanSource.device == ident.device, ScanSource.inode == ident.inode, ScanSource.fingerprint == ident.fingerprint)
+        select(ScanSource).where(
+            ScanSource.device == ident.device,
+            ScanSource.inode == ident.inode,
+            ScanSource.fingerprint == ident.fingerprint,
+        )
     )
     if same is not None:  # renamed by rotation (maillog → maillog.1): continue where it stopped
         return same.offset, row is not None
     if ident.fingerprint != EMPTY_FINGERPRINT:  # every empty file has this one
-        offsets = session.scalars(select(ScanSource.offset).where(ScanSource.host == host, ScanSource.fingerprint == ident.fingerprint)).all()
-        copied = [offset for offset in offsets if ident.compressed or offset <= ident.size]  # a copy holds what its original had
+        offsets = session.scalars(
+            select(ScanSource.offset).where(ScanSource.host == host, ScanSource.fingerprint == ident.fingerprint)
+        ).all()
+        copied = [
+            offset for offset in offsets if ident.compressed or offset <= ident.size
+        ]  # a copy holds what its original had
         if copied:
             return max(copied), row is not None
     return 0, row is not None
 
 
 def _events(
-    source: LineSource, parser: LineParser, fs: FileSummary, progress: Callable[[int], None] | None, workers: int, trusted: tuple[str, ...]
+    source: LineSource,
+    parser: LineParser,
+    fs: FileSummary,
+    progress: Callable[[int], None] | None,
+    workers: int,
+    trusted: tuple[str, ...],
 ) -> Iterator[list[Event]]:
     """The file's events from where the last scan stopped, a list per block; parsed in worker threads when it is big."""
     envelopes = parser.envelopes
-    spec = ParserSpec(envelopes.default_host, envelopes.zone_name, envelopes.reference.timestamp(), *parser.spec, trusted)
+    spec = ParserSpec(
+        envelopes.default_host, envelopes.zone_name, envelopes.reference.timestamp(), *parser.spec, trusted
+    )
     name = str(source.path)
     workers = workers or os.cpu_count() or 1
     if workers > 1 and compiled() and source.path.stat().st_size - source.offset >= PARALLEL_MIN_BYTES:
@@ -395,7 +445,9 @@ def _events(
     _finish_file(fs, kinds, source.warning)
 
 
-def _reported(blocks: Iterator[tuple[int, bytes]], progress: Callable[[int], None] | None) -> Iterator[tuple[int, bytes]]:
+def _reported(
+    blocks: Iterator[tuple[int, bytes]], progress: Callable[[int], None] | None
+) -> Iterator[tuple[int, bytes]]:
     for base, block in blocks:
         yield base, block
         if progress is not None:
@@ -438,12 +490,18 @@ def _by_mailbox(session: Session, model: Any, mailbox_ids: set[int], *columns: A
     ids = sorted(mailbox_ids)
     for i in range(0, len(ids), SAVE_CHUNK):
         where = model.mailbox_id.in_(ids[i : i + SAVE_CHUNK])
-        yield from session.execute(select(*columns).where(where)) if columns else session.scalars(select(model).where(where))
+        yield from (
+            session.execute(select(*columns).where(where)) if columns else session.scalars(select(model).where(where))
+        )
 
 
 def _save_days(session: Session, tally: _Tally) -> None:
     days = {d for _mid, d in tally.days}
-    existing = {(r.mailbox_id, r.day): r for r in _by_mailbox(session, LegacyDay, {mid for mid, _d in tally.days}) if r.day in days}
+    existing = {
+        (r.mailbox_id, r.day): r
+        for r in _by_mailbox(session, LegacyDay, {mid for mid, _d in tally.days})
+        if r.day in days
+    }
     new = []
     for key, d in tally.days.items():
         row = existing.get(key)
@@ -473,15 +531,31 @@ def _save_reviews(session: Session, tally: _Tally) -> None:
     if not tally.reviews:
         return
     times = [_dt(f.t) for f in tally.reviews]
-    seen = set(session.execute(select(ReviewItem.host, ReviewItem.queue_id, ReviewItem.at).where(ReviewItem.at.between(min(times), max(times)))))
+    seen = set(
+        session.execute(
+            select(ReviewItem.host, ReviewItem.queue_id, ReviewItem.at).where(
+                ReviewItem.at.between(min(times), max(times))
+            )
+        )
+    )
     new = []
     for f, at in zip(tally.reviews, times):
         key = (f.host, f.qid or "", at)
         if key not in seen:
             seen.add(key)
             kind = "dual_stack" if "dual_stack" in f.details.get("flags", ()) else f.kind
-            new.append({"kind": kind, "at": at, "host": f.host, "queue_id": f.qid or "", "client_ip": f.ip, "sender": f.sender,
-                        "candidates": f.candidates, "evidence": _line_dicts(f.lines)})
+            new.append(
+                {
+                    "kind": kind,
+                    "at": at,
+                    "host": f.host,
+                    "queue_id": f.qid or "",
+                    "client_ip": f.ip,
+                    "sender": f.sender,
+                    "candidates": f.candidates,
+                    "evidence": _line_dicts(f.lines),
+                }
+            )
     _insert(session, ReviewItem.__table__, new)
 
 
@@ -489,7 +563,10 @@ def _save_unknown(session: Session, tally: _Tally) -> None:
     users = sorted(tally.unknown)
     existing: dict[str, UnknownLogin] = {}
     for i in range(0, len(users), SAVE_CHUNK):
-        existing.update((r.user, r) for r in session.scalars(select(UnknownLogin).where(UnknownLogin.user.in_(users[i : i + SAVE_CHUNK]))))
+        existing.update(
+            (r.user, r)
+            for r in session.scalars(select(UnknownLogin).where(UnknownLogin.user.in_(users[i : i + SAVE_CHUNK])))
+        )
     new = []
     for user, (first, last, count, ip) in tally.unknown.items():
         row = existing.get(user)
@@ -562,9 +639,18 @@ def _summary(files: list[FileSummary], tally: _Tally, started: float) -> ScanSum
     legacy_mailboxes = {mid for (mid, _day), d in tally.days.items() if d.legacy_count}
     c = tally.counts
     return ScanSummary(
-        files=files, lines=lines, legacy_submissions=c["legacy"], mailboxes=len(legacy_mailboxes), ambiguous=c["ambiguous"],
-        unexplained=c["unexplained"], authenticated=c["auth"], refused=c["refused"], near_misses=c["near_miss"],
-        unknown_logins=len(tally.unknown), elapsed_seconds=round(elapsed, 3), lines_per_second=round(lines / elapsed) if elapsed else 0,
+        files=files,
+        lines=lines,
+        legacy_submissions=c["legacy"],
+        mailboxes=len(legacy_mailboxes),
+        ambiguous=c["ambiguous"],
+        unexplained=c["unexplained"],
+        authenticated=c["auth"],
+        refused=c["refused"],
+        near_misses=c["near_miss"],
+        unknown_logins=len(tally.unknown),
+        elapsed_seconds=round(elapsed, 3),
+        lines_per_second=round(lines / elapsed) if elapsed else 0,
     )
 
 
@@ -574,8 +660,10 @@ def _summary(files: list[FileSummary], tally: _Tally, started: float) -> ScanSum
 def legacy_report(runtime: Runtime, since: date | None = None, customer: str | None = None) -> list[LegacyMailbox]:
     """Mailboxes with legacy use (since ``since``), with their evidence summary and ``switched``."""
     with runtime.sessions() as session:
-        query = select(LegacyDay, Mailbox.address, Customer.external_id).join(Mailbox, Mailbox.id == LegacyDay.mailbox_id).join(
-            Customer, Customer.id == Mailbox.customer_id
+        query = (
+            select(LegacyDay, Mailbox.address, Customer.external_id)
+            .join(Mailbox, Mailbox.id == LegacyDay.mailbox_id)
+            .join(Customer, Customer.id == Mailbox.customer_id)
         )
         if since is not None:
             query = query.where(LegacyDay.day >= since)
@@ -584,7 +672,9 @@ def legacy_report(runtime: Runtime, since: date | None = None, customer: str | N
         by_mailbox: dict[str, list[Any]] = {}
         for day, address, external_id in session.execute(query.order_by(Mailbox.address_key, LegacyDay.day)):
             by_mailbox.setdefault(address, [external_id, []])[1].append(day)
-        return [m for address, (cust, days) in by_mailbox.items() if (m := _legacy_mailbox(address, cust, days)) is not None]
+        return [
+            m for address, (cust, days) in by_mailbox.items() if (m := _legacy_mailbox(address, cust, days)) is not None
+        ]
 
 
 def _legacy_mailbox(address: str, customer: str, days: list[LegacyDay]) -> LegacyMailbox | None:
@@ -595,11 +685,20 @@ def _legacy_mailbox(address: str, customer: str, days: list[LegacyDay]) -> Legac
     auth_last = max((d.auth_last for d in days if d.auth_last), default=None)
     refused_last = max((d.refused_last for d in days if d.refused_last), default=None)
     return LegacyMailbox(
-        address=address, customer=customer, last_seen=last_seen, submissions=sum(d.legacy_count for d in used), days=len(used),
-        client_ips=sorted({ip for d in used for ip in d.client_ips}), senders=sorted({s for d in used for s in d.senders}),
+        address=address,
+        customer=customer,
+        last_seen=last_seen,
+        submissions=sum(d.legacy_count for d in used),
+        days=len(used),
+        client_ips=sorted({ip for d in used for ip in d.client_ips}),
+        senders=sorted({s for d in used for s in d.senders}),
         confidence=max((d.confidence for d in used), key=lambda c: CONFIDENCE_RANK[c]),
-        switched=has_switched(last_seen, auth_last), auth_count=sum(d.auth_count for d in days), auth_last=auth_last,
-        near_misses=sum(d.near_miss_count for d in days), refused=sum(d.refused_count for d in days), refused_last=refused_last,
+        switched=has_switched(last_seen, auth_last),
+        auth_count=sum(d.auth_count for d in days),
+        auth_last=auth_last,
+        near_misses=sum(d.near_miss_count for d in days),
+        refused=sum(d.refused_count for d in days),
+        refused_last=refused_last,
     )
 
 
@@ -626,12 +725,26 @@ def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEnt
     with runtime.sessions() as session:
         query = select(ReviewItem).order_by(ReviewItem.at, ReviewItem.id)
         if since is not None:
-            query = query.where(ReviewItem.at >= datetime(since.year, since.month, since.day, tzinfo=timezone.utc))
+            query = query.where(ReviewItem.at >= datetime(since.year, since.month, since.day, tzinfo=UTC))
         attributed = select(Mailbox.id, Mailbox.address).join(ReviewItem, ReviewItem.mailbox_id == Mailbox.id)
         addresses = {mailbox_id: address for mailbox_id, address in session.execute(attributed)}
         return [
-            ReviewEntry(r.id, r.kind, r.at, r.host, r.queue_id, r.client_ip, r.sender, list(r.candidates), list(r.evidence), r.resolution,
-                        addresses.get(r.mailbox_id) if r.mailbox_id else None, r.resolved_by, r.resolved_at, r.resolution_reason)
+            ReviewEntry(
+                r.id,
+                r.kind,
+                r.at,
+                r.host,
+                r.queue_id,
+                r.client_ip,
+                r.sender,
+                list(r.candidates),
+                list(r.evidence),
+                r.resolution,
+                addresses.get(r.mailbox_id) if r.mailbox_id else None,
+                r.resolved_by,
+                r.resolved_at,
+                r.resolution_reason,
+            )
             for r in session.scalars(query)
         ]
 

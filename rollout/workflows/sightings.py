@@ -41,8 +41,20 @@ def attribute(runtime: Runtime, sighting: int, mailbox: str, reason: str) -> Res
         _add_legacy_use(session, item, target, runtime.actor, reason)
         item.resolution, item.mailbox_id = "attributed", target.id
         _resolved(item, now, runtime.actor, reason)
-        audit.record(session, now, runtime.actor, "sighting.attribute", sighting=item.id, kind=item.kind, mailbox=target.address,
-                     seen_at=item.at.isoformat(), client_ip=item.client_ip, sender=item.sender, candidates=item.candidates, reason=reason)
+        audit.record(
+            session,
+            now,
+            runtime.actor,
+            "sighting.attribute",
+            sighting=item.id,
+            kind=item.kind,
+            mailbox=target.address,
+            seen_at=item.at.isoformat(),
+            client_ip=item.client_ip,
+            sender=item.sender,
+            candidates=item.candidates,
+            reason=reason,
+        )
         return Resolution(item.id, "attributed", target.address, now, reason)
 
 
@@ -53,8 +65,19 @@ def dismiss(runtime: Runtime, sighting: int, reason: str) -> Resolution:
         item = _open_item(session, sighting, reason)
         item.resolution = "dismissed"
         _resolved(item, now, runtime.actor, reason)
-        audit.record(session, now, runtime.actor, "sighting.dismiss", sighting=item.id, kind=item.kind, seen_at=item.at.isoformat(),
-                     client_ip=item.client_ip, sender=item.sender, candidates=item.candidates, reason=reason)
+        audit.record(
+            session,
+            now,
+            runtime.actor,
+            "sighting.dismiss",
+            sighting=item.id,
+            kind=item.kind,
+            seen_at=item.at.isoformat(),
+            client_ip=item.client_ip,
+            sender=item.sender,
+            candidates=item.candidates,
+            reason=reason,
+        )
         return Resolution(item.id, "dismissed", None, now, reason)
 
 
@@ -65,7 +88,9 @@ def _open_item(session: Session, sighting: int, reason: str) -> ReviewItem:
     if item is None:
         raise SightingError(f"there is no sighting {sighting}: `rollout legacy --review` lists them with their ids")
     if item.resolution is not None:
-        raise SightingError(f"sighting {sighting} was already {item.resolution} by {item.resolved_by} at {item.resolved_at:%Y-%m-%d %H:%M} UTC")
+        raise SightingError(
+            f"sighting {sighting} was already {item.resolution} by {item.resolved_by} at {item.resolved_at:%Y-%m-%d %H:%M} UTC"
+        )
     return item
 
 
@@ -93,8 +118,17 @@ def _add_legacy_use(session: Session, item: ReviewItem, mailbox: Mailbox, actor:
     day = item.at.date()
     row = session.get(LegacyDay, (mailbox.id, day))
     if row is None:
-        row = LegacyDay(mailbox_id=mailbox.id, day=day, legacy_count=0, high_count=0, client_ips=[], senders=[], auth_count=0,
-                        near_miss_count=0, refused_count=0)
+        row = LegacyDay(
+            mailbox_id=mailbox.id,
+            day=day,
+            legacy_count=0,
+            high_count=0,
+            client_ips=[],
+            senders=[],
+            auth_count=0,
+            near_miss_count=0,
+            refused_count=0,
+        )
         session.add(row)
     row.legacy_count += 1
     row.first_seen = min(filter(None, (row.first_seen, item.at)))
@@ -105,10 +139,24 @@ def _add_legacy_use(session: Session, item: ReviewItem, mailbox: Mailbox, actor:
     if CONFIDENCE_RANK[row.confidence] < CONFIDENCE_RANK["medium"]:
         row.confidence = "medium"
     if session.get(Evidence, (mailbox.id, day, "legacy")) is None:
-        session.add(Evidence(
-            mailbox_id=mailbox.id, day=day, kind="legacy", lines=list(item.evidence),
-            details={"at": item.at.isoformat(), "host": item.host, "queue_id": item.queue_id, "client_ip": item.client_ip,
-                     "sender": item.sender, "confidence": "medium", "candidates": item.candidates, "sighting": item.id,
-                     "attributed_by": actor, "reason": reason},
-        ))
+        session.add(
+            Evidence(
+                mailbox_id=mailbox.id,
+                day=day,
+                kind="legacy",
+                lines=list(item.evidence),
+                details={
+                    "at": item.at.isoformat(),
+                    "host": item.host,
+                    "queue_id": item.queue_id,
+                    "client_ip": item.client_ip,
+                    "sender": item.sender,
+                    "confidence": "medium",
+                    "candidates": item.candidates,
+                    "sighting": item.id,
+                    "attributed_by": actor,
+                    "reason": reason,
+                },
+            )
+        )
     session.flush()
