@@ -45,10 +45,8 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         def rows(model: Any, *skip: str) -> list[dict[str, Any]]:
             cols = [c.key for c in model.__table__.columns if c.key not in skip]
             return sorted(
-
-                    json.dumps({c: getattr(r, c) for c in cols}, default=str, sort_keys=True)
-                    for r in s.scalars(select(model))
-
+                json.dumps({c: getattr(r, c) for c in cols}, default=str, sort_keys=True)
+                for r in s.scalars(select(model))
             )
 
         return {m.__name__: rows(m, "id") for m in (LegacyDay, Evidence, ReviewItem, UnknownLogin)}
