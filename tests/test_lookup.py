@@ -28,8 +28,8 @@ def test_lookup_by_address_is_case_insensitive_and_shows_everything(run: Cli, ru
         in out
     )
     assert (
-        "3  reminder  sent             2026-03-16 09:00  <rollout.1.3.K-1@example.net>  Anna@acme.example, bert@acme.example"
-        in out
+        "3  reminder  sent             2026-03-16 09:00  <rollout.1.3.K-1@example.net>  "
+        "Anna@acme.example, bert@acme.example" in out
     )
 
 
