@@ -224,7 +224,9 @@ def views(
         .join(origin, origin.c.id == HeldMailbox.cohort_id)
         .outerjoin(redated, redated.c.id == HeldMailbox.redated_cohort_id)
         .where(HeldMailbox.released_at.is_(None))
-        .order_by(Mailbox.address_key)
+        # An expression, not the column: SQLite's planner, which cannot know that the holds are few, would
+        # otherwise walk every mailbox in address order to save a sort of a handful (1.5 s at a million)
+        .order_by(Mailbox.address_key.concat(""))
     )
     if hold_ids is not None:
         query = query.where(HeldMailbox.id.in_(list(hold_ids)))

@@ -546,12 +546,19 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
         cohort.scheduled_at,
         due,
         blockers,
-        still_legacy=_still_legacy_in(session, cohort, now, settings.notices.lookback_days),
+        still_legacy=gate_checks.still_legacy_in(session, cohort, now, settings.notices.lookback_days),
         refusals_since_switch=_refusals_since_switch(session, plan),
     )
     last_switched = max(plans.started_cohorts(plan), key=lambda c: c.position, default=None)
     step.gates = gate_checks.evaluate(
-        session, settings.gates, now, last_switched, cohort, settings.notices.lookback_days, run_command=run_command
+        session,
+        settings.gates,
+        now,
+        last_switched,
+        cohort,
+        settings.notices.lookback_days,
+        run_command=run_command,
+        next_still_legacy=step.still_legacy,
     )
     blockers += [g.describe() for g in step.failed_gates]
     return plan, step
@@ -603,33 +610,9 @@ def _campaign_guard(session: Session, now: datetime) -> tuple[str | None, dateti
     return None, None
 
 
-def _still_legacy_in(session: Session, cohort: Cohort, now: datetime, lookback_days: int) -> int:
-    legacy = plans.still_legacy_ids(now, lookback_days).subquery()
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(CohortMember)
-            .join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id)
-            .where(CohortMember.cohort_id == cohort.id)
-        )
-        or 0
-    )
-
-
 def _refusals_since_switch(session: Session, plan: Plan) -> int:
-    total = 0
-    for cohort in plans.started_cohorts(plan):
-        if cohort.enforced_at is None:
-            continue
-        total += int(
-            session.scalar(
-                select(func.coalesce(func.sum(LegacyDay.refused_count), 0))
-                .join(CohortMember, CohortMember.mailbox_id == LegacyDay.mailbox_id)
-                .where(CohortMember.cohort_id == cohort.id, LegacyDay.day >= cohort.enforced_at.date())
-            )
-            or 0
-        )
-    return total
+    totals = plans.refusals_since_switch_off(session, plan)
+    return sum(totals.get(c.id, 0) for c in plans.started_cohorts(plan))
 
 
 def next_step(runtime: Runtime, run_command: bool = False) -> NextStep | None:
