@@ -149,3 +149,21 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     found = {(here, there) for here, there, _file in area_imports(tmp_path)}
     assert found == {("plans", "cohorts"), ("cohorts", "plans")}
     assert LAYER_OF["cohorts"] <= LAYER_OF["plans"]  # so test_imports_run_downward would name it
+
+
+def area_graph(root: Path = REPO) -> str:
+    """The picture the rules above check: each area's layer, and which areas it imports (how many files do)."""
+    files: dict[tuple[str, str], set[str]] = {}
+    for here, there, file in area_imports(root):
+        files.setdefault((here, there), set()).add(file)
+    lines = []
+    for layer, areas in enumerate(LAYERS):
+        for area in sorted(areas):
+            out = sorted((there, len(f)) for (here, there), f in files.items() if here == area)
+            targets = ", ".join(f"{there} {n}" for there, n in out) or "-"
+            lines.append(f"{layer:2} {area:<16} -> {targets}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `python -m tests.test_imports`: print the area graph
+    print(area_graph())
