@@ -109,7 +109,7 @@ def test_wait_for_step_exits_zero_once_switched_and_one_on_timeout(run: Cli, run
 
 def test_wait_for_step_returns_when_the_cohort_is_switched_meanwhile(runtime: Runtime) -> None:
     """A waiting script sees the step another process takes while it polls."""
-    from rollout.workflows.operate import wait_for_step
+    from rollout.support.operate_workflow import wait_for_step
 
     build_rollout(runtime)
     polls: list[float] = []

@@ -19,12 +19,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from .. import audit, holdback, plans, retirement
-from .. import gates as gate_checks
+from .. import audit
 from ..addresses import AddressError, parse_address
-from ..campaign import wave_due_at
 from ..clock import as_utc, out_of_range
-from ..cohorts import MAX_EVERY, Window, layout, parse_window
 from ..db import write_lock
 from ..enforcement import STRENGTH, Backend, MapEntry, backend_for, checksum, writable
 from ..enforcement.files import clear_intent, read_intent, write_intent
@@ -42,8 +39,12 @@ from ..models import (
     Retirement,
     RolloutState,
 )
-from ..plans import Proposal, ProposedCohort
+from ..notify.campaign import wave_due_at
 from ..runtime import Runtime
+from . import gates as gate_checks
+from . import holdback, plans, retirement
+from .cohorts import MAX_EVERY, Window, layout, parse_window
+from .plans import Proposal, ProposedCohort
 
 TOO_EARLY_SHOWN = 20
 LEFT_OUT_SHOWN = 20
@@ -205,7 +206,7 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     stage_of_cohort = {c.id: c.stage for c in plan.cohorts if c.stage != "pending"} if plan else {}
     if not stage_of_cohort:
         return []
-    exempt = _exempt_ids(session, now) | holdback.held_ids(session)  # held: not warned in time (rollout.holdback)
+    exempt = _exempt_ids(session, now) | holdback.held_ids(session)  # held: not warned in time (rollout.plan.holdback)
     in_force = CohortMember.cohort_id.in_(list(stage_of_cohort))
     stage_of: dict[str, str] = {}
     stage_by_mailbox: dict[int, str] = {}
@@ -672,7 +673,7 @@ def step(
     include_unwarned: bool = False,
 ) -> StepResult:
     """Enforce the next cohort, or move the current one up the ladder; guards first. Mailboxes not warned in time
-    are held back (``rollout.holdback``) unless ``include_unwarned``, which --force does not imply."""
+    are held back (``rollout.plan.holdback``) unless ``include_unwarned``, which --force does not imply."""
     if force and not reason:
         raise PlanError("--force needs --reason: say why the guards are overridden (it goes in the audit log)")
     if include_unwarned and not reason:

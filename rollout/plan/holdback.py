@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..logs.deliveries import BOUNCED
+from ..models import Cohort, CohortMember, Customer, Exemption, HeldMailbox, Mailbox, Notice, NoticeMailbox, Plan
 from . import plans
-from .logs.deliveries import BOUNCED
-from .models import Cohort, CohortMember, Customer, Exemption, HeldMailbox, Mailbox, Notice, NoticeMailbox, Plan
 
 NO_NOTICE, BOUNCED_NOTICE, TOO_LATE = "no notice", "notice bounced", "notice too late"
 

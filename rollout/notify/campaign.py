@@ -22,9 +22,9 @@ from sqlalchemy import Connection, and_, func, insert, select, type_coerce, upda
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
-from .db import insert_rows
-from .errors import DeliveryError
-from .models import (
+from ..db import insert_rows
+from ..errors import DeliveryError
+from ..models import (
     Campaign,
     Cohort,
     CohortMember,
@@ -37,8 +37,8 @@ from .models import (
     NoticeMailbox,
     Plan,
 )
+from ..rules import REFUSING_STAGES, has_switched
 from .notices import CampaignFacts, MailboxLine, NoticeContext, NoticeFacts, notice_context  # noqa: F401 (MailboxLine: for callers)
-from .rules import REFUSING_STAGES, has_switched
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

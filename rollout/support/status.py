@@ -13,12 +13,8 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from . import holdback
-from .campaign import active_campaign, wave_due_at
-from .config import Settings
-from .gates import Gate
-from .holdback import HeldView
-from .models import (
+from ..config import Settings
+from ..models import (
     Campaign,
     Cohort,
     CohortMember,
@@ -35,8 +31,12 @@ from .models import (
     RolloutState,
     ScanSource,
 )
-from .notice_delivery import Unreachable, delivery_counts, unreachable
-from .plans import active_plan, still_legacy_query
+from ..notify.campaign import active_campaign, wave_due_at
+from ..notify.notice_delivery import Unreachable, delivery_counts, unreachable
+from ..plan import holdback
+from ..plan.gates import Gate
+from ..plan.holdback import HeldView
+from ..plan.plans import active_plan, still_legacy_query
 
 TREND_WEEKS = 8
 EXPIRING_WITHIN = timedelta(days=7)

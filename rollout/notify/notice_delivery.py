@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from .logs.deliveries import BOUNCED, DELAYED, DeliveryTracker, permanent
-from .models import Customer, Notice
+from ..logs.deliveries import BOUNCED, DELAYED, DeliveryTracker, permanent
+from ..models import Customer, Notice
 
 SAVE_CHUNK = 500
 

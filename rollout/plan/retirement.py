@@ -2,7 +2,7 @@
 
 Core functions take a Session, flush, never commit; the file side effect happens
 after the flush, so the entry point's commit follows a map already in place (as in
-the map swaps of workflows/plan.py).
+the map swaps of plan/plan_workflow.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .config import EnforcementSettings
-from .enforcement import legacy
-from .errors import ConfigError
-from .models import Plan, Retirement
+from ..config import EnforcementSettings
+from ..enforcement import legacy
+from ..errors import ConfigError
+from ..models import Plan, Retirement
 
 MODES = ("empty", "check")
 

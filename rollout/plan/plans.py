@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import Select, case, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from .buckets import DIGITS
+from ..buckets import DIGITS
+from ..errors import PlanError
+from ..models import Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
+from ..rules import STAGES, still_legacy_clause
 from .cohorts import Slice, Unit, cohorts_for_max_share, heavy_buckets, partition, range_label
-from .errors import PlanError
-from .models import Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
-from .rules import STAGES, still_legacy_clause
 
 BULK_CACHE_KIB = 256 * 1024
 

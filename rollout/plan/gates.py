@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .config import GateSettings
-from .models import Cohort, CohortMember, RefusalHour, ScanSource
+from ..config import GateSettings
+from ..models import Cohort, CohortMember, RefusalHour, ScanSource
 from .plans import still_legacy_ids
 
 HOUR = timedelta(hours=1)
