@@ -25,6 +25,11 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
     stopped (rotation and copytruncate are detected); scanning the same files
     again adds nothing.
 
+    One scan runs at a time per database: a second one waits up to
+    scan.lock_wait_seconds (default 300) for the first to finish, then exits 1
+    having recorded nothing. On SQLite the lock is the file <database>.scan.lock
+    beside the database, so the user running the scan must be able to write it.
+
     \b
     Example:
       rollout scan /var/log/mail.log /var/log/dovecot.log

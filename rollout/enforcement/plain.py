@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import ContextManager
 
 from ..config import EnforcementSettings
+from ..rules import REFUSING_STAGES
 from . import MapEntry, Published, checksum
 from .files import (
     fsync_dir,
@@ -29,7 +30,7 @@ class PlainList:
 
     def render(self, entries: Sequence[MapEntry]) -> str:
         # Only refusing stages: a warn-only entry must not block on an MTA without a WARN action.
-        return "".join(f"{key}\n" for key, stage in sorted(entries) if stage in ("defer", "reject"))
+        return "".join(f"{key}\n" for key, stage in sorted(entries) if stage in REFUSING_STAGES)
 
     def current(self) -> str | None:
         return read_if_exists(self.path)
