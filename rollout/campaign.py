@@ -37,7 +37,7 @@ from .models import (
     NoticeMailbox,
     Plan,
 )
-from .notices import CampaignFacts, MailboxLine, NoticeContext, NoticeFacts, notice_context  # noqa: F401 (MailboxLine: for callers)
+from .notices import CampaignFacts, NoticeContext, NoticeFacts, NoticeLine, notice_context
 from .rules import REFUSING_STAGES, has_switched
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -235,7 +235,7 @@ def _json(value: Any) -> Any:
 
 
 def _other_senders(senders: list[Any] | None, address: str) -> str | None:
-    """The envelope senders other than the mailbox's own address (at most three): what the customer may not recognise."""
+    """Envelope senders other than the mailbox's own address (at most three): what the customer may not recognise."""
     own = address.lower()
     return ", ".join([str(s) for s in senders or () if str(s).lower() != own][:3]) or None
 
@@ -266,7 +266,7 @@ def audience(session: Session, now: datetime, lookback_days: int) -> Audience:
 def thank_you_candidates(
     session: Session, campaign_id: int, switched: set[int], reminded_now: Iterable[int]
 ) -> dict[int, list[tuple[int, str]]]:
-    """Customers reminded before in this campaign whose listed mailboxes have all switched: their (mailbox id, address)s."""
+    """Customers reminded before in this campaign whose listed mailboxes all switched: their (mailbox id, address)s."""
     rows = session.execute(
         select(Notice.customer_id, NoticeMailbox.mailbox_id, Mailbox.address)
         .join(NoticeMailbox, NoticeMailbox.notice_id == Notice.id)
@@ -400,10 +400,7 @@ def add_notices(
         )
         for c, uses in batch:
             customer = customers[c]
-            lines = [
-                (u.address, u.last_legacy_at, u.last_ip, u.switch_at, u.senders, u.basis, u.login_gap_seconds)
-                for u in uses
-            ]
+            lines = [_notice_line(u) for u in uses]
             yield (
                 notice_ids[c],
                 NoticeFacts(
@@ -444,7 +441,8 @@ class SendLedger:
         self.time = Notice.__table__.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
         p = (lambda name: f":{name}") if self.sqlite else (lambda name: f"%({name})s")
         self.settle_sql = (
-            f"UPDATE notices SET state = {p('state')}, last_reply = {p('reply')}, claimed_by = NULL, sent_at = {p('sent')} "
+            f"UPDATE notices SET state = {p('state')}, last_reply = {p('reply')}, claimed_by = NULL, "
+            f"sent_at = {p('sent')} "
             f"WHERE id = {p('notice')} AND state = 'sending'"
         )
         # The pick is a CTE, materialised on PostgreSQL: as a plain IN (subquery) the
@@ -453,7 +451,8 @@ class SendLedger:
             f"WITH picked AS {'' if self.sqlite else 'MATERIALIZED '}(SELECT id FROM notices "
             "WHERE campaign_id = {campaign} AND wave IN ({waves}) AND state = 'pending'{skip} "
             f"ORDER BY id LIMIT {p('count')}{'' if self.sqlite else ' FOR UPDATE SKIP LOCKED'}) "
-            f"UPDATE notices SET state = 'sending', attempts = attempts + 1, claimed_by = {p('by')}, claimed_at = {p('at')} "
+            "UPDATE notices SET state = 'sending', attempts = attempts + 1, "
+            f"claimed_by = {p('by')}, claimed_at = {p('at')} "
             "WHERE id IN (SELECT id FROM picked) AND state = 'pending' RETURNING id"
         )
 
@@ -546,6 +545,11 @@ def notice_facts(session: Session | Connection, notice_id: int) -> tuple[NoticeF
     return _facts(notice, [tuple(line) for line in lines]), notice.customer_id
 
 
+def _notice_line(use: Any) -> NoticeLine:
+    """A listed mailbox as a notice keeps it, from a ``MailboxUse`` or a ledger row with the same fields."""
+    return (use.address, use.last_legacy_at, use.last_ip, use.switch_at, use.senders, use.basis, use.login_gap_seconds)
+
+
 def _facts(notice: Any, lines: list[Any]) -> NoticeFacts:
     return NoticeFacts(
         notice.message_id,
@@ -566,7 +570,7 @@ def campaign_facts(campaign: Campaign) -> CampaignFacts:
 def build_context(
     campaign: Campaign, wave: int, kind: str, customer: Any, to_address: str, lines: Iterable[Any], now: datetime
 ) -> NoticeContext:
-    """``customer``: its external_id, name, locale; ``lines``: each mailbox's ``MailboxUse`` (or the same attributes)."""
+    """``customer``: its external_id, name, locale; ``lines``: each mailbox's ``MailboxUse`` (or the same fields)."""
     facts = NoticeFacts(
         "",
         wave,
@@ -575,7 +579,7 @@ def build_context(
         customer.name,
         to_address,
         customer.locale,
-        [(l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds) for l in lines],
+        [_notice_line(use) for use in lines],
     )
     return notice_context(campaign_facts(campaign), facts, now)
 
@@ -628,21 +632,18 @@ def pending_facts(session: Session, campaign: Campaign, waves: list[int]) -> Ite
         .order_by(NoticeMailbox.notice_id)
         .execution_options(yield_per=5000)
     )
-    by_notice = groupby(lines, key=lambda l: l.notice_id)
+    by_notice = groupby(lines, key=lambda line: line.notice_id)
     listed_id, listed = next(by_notice, (None, iter(())))
     try:
         for n in notices:
             while listed_id is not None and listed_id < n.id:  # lines of a notice that is not pending
                 listed_id, listed = next(by_notice, (None, iter(())))
-            own = sorted(listed, key=lambda l: l.address_key) if listed_id == n.id else []
+            own = sorted(listed, key=lambda line: line.address_key) if listed_id == n.id else []
             yield (
                 n.id,
                 _facts(
                     n,
-                    [
-                        (l.address, l.last_legacy_at, l.last_ip, l.switch_at, l.senders, l.basis, l.login_gap_seconds)
-                        for l in own
-                    ],
+                    [_notice_line(line) for line in own],
                 ),
             )
     finally:

@@ -76,10 +76,11 @@ def apply(
     actor: str,
     reason: str | None,
 ) -> HoldResult:
-    """The hold-back for one step of ``cohort``: hold whoever of it (and of the holds re-dated into it) was not warned in time.
+    """The hold-back for one step of ``cohort``: hold whoever was not warned in time.
 
-    Only the step that switches a cohort off (``from_stage`` is ``pending``) holds anyone; every step re-dates
-    open holds and releases the ones that stopped using the legacy path.
+    Whoever: of the cohort, and of the holds re-dated into it. Only the step that switches a cohort off
+    (``from_stage`` is ``pending``) holds anyone; every step re-dates open holds and releases the ones that
+    stopped using the legacy path.
     """
     result = HoldResult()
     minimum = timedelta(days=min_warning_days)
@@ -88,8 +89,8 @@ def apply(
         h.mailbox_id: h for h in session.scalars(select(HeldMailbox).where(HeldMailbox.released_at.is_(None)))
     }
     if include_unwarned:
-        for hold in open_holds.values():
-            _release(hold, now, "included", actor, reason)
+        for held in open_holds.values():
+            _release(held, now, "included", actor, reason)
         result.included += _addresses(session, open_holds)
         open_holds = {}
     if from_stage == "pending":
@@ -236,14 +237,15 @@ def views(
 
 
 def retire_blockers(session: Session) -> list[str]:
-    """Retiring the legacy map cuts off everyone still relaying through it, the held mailboxes too: not while there are any."""
+    """Why the legacy map cannot be retired yet: that cuts off everyone still relaying through it, held ones too."""
     held = views(session)
     if not held:
         return []
     names = ", ".join(h.address for h in held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
     return [
-        f"{len(held)} mailboxes are held back as not warned in time ({names}); retiring the legacy map would cut them off "
-        "too: wait until they are warned and switched off, or `rollout step --include-unwarned --reason TEXT`"
+        f"{len(held)} mailboxes are held back as not warned in time ({names}); "
+        "retiring the legacy map would cut them off too: wait until they are warned and switched off, "
+        "or `rollout step --include-unwarned --reason TEXT`"
     ]
 
 

@@ -156,7 +156,8 @@ def _flush(conn: Any, batch: list[tuple[Any, ...]], writer: Callable[[list[tuple
         writer(batch)
     else:
         conn.exec_driver_sql(
-            f"INSERT INTO {STAGING.name} ({', '.join(STAGING_COLUMNS)}) VALUES ({', '.join('?' * len(STAGING_COLUMNS))})",
+            f"INSERT INTO {STAGING.name} ({', '.join(STAGING_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(STAGING_COLUMNS))})",
             batch,
         )
 
@@ -317,7 +318,8 @@ def _merge(conn: Any, summary: ImportSummary, now: datetime, prune: bool) -> Non
         return int(conn.execute(text(sql)).scalar_one())
 
     summary.customers_added = scalar(
-        f"SELECT COUNT(*) FROM {customers} n WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.external_id = n.customer_ext)"
+        f"SELECT COUNT(*) FROM {customers} n "
+        "WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.external_id = n.customer_ext)"
     )
     summary.customers_updated = scalar(
         f"SELECT COUNT(*) FROM {customers} n JOIN customers c ON c.external_id = n.customer_ext "
@@ -328,9 +330,10 @@ def _merge(conn: Any, summary: ImportSummary, now: datetime, prune: bool) -> Non
 
     conn.execute(
         text(
-            f"UPDATE customers SET email = n.customer_email, name = n.customer_name, locale = n.locale, updated_at = :now "
-            f"FROM {customers} n WHERE customers.external_id = n.customer_ext AND "
-            f"(customers.email <> n.customer_email OR customers.name <> n.customer_name OR customers.locale <> n.locale)"
+            "UPDATE customers SET email = n.customer_email, name = n.customer_name, locale = n.locale, "
+            f"updated_at = :now FROM {customers} n WHERE customers.external_id = n.customer_ext AND "
+            "(customers.email <> n.customer_email OR customers.name <> n.customer_name "
+            "OR customers.locale <> n.locale)"
         ),
         stamp,
     )
@@ -356,7 +359,8 @@ def _merge(conn: Any, summary: ImportSummary, now: datetime, prune: bool) -> Non
     summary.mailboxes_unchanged = summary.rows - summary.mailboxes_added - summary.mailboxes_updated
     conn.execute(
         text(
-            f"UPDATE mailboxes SET address = n.address, domain = n.domain, login = n.login, customer_id = n.customer_id, "
+            "UPDATE mailboxes SET address = n.address, domain = n.domain, login = n.login, "
+            "customer_id = n.customer_id, "
             f"bucket = n.bucket, sort_key = n.sort_key, updated_at = :now FROM {incoming} n "
             f"WHERE mailboxes.address_key = n.address_key AND "
             f"(mailboxes.address <> n.address OR mailboxes.customer_id <> n.customer_id "
@@ -366,7 +370,8 @@ def _merge(conn: Any, summary: ImportSummary, now: datetime, prune: bool) -> Non
     )
     conn.execute(
         text(
-            f"INSERT INTO mailboxes (address, address_key, domain, login, customer_id, bucket, sort_key, created_at, updated_at) "
+            "INSERT INTO mailboxes "
+            "(address, address_key, domain, login, customer_id, bucket, sort_key, created_at, updated_at) "
             f"SELECT n.address, n.address_key, n.domain, n.login, n.customer_id, n.bucket, n.sort_key, :now, :now "
             f"FROM {incoming} n WHERE NOT EXISTS (SELECT 1 FROM mailboxes m WHERE m.address_key = n.address_key) "
             f"ORDER BY n.address_key"  # key order keeps the unique index's B-tree appends cheap

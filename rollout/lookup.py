@@ -7,12 +7,12 @@ mailbox or customer id, so the answer takes milliseconds on a million mailboxes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, case, func, select
 from sqlalchemy.orm import Session
 
 from . import holdback
@@ -108,16 +108,17 @@ class Lookup:
 
 def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
     customer, matched, focus = find_customer(session, query.strip())
-    mailboxes = session.scalars(
-        select(Mailbox).where(Mailbox.customer_id == customer.id).order_by(Mailbox.address_key)
-    ).all()
-    ids = [m.id for m in mailboxes]
+    count = session.scalar(select(func.count()).select_from(Mailbox).where(Mailbox.customer_id == customer.id))
+    shown = shown_mailboxes(session, customer.id, focus)
+    # Everything below reads the shown mailboxes only (at most MAX_MAILBOXES_SHOWN), whatever the customer has.
+    ids = [m.id for m in shown]
     legacy = legacy_uses(session, ids)
     cohorts = cohort_infos(session, ids)
     exemptions = exemption_infos(session, ids)
     held = {h.address: h for h in holdback.views(session, mailbox_ids=ids)}
+    samples = evidence_samples(session, ids)
     reports = []
-    for mailbox in order_for_support(mailboxes, focus, legacy)[:MAX_MAILBOXES_SHOWN]:
+    for mailbox in shown:
         cohort, exemption = cohorts.get(mailbox.id), exemptions.get(mailbox.id)
         refused = (
             cohort is not None
@@ -125,7 +126,7 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
             and not (exemption and exemption.active)
             and mailbox.address not in held
         )
-        day, lines = evidence_sample(session, mailbox.id)
+        day, lines = samples.get(mailbox.id, (None, []))
         reports.append(
             MailboxReport(
                 address=mailbox.address,
@@ -146,7 +147,7 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
         customer_name=customer.name,
         customer_email=customer.email,
         locale=customer.locale,
-        mailbox_count=len(mailboxes),
+        mailbox_count=count or 0,
         mailboxes=reports,
         notices=notice_infos(session, customer.id),
     )
@@ -187,19 +188,58 @@ def _mailbox_by_address(session: Session, query: str) -> Mailbox | None:
     return session.scalars(select(Mailbox).where(Mailbox.address_key == key)).first()
 
 
-def order_for_support(mailboxes: Any, focus: int | None, legacy: dict[int, LegacyUse]) -> list[Mailbox]:
-    """The mailbox asked about first, then those with legacy use, then the rest alphabetically."""
-    return sorted(mailboxes, key=lambda m: (m.id != focus, m.id not in legacy, m.address_key))
+def shown_mailboxes(session: Session, customer_pk: int, focus: int | None) -> list[Row[tuple[int, str, str | None]]]:
+    """The mailboxes support sees, in the order it sees them: the one asked about first, then those with legacy
+    use (any day on record), then the rest by address; at most ``MAX_MAILBOXES_SHOWN``.
+
+    Sorted and cut in the database, so a customer with thousands of mailboxes costs what one with fifty does.
+    Addresses sort by code point (Python's order) whatever the database's collation.
+    """
+    with_legacy = select(LegacyDay.mailbox_id).where(LegacyDay.mailbox_id == Mailbox.id).exists()
+    order: list[Any] = [] if focus is None else [case((Mailbox.id == focus, 0), else_=1)]
+    order += [
+        case((with_legacy, 0), else_=1),
+        Mailbox.address_key.collate(_BYTE_ORDER[session.get_bind().dialect.name]),
+    ]
+    query = (
+        select(Mailbox.id, Mailbox.address, Mailbox.login)
+        .where(Mailbox.customer_id == customer_pk)
+        .order_by(*order)
+        .limit(MAX_MAILBOXES_SHOWN)
+    )
+    return list(session.execute(query))
+
+
+# The collation that compares UTF-8 text by code point, per dialect.
+_BYTE_ORDER = {"sqlite": "BINARY", "postgresql": "C"}
 
 
 def legacy_uses(session: Session, mailbox_ids: list[int]) -> dict[int, LegacyUse]:
-    days: dict[int, list[LegacyDay]] = {}
-    for row in session.scalars(select(LegacyDay).where(LegacyDay.mailbox_id.in_(mailbox_ids)).order_by(LegacyDay.day)):
+    days: dict[int, list[Row[Any]]] = {}
+    rows = session.execute(
+        select(
+            LegacyDay.mailbox_id,
+            LegacyDay.legacy_count,
+            LegacyDay.high_count,
+            LegacyDay.last_seen,
+            LegacyDay.last_ip,
+            LegacyDay.client_ips,
+            LegacyDay.senders,
+            LegacyDay.confidence,
+            LegacyDay.auth_last,
+            LegacyDay.refused_count,
+            LegacyDay.refused_last,
+        )
+        .where(LegacyDay.mailbox_id.in_(mailbox_ids))
+        .order_by(LegacyDay.mailbox_id, LegacyDay.day)
+    )
+    for row in rows:
         days.setdefault(row.mailbox_id, []).append(row)
     return {mailbox_id: summarise(rows) for mailbox_id, rows in days.items()}
 
 
-def summarise(rows: list[LegacyDay]) -> LegacyUse:
+def summarise(rows: Sequence[Any]) -> LegacyUse:
+    """One mailbox's legacy days (rows with LegacyDay's columns, oldest first) as support reads them."""
     legacy = [r for r in rows if r.legacy_count]
     last = max((r for r in legacy if r.last_seen), key=lambda r: r.last_seen, default=legacy[-1] if legacy else None)
     auth_times = [r.auth_last for r in rows if r.auth_last]
@@ -230,38 +270,53 @@ def cohort_infos(session: Session, mailbox_ids: list[int]) -> dict[int, CohortIn
     if plan is None:
         return {}
     rows = session.execute(
-        select(CohortMember.mailbox_id, Cohort)
+        select(
+            CohortMember.mailbox_id,
+            Cohort.position,
+            Cohort.label,
+            Cohort.scheduled_at,
+            Cohort.enforced_at,
+            Cohort.stage,
+        )
         .join(Cohort, Cohort.id == CohortMember.cohort_id)
         .where(CohortMember.plan_id == plan.id, CohortMember.mailbox_id.in_(mailbox_ids))
     )
     return {
-        mailbox_id: CohortInfo(c.position, c.label, c.scheduled_at, c.enforced_at, c.stage) for mailbox_id, c in rows
+        mailbox_id: CohortInfo(position, label, scheduled_at, enforced_at, stage)
+        for mailbox_id, position, label, scheduled_at, enforced_at, stage in rows
     }
 
 
 def exemption_infos(session: Session, mailbox_ids: list[int]) -> dict[int, ExemptionInfo]:
     """The latest exemption of each mailbox (active or not: support wants to know it was used)."""
     found: dict[int, ExemptionInfo] = {}
-    rows = session.scalars(
-        select(Exemption).where(Exemption.mailbox_id.in_(mailbox_ids)).order_by(Exemption.created_at, Exemption.id)
+    rows = session.execute(
+        select(Exemption.mailbox_id, Exemption.until, Exemption.reason, Exemption.actor, Exemption.ended_at)
+        .where(Exemption.mailbox_id.in_(mailbox_ids))
+        .order_by(Exemption.created_at, Exemption.id)
     )
-    for e in rows:
-        found[e.mailbox_id] = ExemptionInfo(e.until, e.reason, e.actor, e.ended_at is None)
+    for mailbox_id, until, reason, actor, ended_at in rows:
+        found[mailbox_id] = ExemptionInfo(until, reason, actor, ended_at is None)
     return found
 
 
-def evidence_sample(session: Session, mailbox_id: int) -> tuple[date | None, list[dict[str, Any]]]:
-    """The newest raw log lines that show legacy use (or, failing that, a refusal)."""
-    for kind in ("legacy", "refused"):
-        row = session.scalars(
-            select(Evidence)
-            .where(Evidence.mailbox_id == mailbox_id, Evidence.kind == kind)
-            .order_by(Evidence.day.desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            return row.day, list(row.lines)
-    return None, []
+def evidence_samples(session: Session, mailbox_ids: list[int]) -> dict[int, tuple[date, list[dict[str, Any]]]]:
+    """Per mailbox, the newest raw log lines that show legacy use (or, failing that, a refusal): one query for all."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=Evidence.mailbox_id,
+            order_by=(case((Evidence.kind == "legacy", 0), else_=1), Evidence.day.desc()),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(Evidence.mailbox_id, Evidence.day, Evidence.lines, rank)
+        .where(Evidence.mailbox_id.in_(mailbox_ids), Evidence.kind.in_(("legacy", "refused")))
+        .subquery()
+    )
+    rows = session.execute(select(ranked.c.mailbox_id, ranked.c.day, ranked.c.lines).where(ranked.c.rank == 1))
+    return {mailbox_id: (day, list(lines)) for mailbox_id, day, lines in rows}
 
 
 def notice_infos(session: Session, customer_pk: int) -> list[NoticeInfo]:

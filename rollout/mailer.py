@@ -85,6 +85,7 @@ class SmtpConnection:
             raise DeliveryError(f"[smtp] security must be none, starttls or tls, not {s.security!r}")
         # Commands are small writes waiting for replies: without this, Nagle's algorithm
         # and delayed ACKs add milliseconds to every message.
+        assert smtp.sock is not None  # connected above (smtplib connects when given a host)
         smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if s.username:
             try:
@@ -128,6 +129,7 @@ class SmtpConnection:
     def _attempt(self, from_address: str, to_address: str, message: bytes) -> tuple[int, str]:
         """(code, reply text) of the transaction; code 0 = no answer (connection trouble), temporary."""
         self._after_dot = False
+        text: bytes | str  # smtplib gives bytes; SMTPResponseException may carry either
         try:
             if self._smtp is None:
                 self._smtp = self._connect()

@@ -29,7 +29,7 @@ def tracker_for(session: Session) -> DeliveryTracker:
             Notice.queue_id.is_not(None), or_(Notice.delivery.is_(None), Notice.delivery == DELAYED)
         )
     )
-    return DeliveryTracker({queue_id: message_id for queue_id, message_id in rows})
+    return DeliveryTracker({queue_id: message_id for queue_id, message_id in rows if queue_id is not None})
 
 
 def record(session: Session, tracker: DeliveryTracker) -> dict[str, int]:
@@ -110,7 +110,7 @@ def unreachable(session: Session, limit: int | None = None) -> list[Unreachable]
 
 
 def delivery_counts(session: Session, campaign_id: int, waves: list[int]) -> dict[int, dict[str, int]]:
-    """Per wave: how many sent notices are delivered, bounced, delayed, or not yet seen in the MTA's log (``unknown``)."""
+    """Per wave: how many sent notices are delivered, bounced, delayed, or not yet in the MTA's log (``unknown``)."""
     rows = session.execute(
         select(Notice.wave, Notice.delivery, func.count())
         .where(Notice.campaign_id == campaign_id, Notice.wave.in_(waves), Notice.state == "sent")

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from . import resources
+from .config import NoticeSettings
 from .errors import DeliveryError
 
 PARTS = ("subject.txt.j2", "body.txt.j2", "body.html.j2")
@@ -85,12 +86,16 @@ class CampaignFacts(NamedTuple):
     end: datetime
 
 
+StoredTime = datetime | str | None  # UTC, aware or as the database returns it (naive, or ISO text on SQLite)
+# (address, last legacy use, last IP, switch-off, senders, basis, login gap) of a listed mailbox
+NoticeLine = tuple[str, StoredTime, str | None, StoredTime, str | None, str | None, int | None]
+
+
 class NoticeFacts(NamedTuple):
     """One notice as the ledger has it, in plain values (cheap to hand to a worker process).
 
-    ``lines``: (address, last legacy use, last IP, switch-off[, senders, basis, login gap])
-    per listed mailbox, in the order listed; the times are UTC, aware or as the database returns them
-    (naive, or ISO text on SQLite): ``notice_context`` makes them aware.
+    ``lines``: a ``NoticeLine`` per listed mailbox, in the order listed; ``notice_context``
+    makes their times aware.
     """
 
     message_id: str
@@ -100,10 +105,10 @@ class NoticeFacts(NamedTuple):
     customer_name: str
     to_address: str
     locale: str
-    lines: Sequence[tuple[str, Any, str | None, Any]]
+    lines: Sequence[NoticeLine]
 
 
-def utc(value: datetime | str | None) -> datetime | None:
+def utc(value: StoredTime) -> datetime | None:
     """A stored UTC time (aware, naive, or SQLite's ISO text) as an aware datetime."""
     if value is None:
         return None
@@ -115,7 +120,8 @@ def utc(value: datetime | str | None) -> datetime | None:
 def notice_context(campaign: CampaignFacts, facts: NoticeFacts, now: datetime) -> NoticeContext:
     """The template context of one notice: the deadline is its earliest switch-off, else the campaign's end."""
     mailboxes = tuple(
-        MailboxLine(address, utc(last), ip, utc(switch), *why) for address, last, ip, switch, *why in facts.lines
+        MailboxLine(address, utc(last), ip, utc(switch), senders, basis, gap)
+        for address, last, ip, switch, senders, basis, gap in facts.lines
     )
     switch_dates = [m.switch_at for m in mailboxes if m.switch_at]
     return NoticeContext(
@@ -144,9 +150,9 @@ class RenderedNotice:
 
 @dataclass
 class Renderer:
-    """Loads templates once and renders contexts; ``settings`` is ``NoticeSettings``."""
+    """Loads templates once and renders contexts."""
 
-    settings: Any
+    settings: NoticeSettings
     _env: jinja2.Environment = field(init=False)
     _locales: set[str] = field(init=False)
     _globals: dict[str, dict[str, Any]] = field(init=False, default_factory=dict)
@@ -184,7 +190,8 @@ class Renderer:
             except jinja2.TemplateError as exc:
                 where = getattr(exc, "name", None) or name
                 raise DeliveryError(
-                    f"template {where} failed for customer {ctx.customer_ref}: {exc}; fix the template, nothing was sent"
+                    f"template {where} failed for customer {ctx.customer_ref}: {exc}; "
+                    "fix the template, nothing was sent"
                 ) from None
         return RenderedNotice(" ".join(out[0].split()), out[1], out[2], locale)
 
@@ -196,15 +203,14 @@ class Renderer:
         if globals_ is None:
             globals_ = self._globals[name] = dict(template.globals)
         try:
-            return self._env.concat(
-                template.root_render_func(template.new_context({**globals_, **values}, shared=True))
-            )  # type: ignore[attr-defined]
+            context = template.new_context({**globals_, **values}, shared=True)
+            return self._env.concat(template.root_render_func(context))
         except Exception:
             self._env.handle_exception()  # as Template.render does: a template error with its template line
             raise  # not reached
 
 
-class _Values(dict):  # type: ignore[type-arg]
+class _Values(dict[str, Any]):
     """A dict whose keys are attributes too: Jinja resolves ``m.address`` by getattr first.
     The instance's attribute dict is the dict itself, so that lookup finds the key at once
     (a ``__getattr__`` fallback ran after a failed lookup, for every use in every notice)."""
@@ -227,7 +233,7 @@ def _day_iso(t: datetime) -> str:
 _DAY_FORMATS = {"de": _day_de, "en": _day_iso}
 
 
-def template_values(ctx: NoticeContext, settings: Any, locale: str) -> dict[str, Any]:
+def template_values(ctx: NoticeContext, settings: NoticeSettings, locale: str) -> dict[str, Any]:
     zone = ZoneInfo(ctx.timezone)
     day = _DAY_FORMATS.get(locale, _day_iso)
 
@@ -290,7 +296,8 @@ def checked_address(address: str, what: str) -> str:
     unsafe = _CONTROL.search(address) or _BIDI.search(address) or any(c in address for c in '<>,"\\ ')
     if unsafe or not address or "@" not in address:
         raise DeliveryError(
-            f"{what} {address!r} is not a plain e-mail address (control characters or brackets): fix it in the inventory or config"
+            f"{what} {address!r} is not a plain e-mail address (control characters or brackets): "
+            "fix it in the inventory or config"
         )
     if address.isascii():
         return address
@@ -368,7 +375,7 @@ class Envelope:
     domain: str
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Envelope:
+    def from_settings(cls, settings: NoticeSettings) -> Envelope:
         from_header, from_address = header_address(settings.from_address, "[notices] from_address")
         reply_to = header_address(settings.reply_to, "[notices] reply_to")[0] if settings.reply_to else None
         return cls(from_header, from_address, reply_to, from_address.rpartition("@")[2])

@@ -60,7 +60,10 @@ Location = tuple[
 
 
 class Outcome(NamedTuple):
-    """What a slot reports for one notice (as a plain tuple on the pipe). ``status``: sent | failed | deferred | error | died."""
+    """What a slot reports for one notice (as a plain tuple on the pipe).
+
+    ``status``: sent | failed | deferred | error | died.
+    """
 
     notice_id: int
     status: str
@@ -292,7 +295,7 @@ class Workers:
 
     def _start_one(self, index: int, spool_fds: list[int]) -> None:
         per_worker = self.connections // self.processes + (index < self.connections % self.processes)
-        ours, theirs = zip(*(socket.socketpair() for _ in range(1 + per_worker)))
+        ours, theirs = zip(*(socket.socketpair() for _ in range(1 + per_worker)), strict=True)
         fds = [s.fileno() for s in theirs]
         try:
             process = subprocess.Popen(

@@ -180,7 +180,10 @@ def _refuse_if_stale(runtime: Runtime, planned: Planned, due_at: datetime) -> No
 
 def stale_message(planned: Planned, late: timedelta, grace: timedelta) -> str:
     by_hand = {"notify": f"rollout notify --wave {planned.params.get('wave')}", "step": "rollout step"}[planned.job]
-    return f"{planned.id} is {_human(late)} late (grace {_human(grace)}): not run without an operator; run `{by_hand}` if it should still happen"
+    return (
+        f"{planned.id} is {_human(late)} late (grace {_human(grace)}): not run without an operator; "
+        f"run `{by_hand}` if it should still happen"
+    )
 
 
 def _human(delta: timedelta) -> str:

@@ -65,7 +65,10 @@ def add_legacy(
     auth_last: datetime | None = None,
     warned: bool = True,
 ) -> None:
-    """A day of legacy use as the scan would record it; ``warned``: its customer got a reminder long before (see ``warn``)."""
+    """A day of legacy use as the scan would record it.
+
+    ``warned``: its customer got a reminder long before (see ``warn``).
+    """
     seen = datetime.combine(day, datetime.min.time(), tzinfo=T0.tzinfo) + timedelta(hours=8)
     with runtime.sessions() as session, session.begin():
         session.add(

@@ -40,7 +40,10 @@ def both(block: bytes, login_runs: bool = False) -> tuple[list[Event], list[Even
 
 
 def findings(events: list[Event]) -> tuple[list[tuple], dict, list[str], str, list[str]]:
-    """What the detector found and counted, and what it carries to the next scan: open messages, login windows, open sessions."""
+    """What the detector found and counted, and what it carries to the next scan.
+
+    That is: open messages, login windows, open sessions.
+    """
     detector = Detector(CONFIG)
     detector.feed_all(events)
     return (
@@ -86,7 +89,7 @@ def test_the_classifier_is_built() -> None:
 
 
 def test_the_dialects_fixture_gives_the_same_events_and_findings() -> None:
-    """The project's fixture of every dialect (Postfix, Dovecot, Exim, Courier, Cyrus, UW, journald…) through both paths."""
+    """The fixture of every dialect (Postfix, Dovecot, Exim, Courier, Cyrus, UW, journald…) through both paths."""
     assert_same(("\n".join(fixture_lines("dialects.log")) + "\n").encode())
 
 
@@ -283,7 +286,7 @@ def test_shapes_the_classifier_reads_itself_give_the_same_events_and_findings() 
 
 
 def test_sessions_paired_per_block_give_the_findings_of_one_stream() -> None:
-    """A session key reused across blocks: pairing inside each block leaves the detector where line-by-line feeding does."""
+    """A session key reused across blocks: pairing inside each block leaves the detector where feeding lines does."""
     lines = [
         "Nov 23 09:00:00 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, mpid=7",
         "Nov 23 09:00:01 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.6, mpid=7",
@@ -382,8 +385,8 @@ def test_mutated_lines_give_the_same_events(lines: list[tuple[str, int, str, boo
 
 
 def test_runs_of_logins_file_what_the_detector_would_file() -> None:
-    """Logins the classifier files itself (LoginRun): user case kept for the report, session keys freed, hosts kept apart,
-    trusted and unended logins left as events, a relay between them judged as before."""
+    """Logins the classifier files itself (LoginRun): user case kept for the report, session keys freed,
+    hosts kept apart, trusted and unended logins left as events, a relay between them judged as before."""
     lines = [
         "Nov 23 09:00:00 mx1 dovecot: imap-login: Login: user=<Anna@Example.org>, rip=203.0.113.7, mpid=7, session=<a1>",
         "Nov 23 09:00:01 mx1 dovecot: pop3-login: Login: user=<bert@example.org>, rip=2001:db8::7, mpid=8",

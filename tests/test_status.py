@@ -98,7 +98,7 @@ def test_phase_is_done_only_after_the_final_step(run: Cli, runtime: Runtime) -> 
 
 
 def test_wait_for_step_exits_zero_once_switched_and_one_on_timeout(run: Cli, runtime: Runtime) -> None:
-    """--wait-for-step exits 0 for a switched-off cohort, 1 after the timeout otherwise, 1 for a cohort that does not exist."""
+    """--wait-for-step exits 0 for a switched-off cohort, 1 after the timeout otherwise, 1 for a cohort not there."""
     build_rollout(runtime)
     assert run("status", "--wait-for-step", "1", "--timeout", "1s").output == ""
     result = run("status", "--wait-for-step", "2", "--timeout", "0.2s", expect=1)

@@ -97,7 +97,7 @@ def test_medium_sightings_get_a_wave_one_notice(medium_stack: MailStack, setting
 
 
 def _inventory(tmp_path: Path, names: list[str]) -> Path:
-    """One customer per mailbox: ``name@example.org`` belongs to customer K-name, whose contact is name@customers.test."""
+    """One customer per mailbox: ``name@example.org`` belongs to customer K-name, contact name@customers.test."""
     rows = ["mailbox,customer_id,customer_email,customer_name,locale"] + [
         f"{n}@example.org,K-{n},{n}@customers.test,Customer {n},en" for n in names
     ]

@@ -84,9 +84,8 @@ def _show(overview: CampaignOverview, as_json: bool) -> None:
         return
     state = "active" if overview.active else "inactive"
     due = f"wave {overview.due_wave} is due now" if overview.due_wave else "no wave is due now"
-    click.echo(
-        f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {overview.weekday} {overview.at_time} {overview.timezone}; {due}"
-    )
+    when = f"{overview.weekday} {overview.at_time} {overview.timezone}"
+    click.echo(f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {when}; {due}")
     rows = [
         (
             w.wave,
@@ -171,9 +170,8 @@ def notify_command(
         if as_json:
             echo_json(shown)
         else:
-            click.echo(
-                f"To: {shown.to_address}  (customer {shown.customer}, wave {shown.wave}, {shown.locale})\nSubject: {shown.subject}\n"
-            )
+            click.echo(f"To: {shown.to_address}  (customer {shown.customer}, wave {shown.wave}, {shown.locale})")
+            click.echo(f"Subject: {shown.subject}\n")
             click.echo(shown.text)
             if shown.sent_to:
                 click.echo(f"sent to {shown.sent_to}: {shown.reply}", err=True)
@@ -218,9 +216,11 @@ def _print_summary(s: NotifySummary) -> None:
         click.echo(f"failed: customer {f['customer']} <{f['to']}>: {f['reply']}")
     if s.unreachable:
         click.echo(
-            f"{s.unreachable} customers left out: an earlier notice to their address bounced with a 5xx (see `rollout campaign show`)"
+            f"{s.unreachable} customers left out: an earlier notice to their address bounced with a 5xx "
+            "(see `rollout campaign show`)"
         )
     if s.uncertain:
         click.echo(
-            f"{s.uncertain} notices were in flight when an earlier run stopped: maybe delivered; `--resend-uncertain` sends them again"
+            f"{s.uncertain} notices were in flight when an earlier run stopped: maybe delivered; "
+            "`--resend-uncertain` sends them again"
         )

@@ -63,7 +63,8 @@ def inventory_import(runtime: Runtime, csv_file: Path, dry_run: bool, prune: boo
     elif summary.mailboxes_absent:
         sample = ", ".join(summary.absent_sample[:5])
         click.echo(
-            f"{summary.mailboxes_absent} mailboxes in the database are not in the file (kept; --prune deletes them): {sample}…"
+            f"{summary.mailboxes_absent} mailboxes in the database are not in the file "
+            f"(kept; --prune deletes them): {sample}…"
         )
 
 

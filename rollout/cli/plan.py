@@ -141,7 +141,8 @@ def _print_gate(upcoming: wf.NextStep) -> None:
         echo_gates(upcoming.gates)
         return
     click.echo(
-        f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) {upcoming.from_stage} → {upcoming.to_stage}"
+        f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) "
+        f"{upcoming.from_stage} → {upcoming.to_stage}"
     )
     click.echo(
         f"gate: {upcoming.still_legacy} mailboxes of this cohort still use the legacy path; "
@@ -187,7 +188,8 @@ def _print_held(result: wf.StepResult) -> None:
             click.echo(f"  {h.address} ({h.customer}): {h.reason}{later}")
     if result.included_unwarned:
         click.echo(
-            f"switched off although not warned in time (--include-unwarned): {', '.join(result.included_unwarned[:DIFF_SHOWN])}"
+            "switched off although not warned in time (--include-unwarned): "
+            + ", ".join(result.included_unwarned[:DIFF_SHOWN])
         )
     if result.released:
         click.echo(f"held earlier, warned since, switched off now: {', '.join(result.released[:DIFF_SHOWN])}")
@@ -265,16 +267,16 @@ def step_command(
         click.echo(f"{'overridden' if result.forced else 'guard'}: {blocker}")
     if dry_run:
         click.echo(
-            f"dry run, nothing changed; customers affected ({len(result.customers)} shown): {', '.join(result.customers[:10])}"
+            f"dry run, nothing changed; customers affected ({len(result.customers)} shown): "
+            + ", ".join(result.customers[:10])
         )
         _print_diff(result)
     elif result.retired:
         click.echo(f"the legacy path is retired: {result.retired}; the rollout is done (`rollout undo` restores it)")
     elif result.applied:
         _print_diff(result)
-        click.echo(
-            f"cohort {result.step.label} is now {result.step.to_stage} (map {result.checksum_after[:12] if result.checksum_after else ''})"
-        )
+        checksum = result.checksum_after[:12] if result.checksum_after else ""
+        click.echo(f"cohort {result.step.label} is now {result.step.to_stage} (map {checksum})")
     else:
         click.echo("not confirmed; nothing changed")
 

@@ -58,8 +58,10 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
             click.echo(f"note: {f.path} was rotated or truncated since the last scan; read from its start")
     click.echo(
         f"{summary.legacy_submissions} legacy submissions by {summary.mailboxes} mailboxes; "
-        f"{summary.authenticated} authenticated; {summary.ambiguous} ambiguous and {summary.unexplained} unexplained (see --review); "
-        f"{summary.near_misses} near misses; {summary.refused} refused by our map; {summary.unknown_logins} unknown login users"
+        f"{summary.authenticated} authenticated; "
+        f"{summary.ambiguous} ambiguous and {summary.unexplained} unexplained (see --review); "
+        f"{summary.near_misses} near misses; {summary.refused} refused by our map; "
+        f"{summary.unknown_logins} unknown login users"
     )
     if summary.notices:
         click.echo("our notices: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.notices.items())))

@@ -120,18 +120,20 @@ class BlockParser:
 
     def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         envelopes = self.lines.envelopes
-        rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(  # type: ignore[union-attr]
+        assert _linescan is not None and self.rules is not None  # parse() calls this only with the classifier
+        rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(
             block, self.rules, self.trusted, file, base, envelopes.time_of, self.classes
         )
         kinds = self.kinds
         kinds["skipped"] += skipped
-        for kind, count in (*zip(DROPPED_KINDS, dropped), *zip(C_EVENT_KINDS, built)):
+        # the classifier counts in the order of these names: a count without its name is a bug
+        for name, count in (*zip(DROPPED_KINDS, dropped, strict=True), *zip(C_EVENT_KINDS, built, strict=True)):
             if count:
-                kinds[kind] += count
-        events = []
+                kinds[name] += count
+        events: list[Event] = []
         postfix = self.lines.postfix
         for row in rows:
-            if row.__class__ is not tuple:  # an event the classifier built
+            if not isinstance(row, tuple):  # an event the classifier built
                 events.append(row)
                 continue
             kind, start, end = row[0], row[1], row[2]
@@ -164,11 +166,11 @@ class BlockParser:
             )
         return events
 
-    def _parse_all(self, block: bytes, base: int, file: str) -> list[Event]:
+    def _parse_all(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         parse = self.lines.parse
         events = []
         offset = base
-        for raw in block.split(b"\n")[:-1]:
+        for raw in bytes(block).split(b"\n")[:-1]:
             event = parse(raw.decode("utf-8", "replace"), file, offset)
             offset += len(raw) + 1
             if event is not None:

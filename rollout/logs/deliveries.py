@@ -97,6 +97,8 @@ class DeliveryTracker:
         if isinstance(e, Removed):
             self.queued.pop(outcome.queue_key, None)
             return
+        state: str | None
+        reply: str | None
         if isinstance(e, Expired):
             state, reply = BOUNCED, "expired: the provider's queue gave up and returned it to the sender"
         else:

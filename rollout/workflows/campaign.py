@@ -305,7 +305,8 @@ def _wave_due_or_explain(runtime: Runtime, campaign: Campaign, summary: NotifySu
         return None
     raise GuardError(
         f"wave {latest} was due at {core.wave_due_at(campaign, latest).isoformat()}, more than "
-        f"{runtime.settings.notices.grace_hours} h ago (grace_hours): send it anyway with `rollout notify --wave {latest}`"
+        f"{runtime.settings.notices.grace_hours} h ago (grace_hours): "
+        f"send it anyway with `rollout notify --wave {latest}`"
     )
 
 
@@ -386,7 +387,7 @@ def _fail_unbuildable(
 def _not_in(
     found: Iterable[tuple[int, list[core.MailboxUse]]], existing: set[int], reminded: set[int]
 ) -> Iterator[tuple[int, list[core.MailboxUse]]]:
-    """The reminders of customers without a ledger row in this wave yet; every reminded customer goes into ``reminded``."""
+    """Reminders of customers without a ledger row in this wave yet; every reminded customer goes into ``reminded``."""
     for customer_id, uses in found:
         reminded.add(customer_id)
         if customer_id not in existing:
@@ -579,7 +580,8 @@ def preview_notice(
         uses = found.reminders.get(row.id)
         if not uses:
             raise DeliveryError(
-                f"customer {row.external_id} has no mailbox with confident legacy use in the last {settings.notices.lookback_days} days: nothing to preview"
+                f"customer {row.external_id} has no mailbox with confident legacy use "
+                f"in the last {settings.notices.lookback_days} days: nothing to preview"
             )
         ctx = core.build_context(campaign, wave, "reminder", row, row.email, uses, now)
     rendered: RenderedNotice = renderer.render(ctx)

@@ -445,7 +445,10 @@ def _put_back(runtime: Runtime, backend: Backend) -> str:
         repair_map(runtime, backend)
     except Exception as exc:  # the disk or the database may still be failing: say so, keep the intent
         log.warning("the map could not be put back yet: %s", exc)
-        return "the map in force is AHEAD of the database until the next step, undo or exempt repairs it (`rollout status`)"
+        return (
+            "the map in force is AHEAD of the database until the next step, "
+            "undo or exempt repairs it (`rollout status`)"
+        )
     return "the map in force was put back to match the database"
 
 
@@ -595,7 +598,8 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
     due = window.next_open(due)
     if not window.contains(now):
         blockers.append(
-            f"outside the step window {settings.rollout.window} {settings.rollout.timezone}; next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC"
+            f"outside the step window {settings.rollout.window} {settings.rollout.timezone}; "
+            f"next opens {window.next_open(now):%Y-%m-%d %H:%M} UTC"
         )
     step = NextStep(
         cohort.id,
@@ -957,7 +961,7 @@ def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None
             raise PlanError(f"--to-step must be between 0 and {taken - 1} (steps taken so far: {taken})")
         if retired is not None and target == taken - 1:  # only the final step: the legacy map comes back
             return _undo_retire(runtime, session, plan, retired, taken, reason)
-        for cohort, stage in zip(plan.cohorts, stages_after(target, len(plan.cohorts), ladder)):
+        for cohort, stage in zip(plan.cohorts, stages_after(target, len(plan.cohorts), ladder), strict=True):
             if cohort.stage != stage:
                 plans.set_stage(session, cohort, stage, now)
         swap = _swap(runtime, session, f"undo to step {target}", plan)
@@ -1049,7 +1053,8 @@ def exempt(runtime: Runtime, address: str, until: datetime, reason: str, force: 
         if earlier and not force:
             first = earlier[0]
             raise GuardError(
-                f"{mailbox.address} was already postponed once (until {first.until:%Y-%m-%d}, by {first.actor}: {first.reason}); "
+                f"{mailbox.address} was already postponed once "
+                f"(until {first.until:%Y-%m-%d}, by {first.actor}: {first.reason}); "
                 "--force allows another"
             )
         for open_one in (e for e in earlier if e.ended_at is None):

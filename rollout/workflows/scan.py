@@ -539,7 +539,7 @@ def _save_reviews(session: Session, tally: _Tally) -> None:
         )
     )
     new = []
-    for f, at in zip(tally.reviews, times):
+    for f, at in zip(tally.reviews, times, strict=True):
         key = (f.host, f.qid or "", at)
         if key not in seen:
             seen.add(key)
@@ -721,7 +721,7 @@ class ReviewEntry:
 
 
 def review_report(runtime: Runtime, since: date | None = None) -> list[ReviewEntry]:
-    """Ambiguous sightings and unexplained unauthenticated relays (``dual_stack`` ones name the likely mailbox), oldest first."""
+    """Ambiguous sightings and unexplained unauthenticated relays, oldest first; dual_stack ones name the mailbox."""
     with runtime.sessions() as session:
         query = select(ReviewItem).order_by(ReviewItem.at, ReviewItem.id)
         if since is not None:

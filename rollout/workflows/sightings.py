@@ -89,7 +89,8 @@ def _open_item(session: Session, sighting: int, reason: str) -> ReviewItem:
         raise SightingError(f"there is no sighting {sighting}: `rollout legacy --review` lists them with their ids")
     if item.resolution is not None:
         raise SightingError(
-            f"sighting {sighting} was already {item.resolution} by {item.resolved_by} at {item.resolved_at:%Y-%m-%d %H:%M} UTC"
+            f"sighting {sighting} was already {item.resolution} by {item.resolved_by} "
+            f"at {item.resolved_at:%Y-%m-%d %H:%M} UTC"
         )
     return item
 
@@ -114,7 +115,7 @@ def _mailbox(session: Session, query: str) -> Mailbox:
 
 
 def _add_legacy_use(session: Session, item: ReviewItem, mailbox: Mailbox, actor: str, reason: str) -> None:
-    """One legacy submission on the sighting's day (medium: a person decided, the log did not), with its lines as evidence."""
+    """One legacy submission on the sighting's day (medium: a person decided, not the log), its lines as evidence."""
     day = item.at.date()
     row = session.get(LegacyDay, (mailbox.id, day))
     if row is None:

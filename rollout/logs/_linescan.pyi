@@ -1,0 +1,28 @@
+"""Types of the C line classifier (``_linescan.c``), which mypy cannot read: see the docstrings there."""
+
+from collections.abc import Callable, Sequence
+from typing import type_check_only
+
+from .events import Event
+
+# A row Python must parse: (kind, start, end) for a line of another program, else
+# (kind, start, end, stamp, stamp end, host, host end, program, program end, message, queue ID, queue ID end),
+# the spans after ``end`` relative to the line's start.
+Row = tuple[int, ...]
+AuthenticatedCounts = dict[tuple[str | None, int], list[float]]  # (user lower-cased or None, UTC day) → [count, last t]
+
+@type_check_only
+class Rules:
+    """The rule tables as ``scan`` reads them (a capsule: build once with ``rules``, pass to every scan)."""
+
+def rules(tables: dict[str, str | tuple[str, ...]], /) -> Rules: ...
+def scan(
+    block: bytes | memoryview,
+    rules: Rules,
+    trusted: Sequence[tuple[int, bytes, int]],
+    file: str | None = None,
+    offset: int = 0,
+    time_of: Callable[[str], float | None] | None = None,
+    classes: tuple[type | None, ...] | None = None,
+    /,
+) -> tuple[list[Row | Event], int, int, tuple[int, ...], tuple[int, ...], AuthenticatedCounts | None]: ...
