@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
@@ -17,7 +17,7 @@ DATETIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H
 DIFF_SHOWN = 10
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
     if value is None:
         return None
     try:
@@ -58,7 +58,7 @@ def plan_command(
     weight: str,
     split_letters: bool,
     start: datetime,
-    every: object,
+    every: timedelta,
     window: str | None,
     skip_weekends: bool | None,
     tz: str | None,
@@ -84,7 +84,7 @@ def plan_command(
         every=every,
         cohorts=cohorts,
         max_share=max_share,
-        weight=weight,  # type: ignore[arg-type]
+        weight=weight,
         split_letters=split_letters,
         window=window,
         skip_weekends=skip_weekends,

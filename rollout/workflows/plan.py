@@ -229,7 +229,9 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     )
     for mailbox_id, listed in session.connection().execute(senders):
         stage = stage_by_mailbox.get(mailbox_id)
-        for sender in (listed or ()) if stage else ():
+        if stage is None or not listed:
+            continue
+        for sender in listed:
             key = str(sender).strip().lower()
             if key and "@" in key and STRENGTH[stage] > STRENGTH.get(stage_of.get(key, ""), 0):
                 stage_of[key] = stage
