@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -46,8 +47,8 @@ def campaign_group() -> None:
 @json_option
 @pass_runtime()
 def campaign_start(
-    runtime: Runtime, first, weeks: int, weekday: str, at_time: str, tz: str, replace: bool, as_json: bool
-) -> None:  # type: ignore[no-untyped-def]
+    runtime: Runtime, first: datetime, weeks: int, weekday: str, at_time: str, tz: str, replace: bool, as_json: bool
+) -> None:
     """Define the weekly notice waves: wave k is due k-1 weeks after the first.
 
     \b
@@ -86,7 +87,7 @@ def _show(overview: CampaignOverview, as_json: bool) -> None:
     due = f"wave {overview.due_wave} is due now" if overview.due_wave else "no wave is due now"
     when = f"{overview.weekday} {overview.at_time} {overview.timezone}"
     click.echo(f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {when}; {due}")
-    rows = [
+    rows: list[tuple[int | str, ...]] = [
         (
             w.wave,
             f"{w.due_at:%Y-%m-%d %H:%M} UTC",

@@ -100,6 +100,8 @@ def print_status(s: Status) -> None:
     )
     if s.map_note:
         click.echo(f"MAP: {s.map_note}")
+    if s.legacy_note:
+        click.echo(f"LEGACY MAP: {s.legacy_note}")
     if s.paused:
         click.echo(f"PAUSED by {s.paused.by} at {stamp(s.paused.at)}: {s.paused.reason}")
     if s.next_action:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
@@ -17,7 +17,7 @@ DATETIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H
 DIFF_SHOWN = 10
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
     if value is None:
         return None
     try:
@@ -58,7 +58,7 @@ def plan_command(
     weight: str,
     split_letters: bool,
     start: datetime,
-    every: object,
+    every: timedelta,
     window: str | None,
     skip_weekends: bool | None,
     tz: str | None,
@@ -84,7 +84,7 @@ def plan_command(
         every=every,
         cohorts=cohorts,
         max_share=max_share,
-        weight=weight,  # type: ignore[arg-type]
+        weight=weight,
         split_letters=split_letters,
         window=window,
         skip_weekends=skip_weekends,
@@ -319,7 +319,9 @@ def resume_command(runtime: Runtime, reason: str | None) -> None:
 def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_json: bool) -> None:
     """Re-enable the legacy path for the last step (or back to --to-step) via a map swap.
 
-    Undoing the final step puts the legacy map back as it was before it.
+    Undoing the final step puts the legacy map back as it was before it
+    (enforcement.retire = "check": `check_client_access <legacy_map>` goes back
+    into smtpd_recipient_restrictions in main.cf, then enforcement.reload_command).
 
     \b
     Example:
@@ -332,6 +334,8 @@ def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_j
         return
     if result.legacy_restored:
         click.echo(f"the legacy map {result.legacy_restored} is back as it was before the final step")
+        if result.main_cf:
+            click.echo(f"main.cf: {result.main_cf.parameter} = {result.main_cf.after} (Postfix reloaded)")
     click.echo(
         f"undone from step {result.from_step} to step {result.to_step}; "
         f"{len(result.diff.removed)} addresses back on the legacy path, map now {result.checksum_after[:12]}"

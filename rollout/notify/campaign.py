@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby, islice
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, and_, func, insert, select, type_coerce, update
+from sqlalchemy import Connection, CursorResult, and_, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
@@ -36,6 +36,7 @@ from ..models import (
     Notice,
     NoticeMailbox,
     Plan,
+    table_of,
 )
 from ..rules import REFUSING_STAGES, has_switched
 from .notices import CampaignFacts, NoticeContext, NoticeFacts, NoticeLine, notice_context
@@ -193,7 +194,7 @@ def _as_stored(column: Any) -> Any:
     return type_coerce(column, NullType()).label(column.key)
 
 
-def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
+def _use(days: Sequence[Sequence[Any]]) -> MailboxUse | None:
     """One mailbox's days → its last legacy use (with what was seen that day), whether it switched since.
 
     None without legacy use. Every legacy sighting counts from the first one
@@ -210,10 +211,8 @@ def _use(days: list[tuple[Any, ...]]) -> MailboxUse | None:
             auth_last = auth
     if last_day is None:
         return None
-    senders, details = (
-        last_day[12],
-        last_day[13],
-    )  # JSON as stored: decoded only here, for the last day (a third of a wave's time)
+    # JSON as stored: decoded only here, for the last day (a third of a wave's time)
+    senders, details = last_day[12], last_day[13]
     basis, gap = why_theirs(last_day[4], _json(details)) if details is not None else (None, None)
     return MailboxUse(
         mailbox_id=mailbox_id,
@@ -309,6 +308,7 @@ def small_page_cache(session: Session, kib: int = 8192) -> Iterator[None]:
         yield
         return
     driver = session.connection().connection.driver_connection  # still ours after a rollback gives the session's back
+    assert driver is not None  # None only once the connection is closed or invalidated
     before = driver.execute("PRAGMA cache_size").fetchone()[0]
     driver.execute(f"PRAGMA cache_size=-{int(kib)}")
     try:
@@ -352,7 +352,7 @@ def add_notices(
         }
         ids = {c: message_id(c) for c, _ in batch}
         notices = conn.execute(
-            insert(Notice.__table__).returning(Notice.id, Notice.customer_id),
+            insert(table_of(Notice)).returning(Notice.id, Notice.customer_id),
             [
                 dict(
                     campaign_id=campaign.id,
@@ -371,7 +371,7 @@ def add_notices(
         notice_ids = {customer_id: notice_id for notice_id, customer_id in notices}
         insert_rows(
             conn,
-            NoticeMailbox.__table__,
+            table_of(NoticeMailbox),
             (
                 "notice_id",
                 "mailbox_id",
@@ -436,10 +436,17 @@ class SendLedger:
         if dialect.name not in ("sqlite", "postgresql"):
             raise DeliveryError(f"notify supports SQLite and PostgreSQL, not {dialect.name}")
         self.sqlite = dialect.name == "sqlite"
-        self.driver = conn.connection.driver_connection
+        driver = conn.connection.driver_connection
+        assert driver is not None  # None only once the connection is closed or invalidated
+        self.driver: Any = driver  # sqlite3's or psycopg's connection
         self.campaign_id, self.waves, self.claimer = campaign_id, [int(w) for w in waves], claimer
-        self.time = Notice.__table__.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
-        p = (lambda name: f":{name}") if self.sqlite else (lambda name: f"%({name})s")
+        process = table_of(Notice).c.sent_at.type.dialect_impl(dialect).bind_processor(dialect)
+        self.time: Callable[[Any], Any] = process if process is not None else _as_is
+
+        def p(name: str) -> str:
+            """The driver's placeholder for a named parameter."""
+            return f":{name}" if self.sqlite else f"%({name})s"
+
         self.settle_sql = (
             f"UPDATE notices SET state = {p('state')}, last_reply = {p('reply')}, claimed_by = NULL, "
             f"sent_at = {p('sent')} "
@@ -501,12 +508,20 @@ class SendLedger:
             cursor.close()
 
 
+def _as_is(value: Any) -> Any:
+    return value
+
+
 def release_uncertain(session: Session, campaign_id: int, waves: list[int]) -> int:
     """``--resend-uncertain``: notices left in ``sending`` go back to ``pending``."""
-    result = session.execute(
-        update(Notice)
-        .where(Notice.campaign_id == campaign_id, Notice.wave.in_(waves), Notice.state == "sending")
-        .values(state="pending", claimed_by=None)
+    # an UPDATE's result is a CursorResult; Session.execute's typing says only Result
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Notice)
+            .where(Notice.campaign_id == campaign_id, Notice.wave.in_(waves), Notice.state == "sending")
+            .values(state="pending", claimed_by=None)
+        ),
     )
     return result.rowcount or 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from .. import audit
 from ..clock import out_of_range
@@ -283,7 +284,7 @@ def _workers(settings: Settings, outbox: Path | None) -> Workers:
     return Workers(setup, processes, connections)
 
 
-def _require_campaign(session) -> Campaign:  # type: ignore[no-untyped-def]
+def _require_campaign(session: Session) -> Campaign:
     campaign = core.active_campaign(session)
     if campaign is None:
         raise DeliveryError("there is no active campaign: run `rollout campaign start --first DATE` first")
@@ -311,7 +312,15 @@ def _wave_due_or_explain(runtime: Runtime, campaign: Campaign, summary: NotifySu
     )
 
 
-def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncertain) -> dict[int, Location]:  # type: ignore[no-untyped-def]
+def _prepare(
+    runtime: Runtime,
+    campaign: Campaign,
+    waves: list[int],
+    summary: NotifySummary,
+    workers: Workers,
+    envelope: Envelope,
+    resend_uncertain: bool,
+) -> dict[int, Location]:
     """One transaction: add the wave's ledger rows and render every pending notice (the preflight).
 
     Notices left pending by earlier runs are read back and rendered first; new
@@ -369,8 +378,8 @@ def _prepare(runtime, campaign, waves, summary, workers, envelope, resend_uncert
 
 
 def _fail_unbuildable(
-    session, rendered: dict[int, Location | Unbuildable], summary: NotifySummary
-) -> dict[int, Location]:  # type: ignore[no-untyped-def]
+    session: Session, rendered: dict[int, Location | Unbuildable], summary: NotifySummary
+) -> dict[int, Location]:
     """Notices that cannot be built fail alone, each named in the summary; the rest of the wave goes on."""
     spooled: dict[int, Location] = {}
     for notice_id, where in rendered.items():
@@ -395,7 +404,15 @@ def _not_in(
             yield customer_id, uses
 
 
-def _add_thanks(session, campaign, thanks_wave, switched, reminded, now, envelope) -> Iterator[tuple[int, NoticeFacts]]:  # type: ignore[no-untyped-def]
+def _add_thanks(
+    session: Session,
+    campaign: Campaign,
+    thanks_wave: int,
+    switched: set[int],
+    reminded: set[int],
+    now: datetime,
+    envelope: Envelope,
+) -> Iterator[tuple[int, NoticeFacts]]:
     """Thank-you notes for customers whose mailboxes have all switched (a generator: it runs after the reminders)."""
     existing = core.existing_customers(session, campaign.id, thanks_wave)
     done = {
@@ -481,7 +498,18 @@ class _Run:
         self.stopped = self.stopped or in_a_row >= STOP_AFTER_CONNECTION_FAILURES
 
 
-def _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, envelope, limit, progress) -> None:  # type: ignore[no-untyped-def]
+def _send_all(
+    runtime: Runtime,
+    campaign: Campaign,
+    waves: list[int],
+    summary: NotifySummary,
+    workers: Workers,
+    spooled: dict[int, Location],
+    renderer: Renderer,
+    envelope: Envelope,
+    limit: int | None,
+    progress: Callable[[int], None] | None,
+) -> None:
     """Give each slot (SMTP connection) one claimed notice at a time, until none is pending.
 
     Each round is one short transaction that records the outcomes the slots
@@ -522,11 +550,12 @@ def _send_all(runtime, campaign, waves, summary, workers, spooled, renderer, env
             for slot in workers.ready() if busy else []:
                 outcome = slot.take()
                 run.count(slot.name, outcome)
-                notice_id = busy.pop(slot, None)
+                given = busy.pop(slot, None)
                 if outcome.status == "died":  # its notice stays `sending`: uncertain
                     workers.drop(slot)
                     continue
-                settled.append((notice_id, LEDGER_STATE[outcome.status], outcome.reply))
+                assert given is not None  # a live slot reports only on the notice it was given
+                settled.append((given, LEDGER_STATE[outcome.status], outcome.reply))
                 idle.append(slot)
     if run.error:
         raise DeliveryError(run.error)
@@ -603,11 +632,13 @@ def preview_notice(
     return preview
 
 
-def _find_customer(session, customer: str | None, reminders) -> Customer:  # type: ignore[no-untyped-def]
+def _find_customer(session: Session, customer: str | None, reminders: dict[int, list[core.MailboxUse]]) -> Customer:
     if customer is None:
         if not reminders:
             raise DeliveryError("no customer is affected: nothing to preview")
-        return session.get(Customer, next(iter(reminders)))
+        first = session.get(Customer, next(iter(reminders)))
+        assert first is not None  # reminders come from the customers table, in this same session
+        return first
     row = session.scalars(
         select(Customer).where((Customer.external_id == customer) | (Customer.email == customer))
     ).first()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from .. import audit
 from ..addresses import AddressError, parse_address
 from ..clock import as_utc, out_of_range
 from ..db import write_lock
-from ..enforcement import STRENGTH, Backend, MapEntry, backend_for, checksum, writable
+from ..enforcement import STRENGTH, Backend, MapEntry, backend_for, checksum, legacy, writable
 from ..enforcement.files import clear_intent, read_intent, write_intent
 from ..errors import EnforcementError, GatesFailed, GuardError, PlanError, RolloutError
 from ..models import (
@@ -230,7 +230,9 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     )
     for mailbox_id, listed in session.connection().execute(senders):
         stage = stage_by_mailbox.get(mailbox_id)
-        for sender in (listed or ()) if stage else ():
+        if stage is None or not listed:
+            continue
+        for sender in listed:
             key = str(sender).strip().lower()
             if key and "@" in key and STRENGTH[stage] > STRENGTH.get(stage_of.get(key, ""), 0):
                 stage_of[key] = stage
@@ -374,6 +376,67 @@ def _map_change(runtime: Runtime) -> Iterator[None]:
             _put_back(runtime, backend)
             raise
         repair_map(runtime, backend)  # the commit happened: this only clears the intent
+
+
+@contextmanager
+def _legacy_change(runtime: Runtime) -> Iterator[None]:
+    """Around step and undo: the final step's change to the legacy map (or main.cf) is never left half-recorded.
+
+    The protocol of ``_map_change``: the change writes its intent beside the legacy map first and the database
+    commit is the outcome; what an earlier run killed in between left is repaired first (the database decides),
+    and a commit that fails puts the legacy side back at once.
+    """
+    target = _legacy_target(runtime)
+    if target is None:
+        yield
+        return
+    repair_legacy(runtime, target)
+    try:
+        yield
+    except EnforcementError as exc:
+        if exc.unchanged:
+            clear_intent(target.path)  # stopped before the legacy map or main.cf changed
+        else:
+            _put_back_legacy(runtime, target)
+        raise
+    except BaseException:
+        _put_back_legacy(runtime, target)
+        raise
+    repair_legacy(runtime, target)  # the commit happened: this only clears the intent
+
+
+def _legacy_target(runtime: Runtime) -> legacy.LegacyMap | None:
+    try:
+        return retirement.legacy_map(runtime.settings.enforcement)
+    except RolloutError:  # not configured (or wrongly): the final step says so when it is due
+        return None
+
+
+def _put_back_legacy(runtime: Runtime, target: legacy.LegacyMap) -> None:
+    try:
+        repair_legacy(runtime, target)
+    except Exception as exc:  # noqa: BLE001 - the original failure is the one to report; status shows this one
+        log.warning("the legacy map could not be put back yet: %s", exc)
+
+
+def repair_legacy(runtime: Runtime, target: legacy.LegacyMap | None = None) -> str | None:
+    """Finish what a final step or its undo left when killed before its commit (call it before changing either):
+    the legacy map (or main.cf) is made what the database says, audited as ``legacy.repair``."""
+    target = target or _legacy_target(runtime)
+    if target is None or read_intent(target.path) is None:
+        return None
+    with runtime.sessions() as session, session.begin():
+        write_lock(session)
+        intent = read_intent(target.path)  # another run may have repaired it while this one waited
+        if intent is None:
+            return None
+        retired = retirement.current(session, plans.active_plan(session)) is not None
+        settings, now = runtime.settings.enforcement, runtime.clock.now()
+        done = retirement.repair(session, settings, target, intent, retired, now, runtime.actor)
+    clear_intent(target.path)
+    if done:
+        log.warning("legacy map repaired: %s", done)
+    return done
 
 
 def _first_line(exc: SQLAlchemyError) -> str:
@@ -684,7 +747,9 @@ def step(
         raise PlanError(
             "--include-unwarned needs --reason: say why unwarned customers are switched off (it goes in the audit log)"
         )
-    with _map_change(runtime) if not dry_run else nullcontext():
+    if dry_run:
+        return _step(runtime, dry_run, yes, force, reason, confirm, include_unwarned)
+    with _map_change(runtime), _legacy_change(runtime):
         return _step(runtime, dry_run, yes, force, reason, confirm, include_unwarned)
 
 
@@ -878,13 +943,14 @@ class UndoResult:
     checksum_after: str
     diff: MapDiff
     legacy_restored: str | None = None  # the final step undone: the legacy map back in force
+    main_cf: legacy.MainCfEdit | None = None  # mode check: the restrictions line undo put back in main.cf
 
 
 def undo(runtime: Runtime, to_step: int | None = None, reason: str | None = None) -> UndoResult:
     """Go back to the state after step ``to_step`` (default: one step back) through a map swap."""
     now = runtime.clock.now()
     ladder = _ladder(runtime)
-    with _map_change(runtime), runtime.sessions() as session, session.begin():
+    with _map_change(runtime), _legacy_change(runtime), runtime.sessions() as session, session.begin():
         write_lock(session)
         plan = plans.active_plan(session)
         if plan is None:
@@ -926,7 +992,7 @@ def _undo_retire(
     runtime: Runtime, session: Session, plan: Plan, retired: Retirement, taken: int, reason: str | None
 ) -> UndoResult:
     now = runtime.clock.now()
-    retirement.undo(session, runtime.settings.enforcement, retired, now)
+    edit = retirement.undo(session, runtime.settings.enforcement, retired, now)
     digest = _map_checksum(runtime)
     stages = {c.label: c.stage for c in plan.cohorts if c.stage != "pending"}
     audit.record(
@@ -942,8 +1008,9 @@ def _undo_retire(
         map_after=digest,
         legacy_restored=retired.legacy_map,
         mode=retired.mode,
+        main_cf=asdict(edit) if edit else None,
     )
-    return UndoResult(taken, taken - 1, stages, digest, digest or "", MapDiff(), retired.legacy_map)
+    return UndoResult(taken, taken - 1, stages, digest, digest or "", MapDiff(), retired.legacy_map, main_cf=edit)
 
 
 # --- exemptions ---------------------------------------------------------------------------------

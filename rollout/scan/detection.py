@@ -220,7 +220,7 @@ class Detector:
 
     def _auth_counts(self, e: AuthCounts) -> None:
         for key, (count, last) in e.counts.items():
-            self._add_authenticated(key, count, last)
+            self._add_authenticated(key, int(count), last)  # [count, last t]: one list type for both
 
     def _count_authenticated(self, user: str | None, t: float) -> None:
         self._add_authenticated((login_key(user) if user else None, int(t // 86400)), 1, t)

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from itertools import chain, islice
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -123,6 +123,24 @@ class _Day:
     near_miss_count: int = 0
     refused_count: int = 0
     refused_last: float | None = None
+
+
+class _DayRow(Protocol):
+    """What ``_merge_day`` adds a day's findings to: a ``LegacyDay``, or a plain namespace of its columns."""
+
+    legacy_count: int
+    high_count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    last_ip: str | None
+    client_ips: list[Any]
+    senders: list[Any]
+    confidence: str | None
+    auth_count: int
+    auth_last: datetime | None
+    near_miss_count: int
+    refused_count: int
+    refused_last: datetime | None
 
 
 class _Tally:
@@ -231,8 +249,8 @@ def _details(f: Finding) -> dict[str, Any]:
     }
 
 
-def _dt(t: float | None) -> datetime | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC)
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
 
 
 # -- the scan -----------------------------------------------------------------------
@@ -510,7 +528,7 @@ def _save_days(session: Session, tally: _Tally) -> None:
             row = SimpleNamespace(**(dict.fromkeys(DAY_COLUMNS) | {"mailbox_id": key[0], "day": key[1]}))
             row.legacy_count = row.high_count = row.auth_count = row.near_miss_count = row.refused_count = 0
             row.client_ips, row.senders = [], []
-            _merge_day(row, d)  # type: ignore[arg-type]
+            _merge_day(row, d)
             new.append(vars(row))
         else:
             _merge_day(row, d)
@@ -532,13 +550,10 @@ def _save_reviews(session: Session, tally: _Tally) -> None:
     if not tally.reviews:
         return
     times = [_dt(f.t) for f in tally.reviews]
-    seen = set(
-        session.execute(
-            select(ReviewItem.host, ReviewItem.queue_id, ReviewItem.at).where(
-                ReviewItem.at.between(min(times), max(times))
-            )
-        )
+    stored = select(ReviewItem.host, ReviewItem.queue_id, ReviewItem.at).where(
+        ReviewItem.at.between(min(times), max(times))
     )
+    seen = {(host, queue_id, at) for host, queue_id, at in session.execute(stored)}
     new = []
     for f, at in zip(tally.reviews, times, strict=True):
         key = (f.host, f.qid or "", at)
@@ -606,7 +621,7 @@ def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
         insert_rows(session.connection(), table, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
-def _merge_day(row: LegacyDay, d: _Day) -> None:
+def _merge_day(row: _DayRow, d: _Day) -> None:
     row.legacy_count += d.legacy_count
     row.high_count += d.high_count
     if d.first_seen is not None:

@@ -13,6 +13,7 @@ from ..enforcement import backend_for, checksum, client_reply
 from ..enforcement.files import read_intent
 from ..errors import RolloutError
 from ..models import MapVersion
+from ..plan import retirement
 from ..plan.plan_workflow import next_step
 from ..rules import REFUSING_STAGES
 from ..runtime import Runtime
@@ -26,6 +27,7 @@ def rollout_status(runtime: Runtime) -> status_model.Status:
     with runtime.sessions() as session:
         report = status_model.build_status(session, runtime.settings, runtime.clock.now())
         report.map_note = map_disagreement(runtime, session)
+        report.legacy_note = legacy_disagreement(runtime, report.retired is not None)
     if report.cohorts:
         upcoming = next_step(runtime, run_command=True)  # the gates exactly as the next step will see them
         report.gates = upcoming.gates if upcoming else []
@@ -56,6 +58,22 @@ def map_disagreement(runtime: Runtime, session: Session) -> str | None:
             "edited by hand? the next swap replaces it"
         )
     return None
+
+
+def legacy_disagreement(runtime: Runtime, retired: bool) -> str | None:
+    """What ``status`` says when a final step or its undo changed the legacy map (or main.cf) but was not recorded."""
+    try:
+        target = retirement.legacy_map(runtime.settings.enforcement)
+        intent = read_intent(target.path)
+    except RolloutError:
+        return None
+    if intent is None or intent.get("retired") == retired:
+        return None
+    change = "the final step" if intent.get("retired") else "the undo of the final step"
+    return (
+        f"{change} changed {target.spec} but the database did not record it (killed?); "
+        "the next step or undo puts it back to what the database says"
+    )
 
 
 def lookup(runtime: Runtime, query: str) -> lookup_model.Lookup:

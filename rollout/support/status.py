@@ -135,6 +135,7 @@ class Status:
     expiring: list[ExpiringExemption] = field(default_factory=list)
     jobs: list[LastJob] = field(default_factory=list)  # the scheduler's latest run of each job
     map_note: str | None = None  # the map in force and the database disagree (set by the workflow: it reads the map)
+    legacy_note: str | None = None  # the final step or its undo changed the legacy map, unrecorded (set likewise)
     open_sightings: int = 0  # ambiguous sightings nobody has attributed or dismissed yet
     unreachable: list[Unreachable] = field(default_factory=list)  # customers whose latest notice bounced (at most 20)
     unreachable_count: int = 0
