@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from ..errors import DeliveryError
 from .mailer import Delivery, RateLimiter, SmtpConnection
@@ -359,7 +359,7 @@ class Workers:
     def _collect(self, index: dict[int, Location | Unbuildable]) -> None:
         busy = {w.control: w for w in self.workers if w.queued}
         for conn in wait(list(busy)):
-            worker = busy[conn]  # type: ignore[index]
+            worker = busy[cast(Connection, conn)]  # wait() gives back what it was given, typed as any waitable
             try:
                 status, result = worker.control.recv()
             except (EOFError, OSError):

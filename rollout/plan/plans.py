@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, func, insert, literal, select
+from sqlalchemy import ColumnElement, Select, case, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ..buckets import DIGITS
@@ -203,7 +203,10 @@ def describe_slices(
     return result
 
 
-def cohort_of(starts: Sequence[str], values: Sequence[Any]):  # type: ignore[no-untyped-def]
+_Query = TypeVar("_Query", bound=Select[Any])
+
+
+def cohort_of(starts: Sequence[str], values: Sequence[Any]) -> ColumnElement[Any]:
     """A CASE giving ``values[n]`` for a sort_key in the n-th range (ranges start at ``starts``)."""
     if len(starts) == 1:
         return literal(values[0])
@@ -218,7 +221,7 @@ def _customers_per_cohort(session: Session, starts: list[str]) -> dict[int, int]
     return {int(n): int(c) for n, c in rows}
 
 
-def _from(query, start_key: str):  # type: ignore[no-untyped-def]
+def _from(query: _Query, start_key: str) -> _Query:
     """Restrict to sort_key ≥ start_key, but only when that excludes something: a range
     read through the sort_key index visits the rows in random order, a full scan does not."""
     return query.where(Mailbox.sort_key >= start_key) if start_key else query
