@@ -109,7 +109,7 @@ def test_wait_for_step_exits_zero_once_switched_and_one_on_timeout(run: Cli, run
 
 def test_wait_for_step_returns_when_the_cohort_is_switched_meanwhile(runtime: Runtime) -> None:
     """A waiting script sees the step another process takes while it polls."""
-    from rollout.workflows.operate import wait_for_step
+    from rollout.support.operate_workflow import wait_for_step
 
     build_rollout(runtime)
     polls: list[float] = []
@@ -136,7 +136,7 @@ def test_next_step_of_a_paused_rollout_says_it_waits(run: Cli, runtime: Runtime)
 def test_refusals_count_from_each_cohorts_own_switch_off_day(runtime: Runtime) -> None:
     """Each cohort counts the refusals of its mailboxes from its own switch-off day on, not from the first one's."""
     from rollout.models import LegacyDay, Mailbox
-    from rollout.workflows.operate import rollout_status
+    from rollout.support.operate_workflow import rollout_status
 
     from .conftest import T0
 
@@ -160,7 +160,7 @@ def test_refusals_count_from_each_cohorts_own_switch_off_day(runtime: Runtime) -
 def test_unreachable_customers_are_those_whose_latest_known_delivery_bounced(runtime: Runtime) -> None:
     """A bounce counts until a later reminder is seen delivered; a later one not seen in the log yet changes nothing."""
     from rollout.models import Customer, Notice
-    from rollout.workflows.operate import rollout_status
+    from rollout.support.operate_workflow import rollout_status
 
     build_rollout(runtime)
     at_now(runtime)

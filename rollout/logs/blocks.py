@@ -60,8 +60,10 @@ from .rules import classifier_rules
 
 try:
     from . import _linescan
-except ImportError:  # built without a C compiler
-    _linescan = None  # type: ignore[assignment]
+
+    COMPILED = True
+except ImportError:  # built without a C compiler: ``_linescan`` is then never used
+    COMPILED = False
 
 OTHER, ACCEPT, SENDER, REMOVED, DELIVERY, LOGIN, SMTPD, DOVECOT = range(8)
 DROPPED_KINDS = ("unknown", "accept", "sender", "removed", "delivery", "login", "postfix-smtpd", "dovecot")
@@ -74,7 +76,7 @@ T = TypeVar("T")
 
 def compiled() -> bool:
     """Whether the C line classifier is available (``rollout scan --json`` reports it)."""
-    return _linescan is not None
+    return COMPILED
 
 
 @dataclass(frozen=True)
@@ -109,18 +111,18 @@ class BlockParser:
         # what the classifier needs to drop inbound mail: it must agree with net.TrustedNetworks
         self.trusted = [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
         # the classifier reads the same rule tables as the parsers (rules.py), taken now: one source for each rule
-        self.rules = _linescan.rules(classifier_rules()) if _linescan is not None else None
+        self.rules = _linescan.rules(classifier_rules()) if COMPILED else None
         self.classes = (*C_EVENTS, LoginRun if login_runs else None, LoginRecord)
 
     def parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;
         messages wholly inside the block come joined (``join.join_complete``)."""
-        events = self._parse(block, base, file) if _linescan is not None else self._parse_all(block, base, file)
+        events = self._parse(block, base, file) if self.rules is not None else self._parse_all(block, base, file)
         return join_complete(events, self.trusted_networks)
 
     def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         envelopes = self.lines.envelopes
-        assert _linescan is not None and self.rules is not None  # parse() calls this only with the classifier
+        assert self.rules is not None  # parse() calls this only with the classifier
         rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(
             block, self.rules, self.trusted, file, base, envelopes.time_of, self.classes
         )
