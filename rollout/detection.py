@@ -41,6 +41,11 @@ from .logs.events import (
 from .logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
 from .logs.net import TrustedNetworks
 
+try:  # the loops over every login, in C (logs/_linescan.c); the Python ones below give the same
+    from .logs._linescan import file_logins, prune_logins
+except ImportError:  # built without a C compiler
+    file_logins = prune_logins = None  # type: ignore[assignment]
+
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
 SHARED_IP_USERS = 3  # P1: an IP with this many users within a window is a NAT: a sender match is required
@@ -171,8 +176,25 @@ class Detector:
         """``_login`` for logins the C classifier filed already (untrusted, ended in their block): the scan's
         commonest event, so only what is left is done here. A run's later logins are filed before the messages
         due in between are judged: harmless, as every question about a login asks for its time first."""
-        known, logins, sessions, host = self.config.known_users, self.logins, self.sessions, e.host
-        for ip, record, key, user in e.logins:
+        known = self.config.known_users
+        report = (
+            file_logins(e.logins, self.logins, self.sessions, known)
+            if file_logins is not None
+            else self._file_logins(e.logins, known)
+        )
+        for ip, record, _key, user in report:  # logins by users not in the inventory are reported
+            self.findings.append(Finding("login", record.t, e.host, user=user or record.user, ip=ip))
+        if e.last > self.now:
+            self.now = e.last
+
+    def _file_logins(
+        self, entries: list[tuple[str, LoginRecord, str | None, str | None]], known: frozenset[str] | None
+    ) -> list[tuple[str, LoginRecord, str | None, str | None]]:
+        """File a run's logins (``_linescan.file_logins`` does the same in C): the entries to report."""
+        logins, sessions = self.logins, self.sessions
+        report = []
+        for entry in entries:
+            ip, record, key, _user = entry
             if sessions and key is not None:
                 sessions.pop(key, None)
             records = logins.get(ip)
@@ -180,10 +202,9 @@ class Detector:
                 logins[ip] = [record]
             else:
                 records.append(record)
-            if known is None or record.user not in known:  # logins by users not in the inventory are reported
-                self.findings.append(Finding("login", record.t, host, user=user or record.user, ip=ip))
-        if e.last > self.now:
-            self.now = e.last
+            if known is None or record.user not in known:
+                report.append(entry)
+        return report
 
     def _session_end(self, e: SessionEnd) -> None:
         for key in end_keys(e):
@@ -510,6 +531,22 @@ class Detector:
         self._since_prune = 0
         c = self.config
         keep_after = self.now - c.near_miss_seconds - c.window_seconds - 2 * c.tolerance_seconds
+        if prune_logins is not None:
+            prune_logins(self.logins, keep_after, c.session_cap_seconds)
+        else:
+            self._prune_logins(keep_after)
+        for key in [k for k, r in self.sessions.items() if self._session_end_time(r) < keep_after]:
+            del self.sessions[key]
+        stale = self.now - 7 * 86400
+        for key in [k for k, m in self.messages.items() if m["t"] < stale]:
+            del self.messages[key]
+        for key in [k for k, m in self.reinjected.items() if (m.get("t") or 0) < stale]:
+            del self.reinjected[key]
+        for ip in [ip for ip, t in self.auth_failures.items() if t < keep_after]:
+            del self.auth_failures[ip]
+
+    def _prune_logins(self, keep_after: float) -> None:
+        """Forget the logins whose window and session ended before ``keep_after`` (``_linescan.prune_logins`` in C)."""
         end_of = self._session_end_time
         logins = self.logins
         for ip, records in list(logins.items()):
@@ -526,15 +563,6 @@ class Detector:
                 del logins[ip]
             elif len(kept) < len(records):
                 logins[ip] = kept
-        for key in [k for k, r in self.sessions.items() if self._session_end_time(r) < keep_after]:
-            del self.sessions[key]
-        stale = self.now - 7 * 86400
-        for key in [k for k, m in self.messages.items() if m["t"] < stale]:
-            del self.messages[key]
-        for key in [k for k, m in self.reinjected.items() if (m.get("t") or 0) < stale]:
-            del self.reinjected[key]
-        for ip in [ip for ip, t in self.auth_failures.items() if t < keep_after]:
-            del self.auth_failures[ip]
 
     # -- state ----------------------------------------------------------------------
 

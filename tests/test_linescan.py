@@ -12,9 +12,11 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rollout import detection
 from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs import blocks
 from rollout.logs.blocks import BlockParser
@@ -143,6 +145,56 @@ def test_joining_complete_messages_in_the_worker_changes_nothing(tmp_path: Path)
         joined = [e for i in range(0, len(raw), size) for e in join_complete(raw[i : i + size], TRUSTED)]
         assert len(joined) < len(raw)
         assert findings(joined) == expected
+
+
+def test_the_detectors_loops_in_c_keep_what_its_python_loops_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filing runs of logins and sweeping expired windows in C (``_linescan.file_logins``, ``prune_logins``) leaves the
+    detector exactly as its Python loops do, on a login-heavy log swept after every block; and the blocks the classifier
+    reports as joined are left as join_complete leaves them."""
+    boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(80)]
+    log = tmp_path / "mail.log"
+    write_maillog(
+        log,
+        boxes,
+        [a for a, _ in boxes[:6]],
+        [a for a, _ in boxes[6:20]],
+        start=datetime(2026, 11, 20, tzinfo=UTC),
+        span=timedelta(hours=12),
+        lines=30_000,
+        seed=11,
+        mix="logins",
+    )
+    lines = log.read_bytes().splitlines(keepends=True)
+    parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
+    batches, joined_blocks, offset = [], 0, 0
+    for i in range(0, len(lines), 500):
+        block = b"".join(lines[i : i + 500])
+        events, joined = parser._parse(block, offset, "t.log")
+        offset += len(block)
+        joined_blocks += joined
+        batches.append(events if joined else join_complete(events, TRUSTED))
+        if joined:
+            assert join_complete(list(events), TRUSTED) == events
+    assert joined_blocks > 0 and any(isinstance(e, LoginRun) for batch in batches for e in batch)
+
+    def run() -> Detector:
+        detector = Detector(CONFIG)
+        for batch in batches:
+            detector.feed_many(batch)
+            detector.prune()
+        detector.finish()
+        return detector
+
+    in_c = run()
+    monkeypatch.setattr(detection, "file_logins", None)
+    monkeypatch.setattr(detection, "prune_logins", None)
+    in_python = run()
+    assert [_key(f) for f in in_c.findings] == [_key(f) for f in in_python.findings]
+    assert any(f.kind == "legacy" for f in in_c.findings)
+    assert repr(in_c.logins) == repr(in_python.logins) and in_c.sessions == in_python.sessions
+    assert in_c.to_state() == in_python.to_state()
 
 
 EDGES = [

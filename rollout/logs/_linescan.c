@@ -998,6 +998,8 @@ static int may_be_session(const Row *r)
     return r->kind == K_OTHER && (r->l.msg == NULL || !starts(r->l.prog, r->l.prog_end, "postfix"));
 }
 
+/* 1 when every login and session end of the block was an event here and those that pair are paired (Python's
+   join_complete would pair no more), 0 when Python reads one of them (it pairs them all), -1 out of memory */
 static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
 {
     Py_ssize_t count = 0, longest = 0;
@@ -1006,7 +1008,7 @@ static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
         count += rows[i].event == E_LOGIN;
         if (rows[i].end - rows[i].start > longest) longest = rows[i].end - rows[i].start;
     }
-    if (count == 0) return 0;
+    if (count == 0) return 1;
     size_t size = table_size(count);
     Session *table = calloc(size, sizeof(Session));
     char *key = malloc(longest + 16);
@@ -1055,7 +1057,7 @@ static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
     for (size_t s = 0; s < size; s++) free(table[s].key);
     free(table);
     free(key);
-    return status;
+    return status < 0 ? -1 : 1;
 }
 
 /* -- to Python ------------------------------------------------------------------------------- */
@@ -1559,10 +1561,14 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
 
     if (rows == NULL || messages == NULL) goto nomem;
+    int paired = 0;
     if (extract) {
         if (event_times(rows, n, time_of) < 0) goto done;
+        Py_BEGIN_ALLOW_THREADS /* joining is plain C over the rows: the detecting thread can run meanwhile */
         join_messages(rows, messages, n_messages, trusted);
-        if (pair_sessions(rows, n, trusted) < 0) goto nomem;
+        paired = pair_sessions(rows, n, trusted);
+        Py_END_ALLOW_THREADS
+        if (paired < 0) goto nomem;
     }
     list = PyList_New(0);
     counts = extract ? PyDict_New() : Py_NewRef(Py_None);
@@ -1591,13 +1597,14 @@ static PyObject *scan(PyObject *self, PyObject *args)
             failed = append(list, simple_event(&b, r, rows)) < 0;
         } else {
             failed = append(list, row_tuple(r, base)) < 0;
+            paired = 0; /* a row for Python: join_complete must see the block */
         }
     }
     if (!failed) failed = flush_run(&b, &run, list) < 0;
     if (failed) goto done;
-    result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn)O)", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
+    result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn)OO)", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
                            dropped[5], dropped[6], dropped[7], events[E_LOGIN], events[E_END], events[E_ACCEPT], events[E_SENDER],
-                           events[E_DELIVERY], events[E_REMOVED], events[E_REFUSAL], counts);
+                           events[E_DELIVERY], events[E_REMOVED], events[E_REFUSAL], paired > 0 ? Py_True : Py_False, counts);
     goto done;
 nomem:
     PyErr_NoMemory();
@@ -1614,16 +1621,197 @@ done:
     return result;
 }
 
+/* -- the detector's login windows (detection.Detector): its two loops over every login ---------------
+ *
+ * Detector.logins maps a client address to its LoginRecord objects, oldest first. Filing the logins of
+ * a LoginRun and sweeping out expired windows touch every login once or more; done here, they are the
+ * same dict and list operations as the Python loops they replace (detection.py keeps those, for a build
+ * without this module, and tests/test_detection.py checks both give the same), without the interpreter's
+ * cost per login. The records' fields are read by their slots (LoginRecord is a slots dataclass).
+ */
+
+static PyObject *s_t, *s_user, *s_ended, *s_key;
+
+enum { F_T, F_USER, F_ENDED, F_KEY, N_FIELDS };
+
+typedef struct {
+    PyTypeObject *type; /* the class of the first record seen; NULL until then */
+    Py_ssize_t offset[N_FIELDS]; /* -1: not a plain slot, read by name */
+} RecordSlots;
+
+static void record_slots(RecordSlots *slots, PyObject *record)
+{
+    PyObject *names[N_FIELDS] = {s_t, s_user, s_ended, s_key};
+    slots->type = Py_TYPE(record);
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *descr = PyObject_GetAttr((PyObject *)slots->type, names[i]);
+        slots->offset[i] = -1;
+        if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+            slots->offset[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_XDECREF(descr);
+        PyErr_Clear();
+    }
+}
+
+/* a new reference to a record's field, or NULL with an exception */
+static PyObject *record_field(RecordSlots *slots, PyObject *record, int which)
+{
+    if (slots->type == NULL) record_slots(slots, record);
+    if (Py_TYPE(record) == slots->type && slots->offset[which] >= 0) {
+        PyObject *value = *(PyObject **)((char *)record + slots->offset[which]);
+        if (value != NULL) return Py_NewRef(value);
+    }
+    PyObject *names[N_FIELDS] = {s_t, s_user, s_ended, s_key};
+    return PyObject_GetAttr(record, names[which]);
+}
+
+/* Detector._login_run: each (address, record, session key or None, user as logged or None) of a run is filed in
+   logins (address -> list of records) and frees its key in sessions; returns the entries to report as logins
+   (their user is not in known; known None: every one). */
+static PyObject *file_logins(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *entries, *logins, *sessions, *known, *report = NULL;
+    RecordSlots slots = {0};
+    if (!PyArg_ParseTuple(args, "O!O!O!O", &PyList_Type, &entries, &PyDict_Type, &logins, &PyDict_Type, &sessions, &known)) return NULL;
+    report = PyList_New(0);
+    if (report == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 4) {
+            PyErr_SetString(PyExc_TypeError, "file_logins: entries are (address, record, key, user)");
+            goto fail;
+        }
+        PyObject *ip = PyTuple_GET_ITEM(entry, 0), *record = PyTuple_GET_ITEM(entry, 1), *key = PyTuple_GET_ITEM(entry, 2);
+        if (PyDict_GET_SIZE(sessions) && key != Py_None) { /* sessions.pop(key, None) */
+            int has = PyDict_Contains(sessions, key);
+            if (has < 0 || (has && PyDict_DelItem(sessions, key) < 0)) goto fail;
+        }
+        PyObject *records = PyDict_GetItemWithError(logins, ip); /* borrowed */
+        if (records == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            PyObject *fresh = PyList_New(1);
+            if (fresh == NULL) goto fail;
+            PyList_SET_ITEM(fresh, 0, Py_NewRef(record));
+            int status = PyDict_SetItem(logins, ip, fresh);
+            Py_DECREF(fresh);
+            if (status < 0) goto fail;
+        } else if (!PyList_Check(records) || PyList_Append(records, record) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "file_logins: logins holds lists");
+            goto fail;
+        }
+        if (known != Py_None) {
+            PyObject *user = record_field(&slots, record, F_USER);
+            if (user == NULL) goto fail;
+            int is_known = PyAnySet_Check(known) ? PySet_Contains(known, user) : PySequence_Contains(known, user);
+            Py_DECREF(user);
+            if (is_known < 0) goto fail;
+            if (is_known) continue;
+        }
+        if (PyList_Append(report, entry) < 0) goto fail;
+    }
+    return report;
+fail:
+    Py_XDECREF(report);
+    return NULL;
+}
+
+/* Detector._session_end_time(record) < before, and record.t < before: the window can no longer matter (-1: error) */
+static int expired(RecordSlots *slots, PyObject *record, double before, double cap)
+{
+    PyObject *value = record_field(slots, record, F_T);
+    if (value == NULL) return -1;
+    double t = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    if (t == -1.0 && PyErr_Occurred()) return -1;
+    if (t >= before) return 0;
+    PyObject *ended = record_field(slots, record, F_ENDED);
+    if (ended == NULL) return -1;
+    double end;
+    if (ended != Py_None) {
+        end = PyFloat_AsDouble(ended);
+    } else {
+        PyObject *key = record_field(slots, record, F_KEY);
+        if (key == NULL) {
+            Py_DECREF(ended);
+            return -1;
+        }
+        end = key != Py_None ? t + cap : t; /* still open: counts until the cap */
+        Py_DECREF(key);
+    }
+    Py_DECREF(ended);
+    if (end == -1.0 && PyErr_Occurred()) return -1;
+    return end < before;
+}
+
+/* Detector.prune's sweep of logins: records whose window and session both ended before `before` are dropped,
+   and addresses left without any. */
+static PyObject *prune_logins(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *logins, *ip, *records, *gone = NULL;
+    double before, cap;
+    RecordSlots slots = {0};
+    if (!PyArg_ParseTuple(args, "O!dd", &PyDict_Type, &logins, &before, &cap)) return NULL;
+    gone = PyList_New(0);
+    if (gone == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(logins, &pos, &ip, &records)) {
+        if (!PyList_Check(records)) {
+            PyErr_SetString(PyExc_TypeError, "prune_logins: logins holds lists");
+            goto fail;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(records), kept = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int old = expired(&slots, PyList_GET_ITEM(records, i), before, cap);
+            if (old < 0) goto fail;
+            kept += !old;
+        }
+        if (kept == 0) {
+            if (PyList_Append(gone, ip) < 0) goto fail;
+        } else if (kept < n) { /* a new list, as the Python sweep makes (replacing a value keeps the dict's keys) */
+            PyObject *fresh = PyList_New(0);
+            if (fresh == NULL) goto fail;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *record = PyList_GET_ITEM(records, i);
+                int old = expired(&slots, record, before, cap);
+                if (old < 0 || (!old && PyList_Append(fresh, record) < 0)) {
+                    Py_DECREF(fresh);
+                    goto fail;
+                }
+            }
+            int status = PyDict_SetItem(logins, ip, fresh);
+            Py_DECREF(fresh);
+            if (status < 0) goto fail;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(gone); i++)
+        if (PyDict_DelItem(logins, PyList_GET_ITEM(gone, i)) < 0) goto fail;
+    Py_DECREF(gone);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(gone);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"rules", rules, METH_O,
      "rules(classifier_rules()) -> the tables of rollout/logs/rules.py as scan reads them (build once, pass to every scan)"},
     {"scan", scan, METH_VARARGS,
-     "scan(block, rules, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, authenticated)\n\n"
+     "scan(block, rules, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, joined,\n"
+     "authenticated)\n\n"
      "The lines of a block of complete lines that Python must parse (rows), and with time_of and classes given,\n"
      "the events read here (objects of classes, in line order among the rows). trusted: [(4 or 6, network\n"
      "address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind; events: per kind;\n"
+     "joined: every row is an event built here, and join_complete would join no more of them;\n"
      "authenticated: the authenticated messages joined here, counted as Detector.authenticated counts them\n"
      "(None without time_of)."},
+    {"file_logins", file_logins, METH_VARARGS,
+     "file_logins(entries, logins, sessions, known) -> the entries to report: Detector._login_run's loop over a LoginRun's\n"
+     "(address, record, key, user), filing each in logins and freeing its key in sessions"},
+    {"prune_logins", prune_logins, METH_VARARGS,
+     "prune_logins(logins, before, cap) -> None: Detector.prune's sweep of logins, dropping records whose window and\n"
+     "session (open ones count until cap seconds) both ended before `before`"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1632,9 +1820,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linescan", NULL, -1
 PyMODINIT_FUNC PyInit__linescan(void)
 {
     PyObject **names[] = {&reject, &defer, &relay_reason, &k_t, &k_ip, &k_auth, &k_sasl_user, &k_sender, &k_rcpts,
-                          &k_lines, &k_orig_ip, &k_orig_qid};
+                          &k_lines, &k_orig_ip, &k_orig_qid, &s_t, &s_user, &s_ended, &s_key};
     const char *values[] = {"reject", "defer", "relay", "t", "ip", "auth", "sasl_user", "sender", "rcpts", "lines",
-                            "orig_ip", "orig_qid"};
+                            "orig_ip", "orig_qid", "t", "user", "ended", "key"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i] = PyUnicode_InternFromString(values[i])) == NULL) return NULL;
     return PyModule_Create(&module);

@@ -33,7 +33,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .envelope import EnvelopeParser
 from .events import (
@@ -115,12 +115,15 @@ class BlockParser:
     def parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;
         messages wholly inside the block come joined (``join.join_complete``)."""
-        events = self._parse(block, base, file) if _linescan is not None else self._parse_all(block, base, file)
-        return join_complete(events, self.trusted_networks)
+        if _linescan is None:
+            return join_complete(self._parse_all(block, base, file), self.trusted_networks)
+        events, joined = self._parse(block, base, file)
+        return events if joined else join_complete(events, self.trusted_networks)
 
-    def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
+    def _parse(self, block: bytes | memoryview, base: int, file: str) -> tuple[list[Event], bool]:
+        """The block's events, and whether the classifier built and joined them all (nothing left for join_complete)."""
         envelopes = self.lines.envelopes
-        rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(  # type: ignore[union-attr]
+        rows, _lines, skipped, dropped, built, joined, authenticated = _linescan.scan(
             block, self.rules, self.trusted, file, base, envelopes.time_of, self.classes
         )
         kinds = self.kinds
@@ -128,6 +131,16 @@ class BlockParser:
         for kind, count in (*zip(DROPPED_KINDS, dropped), *zip(C_EVENT_KINDS, built)):
             if count:
                 kinds[kind] += count
+        events = rows if joined else self._rows(rows, block, base, file)
+        if authenticated:
+            events.append(
+                AuthCounts(max(last for _count, last in authenticated.values()), "", file, base, "", authenticated)
+            )
+        return events, joined
+
+    def _rows(self, rows: list[Any], block: bytes | memoryview, base: int, file: str) -> list[Event]:
+        """The classifier's events with the rows it left to Python parsed, in line order."""
+        kinds, envelopes = self.kinds, self.lines.envelopes
         events = []
         postfix = self.lines.postfix
         for row in rows:
@@ -158,10 +171,6 @@ class BlockParser:
             else:
                 kinds[type(result).__name__.lower()] += 1
                 events.append(result)
-        if authenticated:
-            events.append(
-                AuthCounts(max(last for _count, last in authenticated.values()), "", file, base, "", authenticated)
-            )
         return events
 
     def _parse_all(self, block: bytes, base: int, file: str) -> list[Event]:
