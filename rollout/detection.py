@@ -41,9 +41,9 @@ from .logs.events import (
 from .logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
 from .logs.net import TrustedNetworks
 
-try:  # the loops over every login, in C (logs/_linescan.c); the Python ones below give the same
+try:  # the loops over every login, in C (logs/_linescan.c): filing runs of logins (only it makes them) and sweeping
     from .logs._linescan import file_logins, prune_logins
-except ImportError:  # built without a C compiler
+except ImportError:  # built without a C compiler: no runs, and the Python sweep (_prune_logins)
     file_logins = prune_logins = None  # type: ignore[assignment]
 
 STATE_VERSION = 1
@@ -176,35 +176,12 @@ class Detector:
         """``_login`` for logins the C classifier filed already (untrusted, ended in their block): the scan's
         commonest event, so only what is left is done here. A run's later logins are filed before the messages
         due in between are judged: harmless, as every question about a login asks for its time first."""
-        known = self.config.known_users
-        report = (
-            file_logins(e.logins, self.logins, self.sessions, known)
-            if file_logins is not None
-            else self._file_logins(e.logins, known)
-        )
-        for ip, record, _key, user in report:  # logins by users not in the inventory are reported
+        # only the C classifier makes runs, and its module files them: each record under its address, its key freed
+        report = file_logins(e.logins, e.ips, e.keys, e.users, self.logins, self.sessions, self.config.known_users)
+        for ip, record, user in report:  # logins by users not in the inventory are reported
             self.findings.append(Finding("login", record.t, e.host, user=user or record.user, ip=ip))
         if e.last > self.now:
             self.now = e.last
-
-    def _file_logins(
-        self, entries: list[tuple[str, LoginRecord, str | None, str | None]], known: frozenset[str] | None
-    ) -> list[tuple[str, LoginRecord, str | None, str | None]]:
-        """File a run's logins (``_linescan.file_logins`` does the same in C): the entries to report."""
-        logins, sessions = self.logins, self.sessions
-        report = []
-        for entry in entries:
-            ip, record, key, _user = entry
-            if sessions and key is not None:
-                sessions.pop(key, None)
-            records = logins.get(ip)
-            if records is None:
-                logins[ip] = [record]
-            else:
-                records.append(record)
-            if known is None or record.user not in known:
-                report.append(entry)
-        return report
 
     def _session_end(self, e: SessionEnd) -> None:
         for key in end_keys(e):
