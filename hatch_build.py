@@ -43,7 +43,8 @@ def compile_linescan(root: Path) -> Path | None:
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         print(
-            f"warning: could not compile {SOURCE} ({detail.strip()[:500]}); rollout scan will use its slower pure-Python path",
+            f"warning: could not compile {SOURCE} ({detail.strip()[:500]}); "
+            "rollout scan will use its slower pure-Python path",
             file=sys.stderr,
         )
         return None

@@ -57,9 +57,8 @@ def main() -> None:
         print(f"| inventory import, {rows:,} mailboxes | first import | re-import (unchanged) | peak RSS |")
         print("|---|---|---|---|")
         for name, first, again in results:
-            print(
-                f"| {name} | {first.seconds:.1f} s | {again.seconds:.1f} s | {max(first.peak_rss_mb, again.peak_rss_mb):.0f} MB |"
-            )
+            peak = max(first.peak_rss_mb, again.peak_rss_mb)
+            print(f"| {name} | {first.seconds:.1f} s | {again.seconds:.1f} s | {peak:.0f} MB |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -70,9 +69,8 @@ def run_pair(url: str, csv_path: Path):
         check(measure(argv, env=env))
     first = check(measure(ROLLOUT + ["inventory", "import", str(csv_path)], env=env))
     again = check(measure(ROLLOUT + ["inventory", "import", str(csv_path)], env=env))
-    print(
-        f"{url.split(':')[0]}: first {first.seconds:.1f} s, again {again.seconds:.1f} s; {first.stdout.strip().splitlines()[0]}"
-    )
+    said = first.stdout.strip().splitlines()[0]
+    print(f"{url.split(':')[0]}: first {first.seconds:.1f} s, again {again.seconds:.1f} s; {said}")
     return first, again
 
 

@@ -37,9 +37,9 @@ from rollout import db  # noqa: E402
 from rollout.clock import ManualClock  # noqa: E402
 from rollout.config import SmtpSettings, load_settings  # noqa: E402
 from rollout.models import LegacyDay, Mailbox  # noqa: E402
+from rollout.notify.campaign_workflow import start_campaign  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
-from rollout.workflows.campaign import start_campaign  # noqa: E402
-from rollout.workflows.inventory import import_inventory  # noqa: E402
+from rollout.scan.inventory_workflow import import_inventory  # noqa: E402
 
 HOST = "127.0.0.34"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -56,9 +56,8 @@ def main() -> None:
         template = work / "template.db"
         start = time.perf_counter()
         mailboxes = build_database(template, work, args.customers)
-        print(
-            f"database: {args.customers:,} customers, {mailboxes:,} affected mailboxes in {time.perf_counter() - start:.1f} s"
-        )
+        took = time.perf_counter() - start
+        print(f"database: {args.customers:,} customers, {mailboxes:,} affected mailboxes in {took:.1f} s")
         port = free_port()
         sink = subprocess.Popen(
             ["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []), "-c", f"{HOST}:{port}", "1000"],
@@ -75,14 +74,16 @@ def main() -> None:
             rows.append((connections, run, source, size))
         print()
         print(
-            f"| notify, {args.customers:,} customers (SQLite) | connections | processes | wall time | messages/s | peak RSS, tree (bound) | smtp-source, same sessions and size | ratio |"
+            f"| notify, {args.customers:,} customers (SQLite) | connections | processes | wall time | messages/s "
+            "| peak RSS, tree (bound) | smtp-source, same sessions and size | ratio |"
         )
         print("|---|---|---|---|---|---|---|---|")
         for connections, run, source, size in rows:
             rate = args.customers / run.seconds
             print(
-                f"| render + send, ~{size / 1000:.1f} kB each | {connections} | {run.processes} | {run.seconds:.1f} s | {rate:,.0f} | "
-                f"{run.peak_rss_mb:.0f} MB ({run.peaks_sum_mb:.0f} MB) | {source:,.0f} msg/s | {rate / source:.2f} |"
+                f"| render + send, ~{size / 1000:.1f} kB each | {connections} | {run.processes} "
+                f"| {run.seconds:.1f} s | {rate:,.0f} | {run.peak_rss_mb:.0f} MB ({run.peaks_sum_mb:.0f} MB) "
+                f"| {source:,.0f} msg/s | {rate / source:.2f} |"
             )
     finally:
         if sink is not None:
@@ -100,9 +101,8 @@ def build_database(path: Path, work: Path, customers: int) -> int:
         for c in range(customers):
             locale = "de" if c % 3 else "en"
             for m in range(rng.randint(1, 5)):
-                fh.write(
-                    f"box{m}.kunde{c}@example{c % 97}.de,K{c},kontakt{c}@customer{c % 89}.example,Kunde {c} GmbH,{locale}\n"
-                )
+                contact = f"kontakt{c}@customer{c % 89}.example"
+                fh.write(f"box{m}.kunde{c}@example{c % 97}.de,K{c},{contact},Kunde {c} GmbH,{locale}\n")
     runtime = Runtime(
         load_settings(environ={}, overrides={"database_url": f"sqlite:///{path}"}),
         clock=ManualClock(NOW),

@@ -163,9 +163,9 @@ def main() -> None:
         "ground_truth_matched",
     ]
     widths = [max(len(k), *(len(str(r[k])) for r in results)) for k in keys]
-    print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
+    print("  ".join(k.rjust(w) for k, w in zip(keys, widths, strict=True)))
     for r in results:
-        print("  ".join(str(r[k]).rjust(w) for k, w in zip(keys, widths)))
+        print("  ".join(str(r[k]).rjust(w) for k, w in zip(keys, widths, strict=True)))
     if not all(r["ground_truth_matched"] for r in results):
         raise SystemExit("ground truth NOT matched")
 

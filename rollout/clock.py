@@ -8,6 +8,7 @@ run "as if it were" a given moment.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -59,10 +60,9 @@ def out_of_range(moment: datetime, what: str, now: datetime, ahead: timedelta = 
     return f"{what} {moment:%Y-%m-%d %H:%M} is out of range: give a date from {EARLIEST:%Y} until {latest:%Y-%m-%d}"
 
 
-def clock_from_env(environ: dict[str, str] | None = None) -> Clock:
+def clock_from_env(environ: Mapping[str, str] | None = None) -> Clock:
     """The system clock, or the one ``ROLLOUT_NOW`` pins; ValueError (for the caller to word) if it is not a time."""
-    environ = os.environ if environ is None else environ
-    pinned = environ.get("ROLLOUT_NOW")
+    pinned = (os.environ if environ is None else environ).get("ROLLOUT_NOW")
     if pinned:
         try:
             moment = datetime.fromisoformat(pinned)

@@ -97,6 +97,7 @@ class EnforcementSettings:
     legacy_map: str | None = None
     retire: str = "empty"  # empty | check
     postconf_command: str = "postconf"
+    reload_command: str = "postfix reload"  # undo of the final step in mode check changes main.cf: Postfix rereads it
     legacy_writers: tuple[str, ...] = ("pop-before-smtp", "poprelayd", "rpc.dracd", "dracd", "whosond")
 
 

@@ -31,7 +31,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 # The newest revision in migrations/versions; tests/test_db.py fails when a migration is added
 # without moving this. A database at any other revision takes the slow path through Alembic.
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 VERSION_TABLE = "alembic_version"  # Alembic's default; migrations/env.py keeps it
 
 
@@ -187,7 +187,7 @@ def require_head(engine: Engine) -> None:
 
 
 def insert_rows(
-    conn: Connection, table: Table, columns: Sequence[str], rows: list[Sequence[Any]], as_stored: bool = False
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], as_stored: bool = False
 ) -> None:
     """Many rows in one ``executemany`` of the driver, inside the connection's transaction.
 
@@ -200,27 +200,28 @@ def insert_rows(
     if not rows:
         return
     dialect = conn.dialect
-    processors = (
-        []
-        if as_stored
-        else [
-            (i, _empty_once(process) if isinstance(kind, JSON) else process, process(None) is None)
-            for i, name in enumerate(columns)
-            if (process := (kind := table.c[name].type.dialect_impl(dialect)).bind_processor(dialect))
-        ]
-    )
+    processors: list[tuple[int, Callable[[Any], Any], bool]] = []  # (column, processor, whether it keeps None)
+    for i, name in enumerate([] if as_stored else columns):
+        kind = table.c[name].type.dialect_impl(dialect)
+        process = kind.bind_processor(dialect)
+        if process is not None:
+            processors.append((i, _empty_once(process) if isinstance(kind, JSON) else process, process(None) is None))
     if processors:
-        rows = [list(row) for row in rows]
-        for row in rows:
-            for i, process, none_is_none in processors:
+        processed = [list(row) for row in rows]
+        for row in processed:
+            for i, convert, none_is_none in processors:
                 if row[i] is not None or not none_is_none:
-                    row[i] = process(row[i])
-    mark, quote = (
-        "?" if dialect.paramstyle == "qmark" else "%s",
-        dialect.identifier_preparer.quote,
-    )  # "user" is reserved on PostgreSQL
-    sql = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) VALUES ({', '.join([mark] * len(columns))})"
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    row[i] = convert(row[i])
+        rows = processed
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer.quote  # "user" is reserved on PostgreSQL
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))})"
+        f" VALUES ({', '.join([mark] * len(columns))})"
+    )
+    driver = conn.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed or invalidated, not inside its transaction
+    cursor = driver.cursor()
     try:
         cursor.executemany(sql, rows)
     finally:

@@ -39,14 +39,14 @@ from .config import (
 )
 from .errors import RolloutError
 from .models import JobRun, Mailbox
+from .notify.campaign_workflow import start_campaign
+from .plan.plan_workflow import PlanRequest, make_plan, step
 from .runtime import Runtime
+from .scan.inventory_workflow import import_inventory
 from .scheduler import run_until
-from .status import Status, build_status
+from .support.status import Status, build_status
 from .synthetic.maillog import write_maillog
 from .synthetic.provider import write_inventory_csv
-from .workflows.campaign import start_campaign
-from .workflows.inventory import import_inventory
-from .workflows.plan import PlanRequest, make_plan, step
 
 MARKER = ".rollout-demo"
 START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday, 08:00 in Berlin
@@ -173,7 +173,8 @@ class Story:
         write_inventory_csv(csv_path, mailboxes, customers, seed)
         summary = import_inventory(self.runtime, csv_path)
         self.report(
-            f"inventory: {summary.mailboxes_added} mailboxes of {summary.customers_added} customers imported from {csv_path.name}"
+            f"inventory: {summary.mailboxes_added} mailboxes of {summary.customers_added} customers "
+            f"imported from {csv_path.name}"
         )
         boxes = self.mailboxes()
         addresses = [address for address, _ in boxes]
@@ -225,7 +226,8 @@ class Story:
         cohorts = plan.proposal.cohorts
         self.report(
             f"plan: {len(cohorts)} cohorts ({', '.join(c.label for c in cohorts)}), "
-            f"largest {max(c.share for c in cohorts) * 100:.1f}% of mailboxes, first {cohorts[0].scheduled_at:%a %Y-%m-%d %H:%M} UTC"
+            f"largest {max(c.share for c in cohorts) * 100:.1f}% of mailboxes, "
+            f"first {cohorts[0].scheduled_at:%a %Y-%m-%d %H:%M} UTC"
         )
         campaign = start_campaign(
             self.runtime, START.date(), weeks=WEEKS, weekday="mon", at="10:00", tz="Europe/Berlin"
@@ -261,7 +263,8 @@ class Story:
             )
         elif run.job == "scan" and result.get("lines"):
             self.report(
-                f"{at}  scan: {result.get('lines'):,} new log lines, {result.get('mailboxes')} mailboxes with legacy use"
+                f"{at}  scan: {result.get('lines'):,} new log lines, "
+                f"{result.get('mailboxes')} mailboxes with legacy use"
             )
 
     def switched_off(self) -> bool:

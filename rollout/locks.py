@@ -33,6 +33,10 @@ class Busy(RolloutError):
     """Someone else holds the lock, longer than we were willing to wait."""
 
 
+class LockFileUnusable(RolloutError):
+    """SQLite: the lock file beside the database cannot be created or opened for writing."""
+
+
 @contextmanager
 def held(engine: Engine, name: str, key: int, wait_seconds: float, setting: str = "") -> Iterator[None]:
     """Hold the lock ``name`` (a command: "scan") of this database for the block; wait up to ``wait_seconds``
@@ -89,8 +93,15 @@ def _advisory_unlock(conn: Connection, key: int) -> None:
 
 @contextmanager
 def _flocked(path: Path, wait_seconds: float, name: str, why: str) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
+    try:
+        fh = open(path, "a+")  # noqa: SIM115 - closed by the with below; only the open's failure is ours to explain
+    except OSError as exc:
+        raise LockFileUnusable(
+            f"cannot open the {name} lock file {path}: {exc.strerror or exc}. One {name} runs at a time per database; "
+            f"on SQLite the lock is this file beside the database, so the user running rollout must be able to "
+            f"create and write it (a writable directory, or write access to the file if it exists). Nothing was done"
+        ) from None
+    with fh:
         _wait_for_flock(fh, path, wait_seconds, name, why)
         fh.seek(0)
         fh.truncate()

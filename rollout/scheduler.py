@@ -45,15 +45,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import make_url
 
-from .campaign import active_campaign, latest_due_wave, wave_due_at
 from .clock import ManualClock
 from .errors import GatesFailed, GuardError, RolloutError
 from .models import JobRun, RolloutState
-from .plans import active_plan
+from .notify.campaign import active_campaign, latest_due_wave, wave_due_at
+from .notify.campaign_workflow import notify
+from .plan.plan_workflow import expire_exemptions, next_step, pause, step
+from .plan.plans import active_plan
 from .runtime import Runtime
-from .workflows.campaign import notify
-from .workflows.plan import expire_exemptions, next_step, pause, step
-from .workflows.scan import scan_logs
+from .scan.scan_workflow import scan_logs
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,10 @@ def _refuse_if_stale(runtime: Runtime, planned: Planned, due_at: datetime) -> No
 
 def stale_message(planned: Planned, late: timedelta, grace: timedelta) -> str:
     by_hand = {"notify": f"rollout notify --wave {planned.params.get('wave')}", "step": "rollout step"}[planned.job]
-    return f"{planned.id} is {_human(late)} late (grace {_human(grace)}): not run without an operator; run `{by_hand}` if it should still happen"
+    return (
+        f"{planned.id} is {_human(late)} late (grace {_human(grace)}): not run without an operator; "
+        f"run `{by_hand}` if it should still happen"
+    )
 
 
 def _human(delta: timedelta) -> str:

@@ -10,11 +10,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from rollout.config import GateSettings
-from rollout.inventory import import_csv
 from rollout.models import Campaign, Customer, LegacyDay, Mailbox, Notice, NoticeMailbox
 from rollout.runtime import Runtime
+from rollout.scan.inventory import import_csv
 
-from .conftest import T0, write_csv
+from .conftest import T0, Cli, write_csv
 
 # Every threshold off: tests of the step's other guards need no scan data (tests/test_gates.py turns them on).
 GATES_OFF = GateSettings(
@@ -35,6 +35,12 @@ def configure(runtime: Runtime, tmp_path: Path, gates: GateSettings = GATES_OFF,
         gates=gates,
     )
     return Path(enforcement["map_path"])
+
+
+def apply_plan(run: Cli, cohorts: int, every: str = "1h", start: datetime = T0, *options: str) -> str:
+    """`rollout plan --apply` of ``cohorts`` cohorts from ``start``, one every ``every``, stepping at any time (UTC)."""
+    args = ["--cohorts", str(cohorts), "--start", start.strftime("%Y-%m-%d %H:%M"), "--every", every]
+    return run("plan", *args, "--tz", "UTC", "--window", "00:00-23:59", *options, "--apply").output
 
 
 def import_locals(runtime: Runtime, tmp_path: Path, locals_: list[str], domain: str = "example.de") -> None:
@@ -59,7 +65,10 @@ def add_legacy(
     auth_last: datetime | None = None,
     warned: bool = True,
 ) -> None:
-    """A day of legacy use as the scan would record it; ``warned``: its customer got a reminder long before (see ``warn``)."""
+    """A day of legacy use as the scan would record it.
+
+    ``warned``: its customer got a reminder long before (see ``warn``).
+    """
     seen = datetime.combine(day, datetime.min.time(), tzinfo=T0.tzinfo) + timedelta(hours=8)
     with runtime.sessions() as session, session.begin():
         session.add(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
-from rollout.models import AuditEvent
+from rollout.models import AuditEvent, Notice
+from rollout.notify.campaign_workflow import notify, start_campaign
 from rollout.runtime import Runtime
 
-from .conftest import Cli
+from .campaign_support import SmtpServer, configure, many_affected, smtp_overrides
+from .conftest import T0, Cli
 
 
 def test_start_moves_to_the_weekday_and_shows_six_waves(run: Cli) -> None:
@@ -54,3 +58,56 @@ def test_bad_time_zone_and_time_are_clear_errors(run: Cli) -> None:
         in run("campaign", "start", "--first", "2026-03-02", "--tz", "Mars/Base", expect=1).output
     )
     assert "--at must be HH:MM" in run("campaign", "start", "--first", "2026-03-02", "--at", "nine", expect=1).output
+
+
+BOUNCE = (
+    "host mx.remote.test[192.0.2.9] said: 550 5.1.1 <kunde0001@example.org>: User unknown (in reply to RCPT TO command)"
+)
+DELIVERED = "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 99)"
+DELAYED = "dsn=4.4.1, status=deferred (connect to mx.remote.test[192.0.2.9]:25: Connection timed out)"
+# What the provider's Postfix logged for each notice of wave 1, in ledger order (None: not in the log yet); the
+# counts differ per state, so a column showing another state's count cannot pass.
+OUTCOMES = [DELIVERED, f"dsn=5.1.1, status=bounced ({BOUNCE})", DELAYED, DELIVERED, DELAYED, DELIVERED, None]
+
+
+def provider_log(path: Path, notices: list[tuple[str, str]]) -> Path:
+    """The provider MTA's log of our notices: each accepted from us, then sent on with its outcome."""
+    lines = []
+    for i, ((message_id, to), outcome) in enumerate(zip(notices, OUTCOMES, strict=True)):
+        if outcome is None:
+            continue
+        at, qid = f"Mar  2 09:05:0{i} mx1 postfix", f"3F2A1B4C7{i}"
+        lines += [
+            f"{at}/smtpd[11]: {qid}: client=ops[203.0.113.20]",
+            f"{at}/cleanup[15]: {qid}: message-id={message_id}",
+            f"{at}/qmgr[12]: {qid}: from=<support@example.net>, size=1234, nrcpt=1 (queue active)",
+            f"{at}/smtp[13]: {qid}: to=<{to}>, relay=mx.remote.test[192.0.2.9]:25, delay=1, {outcome}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_show_counts_each_waves_deliveries_from_the_mta_log(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
+    """After `rollout scan` of the provider's log, `campaign show` gives wave 1's sent notices as delivered, bounced
+    and delayed in their columns, and names the customer whose notice bounced with the reply, for support to call."""
+    with SmtpServer() as smtp:
+        configure(runtime, **smtp_overrides(smtp))
+        many_affected(runtime, tmp_path, len(OUTCOMES), T0 - timedelta(hours=1))
+        start_campaign(runtime, date(2026, 3, 2), at="09:00", tz="UTC")
+        assert notify(runtime).sent == len(OUTCOMES)
+    with runtime.sessions() as session:
+        notices = [tuple(r) for r in session.execute(select(Notice.message_id, Notice.to_address).order_by(Notice.id))]
+    runtime.clock.set(T0 + timedelta(minutes=30))  # type: ignore[attr-defined]
+    assert (
+        "our notices: 1 bounced, 2 delayed, 3 delivered"
+        in run("scan", str(provider_log(tmp_path / "mail.log", notices))).output
+    )
+
+    lines = run("campaign", "show").output.splitlines()
+    header = next(line for line in lines if line.startswith("wave"))
+    wave_1 = next(line for line in lines if line.startswith("1 "))
+    columns = header.split()[2:]  # after "wave" and "due" (the due time has spaces: the counts are the last ones)
+    counts = dict(zip(columns, map(int, wave_1.split()[-len(columns) :]), strict=True))
+    assert counts == {"pending": 0, "sending": 0, "sent": 7, "failed": 0, "delivered": 3, "bounced": 1, "delayed": 2}
+    assert "unreachable (their latest notice bounced; call them): 1" in lines
+    assert f"  K0001 Kunde 1 <kunde0001@example.org> wave 1: {BOUNCE}" in lines

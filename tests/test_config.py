@@ -12,7 +12,9 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
     """The environment overrides the file, and flags override both."""
     path = tmp_path / "rollout.toml"
     path.write_text(
-        'database_url = "sqlite:///file.db"\n[smtp]\nhost = "mx.file"\nport = 2525\n[scan]\nlocal_domains = ["a.example"]\n'
+        'database_url = "sqlite:///file.db"\n'
+        '[smtp]\nhost = "mx.file"\nport = 2525\n'
+        '[scan]\nlocal_domains = ["a.example"]\n'
     )
     settings = load_settings(path, environ={"ROLLOUT_SMTP_HOST": "mx.env", "ROLLOUT_DATABASE_URL": "sqlite:///env.db"})
     assert settings.smtp.host == "mx.env"

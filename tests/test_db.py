@@ -97,7 +97,10 @@ def test_schema_head_names_the_newest_migration() -> None:
 
 def test_schema_check_at_head_does_not_load_alembic(database_url: str) -> None:
     """A database at head is accepted without importing Alembic (it costs every command ~235 ms)."""
-    code = "import sys; from rollout import db; e = db.make_engine(sys.argv[1]); db.require_head(e); print('alembic' in sys.modules)"
+    code = (
+        "import sys; from rollout import db; e = db.make_engine(sys.argv[1]); db.require_head(e); "
+        "print('alembic' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, database_url], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

@@ -30,7 +30,7 @@ Nov 23 10:00:01 mx1 postfix/smtpd[11]: 3F2A1B4C73: client=friend[203.0.113.21]
 Nov 23 10:00:01 mx1 postfix/cleanup[15]: 3F2A1B4C73: message-id=<something@else.test>
 Nov 23 10:00:03 mx1 postfix/smtp[13]: 3F2A1B4C73: to=<x@remote.test>, relay=mx.remote.test[192.0.2.9]:25, delay=1, dsn=5.1.1, status=bounced (550 no)
 Nov 23 10:00:04 mx1 postfix/qmgr[12]: 3F2A1B4C73: removed
-"""
+"""  # noqa: E501 (log lines as the daemons write them)
 
 EXIM = """\
 2026-11-23 10:00:06 1abcDE-000002-AB <= support@example.net H=(ops) [203.0.113.20] P=esmtp S=100 id=rollout.c2.w3.k1@example.net
@@ -40,7 +40,7 @@ EXIM = """\
 2026-11-23 10:00:07 1abcDE-000003-AB == k2@slow.test R=dnslookup T=remote_smtp defer (-44) H=mx.slow.test [192.0.2.10]: SMTP error from remote mail server after RCPT TO:<k2@slow.test>: 451 4.7.1 greylisted
 2026-11-23 10:05:07 1abcDE-000003-AB => k2@slow.test R=dnslookup T=remote_smtp H=mx.slow.test [192.0.2.10] C="250 OK"
 2026-11-23 10:05:07 1abcDE-000003-AB Completed
-"""
+"""  # noqa: E501 (log lines as the daemons write them)
 
 
 def _outcomes(
@@ -60,13 +60,14 @@ PATHS = [pytest.param(True, id="classifier"), pytest.param(False, id="python")]
 
 @pytest.mark.parametrize("use_c", PATHS)
 def test_postfix_notices_are_followed_to_their_outcome(use_c: bool) -> None:
-    """Bounced (with the remote reply, after a deferral), delivered, delayed; other mail is not ours and not followed."""
+    """Bounced (with the remote reply, after a deferral), delivered, delayed; other mail is not ours, not followed."""
     if use_c and not compiled():
         pytest.skip("the C classifier is not built")
     assert _outcomes(POSTFIX, use_c) == {
         "<rollout.c1.w1.k7@example.net>": (
             "bounced",
-            "host mx.remote.test[192.0.2.9] said: 550 5.1.1 <k7@remote.test>: User unknown (in reply to RCPT TO command)",
+            "host mx.remote.test[192.0.2.9] said: 550 5.1.1 <k7@remote.test>: User unknown "
+            "(in reply to RCPT TO command)",
         ),
         "<rollout.c1.w1.k8@example.net>": ("delivered", None),
         "<rollout.c1.w1.k9@example.net>": ("delayed", "connect to slow.test: Connection timed out"),
@@ -88,8 +89,8 @@ def test_exim_notices_are_followed_to_their_outcome(use_c: bool) -> None:
 
 
 def test_a_notice_queued_in_an_earlier_scan_is_still_followed() -> None:
-    """The queue ID remembered from the last scan carries the notice over to the lines of this one; expiry is a bounce."""
-    later = "Nov 23 12:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C72: from=<support@example.net>, status=expired, returned to sender\n"
+    """The queue ID remembered from the last scan carries the notice over to this one's lines; expiry is a bounce."""
+    later = "Nov 23 12:00:05 mx1 postfix/qmgr[12]: 3F2A1B4C72: from=<support@example.net>, status=expired, returned to sender\n"  # noqa: E501
     outcome = _outcomes(later, True, {"mx1|postfix|3F2A1B4C72": "<rollout.c1.w1.k9@example.net>"})
     assert outcome["<rollout.c1.w1.k9@example.net>"][0] == "bounced"
     assert "expired" in (outcome["<rollout.c1.w1.k9@example.net>"][1] or "")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs.events import Accept, Delivery, Login, Refusal, Removed, Sender, SessionEnd
+from rollout.scan.detection import DetectionConfig, Detector, Finding
 
 LOCAL = frozenset({"example.org"})
 T = 1_770_000_000.0
@@ -227,7 +227,7 @@ def test_state_round_trips_through_json() -> None:
 
 
 def test_with_the_inventory_known_only_unknown_users_logins_are_findings() -> None:
-    """Logins by inventory users still open windows but are not reported; a stranger's login is (and its relay is legacy)."""
+    """Logins by inventory users open windows but are not reported; a stranger's login is (and its relay is legacy)."""
     d = Detector(config(known_users=frozenset({"anna@example.org"})))
     d.feed_all(
         [
@@ -262,7 +262,7 @@ def test_a_relay_by_the_sender_whose_login_came_over_the_other_address_family_is
 
 
 def test_a_legacy_relay_with_a_sender_outside_our_domains_is_flagged_and_stays_the_logins() -> None:
-    """P3 asks for a look at foreign envelope senders; the mailbox is still the login user's (the issue's "still that mailbox")."""
+    """P3 asks for a look at foreign envelope senders; the mailbox is still the login user's ("still that mailbox")."""
     (f,) = run(
         [
             login(T, "anna@example.org", "192.0.2.1"),

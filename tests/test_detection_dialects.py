@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollout.detection import DetectionConfig, Detector, Finding
+from rollout.scan.detection import DetectionConfig, Detector, Finding
 
 from .scan_support import line_parser
 
@@ -24,7 +24,7 @@ def detect_and_count(
 
 
 def test_exim_relay_after_pop_login_is_legacy_and_esmtpa_is_authenticated() -> None:
-    """Exim: <= without A= then => via an smtp transport after a login is legacy; P=esmtpa is an authenticated submission."""
+    """Exim: <= without A= then => via an smtp transport after a login is legacy; P=esmtpa is authenticated."""
     lines = [
         "Mar  2 10:00:00 mail dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1",
         "2026-03-02 10:05:00 [101] 1Ov4tU-0000Nz-Rm <= anna@example.org H=pc.dsl.test [192.0.2.7]:51792 I=[192.0.2.1]:25 P=esmtp S=2177 id=a@b",
@@ -40,7 +40,7 @@ def test_exim_relay_after_pop_login_is_legacy_and_esmtpa_is_authenticated() -> N
 
 
 def test_content_filter_reinjection_is_judged_on_the_original_client() -> None:
-    """After amavis (relay to 127.0.0.1:10024, queued as NEW) the re-injected copy inherits the original client (P14)."""
+    """After amavis (relay to 127.0.0.1:10024, queued as NEW) the re-injected copy has the original client (P14)."""
     lines = [
         "Mar  2 10:00:00 mx dovecot: imap-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=5, session=<s1>",
         "Mar  2 10:01:00 mx postfix/smtpd[10]: 1111AAAA01: client=pc[192.0.2.7]",
@@ -111,7 +111,7 @@ def test_submission_service_joins_the_queue_of_its_instance() -> None:
 
 
 def test_behind_an_imap_proxy_the_proxy_login_opens_the_window() -> None:
-    """P18: the backend sees the proxy (trusted, no window); nginx's log has the customer's address, whose relay is legacy."""
+    """P18: the backend sees the proxy (trusted, no window); nginx logs the customer's address: its relay is legacy."""
     config = DetectionConfig(local_domains=frozenset({"example.org"}), trusted_networks=("127.0.0.0/8", "10.0.0.0/8"))
     lines = [
         "Mar  2 10:00:00 mx dovecot: imap-login: Login: user=<anna@example.org>, method=PLAIN, rip=10.0.0.2, lip=10.0.0.5, mpid=5, session=<s1>",

@@ -173,6 +173,14 @@ def test_missing_postmap_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
 
 
+def test_plain_list_names_exactly_the_refused_addresses(tmp_path: Path) -> None:
+    """The plain list (for MTAs without a warn action) holds the addresses at defer and reject, never warn."""
+    backend = backend_for(EnforcementSettings(backend="plain-list", list_path=str(tmp_path / "disabled.txt")))
+    entries = [MapEntry("w@example.de", "warn"), MapEntry("r@example.de", "reject"), MapEntry("d@example.de", "defer")]
+    backend.publish(entries)
+    assert (tmp_path / "disabled.txt").read_text() == "d@example.de\nr@example.de\n"
+
+
 def test_plain_list_backend(run: Cli, runtime: Runtime, planned: Path, tmp_path: Path) -> None:
     """The plain-list backend writes one refused address per line, nothing for warn."""
     configure(runtime, tmp_path, backend="plain-list", ladder=("warn", "reject"))

@@ -48,7 +48,7 @@ def test_fields_in_free_text_do_not_authenticate_a_relay(tail: str) -> None:
 
 def test_a_quoted_sender_cannot_carry_fields() -> None:
     """An envelope sender with quoted spaces is one value: its ``H=``/``A=`` text is not read."""
-    line = f'{STAMP} 1Ov4tU-0000Nz-Rm <= "x H=[192.0.2.9] A=p:victim@example.org"@evil.test H=(pc) [203.0.113.5] P=esmtp S=1'
+    line = f'{STAMP} 1Ov4tU-0000Nz-Rm <= "x H=[192.0.2.9] A=p:victim@example.org"@evil.test H=(pc) [203.0.113.5] P=esmtp S=1'  # noqa: E501
     event = parse_one(line)
     assert isinstance(event, Accept)
     assert (event.client_ip, event.authenticated, event.sender) == (
@@ -60,7 +60,7 @@ def test_a_quoted_sender_cannot_carry_fields() -> None:
 
 def test_the_real_auth_fields_still_count() -> None:
     """A=, P=esmtpsa before the size are read as before."""
-    line = f'{STAMP} 10HmaX-000000005vi-0000 <= bert@example.org H=(laptop) [192.0.2.8] P=esmtpsa A=dovecot_plain:bert@example.org S=10 T="x"'
+    line = f'{STAMP} 10HmaX-000000005vi-0000 <= bert@example.org H=(laptop) [192.0.2.8] P=esmtpsa A=dovecot_plain:bert@example.org S=10 T="x"'  # noqa: E501
     event = parse_one(line)
     assert isinstance(event, Accept) and (event.authenticated, event.sasl_user) == (True, "bert@example.org")
 
@@ -69,7 +69,7 @@ def test_the_real_auth_fields_still_count() -> None:
     "line, daemon, relay",
     [
         (
-            '=> friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5] C="250 OK T=local_delivery"',
+            '=> friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5] C="250 OK T=local_delivery"',  # noqa: E501
             "smtp",
             "mx.remote.test",
         ),
@@ -96,7 +96,7 @@ def test_a_remote_reply_or_address_cannot_change_the_transport(line: str, daemon
     "message, ip, sender, rcpt",
     [
         (
-            "H=(yakult.com.tw) [202.132.70.178]:3755 I=[1.2.3.4]:25 F=menacedsj04@listserv.eurasia.org rejected RCPT dir@ml3.ru",
+            "H=(yakult.com.tw) [202.132.70.178]:3755 I=[1.2.3.4]:25 F=menacedsj04@listserv.eurasia.org rejected RCPT dir@ml3.ru",  # noqa: E501
             "202.132.70.178",
             "menacedsj04@listserv.eurasia.org",
             "dir@ml3.ru",
@@ -108,7 +108,7 @@ def test_a_remote_reply_or_address_cannot_change_the_transport(line: str, daemon
             "bob@remote.test",
         ),
         (
-            'H=(x) [203.0.113.5] F=<"y H=([192.0.2.9]) [192.0.2.9] F=<victim@example.org>"@evil.test> rejected RCPT <bob@remote.test>',
+            'H=(x) [203.0.113.5] F=<"y H=([192.0.2.9]) [192.0.2.9] F=<victim@example.org>"@evil.test> rejected RCPT <bob@remote.test>',  # noqa: E501
             "203.0.113.5",
             '"y H=([192.0.2.9]) [192.0.2.9] F=<victim@example.org>"@evil.test',
             "bob@remote.test",
@@ -157,7 +157,7 @@ def test_thunderbird_helo_literal_is_still_legacy_use_of_its_sender() -> None:
     from .test_detection_dialects import detect
 
     lines = [
-        "Mar  2 10:00:00 mail dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1",
+        "Mar  2 10:00:00 mail dovecot: pop3-login: Login: user=<anna@example.org>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1",  # noqa: E501
         f"{STAMP} 1Ov4tU-0000Nz-Rm <= anna@example.org H=([192.168.1.5]) [192.0.2.7]:51792 P=esmtp S=2177 id=a@b",
         f"{STAMP} 1Ov4tU-0000Nz-Rm => friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.5]",
         f"{STAMP} 1Ov4tU-0000Nz-Rm Completed",

@@ -187,8 +187,8 @@ def test_the_final_step_does_not_retire_the_legacy_path_under_the_held(
     assert pop.read_text() == "192.0.2.1 OK\n"
     out = run("step", "--yes", "--include-unwarned", "--reason", "support phoned all three").output
     assert (
-        "switched off although not warned in time (--include-unwarned): bert@example.de, carl@example.de, dora@example.de"
-        in out
+        "switched off although not warned in time (--include-unwarned): "
+        "bert@example.de, carl@example.de, dora@example.de" in out
     )
     with runtime.sessions() as session:
         event = session.scalars(select(AuditEvent).where(AuditEvent.action == "retire")).one()

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollout import detection
-from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs import blocks, events
 from rollout.logs.blocks import BlockParser
 from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, LoginRun, Removed, Sender
 from rollout.logs.join import join_complete
+from rollout.scan import detection
+from rollout.scan.detection import DetectionConfig, Detector, Finding
 from rollout.synthetic.maillog import write_maillog
 
 from .scan_support import REFERENCE, corpus_files, fixture_lines, line_parser
@@ -42,7 +42,10 @@ def both(block: bytes, login_runs: bool = False) -> tuple[list[Event], list[Even
 
 
 def findings(events: list[Event]) -> tuple[list[tuple], dict, list[str], str, list[str]]:
-    """What the detector found and counted, and what it carries to the next scan: open messages, login windows, open sessions."""
+    """What the detector found and counted, and what it carries to the next scan.
+
+    That is: open messages, login windows, open sessions.
+    """
     detector = Detector(CONFIG)
     detector.feed_all(events)
     return (
@@ -88,7 +91,7 @@ def test_the_classifier_is_built() -> None:
 
 
 def test_the_dialects_fixture_gives_the_same_events_and_findings() -> None:
-    """The project's fixture of every dialect (Postfix, Dovecot, Exim, Courier, Cyrus, UW, journald…) through both paths."""
+    """The fixture of every dialect (Postfix, Dovecot, Exim, Courier, Cyrus, UW, journald…) through both paths."""
     assert_same(("\n".join(fixture_lines("dialects.log")) + "\n").encode())
 
 
@@ -188,7 +191,7 @@ def test_the_detectors_sweep_in_c_keeps_what_its_python_sweep_keeps(
         return detector
 
     in_c = run()
-    monkeypatch.setattr(detection, "prune_logins", None)
+    monkeypatch.setattr(detection, "COMPILED", False)
     in_python = run()
     assert [_key(f) for f in in_c.findings] == [_key(f) for f in in_python.findings]
     assert any(f.kind == "legacy" for f in in_c.findings)
@@ -364,7 +367,7 @@ def test_shapes_the_classifier_reads_itself_give_the_same_events_and_findings() 
 
 
 def test_sessions_paired_per_block_give_the_findings_of_one_stream() -> None:
-    """A session key reused across blocks: pairing inside each block leaves the detector where line-by-line feeding does."""
+    """A session key reused across blocks: pairing inside each block leaves the detector where feeding lines does."""
     lines = [
         "Nov 23 09:00:00 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.5, mpid=7",
         "Nov 23 09:00:01 mx1 dovecot: pop3-login: Login: user=<anna@example.org>, rip=203.0.113.6, mpid=7",
@@ -463,8 +466,8 @@ def test_mutated_lines_give_the_same_events(lines: list[tuple[str, int, str, boo
 
 
 def test_runs_of_logins_file_what_the_detector_would_file() -> None:
-    """Logins the classifier files itself (LoginRun): user case kept for the report, session keys freed, hosts kept apart,
-    trusted and unended logins left as events, a relay between them judged as before."""
+    """Logins the classifier files itself (LoginRun): user case kept for the report, session keys freed,
+    hosts kept apart, trusted and unended logins left as events, a relay between them judged as before."""
     lines = [
         "Nov 23 09:00:00 mx1 dovecot: imap-login: Login: user=<Anna@Example.org>, rip=203.0.113.7, mpid=7, session=<a1>",
         "Nov 23 09:00:01 mx1 dovecot: pop3-login: Login: user=<bert@example.org>, rip=2001:db8::7, mpid=8",

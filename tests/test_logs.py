@@ -278,7 +278,7 @@ def test_every_dialect_of_the_fixture_gives_exactly_its_logins() -> None:
 
 
 def test_every_corpus_line_parses_or_is_counted_and_none_is_a_false_login() -> None:
-    """The real-world corpus never crashes the parser; every line is an event or a counted kind; logins are real ones."""
+    """The real-world corpus never crashes the parser; each line is an event or a counted kind; logins are real."""
     files = corpus_files(".log", ".tsv")
     logins = []
     for path in files:

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from rollout.clock import ManualClock
 from rollout.errors import DeliveryError, GuardError
 from rollout.models import Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
+from rollout.notify.campaign_workflow import due_wave, notify, start_campaign
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import due_wave, notify, start_campaign
 
 from .campaign_support import SmtpServer, add_customers, add_legacy, configure, many_affected, smtp_overrides
 from .conftest import T0, Cli
@@ -166,7 +166,7 @@ def test_5xx_fails_with_the_reply_recorded_and_exit_1(affected: Runtime, smtp: S
 
 
 def test_connection_lost_after_the_final_dot_leaves_the_notice_uncertain(affected: Runtime, smtp: SmtpServer) -> None:
-    """The server took the final dot and died before replying: maybe delivered, so uncertain, not resent by the next run."""
+    """The server took the final dot and died before replying: maybe delivered, so uncertain, not resent later."""
     configure(affected, **smtp_overrides(smtp), **{"smtp.concurrency": 1})
     smtp.inbox.script = ["drop"]
     summary = notify(affected)

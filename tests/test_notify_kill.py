@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from rollout.models import Notice
+from rollout.notify.campaign_workflow import start_campaign
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import start_campaign
 
 from .campaign_support import SmtpServer, many_affected
 from .conftest import T0
@@ -41,7 +41,8 @@ def campaign_env(runtime: Runtime, tmp_path: Path, smtp: SmtpServer, cli_env: di
         "ROLLOUT_SMTP_HOST": smtp.host,
         "ROLLOUT_SMTP_PORT": str(smtp.port),
         "ROLLOUT_SMTP_CONCURRENCY": str(CONCURRENCY),
-        "ROLLOUT_SMTP_RATE_PER_SECOND": "20",  # a run sends at most 30 before its kill: at least four kills land mid-run
+        # a run sends at most 30 before its kill: at least four kills land mid-run
+        "ROLLOUT_SMTP_RATE_PER_SECOND": "20",
         "ROLLOUT_SMTP_TIMEOUT_SECONDS": "5",
     }
 
@@ -119,7 +120,7 @@ def test_two_processes_at_once_send_each_notice_once(
     env = {**campaign_env, "ROLLOUT_SMTP_RATE_PER_SECOND": "0"}
     procs = [notify_process(env) for _ in range(2)]
     results = [p.communicate(timeout=90) for p in procs]
-    for proc, (_, err) in zip(procs, results):
+    for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
     summaries = [json.loads(out) for out, _ in results]
     assert sum(s["sent"] for s in summaries) == CUSTOMERS

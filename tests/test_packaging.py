@@ -40,6 +40,13 @@ def test_wheel_contains_templates_and_migrations(wheel: Path) -> None:
 
 
 @pytest.mark.slow
+def test_wheel_ships_its_types(wheel: Path) -> None:
+    """A type checker sees an installed rollout's types (PEP 561), the C classifier's stub with them."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"rollout/py.typed", "rollout/logs/_linescan.pyi"} <= names
+
+
+@pytest.mark.slow
 def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path: Path) -> None:
     """pip install of the wheel, then `rollout db upgrade`, import and stats work outside the checkout."""
     venv = tmp_path / "venv"
@@ -77,8 +84,9 @@ def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path:
         [
             str(venv / "bin" / "python"),
             "-c",
-            "from rollout.web.app import SupportDesk; from rollout.runtime import Runtime; "
-            "from rollout.config import load_settings; d = SupportDesk(Runtime(load_settings()), b'k'); print(len(d.stylesheet))",
+            "from rollout.support.web.app import SupportDesk; from rollout.runtime import Runtime; "
+            "from rollout.config import load_settings; "
+            "d = SupportDesk(Runtime(load_settings()), b'k'); print(len(d.stylesheet))",
         ],
         cwd=work,
         env=env,

@@ -106,7 +106,8 @@ def test_final_step_in_check_mode_names_the_line_to_remove(
     run: Cli, runtime: Runtime, stack: MailStack, tmp_path: Path
 ) -> None:
     """retire = "check": refused while main.cf still has the map in smtpd_recipient_restrictions, naming the exact
-    element; once removed (postconf -e, reload) the step passes and a relay after a POP login is refused."""
+    element; once removed (postconf -e, reload) the step passes and a relay after a POP login is refused; undo puts
+    the element back in main.cf and reloads Postfix: the relay is accepted again."""
     client = "127.0.0.137"
     postconf = f"postconf -c {stack.postfix_dir}"
     configure(
@@ -116,6 +117,7 @@ def test_final_step_in_check_mode_names_the_line_to_remove(
         legacy_map=str(stack.pop_map),
         retire="check",
         postconf_command=postconf,
+        reload_command=f"postfix -c {stack.postfix_dir} reload",
     )
     switch_off_every_cohort(run, runtime, tmp_path)
     result = run("step", "--yes", expect=1)
@@ -140,3 +142,8 @@ def test_final_step_in_check_mode_names_the_line_to_remove(
     code, text = relay_after_pop_login(stack, client)
     assert code == 554 and "Relay access denied" in text
     assert json.loads(run("status", "--json").output)["retired"]["mode"] == "check"
+
+    assert f"check_client_access hash:{stack.pop_map}, reject_unauth_destination" in run("undo").output
+    stack.wait_for_log(stack.postfix_log, "reload", count=2)
+    assert relay_after_pop_login(stack, client)[0] == 250
+    assert json.loads(run("status", "--json").output)["phase"] == "switch-off"

@@ -16,9 +16,9 @@ from sqlalchemy import delete, func, select
 
 from rollout.models import Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 from rollout.runtime import Runtime
+from rollout.scan.inventory_workflow import import_inventory
+from rollout.scan.scan_workflow import legacy_report, review_report, scan_logs
 from rollout.synthetic.maillog import GroundTruth, write_maillog
-from rollout.workflows.inventory import import_inventory
-from rollout.workflows.scan import legacy_report, review_report, scan_logs
 
 from .scan_support import write_inventory
 
@@ -45,10 +45,8 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         def rows(model: Any, *skip: str) -> list[dict[str, Any]]:
             cols = [c.key for c in model.__table__.columns if c.key not in skip]
             return sorted(
-
-                    json.dumps({c: getattr(r, c) for c in cols}, default=str, sort_keys=True)
-                    for r in s.scalars(select(model))
-
+                json.dumps({c: getattr(r, c) for c in cols}, default=str, sort_keys=True)
+                for r in s.scalars(select(model))
             )
 
         return {m.__name__: rows(m, "id") for m in (LegacyDay, Evidence, ReviewItem, UnknownLogin)}
@@ -159,7 +157,7 @@ def test_gzip_log_and_unknown_login_users(runtime: Runtime, inventory: None, tmp
     """A gzip log is scanned like a plain one; logins by users not in the inventory are reported, not dropped."""
     plain = tmp_path / "plain.log"
     truth = synthetic(plain)
-    stranger = "Mar  2 18:30:00 mx1 dovecot[700]: pop3-login: Login: user=<ghost@example.org>, method=PLAIN, rip=192.0.2.200, lip=192.0.2.1\n"
+    stranger = "Mar  2 18:30:00 mx1 dovecot[700]: pop3-login: Login: user=<ghost@example.org>, method=PLAIN, rip=192.0.2.200, lip=192.0.2.1\n"  # noqa: E501
     (tmp_path / "mail.log.1").write_bytes(gzip.compress(plain.read_bytes() + stranger.encode()))
     summary = scan_logs(runtime, [tmp_path / "mail.log.1"])
     assert summary.legacy_submissions == sum(truth.legacy.values())
@@ -220,7 +218,7 @@ Mar  2 07:01:00 imap-login: Info: Login: user=<login04>, method=PLAIN, rip=2001:
 Mar  2 07:01:09 imap(login04)<102><bb2>: Info: Logged out in=52 out=771
 Mar  2 07:02:00 imap-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<user02@example.org>, method=PLAIN, rip=192.0.2.32
 Mar  2 07:03:00 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for imap, pop3
-"""
+"""  # noqa: E501 (log lines as the daemons write them)
 EXIM_MAINLOG = """\
 2026-03-02 07:00:05 1sQ2ab-0001Xy-9Z <= user01@example.org H=(pc) [192.0.2.31] P=esmtp S=310
 2026-03-02 07:00:05 1sQ2ab-0001Xy-9Z => friend@remote.test R=dnslookup T=remote_smtp H=mx.remote.test [198.51.100.9]
@@ -272,7 +270,7 @@ def test_parallel_parsing_gives_the_same_result(
     """With scan.workers = 2, a file parsed in blocks by worker threads gives exactly the in-process result."""
     import dataclasses
 
-    from rollout.workflows import scan as scan_module
+    from rollout.scan import scan_workflow as scan_module
 
     log = tmp_path / "mail.log"
     truth = synthetic(log, lines=4000)
@@ -302,13 +300,16 @@ def test_parallel_parsing_gives_the_same_result(
 def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(
     runtime: Runtime, inventory: None, tmp_path: Path
 ) -> None:
-    """P2: after user01's IMAP login over IPv6 an IPv4 relay with user01 as sender is no legacy use; --review shows it as dual_stack."""
+    """P2: after user01's IMAP login over IPv6, an IPv4 relay with user01 as sender is no legacy use.
+
+    --review shows it as dual_stack.
+    """
     log = tmp_path / "mail.log"
     log.write_text(
-        "Mar  2 10:00:00 mx1 dovecot: imap-login: Login: user=<user01@example.org>, method=PLAIN, rip=2001:db8::7, lip=2001:db8::1, mpid=5, session=<s1>\n"
+        "Mar  2 10:00:00 mx1 dovecot: imap-login: Login: user=<user01@example.org>, method=PLAIN, rip=2001:db8::7, lip=2001:db8::1, mpid=5, session=<s1>\n"  # noqa: E501
         "Mar  2 10:03:00 mx1 postfix/smtpd[10]: 1111AAAA01: client=pc[198.51.100.7]\n"
         "Mar  2 10:03:00 mx1 postfix/qmgr[9]: 1111AAAA01: from=<user01@example.org>, size=100, nrcpt=1 (queue active)\n"
-        "Mar  2 10:03:01 mx1 postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=mx.remote.test[203.0.113.5]:25, delay=1, dsn=2.0.0, status=sent (250 ok)\n"
+        "Mar  2 10:03:01 mx1 postfix/smtp[12]: 1111AAAA01: to=<friend@remote.test>, relay=mx.remote.test[203.0.113.5]:25, delay=1, dsn=2.0.0, status=sent (250 ok)\n"  # noqa: E501
         "Mar  2 10:03:01 mx1 postfix/qmgr[9]: 1111AAAA01: removed\n"
     )
     summary = scan_logs(runtime, [log])
@@ -321,7 +322,7 @@ def test_a_dual_stack_relay_is_listed_for_review_with_its_likely_mailbox(
 def test_copytruncates_copy_and_compressed_rotations_add_only_what_was_not_read(
     runtime: Runtime, inventory: None, tmp_path: Path
 ) -> None:
-    """P8: maillog copied to maillog.1 and truncated, later gzipped to maillog.2.gz, all scanned again: no line counts twice."""
+    """P8: maillog copied to maillog.1 and truncated, then gzipped to maillog.2.gz, all scanned: no line twice."""
     log, truth = half_scanned_then_grown(runtime, tmp_path / "maillog")  # the second half: only the copy has it
     (tmp_path / "maillog.1").write_bytes(log.read_bytes())  # logrotate's copytruncate
     log.write_bytes(b"")

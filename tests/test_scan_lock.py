@@ -4,6 +4,7 @@ advisory lock)."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -13,20 +14,23 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select, text
 
 from rollout import locks
 from rollout.models import LegacyDay, ScanSource
 from rollout.runtime import Runtime
+from rollout.scan.inventory_workflow import import_inventory
+from rollout.scan.scan_workflow import legacy_report
 from rollout.synthetic.maillog import write_maillog
-from rollout.workflows.inventory import import_inventory
-from rollout.workflows.scan import legacy_report
 
-from .conftest import Cli
+from .conftest import Cli, using_postgres
 from .scan_support import write_inventory
 from .test_scan import LEGACY, MAILBOXES, SASL, START
 
 WAIT_FOR_WAITERS_SECONDS = 60  # bound on how long the test waits for both scans to reach the lock
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # <linux/prctl.h>, <linux/capability.h>
+SQLITE_ONLY = pytest.mark.skipif(using_postgres(), reason="the lock file is SQLite's; PostgreSQL locks in the server")
 
 
 def hold_scan_lock(runtime: Runtime):  # type: ignore[no-untyped-def]
@@ -108,3 +112,63 @@ def test_a_scan_that_waited_too_long_exits_1_having_recorded_nothing(runtime: Ru
     assert json.loads(cli("scan", str(log), "--json").stdout)["lines"] == truth.lines
     assert {r.address: r.submissions for r in legacy_report(runtime)} == dict(truth.legacy)
     cli.runtime.close()
+
+
+def bound_by_file_modes() -> None:
+    """In the child before exec: root gives up the capabilities that override file modes, so a read-only file is
+    read-only to it as to any other user (a non-root user needs nothing)."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@SQLITE_ONLY
+def test_a_lock_file_the_user_cannot_write_is_an_error_naming_it(
+    runtime: Runtime, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A scan lock file this user cannot write (left by a scan run as another user): `rollout scan` exits 1 naming
+    the file and the reason, without a traceback, and records nothing; once the file is writable the scan runs."""
+    import_inventory(runtime, write_inventory(tmp_path / "inventory.csv", MAILBOXES))
+    log = tmp_path / "mail.log"
+    truth = write_maillog(log, MAILBOXES, LEGACY, SASL, start=START, span=timedelta(hours=1), lines=500, seed=7)
+    lock = locks.lock_file(runtime.engine, "scan")
+    assert lock is not None
+    lock.write_text("ops-host 4242\n")
+    lock.chmod(0o444)
+    scan = [sys.executable, "-m", "rollout", "scan", str(log), "--json"]
+    refused = subprocess.run(scan, env=cli_env, capture_output=True, text=True, preexec_fn=bound_by_file_modes)
+    assert refused.returncode == 1, refused
+    assert refused.stderr.startswith(f"Error: cannot open the scan lock file {lock}: Permission denied. "), refused
+    assert "Traceback" not in refused.stderr
+    with runtime.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(ScanSource)) == 0
+    lock.chmod(0o644)
+    done = subprocess.run(scan, env=cli_env, capture_output=True, text=True, preexec_fn=bound_by_file_modes)
+    assert done.returncode == 0, done
+    assert json.loads(done.stdout)["lines"] == truth.lines
+
+
+@SQLITE_ONLY
+def test_a_lock_path_taken_by_a_directory_is_an_error_naming_it(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
+    """Where the scan lock file belongs there is a directory (no user can open it as a file): exit 1 naming the path
+    and the reason, nothing recorded."""
+    log = tmp_path / "mail.log"
+    write_maillog(log, MAILBOXES, LEGACY, SASL, start=START, span=timedelta(hours=1), lines=200, seed=8)
+    lock = locks.lock_file(runtime.engine, "scan")
+    assert lock is not None
+    lock.mkdir()
+    result = run("scan", str(log), expect=1)
+    assert result.stderr.startswith(f"Error: cannot open the scan lock file {lock}: Is a directory. "), result.stderr
+    assert "one scan runs at a time per database" in result.stderr.lower()
+    with runtime.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(ScanSource)) == 0
+
+
+def test_scan_help_says_one_scan_at_a_time(run: Cli) -> None:
+    """`rollout scan --help` tells the operator that a second scan waits scan.lock_wait_seconds, then exits 1."""
+    text = " ".join(run("scan", "--help").stdout.split())
+    assert "One scan runs at a time per database: a second one waits up to scan.lock_wait_seconds" in text
+    assert "then exits 1 having recorded nothing" in text

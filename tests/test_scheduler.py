@@ -1,4 +1,4 @@
-"""`rollout scheduler`: jobs fire in order on an injected clock, stale waves wait, one scheduler acts, SIGTERM is graceful."""
+"""`rollout scheduler`: jobs fire in order on an injected clock, stale waves wait, one acts, SIGTERM is graceful."""
 
 import signal
 import sqlite3
@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from rollout.clock import ManualClock
 from rollout.runtime import Runtime
 from rollout.scheduler import SchedulerLock, planned_jobs, run_until
-from rollout.workflows.operate import rollout_status
+from rollout.support.operate_workflow import rollout_status
 
 from .campaign_support import SmtpServer
 from .conftest import T0, using_postgres
@@ -22,7 +22,7 @@ from .scheduler_support import HOST, LEGACY, Daemon, configure, job_runs, small_
 
 
 def test_jobs_fire_in_order_on_an_injected_clock(runtime: Runtime, clock: ManualClock, tmp_path: Path) -> None:
-    """Scan first (it finds the legacy senders), then each notice wave at its time, then each cohort's step; the rollout ends done."""
+    """Scan first (it finds the legacy senders), then each wave at its time, then each cohort's step, to the end."""
     with SmtpServer(HOST) as server:
         configure(runtime, tmp_path, server, **{"scan.log_files": str(tmp_path / "*.log")})
         small_rollout(runtime, tmp_path, first_wave=T0 + timedelta(hours=2), log=tmp_path / "mail.log")
@@ -64,7 +64,7 @@ def test_jobs_fire_in_order_on_an_injected_clock(runtime: Runtime, clock: Manual
 
 
 def test_a_wave_later_than_the_grace_is_not_sent(runtime: Runtime, clock: ManualClock, tmp_path: Path) -> None:
-    """A wave whose time passed more than the grace ago is recorded as skipped and sends nothing; the next wave goes out."""
+    """A wave whose time passed more than the grace ago is recorded as skipped, sends nothing; the next goes out."""
     with SmtpServer(HOST) as server:
         configure(runtime, tmp_path, server, **{"scheduler.misfire_grace_seconds": 3600})
         small_rollout(runtime, tmp_path, first_wave=T0 - timedelta(hours=3))
@@ -81,7 +81,7 @@ def test_a_wave_later_than_the_grace_is_not_sent(runtime: Runtime, clock: Manual
 
 def test_a_paused_rollout_is_not_stepped(runtime: Runtime, clock: ManualClock, tmp_path: Path) -> None:
     """At a cohort's time a paused rollout records the step as skipped with the pause's reason."""
-    from rollout.workflows.plan import pause
+    from rollout.plan.plan_workflow import pause
 
     configure(runtime, tmp_path, **{"smtp.port": 1})
     small_rollout(runtime, tmp_path, first_wave=T0 - timedelta(days=14), weeks=1, plan_start=T0 + timedelta(hours=1))

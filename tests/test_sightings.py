@@ -1,4 +1,4 @@
-"""`rollout attribute` and `rollout dismiss`: ambiguous sightings resolved by ops, audited, and notified only when attributed."""
+"""`rollout attribute` and `rollout dismiss`: ops resolve ambiguous sightings, audited, notified only if attributed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from rollout.models import AuditEvent
+from rollout.notify.campaign_workflow import start_campaign
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import start_campaign
 
 from .campaign_support import add_customers
 from .conftest import Cli
@@ -36,7 +36,7 @@ LOG = """\
 2026-03-01T11:01:01Z mx1 postfix/qmgr[12]: 3F2A1B4C5E: from=<info@other.test>, size=1234, nrcpt=1 (queue active)
 2026-03-01T11:01:02Z mx1 postfix/smtp[13]: 3F2A1B4C5E: to=<y@remote.test>, relay=mx.remote.test[192.0.2.9]:25, delay=1, dsn=2.0.0, status=sent (250 ok)
 2026-03-01T11:01:03Z mx1 postfix/qmgr[12]: 3F2A1B4C5E: removed
-"""
+"""  # noqa: E501 (log lines as the daemons write them)
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_commands_that_need_no_database_load_no_sqlalchemy(tmp_path: Path, args:
 
 
 def test_a_command_on_a_current_schema_loads_no_alembic(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    """`rollout legacy --json` on a database at head checks the schema without Alembic and renders nothing with Jinja2."""
+    """`rollout legacy --json` on a database at head checks the schema without Alembic, renders nothing with Jinja2."""
     modules = loaded_modules(tmp_path, "legacy", "--json", env=cli_env)
     assert "rollout.cli.scan" in modules
     assert not top_level(modules) & {"alembic", "mako", "pygments", "jinja2"}

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from rollout.clock import ManualClock
 from rollout.enforcement import client_reply
 from rollout.models import AuditEvent, Campaign, Cohort, Notice
+from rollout.plan import plan_workflow as wf
 from rollout.runtime import Runtime
-from rollout.workflows import plan as wf
 
 from .conftest import T0, Cli
 from .plan_support import add_legacy, configure, import_locals, mailbox_id
@@ -49,8 +49,8 @@ def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
 
 
 def map_keys(path: Path) -> dict[str, str]:
-    lines = [l for l in path.read_text().splitlines() if l and not l.startswith("#")]
-    return {k: v.split(" ", 1)[0] for k, v in (l.split("\t", 1) for l in lines)}
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return {k: v.split(" ", 1)[0] for k, v in (line.split("\t", 1) for line in lines)}
 
 
 def stages(runtime: Runtime) -> list[str]:

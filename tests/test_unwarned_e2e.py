@@ -22,6 +22,7 @@ from rollout.runtime import Runtime
 
 from .conftest import Cli
 from .mailstack import MailStack, Mailuser, free_port, mailstack_available
+from .plan_support import apply_plan
 
 pytestmark = [
     pytest.mark.slow,
@@ -97,7 +98,7 @@ def test_medium_sightings_get_a_wave_one_notice(medium_stack: MailStack, setting
 
 
 def _inventory(tmp_path: Path, names: list[str]) -> Path:
-    """One customer per mailbox: ``name@example.org`` belongs to customer K-name, whose contact is name@customers.test."""
+    """One customer per mailbox: ``name@example.org`` belongs to customer K-name, contact name@customers.test."""
     rows = ["mailbox,customer_id,customer_email,customer_name,locale"] + [
         f"{n}@example.org,K-{n},{n}@customers.test,Customer {n},en" for n in names
     ]
@@ -158,13 +159,17 @@ def bouncing_stack() -> Iterator[BouncingStack]:
     s.cleanup()
 
 
-def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
-    bouncing_stack: BouncingStack, settings: Settings, tmp_path: Path
-) -> None:
-    """A notice goes out through the real Postfix, whose next hop answers 550 for the customer's address: after
-    `rollout scan` of that Postfix's log the ledger row is `bounced` with the reply, lookup shows it, and the step
-    holds that mailbox back (`notice bounced`) while the cohort's other mailbox goes into the map."""
-    stack = bouncing_stack
+@dataclasses.dataclass
+class WaveOne:
+    cli: Cli
+    start: datetime  # wave 1 went out
+    switch_off: datetime  # the one cohort's date
+    map_path: Path
+
+
+def wave_one_to_a_bouncing_address(stack: BouncingStack, settings: Settings, tmp_path: Path, weeks: int) -> WaveOne:
+    """anna@ (contact boss@bounce.test, which the next hop answers 550) and bert@ relay after a POP login; a scan
+    finds both; one cohort a week after the campaign's start; wave 1 of ``weeks`` goes out through the real Postfix."""
     map_path = tmp_path / "smtp-after-pop-disabled"
     cli = _cli(
         settings,
@@ -199,27 +204,17 @@ def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
     start = _now()
     cli.runtime.clock.set(start)  # type: ignore[attr-defined]
     switch_off = start + timedelta(days=8)
-    cli(
-        "plan",
-        "--cohorts",
-        "1",
-        "--start",
-        switch_off.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "1h",
-        "--tz",
-        "UTC",
-        "--apply",
-    )
+    apply_plan(cli, 1, "1h", switch_off)
+    first, weekday = start.date().isoformat(), _weekday()
     cli(
         "campaign",
         "start",
         "--first",
-        start.date().isoformat(),
+        first,
         "--weeks",
-        "1",
+        str(weeks),
         "--weekday",
-        _weekday(),
+        weekday,
         "--at",
         "00:00",
         "--tz",
@@ -228,7 +223,18 @@ def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
     assert json.loads(cli("notify", "--wave", "1", "--json").stdout)["sent"] == 2
     stack.wait_for_log(stack.postfix_log, "status=bounced", count=1)
     stack.wait_for_log(stack.postfix_log, "to=<bert@customers.test>", count=1)
+    return WaveOne(cli, start, switch_off, map_path)
 
+
+def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
+    bouncing_stack: BouncingStack, settings: Settings, tmp_path: Path
+) -> None:
+    """A notice goes out through the real Postfix, whose next hop answers 550 for the customer's address: after
+    `rollout scan` of that Postfix's log the ledger row is `bounced` with the reply, lookup shows it, and the step
+    holds that mailbox back (`notice bounced`) while the cohort's other mailbox goes into the map."""
+    stack = bouncing_stack
+    sent = wave_one_to_a_bouncing_address(stack, settings, tmp_path, weeks=1)
+    cli, switch_off, map_path = sent.cli, sent.switch_off, sent.map_path
     scanned = json.loads(cli("scan", "--host", "mx", str(stack.postfix_log), str(stack.dovecot_log), "--json").stdout)
     assert scanned["notices"] == {"bounced": 1, "delivered": 1}, stack.logs()
     lookup = json.loads(cli("lookup", "anna@example.org", "--json").stdout)
@@ -246,3 +252,28 @@ def test_a_bounced_notice_is_seen_in_the_postfix_log_and_holds_the_mailbox_back(
     assert [(h["address"], h["reason"]) for h in result["held"]] == [("anna@example.org", "notice bounced")]
     keys = {line.split("\t")[0] for line in map_path.read_text().splitlines() if line and not line.startswith("#")}
     assert keys == {"bert@example.org"}
+
+
+def test_a_later_wave_leaves_out_an_address_that_bounced_with_a_5xx(
+    bouncing_stack: BouncingStack, settings: Settings, tmp_path: Path
+) -> None:
+    """Wave 1 to boss@bounce.test bounced with a 550 (the ledger says so after `rollout scan`): a week later wave 2
+    goes to the other customer only, says one customer was left out as unreachable, and the provider's Postfix sees
+    no second message to the address that bounced."""
+    stack = bouncing_stack
+    sent = wave_one_to_a_bouncing_address(stack, settings, tmp_path, weeks=2)
+    cli = sent.cli
+    cli("scan", "--host", "mx", str(stack.postfix_log), str(stack.dovecot_log))
+    (first,) = json.loads(cli("lookup", "anna@example.org", "--json").stdout)["notices"]
+    assert (first["delivery"], BOUNCE_REPLY in first["delivery_reply"]) == ("bounced", True)
+
+    cli.runtime.clock.set(sent.start + timedelta(weeks=1))  # type: ignore[attr-defined]
+    summary = json.loads(cli("notify", "--wave", "2", "--json").stdout)
+    assert (summary["selected"], summary["sent"], summary["unreachable"]) == (1, 1, 1)
+    rerun = cli("notify", "--wave", "2").stdout  # what cron's second run tells the operator
+    assert "1 customers left out: an earlier notice to their address bounced with a 5xx" in rerun
+    stack.wait_for_log(stack.postfix_log, "to=<bert@customers.test>", count=2)
+    stack.wait_for_queue_empty()
+    assert stack.postfix_log.read_text().count("to=<boss@bounce.test>") == 1  # wave 1's, which bounced
+    assert [n["wave"] for n in json.loads(cli("lookup", "anna@example.org", "--json").stdout)["notices"]] == [1]
+    assert [n["wave"] for n in json.loads(cli("lookup", "bert@example.org", "--json").stdout)["notices"]] == [1, 2]

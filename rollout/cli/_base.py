@@ -274,11 +274,11 @@ def echo_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], align: str
     text_rows = [["" if v is None else str(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in text_rows:
-        widths = [max(w, len(v)) for w, v in zip(widths, row)]
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
     align = align or "l" * len(headers)
 
     def fmt(row: Sequence[str]) -> str:
-        cells = [v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(row, widths, align)]
+        cells = [v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(row, widths, align, strict=True)]
         return "  ".join(cells).rstrip()
 
     click.echo(fmt(headers))

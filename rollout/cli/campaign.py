@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from ..runtime import Runtime
-from ..workflows.campaign import (
+from ..notify.campaign_workflow import (
     CampaignOverview,
     NotifySummary,
     campaign_overview,
@@ -16,6 +16,7 @@ from ..workflows.campaign import (
     preview_notice,
     start_campaign,
 )
+from ..runtime import Runtime
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 
@@ -46,8 +47,8 @@ def campaign_group() -> None:
 @json_option
 @pass_runtime()
 def campaign_start(
-    runtime: Runtime, first, weeks: int, weekday: str, at_time: str, tz: str, replace: bool, as_json: bool
-) -> None:  # type: ignore[no-untyped-def]
+    runtime: Runtime, first: datetime, weeks: int, weekday: str, at_time: str, tz: str, replace: bool, as_json: bool
+) -> None:
     """Define the weekly notice waves: wave k is due k-1 weeks after the first.
 
     \b
@@ -84,10 +85,9 @@ def _show(overview: CampaignOverview, as_json: bool) -> None:
         return
     state = "active" if overview.active else "inactive"
     due = f"wave {overview.due_wave} is due now" if overview.due_wave else "no wave is due now"
-    click.echo(
-        f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {overview.weekday} {overview.at_time} {overview.timezone}; {due}"
-    )
-    rows = [
+    when = f"{overview.weekday} {overview.at_time} {overview.timezone}"
+    click.echo(f"campaign {overview.id} ({state}): {overview.weeks} weekly waves, {when}; {due}")
+    rows: list[tuple[int | str, ...]] = [
         (
             w.wave,
             f"{w.due_at:%Y-%m-%d %H:%M} UTC",
@@ -171,9 +171,8 @@ def notify_command(
         if as_json:
             echo_json(shown)
         else:
-            click.echo(
-                f"To: {shown.to_address}  (customer {shown.customer}, wave {shown.wave}, {shown.locale})\nSubject: {shown.subject}\n"
-            )
+            click.echo(f"To: {shown.to_address}  (customer {shown.customer}, wave {shown.wave}, {shown.locale})")
+            click.echo(f"Subject: {shown.subject}\n")
             click.echo(shown.text)
             if shown.sent_to:
                 click.echo(f"sent to {shown.sent_to}: {shown.reply}", err=True)
@@ -218,9 +217,11 @@ def _print_summary(s: NotifySummary) -> None:
         click.echo(f"failed: customer {f['customer']} <{f['to']}>: {f['reply']}")
     if s.unreachable:
         click.echo(
-            f"{s.unreachable} customers left out: an earlier notice to their address bounced with a 5xx (see `rollout campaign show`)"
+            f"{s.unreachable} customers left out: an earlier notice to their address bounced with a 5xx "
+            "(see `rollout campaign show`)"
         )
     if s.uncertain:
         click.echo(
-            f"{s.uncertain} notices were in flight when an earlier run stopped: maybe delivered; `--resend-uncertain` sends them again"
+            f"{s.uncertain} notices were in flight when an earlier run stopped: maybe delivered; "
+            "`--resend-uncertain` sends them again"
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..runtime import Runtime
-from ..workflows.inventory import import_inventory, inventory_stats
+from ..scan.inventory_workflow import import_inventory, inventory_stats
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 
@@ -63,7 +63,8 @@ def inventory_import(runtime: Runtime, csv_file: Path, dry_run: bool, prune: boo
     elif summary.mailboxes_absent:
         sample = ", ".join(summary.absent_sample[:5])
         click.echo(
-            f"{summary.mailboxes_absent} mailboxes in the database are not in the file (kept; --prune deletes them): {sample}…"
+            f"{summary.mailboxes_absent} mailboxes in the database are not in the file "
+            f"(kept; --prune deletes them): {sample}…"
         )
 
 

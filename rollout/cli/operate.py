@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from ..lookup import Lookup, MailboxReport
 from ..rules import PHASES
 from ..runtime import Runtime
-from ..status import Status
-from ..workflows.operate import lookup, rollout_status, wait_for_step
+from ..support.lookup import Lookup, MailboxReport
+from ..support.operate_workflow import lookup, rollout_status, wait_for_step
+from ..support.status import Status
 from ._base import echo_json, echo_table, json_option, pass_runtime
 from .plan import echo_gates
 
@@ -95,10 +95,13 @@ def status_command(
 def print_status(s: Status) -> None:
     click.echo(f"phase: {s.phase}   ({' → '.join(p.upper() if p == s.phase else p for p in PHASES)})")
     click.echo(
-        f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, {s.legacy_mailboxes} still using SMTP-after-POP"
+        f"as of {stamp(s.now)} UTC: {s.customers} customers, {s.mailboxes} mailboxes, "
+        f"{s.legacy_mailboxes} still using SMTP-after-POP"
     )
     if s.map_note:
         click.echo(f"MAP: {s.map_note}")
+    if s.legacy_note:
+        click.echo(f"LEGACY MAP: {s.legacy_note}")
     if s.paused:
         click.echo(f"PAUSED by {s.paused.by} at {stamp(s.paused.at)}: {s.paused.reason}")
     if s.next_action:
@@ -130,7 +133,8 @@ def print_status(s: Status) -> None:
         )
     if s.open_sightings:
         click.echo(
-            f"\nopen ambiguous sightings: {s.open_sightings} (`rollout legacy --review`, then `rollout attribute` or `rollout dismiss`)"
+            f"\nopen ambiguous sightings: {s.open_sightings} "
+            "(`rollout legacy --review`, then `rollout attribute` or `rollout dismiss`)"
         )
     if s.cohorts:
         click.echo("\ncohorts")
@@ -160,9 +164,8 @@ def print_status(s: Status) -> None:
         click.echo("\nmailboxes with legacy use per week")
         peak = max(w.mailboxes for w in s.trend) or 1
         for week in s.trend:
-            click.echo(
-                f"  {week.week.isoformat()}  {week.mailboxes:>7}  {'█' * max(1 if week.mailboxes else 0, round(week.mailboxes / peak * BAR_WIDTH))}"
-            )
+            bar = "█" * max(1 if week.mailboxes else 0, round(week.mailboxes / peak * BAR_WIDTH))
+            click.echo(f"  {week.week.isoformat()}  {week.mailboxes:>7}  {bar}")
     if s.expiring:
         click.echo("\nexemptions ending within 7 days")
         echo_table([(e.address, stamp(e.until), e.reason) for e in s.expiring], ("mailbox", "until", "reason"))
@@ -229,14 +232,16 @@ def lookup_command(runtime: Runtime, query: str, as_json: bool) -> None:
 
 def print_lookup(found: Lookup) -> None:
     click.echo(
-        f"customer {found.customer_id}: {found.customer_name} <{found.customer_email}> ({found.locale}), {found.mailbox_count} mailboxes"
+        f"customer {found.customer_id}: {found.customer_name} <{found.customer_email}> ({found.locale}), "
+        f"{found.mailbox_count} mailboxes"
     )
     for report in found.mailboxes:
         click.echo("")
         print_mailbox(report)
     if found.mailbox_count > len(found.mailboxes):
         click.echo(
-            f"\n… and {found.mailbox_count - len(found.mailboxes)} more mailboxes, not shown (the ones with legacy use come first)"
+            f"\n… and {found.mailbox_count - len(found.mailboxes)} more mailboxes, not shown "
+            "(the ones with legacy use come first)"
         )
     click.echo("\nnotices to the customer")
     if not found.notices:
@@ -262,8 +267,9 @@ def print_mailbox(m: MailboxReport) -> None:
         click.echo("  legacy use: none seen")
     else:
         click.echo(
-            f"  legacy use: last {stamp(legacy.last_seen)} from {legacy.last_ip}, {legacy.submissions} submissions on {legacy.days} days, "
-            f"confidence {legacy.confidence}; client IPs {', '.join(legacy.client_ips)}; senders {', '.join(legacy.senders)}"
+            f"  legacy use: last {stamp(legacy.last_seen)} from {legacy.last_ip}, "
+            f"{legacy.submissions} submissions on {legacy.days} days, confidence {legacy.confidence}; "
+            f"client IPs {', '.join(legacy.client_ips)}; senders {', '.join(legacy.senders)}"
         )
     if legacy is not None and legacy.last_auth:
         click.echo(
@@ -363,10 +369,12 @@ def demo_command(directory: Path, mailboxes: int, customers: int, seed: int, smt
     print_status(result.status)
     click.echo("")
     click.echo(
-        f"{result.legacy_at_start} mailboxes used SMTP-after-POP at the start; {result.switched} switched to SMTP AUTH after a notice."
+        f"{result.legacy_at_start} mailboxes used SMTP-after-POP at the start; "
+        f"{result.switched} switched to SMTP AUTH after a notice."
     )
     click.echo(
-        f"{result.notices_sent} notices sent, {result.eml_files} kept as .eml files; {result.log_lines:,} log lines scanned."
+        f"{result.notices_sent} notices sent, {result.eml_files} kept as .eml files; "
+        f"{result.log_lines:,} log lines scanned."
     )
     click.echo("\nwhere to look:")
     click.echo(f"  notices          {result.directory / 'outbox'}/*.eml")

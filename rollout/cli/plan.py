@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
-from ..cohorts import parse_duration
 from ..errors import PlanError
-from ..gates import Gate
+from ..plan import plan_workflow as wf
+from ..plan.cohorts import parse_duration
+from ..plan.gates import Gate
 from ..runtime import Runtime
-from ..workflows import plan as wf
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime
 
 DATETIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
 DIFF_SHOWN = 10
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
     if value is None:
         return None
     try:
@@ -58,7 +58,7 @@ def plan_command(
     weight: str,
     split_letters: bool,
     start: datetime,
-    every: object,
+    every: timedelta,
     window: str | None,
     skip_weekends: bool | None,
     tz: str | None,
@@ -84,7 +84,7 @@ def plan_command(
         every=every,
         cohorts=cohorts,
         max_share=max_share,
-        weight=weight,  # type: ignore[arg-type]
+        weight=weight,
         split_letters=split_letters,
         window=window,
         skip_weekends=skip_weekends,
@@ -141,7 +141,8 @@ def _print_gate(upcoming: wf.NextStep) -> None:
         echo_gates(upcoming.gates)
         return
     click.echo(
-        f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) {upcoming.from_stage} → {upcoming.to_stage}"
+        f"next: cohort {upcoming.position} ({upcoming.label}, {upcoming.mailboxes} mailboxes) "
+        f"{upcoming.from_stage} → {upcoming.to_stage}"
     )
     click.echo(
         f"gate: {upcoming.still_legacy} mailboxes of this cohort still use the legacy path; "
@@ -187,7 +188,8 @@ def _print_held(result: wf.StepResult) -> None:
             click.echo(f"  {h.address} ({h.customer}): {h.reason}{later}")
     if result.included_unwarned:
         click.echo(
-            f"switched off although not warned in time (--include-unwarned): {', '.join(result.included_unwarned[:DIFF_SHOWN])}"
+            "switched off although not warned in time (--include-unwarned): "
+            + ", ".join(result.included_unwarned[:DIFF_SHOWN])
         )
     if result.released:
         click.echo(f"held earlier, warned since, switched off now: {', '.join(result.released[:DIFF_SHOWN])}")
@@ -265,16 +267,16 @@ def step_command(
         click.echo(f"{'overridden' if result.forced else 'guard'}: {blocker}")
     if dry_run:
         click.echo(
-            f"dry run, nothing changed; customers affected ({len(result.customers)} shown): {', '.join(result.customers[:10])}"
+            f"dry run, nothing changed; customers affected ({len(result.customers)} shown): "
+            + ", ".join(result.customers[:10])
         )
         _print_diff(result)
     elif result.retired:
         click.echo(f"the legacy path is retired: {result.retired}; the rollout is done (`rollout undo` restores it)")
     elif result.applied:
         _print_diff(result)
-        click.echo(
-            f"cohort {result.step.label} is now {result.step.to_stage} (map {result.checksum_after[:12] if result.checksum_after else ''})"
-        )
+        checksum = result.checksum_after[:12] if result.checksum_after else ""
+        click.echo(f"cohort {result.step.label} is now {result.step.to_stage} (map {checksum})")
     else:
         click.echo("not confirmed; nothing changed")
 
@@ -317,7 +319,9 @@ def resume_command(runtime: Runtime, reason: str | None) -> None:
 def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_json: bool) -> None:
     """Re-enable the legacy path for the last step (or back to --to-step) via a map swap.
 
-    Undoing the final step puts the legacy map back as it was before it.
+    Undoing the final step puts the legacy map back as it was before it
+    (enforcement.retire = "check": `check_client_access <legacy_map>` goes back
+    into smtpd_recipient_restrictions in main.cf, then enforcement.reload_command).
 
     \b
     Example:
@@ -330,6 +334,8 @@ def undo_command(runtime: Runtime, to_step: int | None, reason: str | None, as_j
         return
     if result.legacy_restored:
         click.echo(f"the legacy map {result.legacy_restored} is back as it was before the final step")
+        if result.main_cf:
+            click.echo(f"main.cf: {result.main_cf.parameter} = {result.main_cf.after} (Postfix reloaded)")
     click.echo(
         f"undone from step {result.from_step} to step {result.to_step}; "
         f"{len(result.diff.removed)} addresses back on the legacy path, map now {result.checksum_after[:12]}"

@@ -25,12 +25,17 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
     stopped (rotation and copytruncate are detected); scanning the same files
     again adds nothing.
 
+    One scan runs at a time per database: a second one waits up to
+    scan.lock_wait_seconds (default 300) for the first to finish, then exits 1
+    having recorded nothing. On SQLite the lock is the file <database>.scan.lock
+    beside the database, so the user running the scan must be able to write it.
+
     \b
     Example:
       rollout scan /var/log/mail.log /var/log/dovecot.log
       rollout scan --host mx1 /srv/logs/mx1/dovecot.log.1.gz --json
     """
-    from ..workflows.scan import scan_logs  # here, not at the top: `rollout scan --help` needs no SQLAlchemy
+    from ..scan.scan_workflow import scan_logs  # here, not at the top: `rollout scan --help` needs no SQLAlchemy
 
     total = sum(os.path.getsize(p) for p in logfiles)
     with progress_reporter("scanning", total) as progress:
@@ -53,8 +58,10 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
             click.echo(f"note: {f.path} was rotated or truncated since the last scan; read from its start")
     click.echo(
         f"{summary.legacy_submissions} legacy submissions by {summary.mailboxes} mailboxes; "
-        f"{summary.authenticated} authenticated; {summary.ambiguous} ambiguous and {summary.unexplained} unexplained (see --review); "
-        f"{summary.near_misses} near misses; {summary.refused} refused by our map; {summary.unknown_logins} unknown login users"
+        f"{summary.authenticated} authenticated; "
+        f"{summary.ambiguous} ambiguous and {summary.unexplained} unexplained (see --review); "
+        f"{summary.near_misses} near misses; {summary.refused} refused by our map; "
+        f"{summary.unknown_logins} unknown login users"
     )
     if summary.notices:
         click.echo("our notices: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.notices.items())))
@@ -87,7 +94,7 @@ def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, cust
       rollout legacy --since 2026-03-01
       rollout legacy --review --json
     """
-    from ..workflows.scan import legacy_report, review_report
+    from ..scan.scan_workflow import legacy_report, review_report
 
     day = since.date() if since else None
     if review:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ContextManager, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from ..addresses import AddressError, parse_address
 from ..config import EnforcementSettings
@@ -50,7 +51,7 @@ class Backend(Protocol):
     def current(self) -> str | None:
         """The text of the map in force, or None if there is none yet."""
 
-    def lock(self) -> ContextManager[None]:
+    def lock(self) -> AbstractContextManager[None]:
         """Held around a whole change of what is enforced: one swap at a time."""
 
 

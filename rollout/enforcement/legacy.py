@@ -6,6 +6,11 @@ force are kept for ``undo``), ``check`` only verifies with ``postconf`` that no
 ``smtpd_*_restrictions`` still references it (the operator edits main.cf). Either
 way the daemon that feeds the map (pop-before-smtp, poprelayd, DRAC, whoson) must be
 stopped first, or it would write the addresses back: a running one is named.
+
+Undo puts the map back (``empty``: the kept files; ``check``: ``check_client_access <map>``
+into ``smtpd_recipient_restrictions`` in main.cf with ``postconf -e``, then Postfix reloads).
+The caller records an intent beside the map before any of these changes (``files.write_intent``)
+so that a process killed before the database recorded the change leaves a trace to repair.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .postfix import INDEX_SUFFIX
 POSTCONF_TIMEOUT = 60
 RESTRICTIONS = re.compile(r"^(?:(?P<service>\S+/\S+)/)?(?P<name>smtpd_\w+_restrictions)\s*=\s*(?P<value>.*)$")
 INTERPRETERS = ("perl", "python", "python3", "sh", "bash", "ruby")
+RECIPIENT_RESTRICTIONS = "smtpd_recipient_restrictions"
 
 
 @dataclass(frozen=True)
@@ -130,12 +136,25 @@ def count_entries(legacy: LegacyMap) -> int:
         return 0
 
 
-def empty(legacy: LegacyMap, postmap_command: str) -> Path:
-    """Replace the map by an empty one atomically; the files in force are kept in ``legacy.saved`` first."""
+def keep(legacy: LegacyMap) -> Path:
+    """Copy the files in force to ``legacy.saved`` (what ``undo`` restores), before the map is emptied."""
     if not legacy.path.exists() and not legacy.index.exists():
         raise EnforcementError(
             f"{legacy.spec} does not exist (neither {legacy.path} nor {legacy.index}): check enforcement.legacy_map"
         )
+    try:
+        _keep(legacy)
+    except OSError as exc:
+        raise EnforcementError(
+            f"cannot keep a copy of {legacy.spec} in {legacy.saved}: {exc}; it is unchanged"
+        ) from None
+    return legacy.saved
+
+
+def publish_empty(legacy: LegacyMap, postmap_command: str) -> None:
+    """Replace the map by an empty one atomically (temp file, ``postmap``, index then source renamed)."""
+    for stale in legacy.path.parent.glob(f".{legacy.path.name}.retire-*"):  # a killed run's, never in force
+        stale.unlink(missing_ok=True)
     tmp = legacy.path.with_name(f".{legacy.path.name}.retire-{os.getpid()}")
     tmp_index = tmp.with_name(tmp.name + INDEX_SUFFIX[legacy.type])
     try:
@@ -143,14 +162,18 @@ def empty(legacy: LegacyMap, postmap_command: str) -> Path:
             tmp, "# retired by rollout: SMTP-after-POP is switched off for everyone; `rollout undo` restores it\n"
         )
         _run(shlex.split(postmap_command) + [f"{legacy.type}:{tmp}"], f"{legacy.spec} is unchanged")
-        _keep(legacy)
-        os.replace(tmp_index, legacy.index)  # the index first: it is what Postfix reads
-        os.replace(tmp, legacy.path)
-        fsync_dir(legacy.path.parent)
+        try:
+            os.replace(tmp_index, legacy.index)  # the index first: it is what Postfix reads
+        except OSError as exc:
+            raise EnforcementError(f"cannot replace {legacy.index}: {exc}; {legacy.spec} is unchanged") from None
+        try:
+            os.replace(tmp, legacy.path)
+            fsync_dir(legacy.path.parent)
+        except OSError as exc:
+            raise EnforcementError(f"cannot replace {legacy.path}: {exc}", unchanged=False) from None
     finally:
         tmp.unlink(missing_ok=True)
         tmp_index.unlink(missing_ok=True)
-    return legacy.saved
 
 
 def _keep(legacy: LegacyMap) -> None:
@@ -177,6 +200,52 @@ def restore(legacy: LegacyMap, saved: Path) -> None:
         else:  # the daemon kept only an index: the empty source written by the final step goes
             target.unlink(missing_ok=True)
     fsync_dir(legacy.path.parent)
+
+
+@dataclass(frozen=True)
+class MainCfEdit:
+    """One parameter of main.cf changed with ``postconf -e``: its value before and after."""
+
+    parameter: str
+    before: str
+    after: str
+
+
+def put_back_edit(legacy: LegacyMap, postconf_command: str, our_map: str) -> MainCfEdit | None:
+    """Mode ``check``, undo: how ``check_client_access <map>`` goes back into smtpd_recipient_restrictions in main.cf
+    (None: main.cf names the map already). It goes right after our own map, where the setup puts it, or else just
+    before ``reject_unauth_destination`` (the legacy map must come before it to let a logged-in IP relay)."""
+    if restriction_references(legacy, postconf_command):
+        return None
+    unchanged = "the final step is not undone"
+    before = _run(shlex.split(postconf_command) + ["-h", RECIPIENT_RESTRICTIONS], unchanged).strip()
+    element = f"check_client_access {legacy.spec}"
+    tokens = list(re.finditer(r"[^\s,]+", before))
+    ours = [t for t in tokens if t.group().split(":", 1)[-1] == our_map]
+    final = [t for t in tokens if t.group() == "reject_unauth_destination"]
+    if ours:
+        after = f"{before[: ours[0].end()]}, {element}{before[ours[0].end() :]}"
+    elif final:
+        after = f"{before[: final[0].start()]}{element}, {before[final[0].start() :]}"
+    else:
+        raise EnforcementError(
+            f"cannot put `{element}` back: {RECIPIENT_RESTRICTIONS} in main.cf names neither our map {our_map} nor "
+            f"reject_unauth_destination; add it by hand, `postfix reload`, then `rollout undo` again; {unchanged}"
+        )
+    return MainCfEdit(RECIPIENT_RESTRICTIONS, before, after)
+
+
+def apply_edit(edit: MainCfEdit, value: str, postconf_command: str, reload_command: str) -> None:
+    """Set ``edit.parameter`` to ``value`` in main.cf and have Postfix reload it."""
+    _run(shlex.split(postconf_command) + ["-e", f"{edit.parameter} = {value}"], "main.cf is unchanged")
+    try:
+        _run(shlex.split(reload_command), f"main.cf has the new {edit.parameter} but Postfix has not reloaded it")
+    except EnforcementError as exc:
+        raise EnforcementError(str(exc), unchanged=False) from None
+
+
+def current_value(parameter: str, postconf_command: str) -> str:
+    return _run(shlex.split(postconf_command) + ["-h", parameter], "nothing was changed").strip()
 
 
 @dataclass(frozen=True)

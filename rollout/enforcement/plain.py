@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager
 
 from ..config import EnforcementSettings
+from ..rules import REFUSING_STAGES
 from . import MapEntry, Published, checksum
 from .files import (
     fsync_dir,
@@ -29,12 +30,12 @@ class PlainList:
 
     def render(self, entries: Sequence[MapEntry]) -> str:
         # Only refusing stages: a warn-only entry must not block on an MTA without a WARN action.
-        return "".join(f"{key}\n" for key, stage in sorted(entries) if stage in ("defer", "reject"))
+        return "".join(f"{key}\n" for key, stage in sorted(entries) if stage in REFUSING_STAGES)
 
     def current(self) -> str | None:
         return read_if_exists(self.path)
 
-    def lock(self) -> ContextManager[None]:
+    def lock(self) -> AbstractContextManager[None]:
         return swap_lock(self.path)
 
     def publish(self, entries: Sequence[MapEntry], text: str | None = None) -> Published:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ContextManager
 
 from ..config import EnforcementSettings
 from ..errors import EnforcementError
@@ -62,7 +62,7 @@ class PostfixSenderMap:
     def current(self) -> str | None:
         return read_if_exists(self.path)
 
-    def lock(self) -> ContextManager[None]:
+    def lock(self) -> AbstractContextManager[None]:
         return swap_lock(self.path)
 
     def publish(self, entries: Sequence[MapEntry], text: str | None = None) -> Published:

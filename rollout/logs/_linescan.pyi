@@ -1,31 +1,45 @@
-"""Types of the C line classifier (``_linescan.c``); see its docstrings for what each function does."""
+"""Types of the C line classifier (``_linescan.c``), which mypy cannot read: see the docstrings there."""
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import type_check_only
 
-def rules(tables: dict[str, Any]) -> object: ...
+from .events import Event, PlainLoginRecord
+
+# A row Python must parse: (kind, start, end) for a line of another program, else
+# (kind, start, end, stamp, stamp end, host, host end, program, program end, message, queue ID, queue ID end),
+# the spans after ``end`` relative to the line's start.
+Row = tuple[int, ...]
+AuthenticatedCounts = dict[tuple[str | None, int], list[float]]  # (user lower-cased or None, UTC day) → [count, last t]
+
+@type_check_only
+class Rules:
+    """The rule tables as ``scan`` reads them (a capsule: build once with ``rules``, pass to every scan)."""
+
+def rules(tables: dict[str, str | tuple[str, ...]], /) -> Rules: ...
 def scan(
     block: bytes | memoryview,
-    rules: object,
+    rules: Rules,
     trusted: Sequence[tuple[int, bytes, int]],
-    file: str = ...,
-    offset: int = ...,
-    time_of: Callable[[str], float | None] | None = ...,
-    classes: tuple[Any, ...] = ...,
-) -> tuple[list[Any], int, int, tuple[int, ...], tuple[int, ...], bool, dict[Any, list[Any]] | None]: ...
+    file: str | None = None,
+    offset: int = 0,
+    time_of: Callable[[str], float | None] | None = None,
+    classes: tuple[type | None, ...] | None = None,
+    /,
+) -> tuple[list[Row | Event], int, int, tuple[int, ...], tuple[int, ...], bool, AuthenticatedCounts | None]: ...
 def file_logins(
-    records: list[Any],
+    records: list[PlainLoginRecord],
     ips: list[str],
     keys: str,
     users: list[str | None] | None,
-    logins: dict[str, list[Any]],
-    sessions: dict[str, Any],
+    logins: dict[str, list[PlainLoginRecord]],
+    sessions: dict[str, PlainLoginRecord],
     known: frozenset[str] | None,
-) -> list[tuple[str, Any, str | None]]: ...
-def prune_logins(logins: dict[str, list[Any]], before: float, cap: float) -> None: ...
+    /,
+) -> list[tuple[str, PlainLoginRecord, str | None]]: ...
+def prune_logins(logins: dict[str, list[PlainLoginRecord]], before: float, cap: float, /) -> None: ...
 
 class LoginRecord:
-    """rollout.logs.events.LoginRecord, compact."""
+    """``events.LoginRecord``, compact: the times, the offset and an ASCII line held as C values."""
 
     t: float
     user: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -141,7 +142,7 @@ class CompleteMessage(Event):
 
     instance: str
     qid: str
-    message: dict
+    message: dict[str, Any]  # a join.Message
 
 
 @dataclass(slots=True)
@@ -153,7 +154,7 @@ class AuthCounts(Event):
     Not one line: ``t`` is the last acceptance, ``offset`` the block's and ``line`` empty.
     """
 
-    counts: dict
+    counts: dict[tuple[str | None, int], list[float]]
 
 
 @dataclass(slots=True)

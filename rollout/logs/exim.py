@@ -16,7 +16,8 @@ from .events import Accept, Delivery, Envelope, Event, Refusal, Removed
 from .net import normalise_ip
 
 _LINE = re.compile(
-    r"(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) (?P<flag><=|=>|->|>>|\*\*|==|Completed)(?: (?P<rest>.*))?"
+    r"(?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) "
+    r"(?P<flag><=|=>|->|>>|\*\*|==|Completed)(?: (?P<rest>.*))?"
 )
 # A token: plain characters, "quoted" stretches (backslash escapes) and (parenthesised) stretches. An open quote
 # or parenthesis runs to the end of the line, so no attempt ever fails after scanning ahead.
@@ -131,7 +132,7 @@ def _delivery(env: Envelope, qid: str, flag: str, rest: str, file: str, offset: 
 def _relay_denied(message: str) -> tuple[str | None, str | None, str] | None:
     """``H=… [I=…] [U=…] F=<sender> rejected RCPT <rcpt>: relay not permitted`` → (ip, sender, rcpt)."""
     tokens = _tokens(message[: -len(_RELAY_DENIED)])
-    for n, (token, end) in enumerate(tokens):
+    for n, (token, _end) in enumerate(tokens):
         if token == "rejected" and n + 2 < len(tokens) and tokens[n + 1][0] == "RCPT":
             fields, ip = _fields(tokens[:n], frozenset())
             if "H" not in fields:

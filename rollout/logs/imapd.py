@@ -20,7 +20,10 @@ from .rules import (
 )
 
 _INFO = f"(?:{re.escape(DOVECOT_INFO)})?"
-DOVECOT_LOGIN = rf"(?P<svc>{alternatives(DOVECOT_LOGIN_SERVICES)})-login: {_INFO}(?P<verb>{alternatives(DOVECOT_LOGIN_VERBS)}): (?P<elems>.*)"
+DOVECOT_LOGIN = (
+    rf"(?P<svc>{alternatives(DOVECOT_LOGIN_SERVICES)})-login: "
+    rf"{_INFO}(?P<verb>{alternatives(DOVECOT_LOGIN_VERBS)}): (?P<elems>.*)"
+)
 _DOVECOT_LOGIN = re.compile(DOVECOT_LOGIN)
 _DOVECOT_FAILED = re.compile(
     rf"{alternatives(DOVECOT_LOGIN_SERVICES)}-login: {_INFO}(?:Disconnected|Aborted login|Login aborted)"
@@ -37,7 +40,8 @@ _COURIER = re.compile(
 )
 _CYRUS = re.compile(re.escape(CYRUS_LOGIN) + r"(?:\S+ )?\[(?P<ip>[^\]]+)\] (?P<user>\S+) \S+ User logged in(?: .*)?")
 _UW = re.compile(
-    r"(?P<what>Login|Authenticated|Auth|APOP|Logout|Autologout|Killed) user=(?P<user>\S+) host=(?:\S+ )?\[(?P<ip>[^\]]+)\](?: .*)?"
+    r"(?P<what>Login|Authenticated|Auth|APOP|Logout|Autologout|Killed) "
+    r"user=(?P<user>\S+) host=(?:\S+ )?\[(?P<ip>[^\]]+)\](?: .*)?"
 )
 
 

@@ -9,10 +9,10 @@ import io
 import logging
 import lzma
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import LogParseError
 
@@ -42,7 +42,7 @@ class ZstdReader(io.RawIOBase):
     """A zstd file's text, every frame of it. Data that ends inside a frame, or is corrupt,
     raises EOFError as gzip, bz2 and lzma do (``zstandard``'s own reader just stops there)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: io.BufferedIOBase) -> None:
         import zstandard  # only for .zst files
 
         self._raw = raw
@@ -82,14 +82,20 @@ class ZstdReader(io.RawIOBase):
         super().close()
 
 
-def open_zstd(path: Path, mode: str = "rb") -> BinaryIO:
-    return io.BufferedReader(ZstdReader(open(path, mode)), CHUNK)  # type: ignore[return-value]
+def open_zstd(path: Path) -> io.BufferedReader:
+    return io.BufferedReader(ZstdReader(open(path, "rb")), CHUNK)
 
 
-MAGIC = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open, b"\x28\xb5\x2f\xfd": open_zstd}
+# every opener gives a buffered binary stream (read1: a truncated stream still gives what came before)
+MAGIC: dict[bytes, Callable[[Path], io.BufferedIOBase]] = {
+    b"\x1f\x8b": gzip.open,
+    b"BZh": bz2.open,
+    b"\xfd7zXZ\x00": lzma.open,
+    b"\x28\xb5\x2f\xfd": open_zstd,
+}
 
 
-def open_log(path: Path) -> tuple[BinaryIO, bool]:
+def open_log(path: Path) -> tuple[io.BufferedIOBase, bool]:
     """The file as a binary stream of its text, and whether it was compressed."""
     try:
         raw = open(path, "rb")
@@ -100,7 +106,7 @@ def open_log(path: Path) -> tuple[BinaryIO, bool]:
     for magic, opener in MAGIC.items():
         if head.startswith(magic):
             raw.close()
-            return opener(path, "rb"), True  # type: ignore[operator]
+            return opener(path), True
     return raw, False
 
 
@@ -148,7 +154,7 @@ class LineSource:
         """Whether the file can be read at any offset (not compressed), so workers can read it in pieces."""
         return not identify_compressed(self.path)
 
-    def _skip(self, stream: BinaryIO, compressed: bool) -> None:
+    def _skip(self, stream: io.BufferedIOBase, compressed: bool) -> None:
         if not compressed:
             stream.seek(self.offset)
             return
@@ -159,7 +165,7 @@ class LineSource:
                 break
             left -= len(chunk)
 
-    def _read(self, stream: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    def _read(self, stream: io.BufferedIOBase, size: int) -> Iterator[tuple[int, bytes]]:
         pending = b""
         done = False
         while not done:
@@ -167,10 +173,8 @@ class LineSource:
             have = len(pending)
             newline = False  # a line longer than ``size`` still ends a block
             while have < size or not newline:
-                try:
-                    chunk = stream.read1(
-                        max(size - have, CHUNK)
-                    )  # read1: a truncated stream still gives what came before
+                try:  # read1: a truncated stream still gives what came before
+                    chunk = stream.read1(max(size - have, CHUNK))
                 except (EOFError, OSError, lzma.LZMAError, zlib_error()) as exc:
                     self.warning = f"{self.path}: compressed data ends early ({exc}); kept what was readable"
                     log.warning(self.warning)

@@ -1,6 +1,6 @@
 """All tables, by area. ``Base.metadata`` is what Alembic compares against."""
 
-from .base import Base, UTCDateTime
+from .base import Base, UTCDateTime, table_of
 from .campaign import Campaign, Notice, NoticeMailbox
 from .core import AuditEvent, Customer, Mailbox
 from .ops import JobRun
@@ -35,4 +35,5 @@ __all__ = [
     "UnknownLogin",
     "WebSecret",
     "WebUser",
+    "table_of",
 ]

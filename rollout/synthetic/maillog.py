@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # story → weight; lines per story: inbound 7, reject 3, sasl 7, login 2, legacy 9, ambiguous 10
@@ -62,7 +63,7 @@ class GroundTruth:
 class _Writer:
     """Keeps lines in time order: stories schedule lines a little ahead; ``advance`` writes what is due."""
 
-    def __init__(self, out, host: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, out: TextIO, host: str) -> None:
         self.out = out
         self.host = host
         self.pending: list[tuple[float, int, str]] = []
@@ -150,7 +151,8 @@ class _Story:
             t + 0.6,
             f"postfix/{daemon}",
             pid + 2,
-            f"{qid}: to=<{rcpt}>, relay={relay}, delay=0.6, delays=0.2/0/0.1/0.3, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+            f"{qid}: to=<{rcpt}>, relay={relay}, delay=0.6, delays=0.2/0/0.1/0.3, dsn=2.0.0, "
+            "status=sent (250 2.0.0 Ok)",
         )
         w.emit(t + 0.7, "postfix/qmgr", 900, f"{qid}: removed")
 
@@ -161,7 +163,8 @@ class _Story:
             t,
             "dovecot",
             700,
-            f"{proto}-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid={pid}, TLS, session=<{session}>",
+            f"{proto}-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid={pid}, TLS, "
+            f"session=<{session}>",
         )
         self.w.emit(
             t + 2, "dovecot", 700, f"{proto}({user})<{pid}><{session}>: Disconnected: Logged out in=120 out=840"
@@ -193,7 +196,7 @@ def write_maillog(
     mix_weights, ipv6 = MIXES[mix]
     stories = list(mix_weights)
     weights = [mix_weights[s] if (s != "legacy" or legacy_list) and (s != "sasl" or sasl_list) else 0 for s in stories]
-    mean_lines = sum(w * LINES_PER_STORY[s] for s, w in zip(stories, weights)) / sum(weights)
+    mean_lines = sum(w * LINES_PER_STORY[s] for s, w in zip(stories, weights, strict=True)) / sum(weights)
     count = max(1, int(lines / mean_lines))
     step = span.total_seconds() / count
     t0 = start.timestamp()
@@ -240,7 +243,8 @@ def _reject(s: _Story, t: float) -> None:
         t,
         "postfix/smtpd",
         pid,
-        f"NOQUEUE: reject: RCPT from unknown[{ip}]: 554 5.7.1 <{s.remote()}>: Relay access denied; from=<{s.remote()}> to=<{s.remote()}> proto=ESMTP helo=<pc{pid}>",
+        f"NOQUEUE: reject: RCPT from unknown[{ip}]: 554 5.7.1 <{s.remote()}>: Relay access denied; "
+        f"from=<{s.remote()}> to=<{s.remote()}> proto=ESMTP helo=<pc{pid}>",
     )
     s.w.emit(t + 0.1, "postfix/smtpd", pid, f"disconnect from unknown[{ip}] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4")
 

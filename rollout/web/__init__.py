@@ -1,5 +1,0 @@
-"""`rollout web`: the read-only support desk in the browser (WSGI, served by waitress).
-
-``app`` routes and renders over ``rollout.lookup`` and ``rollout.status``; ``accounts`` keeps the
-logins; ``sessions`` signs cookies and limits failed logins; ``pages`` has the cohort listing.
-"""
