@@ -15,11 +15,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs import blocks
 from rollout.logs.blocks import BlockParser
 from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, LoginRun, Removed, Sender
 from rollout.logs.join import join_complete
+from rollout.scan.detection import DetectionConfig, Detector, Finding
 from rollout.synthetic.maillog import write_maillog
 
 from .scan_support import REFERENCE, corpus_files, fixture_lines, line_parser

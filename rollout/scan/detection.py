@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .addresses import login_key
-from .logs.envelope import year_inferred
-from .logs.events import (
+from ..addresses import login_key
+from ..logs.envelope import year_inferred
+from ..logs.events import (
     Accept,
     AuthCounts,
     AuthFailure,
@@ -38,8 +38,8 @@ from .logs.events import (
     Sender,
     SessionEnd,
 )
-from .logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
-from .logs.net import TrustedNetworks
+from ..logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
+from ..logs.net import TrustedNetworks
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows

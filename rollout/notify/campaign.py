@@ -22,9 +22,9 @@ from sqlalchemy import Connection, CursorResult, and_, func, insert, select, typ
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
-from .db import insert_rows
-from .errors import DeliveryError
-from .models import (
+from ..db import insert_rows
+from ..errors import DeliveryError
+from ..models import (
     Campaign,
     Cohort,
     CohortMember,
@@ -38,8 +38,8 @@ from .models import (
     Plan,
     table_of,
 )
+from ..rules import REFUSING_STAGES, has_switched
 from .notices import CampaignFacts, NoticeContext, NoticeFacts, NoticeLine, notice_context
-from .rules import REFUSING_STAGES, has_switched
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
