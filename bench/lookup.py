@@ -34,9 +34,9 @@ from rollout.clock import ManualClock  # noqa: E402
 from rollout.config import load_settings  # noqa: E402
 from rollout.models import Campaign, Cohort, Customer, Evidence, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
+from rollout.scan.inventory_workflow import import_inventory  # noqa: E402
+from rollout.support.operate_workflow import lookup  # noqa: E402
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
-from rollout.workflows.inventory import import_inventory  # noqa: E402
-from rollout.workflows.operate import lookup  # noqa: E402
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 COHORTS = 10

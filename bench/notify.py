@@ -37,9 +37,9 @@ from rollout import db  # noqa: E402
 from rollout.clock import ManualClock  # noqa: E402
 from rollout.config import SmtpSettings, load_settings  # noqa: E402
 from rollout.models import LegacyDay, Mailbox  # noqa: E402
+from rollout.notify.campaign_workflow import start_campaign  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
-from rollout.workflows.campaign import start_campaign  # noqa: E402
-from rollout.workflows.inventory import import_inventory  # noqa: E402
+from rollout.scan.inventory_workflow import import_inventory  # noqa: E402
 
 HOST = "127.0.0.34"
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)

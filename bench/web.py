@@ -35,19 +35,17 @@ from _measure import postgres_database  # noqa: E402
 from lookup import COHORTS, T0, fill_rollout, ms, percentile  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
-from rollout import (
-    accounts,  # noqa: E402
-    db,  # noqa: E402
-)
+from rollout import db  # noqa: E402
 from rollout.clock import ManualClock  # noqa: E402
 from rollout.config import load_settings  # noqa: E402
 from rollout.models import Cohort, CohortMember, Customer, LegacyDay, Mailbox  # noqa: E402
 from rollout.runtime import Runtime  # noqa: E402
+from rollout.scan.inventory_workflow import import_inventory  # noqa: E402
+from rollout.support import accounts  # noqa: E402
+from rollout.support.operate_workflow import lookup, rollout_status  # noqa: E402
+from rollout.support.web.app import SupportDesk  # noqa: E402
+from rollout.support.web.sessions import sign_session  # noqa: E402
 from rollout.synthetic.provider import write_inventory_csv  # noqa: E402
-from rollout.web.app import SupportDesk  # noqa: E402
-from rollout.web.sessions import sign_session  # noqa: E402
-from rollout.workflows.inventory import import_inventory  # noqa: E402
-from rollout.workflows.operate import lookup, rollout_status  # noqa: E402
 
 NOW = T0 + timedelta(days=36)  # cohorts 1-5 switched off on days 30-34
 LOOKBACK_DAYS = 30  # bench/lookup.py's legacy use (days 0-20) counts as recent

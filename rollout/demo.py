@@ -39,14 +39,14 @@ from .config import (
 )
 from .errors import RolloutError
 from .models import JobRun, Mailbox
+from .notify.campaign_workflow import start_campaign
+from .plan.plan_workflow import PlanRequest, make_plan, step
 from .runtime import Runtime
+from .scan.inventory_workflow import import_inventory
 from .scheduler import run_until
-from .status import Status, build_status
+from .support.status import Status, build_status
 from .synthetic.maillog import write_maillog
 from .synthetic.provider import write_inventory_csv
-from .workflows.campaign import start_campaign
-from .workflows.inventory import import_inventory
-from .workflows.plan import PlanRequest, make_plan, step
 
 MARKER = ".rollout-demo"
 START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday, 08:00 in Berlin

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .gates import Gate
+    from .plan.gates import Gate
 
 
 class RolloutError(Exception):

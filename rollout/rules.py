@@ -25,7 +25,7 @@ STAGES = ("pending", "warn", "defer", "reject")
 # (``warn`` only logs and still delivers).
 REFUSING_STAGES = ("defer", "reject")
 # Where the rollout stands, in order (``rollout status``); "done" only once the final step has retired
-# the legacy POP-before-SMTP map after the last cohort (rollout/retirement.py).
+# the legacy POP-before-SMTP map after the last cohort (rollout/plan/retirement.py).
 PHASES = ("inventory", "scanning", "notices", "switch-off", "done")
 
 

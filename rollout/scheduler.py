@@ -45,15 +45,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, select, text
 from sqlalchemy.engine import make_url
 
-from .campaign import active_campaign, latest_due_wave, wave_due_at
 from .clock import ManualClock
 from .errors import GatesFailed, GuardError, RolloutError
 from .models import JobRun, RolloutState
-from .plans import active_plan
+from .notify.campaign import active_campaign, latest_due_wave, wave_due_at
+from .notify.campaign_workflow import notify
+from .plan.plan_workflow import expire_exemptions, next_step, pause, step
+from .plan.plans import active_plan
 from .runtime import Runtime
-from .workflows.campaign import notify
-from .workflows.plan import expire_exemptions, next_step, pause, step
-from .workflows.scan import scan_logs
+from .scan.scan_workflow import scan_logs
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from rollout.models import LegacyDay, Mailbox
 from rollout.runtime import Runtime
-from rollout.workflows.inventory import import_inventory
+from rollout.scan.inventory_workflow import import_inventory
 
 from .conftest import write_csv
 

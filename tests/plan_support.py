@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from rollout.config import GateSettings
-from rollout.inventory import import_csv
 from rollout.models import Campaign, Customer, LegacyDay, Mailbox, Notice, NoticeMailbox
 from rollout.runtime import Runtime
+from rollout.scan.inventory import import_csv
 
 from .conftest import T0, Cli, write_csv
 

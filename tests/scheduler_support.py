@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from rollout.config import load_settings
 from rollout.models import JobRun, Mailbox
+from rollout.notify.campaign_workflow import start_campaign
+from rollout.plan.plan_workflow import PlanRequest, make_plan
 from rollout.runtime import Runtime
 from rollout.synthetic.maillog import write_maillog
-from rollout.workflows.campaign import start_campaign
-from rollout.workflows.plan import PlanRequest, make_plan
 
 from .campaign_support import SmtpServer, add_customers, add_legacy
 from .conftest import T0

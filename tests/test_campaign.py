@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from rollout.models import AuditEvent, Notice
+from rollout.notify.campaign_workflow import notify, start_campaign
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import notify, start_campaign
 
 from .campaign_support import SmtpServer, configure, many_affected, smtp_overrides
 from .conftest import T0, Cli

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollout.cohorts import (
+from rollout.errors import PlanError
+from rollout.plan.cohorts import (
     Unit,
     cohorts_for_max_share,
     layout,
@@ -18,7 +19,6 @@ from rollout.cohorts import (
     partition,
     range_label,
 )
-from rollout.errors import PlanError
 
 UTC = UTC
 

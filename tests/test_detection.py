@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from rollout.detection import DetectionConfig, Detector, Finding
 from rollout.logs.events import Accept, Delivery, Login, Refusal, Removed, Sender, SessionEnd
+from rollout.scan.detection import DetectionConfig, Detector, Finding
 
 LOCAL = frozenset({"example.org"})
 T = 1_770_000_000.0

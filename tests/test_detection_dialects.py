@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rollout.detection import DetectionConfig, Detector, Finding
+from rollout.scan.detection import DetectionConfig, Detector, Finding
 
 from .scan_support import line_parser
 

@@ -19,24 +19,15 @@ PACKAGE = REPO / "rollout"
 LAYERS: list[set[str]] = [
     {"errors", "clock", "buckets", "rules", "synthetic"},
     {"addresses", "resources", "config", "locks"},
-    {"logs", "models", "db", "cohorts", "mailer", "notices"},
+    {"logs", "models", "db"},
+    {"enforcement", "audit", "runtime"},
+    {"notify"},  # campaign, notices, delivery tracking, the sending workers, mailer
     {
-        "detection",
-        "enforcement",
-        "audit",
-        "inventory",
-        "plans",
-        "campaign",
-        "notify_workers",
-        "runtime",
-        "notice_delivery",
-        "accounts",
-    },
-    {"gates", "holdback", "retirement"},
-    {"status"},
-    {"lookup"},
-    {"workflows"},
-    {"scheduler", "web"},
+        "scan",
+        "plan",
+    },  # scan: logs → sightings, inventory; plan: cohorts, plans, gates, steps. Neither imports the other.
+    {"support"},  # status, lookup, accounts, the support web
+    {"scheduler"},
     {"demo"},
     {"cli"},
     {"__main__"},
@@ -47,8 +38,13 @@ LAYER_OF = {area: n for n, areas in enumerate(LAYERS) for area in areas}
 KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
+# Circles between modules tolerated for now: enforcement's registry (backend_for) imports its backends inside
+# the function, and they import the shared types from the package.
+KNOWN_RINGS = {"rollout.enforcement → rollout.enforcement.postfix"}
+
+
 def area_of(module: str) -> str:
-    """``rollout.logs.blocks`` → ``logs``; ``rollout.status`` → ``status``."""
+    """``rollout.logs.blocks`` → ``logs``; ``rollout.support.status`` → ``status``."""
     return module.split(".")[1]
 
 
@@ -59,19 +55,24 @@ def module_name(path: Path, root: Path = REPO) -> str:
 
 def imported_modules(path: Path, root: Path = REPO) -> Iterator[str]:
     """Every ``rollout.…`` name an import statement in ``path`` names, relative imports resolved."""
+    for statement in import_statements(path, root):
+        yield from statement
+
+
+def import_statements(path: Path, root: Path = REPO) -> Iterator[list[str]]:
+    """Per import statement: the module it imports from, then each name (``from . import a``: also rollout.a)."""
     module = module_name(path, root)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            yield [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            yield target
-            yield from (f"{target}.{alias.name}" for alias in node.names)  # `from . import audit`
+            yield [target, *(f"{target}.{alias.name}" for alias in node.names)]
 
 
 def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
@@ -86,7 +87,7 @@ def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
 
 def is_area(name: str, package: Path) -> bool:
     relative = Path(*name.split(".")[1:2])
-    return (package / relative).with_suffix(".py").exists() or (package / relative / "__init__.py").exists()
+    return (package / relative).with_suffix(".py").exists() or (package / relative).is_dir()
 
 
 def area_imports(root: Path = REPO) -> set[tuple[str, str, str]]:
@@ -137,15 +138,82 @@ def test_no_circle_between_areas() -> None:
 
 def test_logs_never_imports_detection() -> None:
     """The log parsers know nothing of detection: events flow up, never the other way."""
-    assert not [file for here, there, file in area_imports() if (here, there) == ("logs", "detection")]
+    assert not [file for here, there, file in area_imports() if (here, there) == ("logs", "scan")]
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
-    """An import inside a function, relative, from cohorts up to plans (the old circle) is found."""
-    (tmp_path / "rollout").mkdir()
+    """An import inside a function, relative, from scan up to support is found, and so is the circle it closes."""
+    for area in ("scan", "support"):
+        (tmp_path / "rollout" / area).mkdir(parents=True)
+        (tmp_path / "rollout" / area / "__init__.py").write_text("")
     (tmp_path / "rollout" / "__init__.py").write_text("")
-    (tmp_path / "rollout" / "plans.py").write_text("from .cohorts import partition\n")
-    (tmp_path / "rollout" / "cohorts.py").write_text("def schedule_for():\n    from .plans import schedule_for\n")
+    (tmp_path / "rollout" / "support" / "status.py").write_text("from ..scan.detection import Finding\n")
+    (tmp_path / "rollout" / "scan" / "detection.py").write_text("def f():\n    from ..support import status\n")
     found = {(here, there) for here, there, _file in area_imports(tmp_path)}
-    assert found == {("plans", "cohorts"), ("cohorts", "plans")}
-    assert LAYER_OF["cohorts"] <= LAYER_OF["plans"]  # so test_imports_run_downward would name it
+    assert found == {("support", "scan"), ("scan", "support")}
+    assert LAYER_OF["scan"] < LAYER_OF["support"]  # so test_imports_run_downward names scan → support
+
+
+def module_imports(root: Path = REPO) -> dict[str, set[str]]:
+    """Module → the modules of rollout it imports (``from . import x`` names module x, not the package)."""
+    package = root / "rollout"
+    modules = {module_name(path, root) for path in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        here = module_name(path, root)
+        for target, *names in import_statements(path, root):
+            found = [name for name in names if name in modules] or ([target] if target in modules else [])
+            graph.setdefault(here, set()).update(name for name in found if name != here)
+    return graph
+
+
+def rings(graph: dict[str, set[str]]) -> list[str]:
+    """Each circle of imports once, from its first module: ``a → b`` when a imports b and b imports a."""
+
+    def ring_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], {start}
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(graph.get(node, ())):
+                if nxt == start:
+                    return path
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+        return None
+
+    return sorted({" → ".join(ring) for module in graph if (ring := ring_from(module)) and min(ring) == module})
+
+
+def test_no_circle_between_modules() -> None:
+    """Inside an area too, no two modules import each other, directly or around a ring (cohorts ↔ plans was one)."""
+    assert rings(module_imports()) == sorted(KNOWN_RINGS)
+
+
+def test_the_check_sees_a_circle_inside_an_area(tmp_path: Path) -> None:
+    """plans importing cohorts and cohorts importing plans inside a function, both in plan/, is a ring."""
+    (tmp_path / "rollout" / "plan").mkdir(parents=True)
+    (tmp_path / "rollout" / "__init__.py").write_text("")
+    (tmp_path / "rollout" / "plan" / "__init__.py").write_text("")
+    (tmp_path / "rollout" / "plan" / "plans.py").write_text("from .cohorts import partition\n")
+    (tmp_path / "rollout" / "plan" / "cohorts.py").write_text("def schedule_for():\n    from . import plans\n")
+    assert area_imports(tmp_path) == set()
+    assert rings(module_imports(tmp_path)) == ["rollout.plan.cohorts → rollout.plan.plans"]
+
+
+def area_graph(root: Path = REPO) -> str:
+    """The picture the rules above check: each area's layer, and which areas it imports (how many files do)."""
+    files: dict[tuple[str, str], set[str]] = {}
+    for here, there, file in area_imports(root):
+        files.setdefault((here, there), set()).add(file)
+    lines = []
+    for layer, areas in enumerate(LAYERS):
+        for area in sorted(areas):
+            out = sorted((there, len(f)) for (here, there), f in files.items() if here == area)
+            targets = ", ".join(f"{there} {n}" for there, n in out) or "-"
+            lines.append(f"{layer:2} {area:<16} -> {targets}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `python -m tests.test_imports`: print the area graph
+    print(area_graph())

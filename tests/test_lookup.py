@@ -161,8 +161,8 @@ def _big_customer(runtime: Runtime, count: int) -> None:
 
 def test_a_customer_with_many_mailboxes_shows_the_asked_one_then_legacy_ones_then_by_address(runtime: Runtime) -> None:
     """At most 50 of all: the one asked about, those with legacy use, then by address (in code point order)."""
-    from rollout.lookup import MAX_MAILBOXES_SHOWN
-    from rollout.workflows.operate import lookup
+    from rollout.support.lookup import MAX_MAILBOXES_SHOWN
+    from rollout.support.operate_workflow import lookup
 
     _big_customer(runtime, 60)
     found = lookup(runtime, "M059@BIG.example")
@@ -182,7 +182,7 @@ def test_a_customer_with_many_mailboxes_shows_the_asked_one_then_legacy_ones_the
 
 def test_evidence_is_the_newest_legacy_sample_or_else_the_newest_refusal(runtime: Runtime) -> None:
     """Evidence: the newest day of legacy use even when a refusal is newer; a refusal when there is no legacy use."""
-    from rollout.workflows.operate import lookup
+    from rollout.support.operate_workflow import lookup
 
     _big_customer(runtime, 3)
     mailboxes = {m.address: m for m in lookup(runtime, "K-9").mailboxes}

@@ -12,7 +12,7 @@ from aiosmtpd.smtp import AuthResult
 
 from rollout.config import SmtpSettings
 from rollout.errors import DeliveryError
-from rollout.mailer import RateLimiter, SmtpConnection
+from rollout.notify.mailer import RateLimiter, SmtpConnection
 
 from .campaign_support import Inbox, free_port
 

@@ -10,7 +10,7 @@ import pytest
 
 from rollout.config import NoticeSettings
 from rollout.errors import DeliveryError
-from rollout.notices import Envelope, MailboxLine, NoticeContext, Renderer, build_message, message_id
+from rollout.notify.notices import Envelope, MailboxLine, NoticeContext, Renderer, build_message, message_id
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SWITCH = datetime(2026, 4, 14, 7, 30, tzinfo=UTC)  # 09:30 in Berlin (summer time)

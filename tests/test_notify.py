@@ -13,8 +13,8 @@ from sqlalchemy import select
 from rollout.clock import ManualClock
 from rollout.errors import DeliveryError, GuardError
 from rollout.models import Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
+from rollout.notify.campaign_workflow import due_wave, notify, start_campaign
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import due_wave, notify, start_campaign
 
 from .campaign_support import SmtpServer, add_customers, add_legacy, configure, many_affected, smtp_overrides
 from .conftest import T0, Cli

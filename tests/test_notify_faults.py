@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rollout.notices import Envelope, RenderedNotice, build_message
+from rollout.notify.campaign_workflow import start_campaign
+from rollout.notify.notices import Envelope, RenderedNotice, build_message
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import start_campaign
 
 from .campaign_support import SmtpServer, add_customers, add_legacy, configure, free_port, smtp_overrides
 from .conftest import T0, Cli

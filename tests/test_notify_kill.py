@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from rollout.models import Notice
+from rollout.notify.campaign_workflow import start_campaign
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import start_campaign
 
 from .campaign_support import SmtpServer, many_affected
 from .conftest import T0

@@ -84,7 +84,7 @@ def test_installed_wheel_runs_from_an_unrelated_directory(wheel: Path, tmp_path:
         [
             str(venv / "bin" / "python"),
             "-c",
-            "from rollout.web.app import SupportDesk; from rollout.runtime import Runtime; "
+            "from rollout.support.web.app import SupportDesk; from rollout.runtime import Runtime; "
             "from rollout.config import load_settings; "
             "d = SupportDesk(Runtime(load_settings()), b'k'); print(len(d.stylesheet))",
         ],

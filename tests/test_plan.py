@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from rollout.models import AuditEvent, Cohort, CohortMember, Mailbox, Plan
-from rollout.plans import schedule_for
+from rollout.plan.plans import schedule_for
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
@@ -159,9 +159,9 @@ def test_plan_requires_cohorts_or_max_share(run: Cli, inventory: Runtime) -> Non
 
 def test_benchmark_inventory_is_balanced_within_one_unit(runtime: Runtime, tmp_path: Path) -> None:
     """On the synthetic provider inventory the largest cohort is within one bucket (or prefix) of 1/N."""
-    from rollout.inventory import import_csv, stats
+    from rollout.plan.plan_workflow import PlanRequest, make_plan
+    from rollout.scan.inventory import import_csv, stats
     from rollout.synthetic.provider import write_inventory_csv
-    from rollout.workflows.plan import PlanRequest, make_plan
 
     configure(runtime, tmp_path)
     path = tmp_path / "provider.csv"

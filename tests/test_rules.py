@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rollout import campaign, plans
 from rollout.config import Settings
 from rollout.models import Mailbox
+from rollout.notify import campaign
+from rollout.plan import plans
 from rollout.rules import has_switched, is_still_legacy
 from rollout.runtime import Runtime
-from rollout.status import build_status
+from rollout.support.status import build_status
 
 from .campaign_support import add_customers, add_legacy
 from .conftest import T0, Cli

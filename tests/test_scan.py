@@ -16,9 +16,9 @@ from sqlalchemy import delete, func, select
 
 from rollout.models import Evidence, LegacyDay, Mailbox, ReviewItem, ScanCarry, ScanSource, UnknownLogin
 from rollout.runtime import Runtime
+from rollout.scan.inventory_workflow import import_inventory
+from rollout.scan.scan_workflow import legacy_report, review_report, scan_logs
 from rollout.synthetic.maillog import GroundTruth, write_maillog
-from rollout.workflows.inventory import import_inventory
-from rollout.workflows.scan import legacy_report, review_report, scan_logs
 
 from .scan_support import write_inventory
 
@@ -270,7 +270,7 @@ def test_parallel_parsing_gives_the_same_result(
     """With scan.workers = 2, a file parsed in blocks by worker threads gives exactly the in-process result."""
     import dataclasses
 
-    from rollout.workflows import scan as scan_module
+    from rollout.scan import scan_workflow as scan_module
 
     log = tmp_path / "mail.log"
     truth = synthetic(log, lines=4000)

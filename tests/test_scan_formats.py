@@ -9,8 +9,8 @@ import pytest
 
 from rollout.addresses import login_key
 from rollout.runtime import Runtime
-from rollout.workflows.inventory import import_inventory
-from rollout.workflows.scan import legacy_report, scan_logs, unknown_logins
+from rollout.scan.inventory_workflow import import_inventory
+from rollout.scan.scan_workflow import legacy_report, scan_logs, unknown_logins
 
 from .scan_support import write_inventory
 

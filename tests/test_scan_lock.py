@@ -20,9 +20,9 @@ from sqlalchemy import func, select, text
 from rollout import locks
 from rollout.models import LegacyDay, ScanSource
 from rollout.runtime import Runtime
+from rollout.scan.inventory_workflow import import_inventory
+from rollout.scan.scan_workflow import legacy_report
 from rollout.synthetic.maillog import write_maillog
-from rollout.workflows.inventory import import_inventory
-from rollout.workflows.scan import legacy_report
 
 from .conftest import Cli, using_postgres
 from .scan_support import write_inventory

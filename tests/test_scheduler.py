@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from rollout.clock import ManualClock
 from rollout.runtime import Runtime
 from rollout.scheduler import SchedulerLock, planned_jobs, run_until
-from rollout.workflows.operate import rollout_status
+from rollout.support.operate_workflow import rollout_status
 
 from .campaign_support import SmtpServer
 from .conftest import T0, using_postgres
@@ -81,7 +81,7 @@ def test_a_wave_later_than_the_grace_is_not_sent(runtime: Runtime, clock: Manual
 
 def test_a_paused_rollout_is_not_stepped(runtime: Runtime, clock: ManualClock, tmp_path: Path) -> None:
     """At a cohort's time a paused rollout records the step as skipped with the pause's reason."""
-    from rollout.workflows.plan import pause
+    from rollout.plan.plan_workflow import pause
 
     configure(runtime, tmp_path, **{"smtp.port": 1})
     small_rollout(runtime, tmp_path, first_wave=T0 - timedelta(days=14), weeks=1, plan_start=T0 + timedelta(hours=1))

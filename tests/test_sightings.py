@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from rollout.models import AuditEvent
+from rollout.notify.campaign_workflow import start_campaign
 from rollout.runtime import Runtime
-from rollout.workflows.campaign import start_campaign
 
 from .campaign_support import add_customers
 from .conftest import Cli

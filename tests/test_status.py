@@ -109,7 +109,7 @@ def test_wait_for_step_exits_zero_once_switched_and_one_on_timeout(run: Cli, run
 
 def test_wait_for_step_returns_when_the_cohort_is_switched_meanwhile(runtime: Runtime) -> None:
     """A waiting script sees the step another process takes while it polls."""
-    from rollout.workflows.operate import wait_for_step
+    from rollout.support.operate_workflow import wait_for_step
 
     build_rollout(runtime)
     polls: list[float] = []
@@ -131,3 +131,50 @@ def test_next_step_of_a_paused_rollout_says_it_waits(run: Cli, runtime: Runtime)
     data = json.loads(run("status", "--json").output)
     assert data["next_action"]["action"] == "switch off cohort 2 (n–z) (paused: waits for `rollout resume`)"
     assert data["paused"]["reason"] == "support queue is full"
+
+
+def test_refusals_count_from_each_cohorts_own_switch_off_day(runtime: Runtime) -> None:
+    """Each cohort counts the refusals of its mailboxes from its own switch-off day on, not from the first one's."""
+    from rollout.models import LegacyDay, Mailbox
+    from rollout.support.operate_workflow import rollout_status
+
+    from .conftest import T0
+
+    build_rollout(runtime)
+    at_now(runtime)
+    second_at = T0 + timedelta(days=19)
+    with runtime.sessions() as s, s.begin():
+        s.execute(update(Cohort).where(Cohort.position == 2).values(stage="reject", enforced_at=second_at))
+        nina = s.scalar(select(Mailbox.id).where(Mailbox.address == "nina@home.example"))
+        for days, refused in ((17, 5), (19, 2)):  # day 17: after cohort 1's switch-off, before cohort 2's
+            day = T0 + timedelta(days=days)
+            s.add(
+                LegacyDay(
+                    mailbox_id=nina, day=day.date(), client_ips=[], senders=[], refused_count=refused, refused_last=day
+                )
+            )
+    status = rollout_status(runtime)
+    assert [(c.position, c.refusals) for c in status.cohorts] == [(1, 3), (2, 2)]
+
+
+def test_unreachable_customers_are_those_whose_latest_known_delivery_bounced(runtime: Runtime) -> None:
+    """A bounce counts until a later reminder is seen delivered; a later one not seen in the log yet changes nothing."""
+    from rollout.models import Customer, Notice
+    from rollout.support.operate_workflow import rollout_status
+
+    build_rollout(runtime)
+    at_now(runtime)
+    with runtime.sessions() as s, s.begin():
+        # K-2's wave 3 notice was written before its wave 2 one (build_rollout): "later" is the ledger's order
+        states = {("K-1", 1): "delivered", ("K-1", 2): "bounced", ("K-2", 3): "bounced", ("K-2", 2): "delivered"}
+        for (customer, wave), delivery in states.items():
+            s.execute(
+                update(Notice)
+                .where(
+                    Notice.wave == wave,
+                    Notice.customer_id == select(Customer.id).where(Customer.external_id == customer).scalar_subquery(),
+                )
+                .values(delivery=delivery, delivery_at=NOW - timedelta(hours=wave), delivery_reply="550 5.1.1 gone")
+            )
+    status = rollout_status(runtime)
+    assert [(u.customer, u.wave) for u in status.unreachable] == [("K-1", 2)] and status.unreachable_count == 1

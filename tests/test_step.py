@@ -12,8 +12,8 @@ from sqlalchemy import select
 from rollout.clock import ManualClock
 from rollout.enforcement import client_reply
 from rollout.models import AuditEvent, Campaign, Cohort, Notice
+from rollout.plan import plan_workflow as wf
 from rollout.runtime import Runtime
-from rollout.workflows import plan as wf
 
 from .conftest import T0, Cli
 from .plan_support import add_legacy, apply_plan, configure, import_locals, mailbox_id

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from rollout.models import AuditEvent, WebUser
 from rollout.runtime import Runtime
-from rollout.web.i18n import choose_language
-from rollout.web.sessions import LoginLimiter, read_session, sign_session
+from rollout.support.web.i18n import choose_language
+from rollout.support.web.sessions import LoginLimiter, read_session, sign_session
 
 from .conftest import Cli
 from .operate_support import NOW
@@ -270,7 +270,7 @@ def test_overview_counts_open_ambiguous_sightings(desk: Desk, runtime: Runtime) 
 
 def test_status_cache_computes_once_then_serves_the_latest() -> None:
     """With a refresh interval the overview's status is computed once and then served; with 0, on every request."""
-    from rollout.web.app import StatusCache
+    from rollout.support.web.app import StatusCache
 
     computed: list[int] = []
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from rollout import accounts
 from rollout.models import Customer, Mailbox
 from rollout.runtime import Runtime
+from rollout.support import accounts
 
 from .conftest import T0
 from .operate_support import NOW, build_rollout

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..runtime import Runtime
-from ..workflows.campaign import (
+from ..notify.campaign_workflow import (
     CampaignOverview,
     NotifySummary,
     campaign_overview,
@@ -17,6 +16,7 @@ from ..workflows.campaign import (
     preview_notice,
     start_campaign,
 )
+from ..runtime import Runtime
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..runtime import Runtime
-from ..workflows.inventory import import_inventory, inventory_stats
+from ..scan.inventory_workflow import import_inventory, inventory_stats
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime, progress_reporter
 
 

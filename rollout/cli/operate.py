@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from ..lookup import Lookup, MailboxReport
 from ..rules import PHASES
 from ..runtime import Runtime
-from ..status import Status
-from ..workflows.operate import lookup, rollout_status, wait_for_step
+from ..support.lookup import Lookup, MailboxReport
+from ..support.operate_workflow import lookup, rollout_status, wait_for_step
+from ..support.status import Status
 from ._base import echo_json, echo_table, json_option, pass_runtime
 from .plan import echo_gates
 

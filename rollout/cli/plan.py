@@ -6,11 +6,11 @@ from datetime import datetime, timedelta
 
 import click
 
-from ..cohorts import parse_duration
 from ..errors import PlanError
-from ..gates import Gate
+from ..plan import plan_workflow as wf
+from ..plan.cohorts import parse_duration
+from ..plan.gates import Gate
 from ..runtime import Runtime
-from ..workflows import plan as wf
 from ._base import dry_run_option, echo_json, echo_table, json_option, pass_runtime
 
 DATETIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]

@@ -35,7 +35,7 @@ def scan_command(runtime: Runtime, logfiles: tuple[Path, ...], host: str | None,
       rollout scan /var/log/mail.log /var/log/dovecot.log
       rollout scan --host mx1 /srv/logs/mx1/dovecot.log.1.gz --json
     """
-    from ..workflows.scan import scan_logs  # here, not at the top: `rollout scan --help` needs no SQLAlchemy
+    from ..scan.scan_workflow import scan_logs  # here, not at the top: `rollout scan --help` needs no SQLAlchemy
 
     total = sum(os.path.getsize(p) for p in logfiles)
     with progress_reporter("scanning", total) as progress:
@@ -94,7 +94,7 @@ def legacy_command(runtime: Runtime, as_json: bool, since: datetime | None, cust
       rollout legacy --since 2026-03-01
       rollout legacy --review --json
     """
-    from ..workflows.scan import legacy_report, review_report
+    from ..scan.scan_workflow import legacy_report, review_report
 
     day = since.date() if since else None
     if review:

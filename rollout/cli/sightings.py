@@ -26,7 +26,7 @@ def attribute_command(runtime: Runtime, sighting: int, mailbox: str, reason: str
       rollout legacy --review
       rollout attribute 17 anna@example.de --reason "customer confirmed the office PC sends as the shop"
     """
-    from ..workflows.sightings import attribute
+    from ..scan.sightings_workflow import attribute
 
     done = attribute(runtime, sighting, mailbox, reason)
     if as_json:
@@ -49,7 +49,7 @@ def dismiss_command(runtime: Runtime, sighting: int, reason: str, as_json: bool)
     Example:
       rollout dismiss 18 --reason "the webmail host, already in trusted_networks"
     """
-    from ..workflows.sightings import dismiss
+    from ..scan.sightings_workflow import dismiss
 
     done = dismiss(runtime, sighting, reason)
     if as_json:

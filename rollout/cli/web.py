@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..runtime import Runtime
-from ..web.server import serve_desk
-from ..workflows.web import add_user, list_users, remove_user
+from ..support.web.server import serve_desk
+from ..support.web_workflow import add_user, list_users, remove_user
 from ._base import echo_json, echo_table, json_option, pass_runtime
 
 

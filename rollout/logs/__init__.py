@@ -8,17 +8,7 @@ opens plain or compressed files and yields complete lines with their offsets;
 ``parse`` ties it together.
 """
 
-from .events import (
-    Accept,
-    Delivery,
-    Envelope,
-    Event,
-    Login,
-    Refusal,
-    Removed,
-    Sender,
-    SessionEnd,
-)
+from .events import Accept, Delivery, Envelope, Event, Login, Refusal, Removed, Sender, SessionEnd
 from .parse import LineParser
 
 __all__ = [

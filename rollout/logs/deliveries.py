@@ -45,8 +45,7 @@ def notice_queued(
 
 def names_a_notice(e: Event) -> bool:
     """The event that names one of our notices (Postfix cleanup, Exim arrival): its message is followed line by line."""
-    cls = e.__class__
-    return cls is NoticeQueued or (cls is Accept and e.instance == "exim" and " id=rollout." in e.line)  # type: ignore[attr-defined]
+    return isinstance(e, NoticeQueued) or (isinstance(e, Accept) and e.instance == "exim" and " id=rollout." in e.line)
 
 
 def permanent(reply: str | None) -> bool:
@@ -75,18 +74,24 @@ class DeliveryTracker:
     def feed(self, events: Iterable[Event]) -> None:
         queued = self.queued
         for e in events:
+            # every event of a scan passes here: identity tests on the class first (cheap), the
+            # isinstance narrowing (for the types) only for the few events that concern us
             cls = e.__class__
             if cls is Delivery or cls is Removed or cls is Expired:
                 if queued:
-                    outcome = queued.get(f"{e.host}|{e.instance}|{e.qid}")  # type: ignore[attr-defined]
+                    assert isinstance(e, (Delivery, Removed, Expired))
+                    outcome = queued.get(f"{e.host}|{e.instance}|{e.qid}")
                     if outcome is not None:
                         self._settle(outcome, e)
             elif cls is NoticeQueued:
-                self._queued(e.message_id, f"{e.host}|{e.instance}|{e.qid}")  # type: ignore[attr-defined]
-            elif cls is Accept and e.instance == "exim" and " id=rollout." in e.line:  # type: ignore[attr-defined]
-                m = _EXIM_ID.search(e.line)
-                if m is not None:
-                    self._queued(f"<{m['id']}>", f"{e.host}|{e.instance}|{e.qid}")  # type: ignore[attr-defined]
+                assert isinstance(e, NoticeQueued)
+                self._queued(e.message_id, f"{e.host}|{e.instance}|{e.qid}")
+            elif cls is Accept:
+                assert isinstance(e, Accept)
+                if e.instance == "exim" and " id=rollout." in e.line:
+                    m = _EXIM_ID.search(e.line)
+                    if m is not None:
+                        self._queued(f"<{m['id']}>", f"{e.host}|{e.instance}|{e.qid}")
 
     def _queued(self, message_id: str, key: str) -> None:
         outcome = self.queued[key] = Outcome(message_id, key)

@@ -80,7 +80,8 @@ def join_complete(events: list[Event], trusted_networks: tuple[str, ...]) -> lis
     by_key: dict[tuple[str, str, str], list[int]] = {}
     for i in [i for i, e in enumerate(events) if e.__class__ in _JOINED_CLASSES]:  # few: the C classifier joins most
         e = events[i]
-        by_key.setdefault((e.host, e.instance, e.qid), []).append(i)  # type: ignore[attr-defined]
+        assert isinstance(e, (*MESSAGE_EVENTS, NoticeQueued))  # as the filter above: each has a queue ID
+        by_key.setdefault((e.host, e.instance, e.qid), []).append(i)
     replace: dict[int, Event | None] = {}
     for positions in by_key.values():
         group = [events[i] for i in positions]
@@ -142,8 +143,8 @@ def _pair_sessions(events: list[Event], trusted: TrustedNetworks, replace: dict[
                 else:  # the C classifier paired it already: an end after it cannot close an older login of its key
                     open_logins.pop(key, None)
         elif isinstance(e, LoginRun):  # logins the C classifier paired already, as above
-            for _ip, _record, key, _user in e.logins:
-                if key is not None:
+            for key in e.keys.split("\n"):
+                if key:
                     open_logins.pop(key, None)
         elif isinstance(e, SessionEnd):
             first, second = end_keys(e)

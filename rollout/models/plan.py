@@ -107,7 +107,7 @@ class MapVersion(Base):
 
 
 class HeldMailbox(Base):
-    """A mailbox a step kept out of the map because it was not warned in time (rollout.holdback).
+    """A mailbox a step kept out of the map because it was not warned in time (rollout.plan.holdback).
 
     Open while ``released_at`` is None. ``redated_cohort_id``: the later cohort it is switched off
     with instead, once a delivered notice allows a date ``notices.min_warning_days`` after it.

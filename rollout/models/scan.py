@@ -60,7 +60,12 @@ class LegacyDay(Base):
     refused_count: Mapped[int] = mapped_column(default=0)  # refusals by our own sender map
     refused_last: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_legacy_days_day", "day"),)
+    __table_args__ = (
+        Index("ix_legacy_days_day", "day"),
+        # Everything "still legacy" reads (rollout.rules), so the status's pass over the lookback's days reads
+        # this narrow index alone, in mailbox order, not the days' rows with their JSON.
+        Index("ix_legacy_days_usage", "mailbox_id", "day", "legacy_count", "last_seen", "auth_last"),
+    )
 
 
 class RefusalHour(Base):

@@ -32,7 +32,7 @@ class WebSecret(Base):
     created_at: Mapped[datetime]
 
 
-# The support desk pages through one cohort's members in mailbox order (rollout.web.pages).
+# The support desk pages through one cohort's members in mailbox order (rollout.support.web.pages).
 Index("ix_cohort_members_cohort_id_mailbox_id", CohortMember.cohort_id, CohortMember.mailbox_id)
 # ... and lists the mailboxes our map refused: the few days with refusals, not every legacy day.
 Index(

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # story → weight; lines per story: inbound 7, reject 3, sasl 7, login 2, legacy 9, ambiguous 10
@@ -62,7 +63,7 @@ class GroundTruth:
 class _Writer:
     """Keeps lines in time order: stories schedule lines a little ahead; ``advance`` writes what is due."""
 
-    def __init__(self, out, host: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, out: TextIO, host: str) -> None:
         self.out = out
         self.host = host
         self.pending: list[tuple[float, int, str]] = []

@@ -12,7 +12,7 @@ slot reports. A worker that dies leaves its notice `sending` (uncertain),
 exactly like a killed run; a parent that dies closes the pipes, and the workers
 exit after the message in hand.
 
-A worker is a fresh ``python -m rollout.notify_workers`` (neither SQLAlchemy nor
+A worker is a fresh ``python -m rollout.notify.notify_workers`` (neither SQLAlchemy nor
 click is imported: about 0.2 s and 25 MB), talking to the parent over
 socketpairs. The spool files are unlinked temporary files (``$TMPDIR``, about
 6 kB per notice) whose descriptors the workers inherit: nothing is left on disk,
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from .errors import DeliveryError
+from ..errors import DeliveryError
 from .mailer import Delivery, RateLimiter, SmtpConnection
 from .notices import (
     CampaignFacts,
@@ -223,7 +223,7 @@ def write_eml(outbox: Path, msg_id: str, message: bytes) -> Path:
 
 
 def _main(argv: list[str]) -> None:
-    """``python -m rollout.notify_workers INDEX CONTROL_FD SLOT_FDS SPOOL_FDS`` (comma-separated fds)."""
+    """``python -m rollout.notify.notify_workers INDEX CONTROL_FD SLOT_FDS SPOOL_FDS`` (comma-separated fds)."""
     index, control, slots, spools = int(argv[0]), int(argv[1]), argv[2], argv[3]
     worker_main(
         Connection(control),
@@ -359,7 +359,7 @@ class Workers:
     def _collect(self, index: dict[int, Location | Unbuildable]) -> None:
         busy = {w.control: w for w in self.workers if w.queued}
         for conn in wait(list(busy)):
-            worker = busy[conn]  # type: ignore[index]
+            worker = busy[cast(Connection, conn)]  # wait() gives back what it was given, typed as any waitable
             try:
                 status, result = worker.control.recv()
             except (EOFError, OSError):
@@ -401,7 +401,7 @@ class Workers:
 
 if __name__ == "__main__":
     # Through the package, not this ``__main__`` copy: what the worker pickles must name
-    # ``rollout.notify_workers``, which the parent can unpickle.
-    from rollout.notify_workers import _main as main
+    # ``rollout.notify.notify_workers``, which the parent can unpickle.
+    from rollout.notify.notify_workers import _main as main
 
     main(sys.argv[1:])

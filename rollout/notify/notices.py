@@ -27,9 +27,9 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from . import resources
-from .config import NoticeSettings
-from .errors import DeliveryError
+from .. import resources
+from ..config import NoticeSettings
+from ..errors import DeliveryError
 
 PARTS = ("subject.txt.j2", "body.txt.j2", "body.html.j2")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")

@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy import Row, case, func, select
 from sqlalchemy.orm import Session
 
-from . import holdback
-from .addresses import AddressError, parse_address
-from .errors import RolloutError
-from .holdback import HeldView
-from .models import Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
-from .plans import active_plan
-from .rules import has_switched
+from ..addresses import AddressError, parse_address
+from ..errors import RolloutError
+from ..models import Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
+from ..plan import holdback
+from ..plan.holdback import HeldView
+from ..plan.plans import active_plan
+from ..rules import has_switched
 
 MAX_MAILBOXES_SHOWN = 50  # a customer with hundreds of mailboxes: the legacy ones come first
 
@@ -76,7 +76,7 @@ class MailboxReport:
     refused_reply: str | None  # the exact reply text a refused client sees now, if it is refused
     evidence: list[dict[str, Any]] = field(default_factory=list)
     evidence_day: date | None = None
-    held: HeldView | None = None  # held back by a step: not warned in time (rollout.holdback)
+    held: HeldView | None = None  # held back by a step: not warned in time (rollout.plan.holdback)
 
 
 @dataclass

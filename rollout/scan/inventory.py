@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, text
 from sqlalchemy.orm import Session
 
-from .addresses import AddressError, parse_address
-from .buckets import BUCKETS, bucket_label, bucket_of_key, sort_key
-from .errors import InventoryError
-from .models import Customer, Mailbox
+from ..addresses import AddressError, parse_address
+from ..buckets import BUCKETS, bucket_label, bucket_of_key, sort_key
+from ..errors import InventoryError
+from ..models import Customer, Mailbox
 
 REQUIRED_COLUMNS = ("mailbox", "customer_id", "customer_email", "customer_name", "locale")
 OPTIONAL_COLUMNS = ("login",)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, false, func, select
 from sqlalchemy.orm import Session
 
-from ..models import Cohort, CohortMember, Customer, LegacyDay, Mailbox
-from ..plans import active_plan, still_legacy_query
-from ..rules import is_still_legacy
+from ...models import Cohort, CohortMember, Customer, LegacyDay, Mailbox
+from ...plan.plans import active_plan, still_legacy_query
+from ...rules import is_still_legacy
 
 PAGE_SIZE = 50
 FILTERS = ("all", "legacy", "refused")

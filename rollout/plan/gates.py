@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .config import GateSettings
-from .models import Cohort, CohortMember, RefusalHour, ScanSource
+from ..config import GateSettings
+from ..models import Cohort, CohortMember, RefusalHour, ScanSource
 from .plans import still_legacy_ids
 
 HOUR = timedelta(hours=1)
@@ -59,13 +59,18 @@ def evaluate(
     next_cohort: Cohort | None,
     lookback_days: int,
     run_command: bool = True,
+    next_still_legacy: int | None = None,
 ) -> list[Gate]:
-    """Every gate, in a fixed order; the external command only when ``run_command``."""
+    """Every gate, in a fixed order; the external command only when ``run_command``.
+
+    ``next_still_legacy``: the mailboxes of ``next_cohort`` still on the legacy path, when the caller has counted
+    them already (a pass over the lookback's legacy days: not twice).
+    """
     gates = [
         fresh_data(session, settings, now),
         refusals_per_hour(session, settings, now),
         refused_share(session, settings, now, last_switched),
-        next_legacy_share(session, settings, now, next_cohort, lookback_days),
+        next_legacy_share(session, settings, now, next_cohort, lookback_days, next_still_legacy),
     ]
     if settings.command and run_command:
         gates.append(external_check(settings.command, settings.command_timeout_seconds))
@@ -135,13 +140,30 @@ def refused_share(session: Session, settings: GateSettings, now: datetime, cohor
 
 
 def next_legacy_share(
-    session: Session, settings: GateSettings, now: datetime, cohort: Cohort | None, lookback_days: int
+    session: Session,
+    settings: GateSettings,
+    now: datetime,
+    cohort: Cohort | None,
+    lookback_days: int,
+    still: int | None = None,
 ) -> Gate:
     """Of the cohort about to be switched (or to climb its ladder), the share still on the legacy path."""
     limit = settings.max_next_legacy_share
     threshold = _limit(limit, f"at most {limit:.1%}" if limit is not None else "")
     if cohort is None:
         return Gate("next_legacy_share", True, None, limit, "no cohort left to switch", threshold)
+    if still is None:
+        still = still_legacy_in(session, cohort, now, lookback_days)
+    share = still / cohort.mailbox_count if cohort.mailbox_count else 0.0
+    figure = (
+        f"{share:.1%} of cohort {cohort.position} ({cohort.label}) still use the legacy path "
+        f"({still} of {cohort.mailbox_count} mailboxes)"
+    )
+    return Gate("next_legacy_share", limit is None or share <= limit, round(share, 6), limit, figure, threshold)
+
+
+def still_legacy_in(session: Session, cohort: Cohort, now: datetime, lookback_days: int) -> int:
+    """How many of the cohort's mailboxes are still on the legacy path."""
     legacy = still_legacy_ids(now, lookback_days).subquery()
     still = session.scalar(
         select(func.count())
@@ -149,13 +171,7 @@ def next_legacy_share(
         .join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id)
         .where(CohortMember.cohort_id == cohort.id)
     )
-    still = int(still or 0)
-    share = still / cohort.mailbox_count if cohort.mailbox_count else 0.0
-    figure = (
-        f"{share:.1%} of cohort {cohort.position} ({cohort.label}) still use the legacy path "
-        f"({still} of {cohort.mailbox_count} mailboxes)"
-    )
-    return Gate("next_legacy_share", limit is None or share <= limit, round(share, 6), limit, figure, threshold)
+    return int(still or 0)
 
 
 def external_check(command: str, timeout: float) -> Gate:

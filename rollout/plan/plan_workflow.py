@@ -19,12 +19,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from .. import audit, holdback, plans, retirement
-from .. import gates as gate_checks
+from .. import audit
 from ..addresses import AddressError, parse_address
-from ..campaign import wave_due_at
 from ..clock import as_utc, out_of_range
-from ..cohorts import MAX_EVERY, Window, layout, parse_window
 from ..db import write_lock
 from ..enforcement import STRENGTH, Backend, MapEntry, backend_for, checksum, legacy, writable
 from ..enforcement.files import clear_intent, read_intent, write_intent
@@ -42,8 +39,12 @@ from ..models import (
     Retirement,
     RolloutState,
 )
-from ..plans import Proposal, ProposedCohort
+from ..notify.campaign import wave_due_at
 from ..runtime import Runtime
+from . import gates as gate_checks
+from . import holdback, plans, retirement
+from .cohorts import MAX_EVERY, Window, layout, parse_window
+from .plans import Proposal, ProposedCohort
 
 TOO_EARLY_SHOWN = 20
 LEFT_OUT_SHOWN = 20
@@ -205,7 +206,7 @@ def desired_entries(session: Session, now: datetime) -> list[MapEntry]:
     stage_of_cohort = {c.id: c.stage for c in plan.cohorts if c.stage != "pending"} if plan else {}
     if not stage_of_cohort:
         return []
-    exempt = _exempt_ids(session, now) | holdback.held_ids(session)  # held: not warned in time (rollout.holdback)
+    exempt = _exempt_ids(session, now) | holdback.held_ids(session)  # held: not warned in time (rollout.plan.holdback)
     in_force = CohortMember.cohort_id.in_(list(stage_of_cohort))
     stage_of: dict[str, str] = {}
     stage_by_mailbox: dict[int, str] = {}
@@ -613,12 +614,19 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
         cohort.scheduled_at,
         due,
         blockers,
-        still_legacy=_still_legacy_in(session, cohort, now, settings.notices.lookback_days),
+        still_legacy=gate_checks.still_legacy_in(session, cohort, now, settings.notices.lookback_days),
         refusals_since_switch=_refusals_since_switch(session, plan),
     )
     last_switched = max(plans.started_cohorts(plan), key=lambda c: c.position, default=None)
     step.gates = gate_checks.evaluate(
-        session, settings.gates, now, last_switched, cohort, settings.notices.lookback_days, run_command=run_command
+        session,
+        settings.gates,
+        now,
+        last_switched,
+        cohort,
+        settings.notices.lookback_days,
+        run_command=run_command,
+        next_still_legacy=step.still_legacy,
     )
     blockers += [g.describe() for g in step.failed_gates]
     return plan, step
@@ -670,33 +678,9 @@ def _campaign_guard(session: Session, now: datetime) -> tuple[str | None, dateti
     return None, None
 
 
-def _still_legacy_in(session: Session, cohort: Cohort, now: datetime, lookback_days: int) -> int:
-    legacy = plans.still_legacy_ids(now, lookback_days).subquery()
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(CohortMember)
-            .join(legacy, legacy.c.mailbox_id == CohortMember.mailbox_id)
-            .where(CohortMember.cohort_id == cohort.id)
-        )
-        or 0
-    )
-
-
 def _refusals_since_switch(session: Session, plan: Plan) -> int:
-    total = 0
-    for cohort in plans.started_cohorts(plan):
-        if cohort.enforced_at is None:
-            continue
-        total += int(
-            session.scalar(
-                select(func.coalesce(func.sum(LegacyDay.refused_count), 0))
-                .join(CohortMember, CohortMember.mailbox_id == LegacyDay.mailbox_id)
-                .where(CohortMember.cohort_id == cohort.id, LegacyDay.day >= cohort.enforced_at.date())
-            )
-            or 0
-        )
-    return total
+    totals = plans.refusals_since_switch_off(session, plan)
+    return sum(totals.get(c.id, 0) for c in plans.started_cohorts(plan))
 
 
 def next_step(runtime: Runtime, run_command: bool = False) -> NextStep | None:
@@ -739,7 +723,7 @@ def step(
     include_unwarned: bool = False,
 ) -> StepResult:
     """Enforce the next cohort, or move the current one up the ladder; guards first. Mailboxes not warned in time
-    are held back (``rollout.holdback``) unless ``include_unwarned``, which --force does not imply."""
+    are held back (``rollout.plan.holdback``) unless ``include_unwarned``, which --force does not imply."""
     if force and not reason:
         raise PlanError("--force needs --reason: say why the guards are overridden (it goes in the audit log)")
     if include_unwarned and not reason:

@@ -11,16 +11,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, func, insert, literal, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from .buckets import DIGITS
+from ..buckets import DIGITS
+from ..errors import PlanError
+from ..models import Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
+from ..rules import STAGES, still_legacy_clause
 from .cohorts import Slice, Unit, cohorts_for_max_share, heavy_buckets, partition, range_label
-from .errors import PlanError
-from .models import Cohort, CohortMember, Customer, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox, Plan
-from .rules import STAGES, still_legacy_clause
 
 BULK_CACHE_KIB = 256 * 1024
 
@@ -52,6 +52,52 @@ def still_legacy_query(since: date) -> Select[int]:
         .group_by(LegacyDay.mailbox_id)
         .having(still_legacy_clause(last_legacy, last_auth))
     )
+
+
+def still_legacy_counts(session: Session, plan: Plan | None, since: date) -> dict[int | None, int]:
+    """Mailboxes still legacy since ``since``, counted per cohort of ``plan`` (by id; None: in none of its cohorts).
+
+    One aggregation over the legacy days for the whole report, not one per cohort.
+    """
+    legacy = still_legacy_query(since).subquery()
+    if plan is None:
+        return {None: session.scalar(select(func.count()).select_from(legacy)) or 0}
+    rows = session.execute(
+        select(CohortMember.cohort_id, func.count())
+        .select_from(legacy)
+        .outerjoin(CohortMember, and_(CohortMember.plan_id == plan.id, CohortMember.mailbox_id == legacy.c.mailbox_id))
+        .group_by(CohortMember.cohort_id)
+    )
+    return {cohort_id: int(count) for cohort_id, count in rows}
+
+
+def refusals_since_switch_off(session: Session, plan: Plan) -> dict[int, int]:
+    """Per switched-off cohort (by id): refusals by our map logged from the day of its switch-off on.
+
+    One query over the days with refusals (a partial index: few, whatever the number of legacy days).
+    """
+    switched = {c.id: c.enforced_at.date() for c in plan.cohorts if c.enforced_at is not None}
+    if not switched:
+        return {}
+    # Grouped before the join, so that every planner (SQLite's without statistics too) starts from the refused
+    # days and looks their mailboxes up, instead of walking the plan's million members.
+    refused = (
+        select(LegacyDay.mailbox_id, LegacyDay.day, func.sum(LegacyDay.refused_count).label("refused"))
+        .where(LegacyDay.refused_count > 0, LegacyDay.day >= min(switched.values()))
+        .group_by(LegacyDay.mailbox_id, LegacyDay.day)
+        .subquery()
+    )
+    rows = session.execute(
+        select(CohortMember.cohort_id, refused.c.day, func.sum(refused.c.refused))
+        .join(CohortMember, and_(CohortMember.plan_id == plan.id, CohortMember.mailbox_id == refused.c.mailbox_id))
+        .where(CohortMember.cohort_id.in_(list(switched)))
+        .group_by(CohortMember.cohort_id, refused.c.day)
+    )
+    totals = dict.fromkeys(switched, 0)
+    for cohort_id, day, count in rows:
+        if day >= switched[cohort_id]:
+            totals[cohort_id] += int(count or 0)
+    return totals
 
 
 # --- weights --------------------------------------------------------------------------------
@@ -203,7 +249,10 @@ def describe_slices(
     return result
 
 
-def cohort_of(starts: Sequence[str], values: Sequence[Any]):  # type: ignore[no-untyped-def]
+_Query = TypeVar("_Query", bound=Select[Any])
+
+
+def cohort_of(starts: Sequence[str], values: Sequence[Any]) -> ColumnElement[Any]:
     """A CASE giving ``values[n]`` for a sort_key in the n-th range (ranges start at ``starts``)."""
     if len(starts) == 1:
         return literal(values[0])
@@ -218,7 +267,7 @@ def _customers_per_cohort(session: Session, starts: list[str]) -> dict[int, int]
     return {int(n): int(c) for n, c in rows}
 
 
-def _from(query, start_key: str):  # type: ignore[no-untyped-def]
+def _from(query: _Query, start_key: str) -> _Query:
     """Restrict to sort_key ≥ start_key, but only when that excludes something: a range
     read through the sort_key index visits the rows in random order, a full scan does not."""
     return query.where(Mailbox.sort_key >= start_key) if start_key else query

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .errors import RolloutError
-from .models import WebSecret, WebUser
+from ..errors import RolloutError
+from ..models import WebSecret, WebUser
 
 MIN_PASSWORD_LENGTH = 10
 MAX_NAME_LENGTH = 128

@@ -22,9 +22,9 @@ from sqlalchemy import Connection, CursorResult, and_, func, insert, select, typ
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
-from .db import insert_rows
-from .errors import DeliveryError
-from .models import (
+from ..db import insert_rows
+from ..errors import DeliveryError
+from ..models import (
     Campaign,
     Cohort,
     CohortMember,
@@ -38,8 +38,8 @@ from .models import (
     Plan,
     table_of,
 )
+from ..rules import REFUSING_STAGES, has_switched
 from .notices import CampaignFacts, NoticeContext, NoticeFacts, NoticeLine, notice_context
-from .rules import REFUSING_STAGES, has_switched
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -449,8 +449,7 @@ class SendLedger:
 
         self.settle_sql = (
             f"UPDATE notices SET state = {p('state')}, last_reply = {p('reply')}, claimed_by = NULL, "
-            f"sent_at = {p('sent')} "
-            f"WHERE id = {p('notice')} AND state = 'sending'"
+            f"sent_at = {p('sent')} WHERE id = {p('notice')} AND state = 'sending'"
         )
         # The pick is a CTE, materialised on PostgreSQL: as a plain IN (subquery) the
         # planner may run the LIMIT … SKIP LOCKED subquery more than once and claim more.

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import DeliveryError
+from ..errors import DeliveryError
 
 log = logging.getLogger(__name__)
 _DOT_AT_LINE_START = re.compile(rb"^\.", re.M)

@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..logs.deliveries import BOUNCED
+from ..models import Cohort, CohortMember, Customer, Exemption, HeldMailbox, Mailbox, Notice, NoticeMailbox, Plan
 from . import plans
-from .logs.deliveries import BOUNCED
-from .models import Cohort, CohortMember, Customer, Exemption, HeldMailbox, Mailbox, Notice, NoticeMailbox, Plan
 
 NO_NOTICE, BOUNCED_NOTICE, TOO_LATE = "no notice", "notice bounced", "notice too late"
 
@@ -224,7 +224,9 @@ def views(
         .join(origin, origin.c.id == HeldMailbox.cohort_id)
         .outerjoin(redated, redated.c.id == HeldMailbox.redated_cohort_id)
         .where(HeldMailbox.released_at.is_(None))
-        .order_by(Mailbox.address_key)
+        # An expression, not the column: SQLite's planner, which cannot know that the holds are few, would
+        # otherwise walk every mailbox in address order to save a sort of a handful (1.5 s at a million)
+        .order_by(Mailbox.address_key.concat(""))
     )
     if hold_ids is not None:
         query = query.where(HeldMailbox.id.in_(list(hold_ids)))

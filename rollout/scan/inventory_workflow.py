@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import audit, inventory
-from ..inventory import ImportSummary, InventoryStats
+from .. import audit
 from ..runtime import Runtime
+from . import inventory
+from .inventory import ImportSummary, InventoryStats
 
 
 def import_inventory(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import accounts
-from ..accounts import Account
 from ..runtime import Runtime
+from . import accounts
+from .accounts import Account
 
 
 def add_user(runtime: Runtime, name: str, password: str) -> Account:

@@ -22,13 +22,14 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from .. import accounts, audit
+from ... import audit
+from ...resources import templates_dir
+from ...rules import PHASES
+from ...runtime import Runtime
+from .. import accounts
 from ..lookup import NotFound, matching_customers
-from ..resources import templates_dir
-from ..rules import PHASES
-from ..runtime import Runtime
+from ..operate_workflow import lookup, rollout_status
 from ..status import Status
-from ..workflows.operate import lookup, rollout_status
 from . import chart, pages
 from .i18n import choose_language, translator
 from .sessions import COOKIE_NAME, LoginLimiter, read_session, sign_session
@@ -399,7 +400,7 @@ class SupportDesk:
 
 
 def wave_columns(wave: Any) -> list[str]:
-    """The counts a wave has (sent, failed, …): whatever ``rollout.status`` reports, in its order."""
+    """The counts a wave has (sent, failed, …): whatever ``rollout.support.status`` reports, in its order."""
     return [f.name for f in fields(wave) if f.name != "wave" and isinstance(getattr(wave, f.name), int)]
 
 

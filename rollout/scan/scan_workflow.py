@@ -25,10 +25,9 @@ from typing import Any, Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .. import audit, locks, notice_delivery
+from .. import audit, locks
 from ..addresses import domain_key, login_key
 from ..db import insert_rows
-from ..detection import DetectionConfig, Detector, Finding
 from ..logs.blocks import BlockParser, ParallelBlocks, ParserSpec, compiled
 from ..logs.envelope import EnvelopeParser
 from ..logs.events import Event
@@ -45,8 +44,10 @@ from ..models import (
     ScanSource,
     UnknownLogin,
 )
+from ..notify import notice_delivery
 from ..rules import has_switched
 from ..runtime import Runtime
+from .detection import DetectionConfig, Detector, Finding
 
 FLUSH_FINDINGS = 20_000
 PARALLEL_MIN_BYTES = 64 << 20  # below this, worker start-up costs more than it saves

@@ -2,7 +2,7 @@
 
 Core functions take a Session, flush, never commit; the file side effect happens
 after the flush, so the entry point's commit follows a map already in place (as in
-the map swaps of workflows/plan.py). The same protocol as those swaps: before the legacy
+the map swaps of plan/plan_workflow.py). The same protocol as those swaps: before the legacy
 map (or main.cf) changes, an intent beside the legacy map says which way (retired or not);
 the commit is the outcome. ``repair`` finishes what a run killed in between left: the
 database decides whether the legacy path is retired.
@@ -17,12 +17,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import audit
-from .config import EnforcementSettings
-from .enforcement import legacy
-from .enforcement.files import write_intent
-from .errors import ConfigError, EnforcementError
-from .models import Plan, Retirement
+from .. import audit
+from ..config import EnforcementSettings
+from ..enforcement import legacy
+from ..enforcement.files import write_intent
+from ..errors import ConfigError, EnforcementError
+from ..models import Plan, Retirement
 
 MODES = ("empty", "check")
 

@@ -9,16 +9,16 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import lookup as lookup_model
-from .. import retirement
-from .. import status as status_model
 from ..enforcement import backend_for, checksum, client_reply
 from ..enforcement.files import read_intent
 from ..errors import RolloutError
 from ..models import MapVersion
+from ..plan import retirement
+from ..plan.plan_workflow import next_step
 from ..rules import REFUSING_STAGES
 from ..runtime import Runtime
-from .plan import next_step
+from . import lookup as lookup_model
+from . import status as status_model
 
 POLL_SECONDS = 2.0
 

@@ -1,4 +1,4 @@
-"""Cohorts: the exact alphabetical partition (pure) and the time layout (pure); plans in the database are rollout.plans.
+"""Cohorts: the exact alphabetical partition (pure) and the time layout (pure); plans in the database: plan/plans.py.
 
 A *unit* is the smallest slice a cut may fall on: an initial bucket (``0``, ``a``…``z``,
 ``~``), or with ``split_letters`` a two-letter prefix of ``Mailbox.sort_key`` inside a
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .buckets import DIGITS, OTHER
-from .errors import PlanError
+from ..buckets import DIGITS, OTHER
+from ..errors import PlanError
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select, text
 from sqlalchemy.orm import Session
 
-from . import holdback
-from .campaign import active_campaign, wave_due_at
-from .config import Settings
-from .gates import Gate
-from .holdback import HeldView
-from .models import (
+from ..config import Settings
+from ..models import (
     Campaign,
     Cohort,
     CohortMember,
@@ -35,8 +31,12 @@ from .models import (
     RolloutState,
     ScanSource,
 )
-from .notice_delivery import Unreachable, delivery_counts, unreachable
-from .plans import active_plan, still_legacy_query
+from ..notify.campaign import active_campaign, wave_due_at
+from ..notify.notice_delivery import Unreachable, delivery_counts, unreachable
+from ..plan import holdback, plans
+from ..plan.gates import Gate
+from ..plan.holdback import HeldView
+from ..plan.plans import active_plan
 
 TREND_WEEKS = 8
 EXPIRING_WITHIN = timedelta(days=7)
@@ -147,21 +147,24 @@ class Status:
 
 
 def build_status(session: Session, settings: Settings, now: datetime) -> Status:
+    _room_for_aggregates(session)
     since = now - timedelta(days=settings.notices.lookback_days)
     plan = active_plan(session)
     campaign = active_campaign(session)
     waves = wave_statuses(session, campaign) if campaign else []
-    cohorts = cohort_statuses(session, plan, since) if plan else []
+    legacy = plans.still_legacy_counts(session, plan, since.date())
+    cohorts = cohort_statuses(session, plan, legacy) if plan else []
     paused = current_pause(session)
     final_stage = settings.enforcement.ladder[-1] if settings.enforcement.ladder else "reject"
     retired = current_retirement(session, plan)
     held = holdback.views(session)
+    bounced = unreachable(session)
     return Status(
         now=now,
         phase=phase(session, campaign, cohorts, final_stage, retired is not None),
         customers=session.scalar(select(func.count()).select_from(Customer)) or 0,
         mailboxes=session.scalar(select(func.count()).select_from(Mailbox)) or 0,
-        legacy_mailboxes=len(still_legacy_ids(session, since)),
+        legacy_mailboxes=sum(legacy.values()),
         next_action=next_action(waves, cohorts, final_stage, now, paused is not None, retired is not None),
         paused=paused,
         waves=waves,
@@ -170,12 +173,19 @@ def build_status(session: Session, settings: Settings, now: datetime) -> Status:
         expiring=expiring_exemptions(session, now),
         jobs=last_jobs(session),
         open_sightings=open_sightings(session),
-        unreachable=unreachable(session, limit=20),
-        unreachable_count=len(unreachable(session)),
+        unreachable=bounced[:20],
+        unreachable_count=len(bounced),
         held=held[:50],
         held_count=len(held),
         retired=retired,
     )
+
+
+def _room_for_aggregates(session: Session) -> None:
+    """PostgreSQL: memory to group the lookback's legacy days of a million mailboxes in one pass, for this
+    transaction (the default 4 MB spills them to disk)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
 
 
 def wave_statuses(session: Session, campaign: Campaign) -> list[WaveStatus]:
@@ -206,33 +216,21 @@ def open_sightings(session: Session) -> int:
     )
 
 
-def still_legacy_ids(session: Session, since: datetime) -> set[int]:
-    """Mailboxes with legacy use since ``since`` that are still legacy (``rollout.rules``)."""
-    return set(session.scalars(still_legacy_query(since.date())))
-
-
-def cohort_statuses(session: Session, plan: Plan, since: datetime) -> list[CohortStatus]:
-    legacy = still_legacy_ids(session, since)
-    legacy_per_cohort: dict[int, int] = {}
-    if legacy:
-        members = session.execute(
-            select(CohortMember.cohort_id, CohortMember.mailbox_id).where(CohortMember.plan_id == plan.id)
-        )
-        for cohort_id, mailbox_id in members:
-            if mailbox_id in legacy:
-                legacy_per_cohort[cohort_id] = legacy_per_cohort.get(cohort_id, 0) + 1
+def cohort_statuses(session: Session, plan: Plan, still_legacy: dict[int | None, int]) -> list[CohortStatus]:
+    """``still_legacy``: ``plans.still_legacy_counts`` of the plan."""
     hourly = refusals_per_hour(session, plan)
+    refusals = plans.refusals_since_switch_off(session, plan)
     return [
         CohortStatus(
             position=c.position,
             label=c.label,
             mailboxes=c.mailbox_count,
             share=c.share,
-            still_legacy=legacy_per_cohort.get(c.id, 0),
+            still_legacy=still_legacy.get(c.id, 0),
             stage=c.stage,
             scheduled_at=c.scheduled_at,
             enforced_at=c.enforced_at,
-            refusals=refusals_since(session, c) if c.enforced_at else 0,
+            refusals=refusals.get(c.id, 0),
             refusals_per_hour=hourly.get(c.id, []),
         )
         for c in plan.cohorts
@@ -244,12 +242,19 @@ def refusals_per_hour(session: Session, plan: Plan) -> dict[int, list[HourCount]
     since = {c.id: c.enforced_at.replace(minute=0, second=0, microsecond=0) for c in plan.cohorts if c.enforced_at}
     if not since:
         return {}
+    # Grouped before the join (see plans.refusals_since_switch_off): from the refused hours to their mailboxes.
+    refused = (
+        select(RefusalHour.mailbox_id, RefusalHour.hour, func.sum(RefusalHour.count).label("count"))
+        .where(RefusalHour.hour >= min(since.values()))
+        .group_by(RefusalHour.mailbox_id, RefusalHour.hour)
+        .subquery()
+    )
     rows = session.execute(
-        select(CohortMember.cohort_id, RefusalHour.hour, func.sum(RefusalHour.count))
-        .join(CohortMember, and_(CohortMember.mailbox_id == RefusalHour.mailbox_id, CohortMember.plan_id == plan.id))
-        .where(RefusalHour.hour >= min(since.values()), CohortMember.cohort_id.in_(list(since)))
-        .group_by(CohortMember.cohort_id, RefusalHour.hour)
-        .order_by(CohortMember.cohort_id, RefusalHour.hour)
+        select(CohortMember.cohort_id, refused.c.hour, func.sum(refused.c.count))
+        .join(CohortMember, and_(CohortMember.mailbox_id == refused.c.mailbox_id, CohortMember.plan_id == plan.id))
+        .where(CohortMember.cohort_id.in_(list(since)))
+        .group_by(CohortMember.cohort_id, refused.c.hour)
+        .order_by(CohortMember.cohort_id, refused.c.hour)
     )
     series: dict[int, list[HourCount]] = {}
     for cohort_id, hour, count in rows:
@@ -258,28 +263,19 @@ def refusals_per_hour(session: Session, plan: Plan) -> dict[int, list[HourCount]
     return series
 
 
-def refusals_since(session: Session, cohort: Cohort) -> int:
-    assert cohort.enforced_at is not None
-    total = session.scalar(
-        select(func.coalesce(func.sum(LegacyDay.refused_count), 0))
-        .join(CohortMember, and_(CohortMember.mailbox_id == LegacyDay.mailbox_id, CohortMember.cohort_id == cohort.id))
-        .where(LegacyDay.day >= cohort.enforced_at.date())
-    )
-    return int(total or 0)
-
-
 def legacy_trend(session: Session, now: datetime, weeks: int = TREND_WEEKS) -> list[WeekCount]:
-    """Mailboxes with legacy use in each of the last ``weeks`` weeks (Monday to Sunday, UTC)."""
+    """Mailboxes with legacy use in each of the last ``weeks`` weeks (Monday to Sunday, UTC): one pass for all."""
     this_monday = now.date() - timedelta(days=now.weekday())
-    trend = []
-    for back in range(weeks - 1, -1, -1):
-        start = this_monday - timedelta(weeks=back)
-        count = session.scalar(
-            select(func.count(func.distinct(LegacyDay.mailbox_id))).where(
-                LegacyDay.day >= start, LegacyDay.day < start + timedelta(days=7), LegacyDay.legacy_count > 0
-            )
-        )
-        trend.append(WeekCount(start, int(count or 0)))
+    starts = [this_monday - timedelta(weeks=back) for back in range(weeks - 1, -1, -1)]
+    week = case(*[(LegacyDay.day >= start, i) for i, start in reversed(list(enumerate(starts)))]).label("week")
+    used = (
+        select(week, LegacyDay.mailbox_id)
+        .where(LegacyDay.day >= starts[0], LegacyDay.day < this_monday + timedelta(days=7), LegacyDay.legacy_count > 0)
+        .subquery()
+    )
+    rows = session.execute(select(used.c.week, func.count(func.distinct(used.c.mailbox_id))).group_by(used.c.week))
+    counts: dict[int, int] = {index: int(n) for index, n in rows}
+    trend = [WeekCount(start, int(counts.get(i, 0))) for i, start in enumerate(starts)]
     while trend and trend[0].mailboxes == 0:  # weeks before the first scan say nothing
         trend.pop(0)
     return trend

@@ -16,14 +16,16 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import audit, notice_delivery
-from .. import campaign as core
+from .. import audit
 from ..clock import out_of_range
 from ..config import Settings
 from ..errors import DeliveryError, GuardError
-from ..mailer import RateLimiter, SmtpConnection
 from ..models import Campaign, Customer, Notice
-from ..notices import (
+from ..runtime import Runtime
+from . import campaign as core
+from . import notice_delivery
+from .mailer import RateLimiter, SmtpConnection
+from .notices import (
     Envelope,
     NoticeBuildError,
     NoticeFacts,
@@ -34,8 +36,7 @@ from ..notices import (
     message_id,
     notice_context,
 )
-from ..notify_workers import Location, Outcome, Slot, Unbuildable, Workers, WorkerSetup, spool_record
-from ..runtime import Runtime
+from .notify_workers import Location, Outcome, Slot, Unbuildable, Workers, WorkerSetup, spool_record
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def notify(
 ) -> NotifySummary:
     """Send one wave: pick the audience, render everything (preflight), then send each notice once.
 
-    Rendering and sending run in worker processes (``rollout.notify_workers``), one
+    Rendering and sending run in worker processes (``rollout.notify.notify_workers``), one
     per CPU core; this process keeps the ledger.
     """
     settings = runtime.settings

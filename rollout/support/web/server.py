@@ -15,9 +15,9 @@ from typing import Any
 
 from waitress.server import create_server
 
+from ...errors import RolloutError
+from ...runtime import Runtime
 from .. import accounts
-from ..errors import RolloutError
-from ..runtime import Runtime
 from .app import SupportDesk
 
 log = logging.getLogger(__name__)
