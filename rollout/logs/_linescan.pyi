@@ -3,7 +3,7 @@
 from collections.abc import Callable, Sequence
 from typing import type_check_only
 
-from .events import Event
+from .events import Event, PlainLoginRecord
 
 # A row Python must parse: (kind, start, end) for a line of another program, else
 # (kind, start, end, stamp, stamp end, host, host end, program, program end, message, queue ID, queue ID end),
@@ -25,4 +25,29 @@ def scan(
     time_of: Callable[[str], float | None] | None = None,
     classes: tuple[type | None, ...] | None = None,
     /,
-) -> tuple[list[Row | Event], int, int, tuple[int, ...], tuple[int, ...], AuthenticatedCounts | None]: ...
+) -> tuple[list[Row | Event], int, int, tuple[int, ...], tuple[int, ...], bool, AuthenticatedCounts | None]: ...
+def file_logins(
+    records: list[PlainLoginRecord],
+    ips: list[str],
+    keys: str,
+    users: list[str | None] | None,
+    logins: dict[str, list[PlainLoginRecord]],
+    sessions: dict[str, PlainLoginRecord],
+    known: frozenset[str] | None,
+    /,
+) -> list[tuple[str, PlainLoginRecord, str | None]]: ...
+def prune_logins(logins: dict[str, list[PlainLoginRecord]], before: float, cap: float, /) -> None: ...
+
+class LoginRecord:
+    """``events.LoginRecord``, compact: the times, the offset and an ASCII line held as C values."""
+
+    t: float
+    user: str
+    ended: float | None
+    key: str | None
+    file: str
+    offset: int
+    line: str
+    def __init__(
+        self, t: float, user: str, ended: float | None, key: str | None, file: str, offset: int, line: str
+    ) -> None: ...

@@ -449,8 +449,7 @@ class SendLedger:
 
         self.settle_sql = (
             f"UPDATE notices SET state = {p('state')}, last_reply = {p('reply')}, claimed_by = NULL, "
-            f"sent_at = {p('sent')} "
-            f"WHERE id = {p('notice')} AND state = 'sending'"
+            f"sent_at = {p('sent')} WHERE id = {p('notice')} AND state = 'sending'"
         )
         # The pick is a CTE, materialised on PostgreSQL: as a plain IN (subquery) the
         # planner may run the LIMIT … SKIP LOCKED subquery more than once and claim more.
