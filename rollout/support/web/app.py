@@ -109,13 +109,16 @@ class Response:
 
     @classmethod
     def json(cls, value: Any, status: int = HTTPStatus.OK) -> Response:
-        return cls(status, json.dumps(_plain(value), ensure_ascii=False, indent=1).encode(), "application/json")
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        return cls(
+            status, json.dumps(value, default=_json_value, ensure_ascii=False, indent=1).encode(), "application/json"
+        )
 
 
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, (datetime, date)) else str(v)))
+def _json_value(value: Any) -> str:
+    """What JSON has no type for: times as ISO 8601, anything else as its text."""
+    return value.isoformat() if isinstance(value, (datetime, date)) else str(value)
 
 
 class StatusCache:
