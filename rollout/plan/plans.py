@@ -71,6 +71,25 @@ def still_legacy_counts(session: Session, plan: Plan | None, since: date) -> dic
     return {cohort_id: int(count) for cohort_id, count in rows}
 
 
+@dataclass(frozen=True)
+class PlanCounts:
+    """A plan's per-cohort figures, counted once for everyone who reports them at one moment (status, next step)."""
+
+    plan_id: int
+    since: date  # the lookback's first day
+    still_legacy: dict[int | None, int]  # still_legacy_counts
+    refusals: dict[int, int]  # refusals_since_switch_off
+
+    def fits(self, plan: Plan, since: date) -> bool:
+        return self.plan_id == plan.id and self.since == since
+
+
+def count_plan(session: Session, plan: Plan, since: date) -> PlanCounts:
+    return PlanCounts(
+        plan.id, since, still_legacy_counts(session, plan, since), refusals_since_switch_off(session, plan)
+    )
+
+
 def refusals_since_switch_off(session: Session, plan: Plan) -> dict[int, int]:
     """Per switched-off cohort (by id): refusals by our map logged from the day of its switch-off on.
 
