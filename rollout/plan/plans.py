@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, case, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ..buckets import DIGITS
@@ -308,6 +308,11 @@ def find_too_early(told: Iterable[tuple[str, str, datetime]], cohorts: list[Prop
 def active_plan(session: Session) -> Plan | None:
     """The plan in force: the newest one marked active (None before the first ``plan --apply``)."""
     return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
+
+
+def active_plan_id() -> ScalarSelect[int]:
+    """``active_plan``'s id as a subquery (NULL before the first ``plan --apply``), to join on in one query."""
+    return select(Plan.id).where(Plan.active).order_by(Plan.id.desc()).limit(1).scalar_subquery()
 
 
 def store(
