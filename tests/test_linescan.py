@@ -8,7 +8,9 @@ minus whole dropped messages, and the detector must find exactly the same things
 
 from __future__ import annotations
 
+import logging
 import random
+import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollout.logs import blocks, events
+from rollout.logs import blocks, events, native
 from rollout.logs.blocks import BlockParser
 from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, LoginRun, Removed, Sender
 from rollout.logs.join import join_complete
@@ -88,6 +90,22 @@ def _subsequence(short: list[Event], long: list[Event]) -> bool:
 def test_the_classifier_is_built() -> None:
     """CI installs with a C compiler: the fast path must be there (the fallback is only for machines without one)."""
     assert blocks.compiled()
+    assert events.LoginRecord is blocks._linescan.LoginRecord
+
+
+def test_a_classifier_built_from_an_older_source_is_not_used(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editable install's module built before a change to _linescan.c is left aside (pure-Python path), with a
+    warning saying to rebuild it."""
+    older = types.ModuleType("rollout.logs._linescan")
+    older.__file__ = "/checkout/rollout/logs/_linescan.so"
+    monkeypatch.setattr(native, "_warned", [])
+    with caplog.at_level(logging.WARNING, logger="rollout.logs.native"):
+        assert not native.current(older)
+        assert native.current(blocks._linescan)
+    assert "/checkout/rollout/logs/_linescan.so was built from an older _linescan.c" in caplog.text
+    assert "pip install -e ." in caplog.text
 
 
 def test_the_dialects_fixture_gives_the_same_events_and_findings() -> None:

@@ -2030,6 +2030,8 @@ PyMODINIT_FUNC PyInit__linescan(void)
         if ((*names[i] = PyUnicode_InternFromString(values[i])) == NULL) return NULL;
     if (PyType_Ready(&RecordType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "LoginRecord", (PyObject *)&RecordType) < 0) Py_CLEAR(m);
+    /* rollout/logs/native.py's API: raise both when the functions, their arguments or the classes change */
+    if (m != NULL && (PyModule_AddObjectRef(m, "LoginRecord", (PyObject *)&RecordType) < 0 || PyModule_AddIntConstant(m, "API", 2) < 0))
+        Py_CLEAR(m);
     return m;
 }

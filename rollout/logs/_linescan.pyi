@@ -11,6 +11,8 @@ from .events import Event, PlainLoginRecord
 Row = tuple[int, ...]
 AuthenticatedCounts = dict[tuple[str | None, int], list[float]]  # (user lower-cased or None, UTC day) → [count, last t]
 
+API: int  # rollout/logs/native.py: which source the module was built from
+
 @type_check_only
 class Rules:
     """The rule tables as ``scan`` reads them (a capsule: build once with ``rules``, pass to every scan)."""

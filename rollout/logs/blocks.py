@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar, cast
 
+from . import native
 from .envelope import EnvelopeParser
 from .events import (
     Accept,
@@ -61,7 +62,7 @@ from .rules import classifier_rules
 try:
     from . import _linescan
 
-    COMPILED = True
+    COMPILED = native.current(_linescan)  # one built from an older _linescan.c is not used
 except ImportError:  # built without a C compiler: ``_linescan`` is then never used
     COMPILED = False
 

@@ -195,6 +195,9 @@ class LoginRun(Event):
 
 PlainLoginRecord = LoginRecord  # the reference (tests/test_linescan.py compares the compact one with it)
 try:  # the same record, compact (its times and line held as C values): one object per login the detector keeps
-    from ._linescan import LoginRecord  # type: ignore[assignment]
+    from . import _linescan, native
+
+    if native.current(_linescan):
+        LoginRecord = _linescan.LoginRecord  # type: ignore[misc,assignment]
 except ImportError:  # built without a C compiler: the dataclass above
     pass

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..addresses import login_key
+from ..logs import native
 from ..logs.envelope import year_inferred
 from ..logs.events import (
     Accept,
@@ -44,7 +45,7 @@ from ..logs.net import TrustedNetworks
 try:  # the loops over every login, in C (logs/_linescan.c): filing runs of logins (only it makes them) and sweeping
     from ..logs import _linescan
 
-    COMPILED = True
+    COMPILED = native.current(_linescan)
 except ImportError:  # built without a C compiler: no runs, and the Python sweep (_prune_logins)
     COMPILED = False
 
