@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 @dataclass(slots=True)
@@ -194,10 +194,14 @@ class LoginRun(Event):
 
 
 PlainLoginRecord = LoginRecord  # the reference (tests/test_linescan.py compares the compact one with it)
-try:  # the same record, compact (its times and line held as C values): one object per login the detector keeps
-    from . import _linescan, native
+# The same record, compact (its times and line held as C values): one object per login the detector keeps.
+# For the type checker LoginRecord stays the dataclass: the compact one has its fields and constructor
+# (_linescan.pyi), and a name that is one class or the other at run time is no type it can check.
+if not TYPE_CHECKING:
+    try:
+        from . import _linescan, native
 
-    if native.current(_linescan):
-        LoginRecord = _linescan.LoginRecord  # type: ignore[misc,assignment]
-except ImportError:  # built without a C compiler: the dataclass above
-    pass
+        if native.current(_linescan):
+            LoginRecord = _linescan.LoginRecord
+    except ImportError:  # built without a C compiler: the dataclass above
+        pass
