@@ -8,6 +8,7 @@ minus whole dropped messages, and the detector must find exactly the same things
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import types
@@ -245,6 +246,22 @@ def test_the_compact_login_record_is_the_dataclass_record(fields: tuple) -> None
     assert repr(compact) == repr(plain) and compact != events.LoginRecord(*fields)
     compact.ended = None
     assert compact.ended is None
+
+
+def test_the_compact_relay_refusal_is_the_dataclass_refusal() -> None:
+    """A relay refusal the classifier reads (``_linescan.Refusal``, its strings read from its line when asked) has the
+    fields, repr and equality of the one LineParser reads (``events.Refusal``), both ways round."""
+    line = (
+        "Nov 23 10:00:05 mx1 postfix/smtpd[11]: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 454 4.7.1 "
+        "<x@remote.test>: Relay access denied; from=<> to=<x@remote.test> proto=SMTP helo=<pc>"
+    )
+    (fast,), (slow,) = both((line + "\n").encode())
+    assert type(fast) is blocks._linescan.Refusal and type(slow) is events.Refusal
+    names = [f.name for f in dataclasses.fields(events.Refusal)]
+    assert [getattr(fast, n) for n in names] == [getattr(slow, n) for n in names]
+    assert (fast.action, fast.sender, fast.map_address) == ("defer", None, None)
+    assert fast == slow and slow == fast and repr(fast) == repr(slow)
+    assert fast != dataclasses.replace(slow, rcpt="y@remote.test") and fast != slow.line
 
 
 EDGES = [

@@ -14,9 +14,10 @@
  *   4. returns every other line as a row with its envelope split, for the Python parsers;
  *   5. joins a block's messages and pairs its sessions without the GIL too, and says when nothing is
  *      left for join_complete (most blocks), so the block's events go to the detector as they are.
- * For the detector it also holds LoginRecord, the record of a login it keeps, compact (one object,
- * the line held as bytes), and its two loops over every login: filing a LoginRun (file_logins) and
- * sweeping out expired windows (prune_logins).
+ * Two of its event classes are its own, compact (one object holding its line, the rest read from it
+ * when asked): Refusal, equal to rollout.logs.events.Refusal, for the relay refusals it reads, and
+ * LoginRecord, the record of a login the detector keeps. For the detector it also holds its two loops
+ * over every login: filing a LoginRun (file_logins) and sweeping out expired windows (prune_logins).
  * Rows: (kind, line_start, line_end[, stamp_start, stamp_end, host_start, host_end, prog_start,
  * prog_end, msg_start, qid_start, qid_end]); kind OTHER (3 items) goes to LineParser whole.
  * Our own notices are followed to their delivery in Python (logs/deliveries.py): cleanup's
@@ -1223,6 +1224,157 @@ static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ss
     return build(b, cls, args, 5 + n_rest);
 }
 
+/* -- Refusal: a relay refusal read here, compact -----------------------------------------------
+ *
+ * The same event as rollout.logs.events.Refusal (its fields, repr, and equality with it), built
+ * for the relay refusals this module reads: one object holding its line, the other strings read
+ * from the line when asked. A provider's log refuses relaying tens of thousands of times, nearly
+ * always to addresses that never logged in, and the detector asks those only for their address.
+ */
+
+enum { R_IP, R_SENDER, R_RCPT, R_TEXT, R_SPANS };
+
+static int append(PyObject *list, PyObject *item);
+
+typedef struct {
+    PyObject_VAR_HEAD /* ob_size: the bytes of text (the line) */
+    double t;
+    Py_ssize_t offset;
+    PyObject *host, *file, *action, *reason;
+    Py_ssize_t start[R_SPANS], len[R_SPANS]; /* in text; start -1: None */
+    char text[1];
+} RefusalObject;
+
+static PyTypeObject RefusalType;
+
+static PyObject *new_refusal(Builder *b, const Row *r)
+{
+    Py_ssize_t n = r->end - r->start;
+    PyObject *host = host_of(b, r);
+    if (host == NULL) return NULL;
+    RefusalObject *e = PyObject_NewVar(RefusalObject, &RefusalType, n);
+    if (e == NULL) {
+        Py_DECREF(host);
+        return NULL;
+    }
+    e->t = r->t, e->offset = b->offset + (r->start - b->base);
+    e->host = host, e->file = Py_NewRef(b->file), e->action = Py_NewRef(r->flag ? defer : reject), e->reason = Py_NewRef(relay_reason);
+    for (int i = 0; i < R_SPANS; i++) { /* ip, from, to, text: refusal_event's fields */
+        e->start[i] = r->f[i].s ? r->f[i].s - r->start : -1;
+        e->len[i] = r->f[i].s ? r->f[i].e - r->f[i].s : 0;
+    }
+    memcpy(e->text, r->start, n);
+    return (PyObject *)e;
+}
+
+static void refusal_dealloc(RefusalObject *e)
+{
+    Py_DECREF(e->host);
+    Py_DECREF(e->file);
+    Py_DECREF(e->action);
+    Py_DECREF(e->reason);
+    PyObject_Free(e);
+}
+
+static PyObject *refusal_span(RefusalObject *e, int i)
+{
+    return e->start[i] < 0 ? Py_NewRef(Py_None) : ascii_str(e->text + e->start[i], e->len[i]);
+}
+
+static PyObject *refusal_t(RefusalObject *e, void *c) { return PyFloat_FromDouble(e->t); }
+static PyObject *refusal_host(RefusalObject *e, void *c) { return Py_NewRef(e->host); }
+static PyObject *refusal_file(RefusalObject *e, void *c) { return Py_NewRef(e->file); }
+static PyObject *refusal_offset(RefusalObject *e, void *c) { return PyLong_FromSsize_t(e->offset); }
+static PyObject *refusal_line(RefusalObject *e, void *c) { return ascii_str(e->text, Py_SIZE(e)); }
+static PyObject *refusal_action(RefusalObject *e, void *c) { return Py_NewRef(e->action); }
+static PyObject *refusal_reason(RefusalObject *e, void *c) { return Py_NewRef(e->reason); }
+static PyObject *refusal_ip(RefusalObject *e, void *c) { return refusal_span(e, R_IP); }
+static PyObject *refusal_sender(RefusalObject *e, void *c) { return refusal_span(e, R_SENDER); }
+static PyObject *refusal_rcpt(RefusalObject *e, void *c) { return refusal_span(e, R_RCPT); }
+static PyObject *refusal_text(RefusalObject *e, void *c) { return refusal_span(e, R_TEXT); }
+static PyObject *refusal_map_address(RefusalObject *e, void *c) { return Py_NewRef(Py_None); }
+
+static PyGetSetDef refusal_getset[] = {
+    {"t", (getter)refusal_t, NULL, NULL, NULL},
+    {"host", (getter)refusal_host, NULL, NULL, NULL},
+    {"file", (getter)refusal_file, NULL, NULL, NULL},
+    {"offset", (getter)refusal_offset, NULL, NULL, NULL},
+    {"line", (getter)refusal_line, NULL, NULL, NULL},
+    {"action", (getter)refusal_action, NULL, NULL, NULL},
+    {"reason", (getter)refusal_reason, NULL, NULL, NULL},
+    {"client_ip", (getter)refusal_ip, NULL, NULL, NULL},
+    {"sender", (getter)refusal_sender, NULL, NULL, NULL},
+    {"rcpt", (getter)refusal_rcpt, NULL, NULL, NULL},
+    {"text", (getter)refusal_text, NULL, NULL, NULL},
+    {"map_address", (getter)refusal_map_address, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char *const REFUSAL_FIELDS[] = {"t", "host", "file", "offset", "line", "action", "reason", "client_ip", "sender", "rcpt",
+                                             "text", "map_address"};
+#define N_REFUSAL_FIELDS 12
+
+/* the fields in the dataclass's order, of this type or of any object that has them (None: it has not) */
+static PyObject *refusal_fields(PyObject *o)
+{
+    PyObject *fields = PyTuple_New(N_REFUSAL_FIELDS);
+    for (int i = 0; fields != NULL && i < N_REFUSAL_FIELDS; i++) {
+        PyObject *value = PyObject_GetAttrString(o, REFUSAL_FIELDS[i]);
+        if (value == NULL) {
+            Py_DECREF(fields);
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        PyTuple_SET_ITEM(fields, i, value);
+    }
+    return fields;
+}
+
+static PyObject *refusal_repr(PyObject *e)
+{
+    PyObject *f = refusal_fields(e), *parts = NULL, *out = NULL;
+    if (f == NULL || f == Py_None) return f;
+    parts = PyList_New(0);
+    for (int i = 0; parts != NULL && i < N_REFUSAL_FIELDS; i++)
+        if (append(parts, PyUnicode_FromFormat("%s=%R", REFUSAL_FIELDS[i], PyTuple_GET_ITEM(f, i))) < 0) Py_CLEAR(parts);
+    if (parts != NULL) {
+        PyObject *sep = PyUnicode_FromString(", "), *joined = sep ? PyUnicode_Join(sep, parts) : NULL;
+        if (joined != NULL) out = PyUnicode_FromFormat("Refusal(%U)", joined);
+        Py_XDECREF(sep);
+        Py_XDECREF(joined);
+    }
+    Py_XDECREF(parts);
+    Py_DECREF(f);
+    return out;
+}
+
+/* equal to a Refusal of either kind (this one, or events.Refusal read by Python) with the same fields */
+static PyObject *refusal_compare(PyObject *a, PyObject *b, int op)
+{
+    if ((op != Py_EQ && op != Py_NE) || (strcmp(Py_TYPE(b)->tp_name, "Refusal") != 0 && !Py_IS_TYPE(b, &RefusalType)))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *x = refusal_fields(a), *y = x ? refusal_fields(b) : NULL, *result = NULL;
+    if (x == Py_None || y == Py_None) result = Py_NewRef(Py_NotImplemented);
+    else if (y != NULL) result = PyObject_RichCompare(x, y, op);
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return result;
+}
+
+static PyTypeObject RefusalType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rollout.logs._linescan.Refusal",
+    .tp_basicsize = offsetof(RefusalObject, text),
+    .tp_itemsize = 1,
+    .tp_dealloc = (destructor)refusal_dealloc,
+    .tp_repr = refusal_repr,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "rollout.logs.events.Refusal for a relay refusal read by the classifier: its strings read from its line when asked",
+    .tp_richcompare = refusal_compare,
+    .tp_getset = refusal_getset,
+};
+
 static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
 {
     const Span *f = r->f;
@@ -1237,6 +1389,7 @@ static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
         return event(b, r, E_END, rest, 4);
     }
     case E_REFUSAL: {
+        if (b->classes[E_REFUSAL] == (PyObject *)&RefusalType) return new_refusal(b, r);
         PyObject *rest[] = {Py_NewRef(r->flag ? defer : reject), Py_NewRef(relay_reason), text(f[0]), text(f[1]), text(f[2]), text(f[3]),
                             Py_NewRef(Py_None)};
         return event(b, r, E_REFUSAL, rest, 7);
@@ -2046,10 +2199,11 @@ PyMODINIT_FUNC PyInit__linescan(void)
                             "orig_ip", "orig_qid", "t", "ended", "key"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i] = PyUnicode_InternFromString(values[i])) == NULL) return NULL;
-    if (PyType_Ready(&RecordType) < 0) return NULL;
+    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RefusalType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     /* rollout/logs/native.py's API: raise both when the functions, their arguments or the classes change */
-    if (m != NULL && (PyModule_AddObjectRef(m, "LoginRecord", (PyObject *)&RecordType) < 0 || PyModule_AddIntConstant(m, "API", 2) < 0))
+    if (m != NULL && (PyModule_AddObjectRef(m, "LoginRecord", (PyObject *)&RecordType) < 0
+                     || PyModule_AddObjectRef(m, "Refusal", (PyObject *)&RefusalType) < 0 || PyModule_AddIntConstant(m, "API", 3) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -53,3 +53,19 @@ class LoginRecord:
     def __init__(
         self, t: float, user: str, ended: float | None, key: str | None, file: str, offset: int, line: str
     ) -> None: ...
+
+class Refusal:
+    """``events.Refusal`` for a relay refusal the classifier read (equal to one): its strings read from its line."""
+
+    t: float
+    host: str
+    file: str
+    offset: int
+    line: str
+    action: str
+    reason: str
+    client_ip: str | None
+    sender: str | None
+    rcpt: str | None
+    text: str
+    map_address: str | None

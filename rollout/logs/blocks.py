@@ -113,7 +113,9 @@ class BlockParser:
         self.trusted = [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
         # the classifier reads the same rule tables as the parsers (rules.py), taken now: one source for each rule
         self.rules = _linescan.rules(classifier_rules()) if COMPILED else None
-        self.classes = (*C_EVENTS, LoginRun if login_runs else None, LoginRecord)
+        # relay refusals as the classifier's own compact Refusal (the same event as events.Refusal, equal to it)
+        events = tuple(_linescan.Refusal if COMPILED and cls is Refusal else cls for cls in C_EVENTS)
+        self.classes = (*events, LoginRun if login_runs else None, LoginRecord)
 
     def parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;

@@ -578,7 +578,7 @@ class Detector:
                     self.sessions[record.key] = record
 
 
-_HANDLERS: dict[type[Event], Callable[[Detector, Any], None]] = {
+_HANDLERS: dict[type, Callable[[Detector, Any], None]] = {  # by class: the hot loop's dispatch
     Login: Detector._login,
     LoginRun: Detector._login_run,
     SessionEnd: Detector._session_end,
@@ -591,6 +591,8 @@ _HANDLERS: dict[type[Event], Callable[[Detector, Any], None]] = {
     Refusal: Detector._refusal,
     AuthFailure: Detector._auth_failure,
 }
+if COMPILED:  # the classifier's relay refusals
+    _HANDLERS[_linescan.Refusal] = Detector._refusal
 
 
 def _time_of(record: LoginRecord) -> float:
