@@ -1622,10 +1622,11 @@ static PyTypeObject RecordType = {
 /* -- runs of logins: the detector's records built here ----------------------------------------
  *
  * Most events of a provider's log are logins whose session ends in the same block. Consecutive
- * ones of one host (nothing else for Python between them) go out as one LoginRun holding their
- * records, their addresses, their session keys (one string, a line each, empty for none) and,
- * when one was not lower case already, the users as logged: exactly what Detector._login would
- * file, so the detector only files them. Addresses and users repeated in a block are one string.
+ * ones of one host (nothing else for Python between them but the host's relay refusals, which
+ * stay in their place in the run) go out as one LoginRun holding their records, their addresses,
+ * their session keys (one string, a line each, empty for none) and, when one was not lower case
+ * already, the users as logged: exactly what Detector._login would file, so the detector only
+ * files them. Addresses and users repeated in a block are one string.
  */
 
 #define RUN_KEY_MAX 1024
@@ -1784,6 +1785,27 @@ static int add_to_run(Builder *b, Run *run, const Row *r, const Row *rows, PyObj
     if (r->t < run->first) run->first = r->t;
     if (r->t > run->last) run->last = r->t;
     return run_login(b, run, r, rows, cache);
+}
+
+/* A relay refusal of the run's host, between its logins: filed in the run in its place in time (address None, no
+   key), so the run goes on; file_logins hands it to the detector in that place. */
+static int in_run_refusal(const Builder *b, const Run *run, const Row *r)
+{
+    return run->logins != NULL && r->out == OUT_ROW && r->event == E_REFUSAL && b->classes[E_REFUSAL] == (PyObject *)&RefusalType
+           && same_host(run->head, r);
+}
+
+static int add_refusal_to_run(Builder *b, Run *run, const Row *r)
+{
+    if (r->t < run->first) run->first = r->t;
+    if (r->t > run->last) run->last = r->t;
+    PyObject *refusal = new_refusal(b, r);
+    int status = refusal == NULL ? -1 : PyList_Append(run->logins, refusal);
+    Py_XDECREF(refusal);
+    if (status == 0) status = PyList_Append(run->ips, Py_None);
+    if (status == 0 && run->users != NULL) status = PyList_Append(run->users, Py_None);
+    if (status == 0) status = add_key(run, "", 0);
+    return status;
 }
 
 /* Python's int(t // 86400): the UTC day number of t, exactly (no libm) */
@@ -1978,6 +2000,10 @@ static PyObject *scan(PyObject *self, PyObject *args)
             failed = add_to_run(&b, &run, r, rows, list, cache) < 0;
             continue;
         }
+        if (in_run_refusal(&b, &run, r)) {
+            failed = add_refusal_to_run(&b, &run, r) < 0;
+            continue;
+        }
         if (flush_run(&b, &run, list) < 0) {
             failed = 1;
         } else if (r->out == OUT_MESSAGE) {
@@ -2026,13 +2052,15 @@ static PyObject *s_t, *s_ended, *s_key;
 
 /* Detector._login_run: each login of a run (records, their addresses, their session keys as one string, a line
    each, and the users as logged or None) is filed in logins (address -> list of records) and frees its key in
-   sessions; returns (address, record, user as logged or None) of those to report (not in known; None: every one). */
+   sessions; returns (address, record, user as logged or None) of those to report (not in known; None: every one).
+   A relay refusal in the run (address None) goes to refused(refusal) in its place, when its client has logins
+   filed (Detector._refusal does nothing for one without). */
 static PyObject *file_logins(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *records, *ips, *keys, *users, *logins, *sessions, *known, *report = NULL;
-    if (!PyArg_ParseTuple(args, "O!O!UOO!O!O", &PyList_Type, &records, &PyList_Type, &ips, &keys, &users, &PyDict_Type, &logins,
-                          &PyDict_Type, &sessions, &known))
+    PyObject *records, *ips, *keys, *users, *logins, *sessions, *known, *refused, *report = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!UOO!O!OO", &PyList_Type, &records, &PyList_Type, &ips, &keys, &users, &PyDict_Type, &logins,
+                          &PyDict_Type, &sessions, &known, &refused))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(records);
     if (PyList_GET_SIZE(ips) != n || (users != Py_None && (!PyList_Check(users) || PyList_GET_SIZE(users) != n))) {
@@ -2056,6 +2084,15 @@ static PyObject *file_logins(PyObject *self, PyObject *args)
     if (report == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ip = PyList_GET_ITEM(ips, i), *record = PyList_GET_ITEM(records, i);
+        if (Py_IS_TYPE(record, &RefusalType)) {
+            PyObject *client = refusal_span((RefusalObject *)record, R_IP), *done = NULL;
+            int has = client == NULL ? -1 : client == Py_None ? 0 : PyDict_Contains(logins, client);
+            Py_XDECREF(client);
+            if (has > 0) done = PyObject_CallOneArg(refused, record);
+            Py_XDECREF(done);
+            if (has < 0 || (has > 0 && done == NULL)) goto fail;
+            continue;
+        }
         PyObject *filed = PyDict_GetItemWithError(logins, ip); /* borrowed */
         if (filed == NULL) {
             if (PyErr_Occurred()) goto fail;
@@ -2181,8 +2218,9 @@ static PyMethodDef methods[] = {
      "authenticated: the authenticated messages joined here, counted as Detector.authenticated counts them\n"
      "(None without time_of)."},
     {"file_logins", file_logins, METH_VARARGS,
-     "file_logins(records, ips, keys, users, logins, sessions, known) -> [(address, record, user as logged)] to report:\n"
-     "Detector._login_run's loop over a LoginRun, filing each record in logins and freeing its key in sessions"},
+     "file_logins(records, ips, keys, users, logins, sessions, known, refused) -> [(address, record, user as logged)] to\n"
+     "report: Detector._login_run's loop over a LoginRun, filing each record in logins and freeing its key in sessions,\n"
+     "and handing each relay refusal in it whose client has logins filed to refused"},
     {"prune_logins", prune_logins, METH_VARARGS,
      "prune_logins(logins, before, cap) -> None: Detector.prune's sweep of logins, dropping records whose window and\n"
      "session (open ones count until cap seconds) both ended before `before`"},
@@ -2203,7 +2241,7 @@ PyMODINIT_FUNC PyInit__linescan(void)
     PyObject *m = PyModule_Create(&module);
     /* rollout/logs/native.py's API: raise both when the functions, their arguments or the classes change */
     if (m != NULL && (PyModule_AddObjectRef(m, "LoginRecord", (PyObject *)&RecordType) < 0
-                     || PyModule_AddObjectRef(m, "Refusal", (PyObject *)&RefusalType) < 0 || PyModule_AddIntConstant(m, "API", 3) < 0))
+                     || PyModule_AddObjectRef(m, "Refusal", (PyObject *)&RefusalType) < 0 || PyModule_AddIntConstant(m, "API", 4) < 0))
         Py_CLEAR(m);
     return m;
 }
