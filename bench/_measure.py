@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 
@@ -145,3 +145,11 @@ def postgres_database(server_url: str) -> tuple[str, Callable[[], None]]:
         admin.dispose()
 
     return server.set(database=name).render_as_string(hide_password=False), drop
+
+
+def statistics_as_in_production(engine: Engine) -> None:
+    """PostgreSQL: ANALYZE, as autovacuum does after a bulk load. SQLite: nothing, as in production (rollout never
+    runs ANALYZE there), so that its planner is measured without statistics."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")

@@ -43,6 +43,16 @@ def apply_plan(run: Cli, cohorts: int, every: str = "1h", start: datetime = T0, 
     return run("plan", *args, "--tz", "UTC", "--window", "00:00-23:59", *options, "--apply").output
 
 
+def switch_off_every_cohort(run: Cli, runtime: Runtime, cohorts: int) -> None:
+    """Plan ``cohorts`` cohorts an hour apart from T0 and take each step on time; the clock ends an hour after the
+    last one, when the final step (retiring the legacy map) is due."""
+    apply_plan(run, cohorts)
+    for hour in range(cohorts):
+        runtime.clock.set(T0 + timedelta(hours=hour))  # type: ignore[attr-defined]
+        run("step", "--yes")
+    runtime.clock.set(T0 + timedelta(hours=cohorts))  # type: ignore[attr-defined]
+
+
 def import_locals(runtime: Runtime, tmp_path: Path, locals_: list[str], domain: str = "example.de") -> None:
     """One mailbox per local part, each with its own customer."""
     rows = [f"{local}@{domain},K{i},k{i}@example.org,Customer {i},de" for i, local in enumerate(locals_)]

@@ -19,7 +19,7 @@ from rollout.models import AuditEvent, Cohort, MapVersion
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
-from .plan_support import configure, import_locals
+from .plan_support import apply_plan, configure, import_locals
 from .scheduler_support import GATES_OFF
 
 pytestmark = pytest.mark.skipif(
@@ -39,20 +39,7 @@ def script(tmp_path: Path, name: str, body: str) -> str:
 def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
     map_path = configure(runtime, tmp_path)
     import_locals(runtime, tmp_path, LOCALS)
-    run(
-        "plan",
-        "--cohorts",
-        "2",
-        "--start",
-        T0.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "1h",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
+    apply_plan(run, 2)
     return map_path
 
 

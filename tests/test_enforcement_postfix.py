@@ -11,9 +11,9 @@ from rollout.clock import ManualClock
 from rollout.enforcement import client_reply
 from rollout.runtime import Runtime
 
-from .conftest import T0, Cli
+from .conftest import Cli
 from .mailstack import MailStack, Mailuser, mailstack_available
-from .plan_support import configure, import_locals
+from .plan_support import apply_plan, configure, import_locals
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,20 +34,7 @@ def test_step_refuses_through_real_postfix_and_undo_restores(
     with MailStack(SERVER, users) as stack:
         configure(runtime, tmp_path, map_path=str(stack.sender_map), ladder=("defer", "reject"))
         import_locals(runtime, tmp_path, ["anna", "bert", "yan", "zoe"], domain="example.org")
-        run(
-            "plan",
-            "--cohorts",
-            "2",
-            "--start",
-            T0.strftime("%Y-%m-%d %H:%M"),
-            "--every",
-            "1h",
-            "--tz",
-            "UTC",
-            "--window",
-            "00:00-23:59",
-            "--apply",
-        )
+        apply_plan(run, 2)
         stack.pop_login("anna@example.org", "pw-anna", source=EARLY_CLIENT)
         stack.pop_login("zoe@example.org", "pw-zoe", source=LATE_CLIENT)
         assert stack.send("anna@example.org", REMOTE, source=EARLY_CLIENT).accepted  # legacy path open

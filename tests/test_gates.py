@@ -18,7 +18,7 @@ from rollout.runtime import Runtime
 from rollout.scheduler import run_until
 
 from .conftest import T0, Cli
-from .plan_support import add_legacy, configure, import_locals, mailbox_id
+from .plan_support import add_legacy, apply_plan, configure, import_locals, mailbox_id
 
 # 20 mailboxes, 4 cohorts of 5 (a-e, f-j, k-o, p-t), one every hour from T0
 LOCALS = [
@@ -52,20 +52,7 @@ QUIET = GateSettings(
 def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
     map_path = configure(runtime, tmp_path, gates=QUIET)
     import_locals(runtime, tmp_path, LOCALS)
-    run(
-        "plan",
-        "--cohorts",
-        "4",
-        "--start",
-        T0.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "1h",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
+    apply_plan(run, 4)
     return map_path
 
 

@@ -19,7 +19,7 @@ from rollout.scheduler import run_until
 
 from .conftest import Cli
 from .mailstack import MailStack, Mailuser, mailstack_available
-from .plan_support import configure, import_locals
+from .plan_support import apply_plan, configure, import_locals
 
 pytestmark = [
     pytest.mark.slow,
@@ -65,20 +65,7 @@ def test_refusals_on_a_real_postfix_hold_the_next_step(
     )
     import_locals(runtime, tmp_path, ["anna", "bert", "yan", "zoe"], domain="example.org")
     start = clock.now() + timedelta(minutes=1)
-    run(
-        "plan",
-        "--cohorts",
-        "2",
-        "--start",
-        start.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "2h",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
+    apply_plan(run, 2, "2h", start)
     clock.advance(timedelta(minutes=2))
     run("scan", str(stack.postfix_log))
     run("step", "--yes")  # cohort a–b is switched off

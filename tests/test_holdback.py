@@ -13,7 +13,7 @@ from rollout.models import AuditEvent, HeldMailbox
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
-from .plan_support import add_legacy, configure, import_locals, warn
+from .plan_support import add_legacy, apply_plan, configure, import_locals, warn
 
 LOCALS = ["anna", "bert", "carl", "dora", "emil", "fritz"]
 BOUNCE = "host mx.kunde.test[192.0.2.9] said: 550 5.1.1 <k2@example.org>: User unknown (in reply to RCPT TO command)"
@@ -32,20 +32,7 @@ def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
     warn(runtime, "carl@example.de", T0 - timedelta(days=20), delivery="bounced", reply=BOUNCE)
     add_legacy(runtime, "dora@example.de", day, warned=False)
     add_legacy(runtime, "emil@example.de", day)
-    run(
-        "plan",
-        "--cohorts",
-        "3",
-        "--start",
-        T0.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "10d",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
+    apply_plan(run, 3, "10d")
     return map_path
 
 

@@ -8,17 +8,22 @@ minus whole dropped messages, and the detector must find exactly the same things
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import random
+import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rollout.logs import blocks
+from rollout.logs import blocks, events, native
 from rollout.logs.blocks import BlockParser
 from rollout.logs.events import Accept, AuthCounts, CompleteMessage, Delivery, Event, LoginRun, Removed, Sender
 from rollout.logs.join import join_complete
+from rollout.scan import detection
 from rollout.scan.detection import DetectionConfig, Detector, Finding
 from rollout.synthetic.maillog import write_maillog
 
@@ -86,6 +91,22 @@ def _subsequence(short: list[Event], long: list[Event]) -> bool:
 def test_the_classifier_is_built() -> None:
     """CI installs with a C compiler: the fast path must be there (the fallback is only for machines without one)."""
     assert blocks.compiled()
+    assert events.LoginRecord is blocks._linescan.LoginRecord
+
+
+def test_a_classifier_built_from_an_older_source_is_not_used(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editable install's module built before a change to _linescan.c is left aside (pure-Python path), with a
+    warning saying to rebuild it."""
+    older = types.ModuleType("rollout.logs._linescan")
+    older.__file__ = "/checkout/rollout/logs/_linescan.so"
+    monkeypatch.setattr(native, "_warned", [])
+    with caplog.at_level(logging.WARNING, logger="rollout.logs.native"):
+        assert not native.current(older)
+        assert native.current(blocks._linescan)
+    assert "/checkout/rollout/logs/_linescan.so was built from an older _linescan.c" in caplog.text
+    assert "pip install -e ." in caplog.text
 
 
 def test_the_dialects_fixture_gives_the_same_events_and_findings() -> None:
@@ -146,6 +167,101 @@ def test_joining_complete_messages_in_the_worker_changes_nothing(tmp_path: Path)
         joined = [e for i in range(0, len(raw), size) for e in join_complete(raw[i : i + size], TRUSTED)]
         assert len(joined) < len(raw)
         assert findings(joined) == expected
+
+
+def test_the_detectors_sweep_in_c_keeps_what_its_python_sweep_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sweeping expired login windows in C (``_linescan.prune_logins``) leaves the detector exactly as its Python sweep
+    does, on a login-heavy log swept after every block; and the blocks the classifier reports as joined are left as
+    join_complete leaves them."""
+    boxes = [(f"user{i:03d}@kunde{i % 3}.example", None) for i in range(80)]
+    log = tmp_path / "mail.log"
+    write_maillog(
+        log,
+        boxes,
+        [a for a, _ in boxes[:6]],
+        [a for a, _ in boxes[6:20]],
+        start=datetime(2026, 11, 20, tzinfo=UTC),
+        span=timedelta(hours=12),
+        lines=30_000,
+        seed=11,
+        mix="logins",
+    )
+    lines = log.read_bytes().splitlines(keepends=True)
+    parser = BlockParser(line_parser(reference=REFERENCE), TRUSTED)
+    batches, joined_blocks, offset = [], 0, 0
+    for i in range(0, len(lines), 500):
+        block = b"".join(lines[i : i + 500])
+        events, joined = parser._parse(block, offset, "t.log")
+        offset += len(block)
+        joined_blocks += joined
+        batches.append(events if joined else join_complete(events, TRUSTED))
+        if joined:
+            assert join_complete(list(events), TRUSTED) == events
+    assert joined_blocks > 0 and any(isinstance(e, LoginRun) for batch in batches for e in batch)
+
+    def run() -> Detector:
+        detector = Detector(CONFIG)
+        for batch in batches:
+            detector.feed_many(batch)
+            detector.prune()
+        detector.finish()
+        return detector
+
+    in_c = run()
+    monkeypatch.setattr(detection, "COMPILED", False)
+    in_python = run()
+    assert [_key(f) for f in in_c.findings] == [_key(f) for f in in_python.findings]
+    assert any(f.kind == "legacy" for f in in_c.findings)
+    assert repr(in_c.logins) == repr(in_python.logins) and in_c.sessions == in_python.sessions
+    assert in_c.to_state() == in_python.to_state()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (
+            1_770_000_000.5,
+            "anna@example.org",
+            None,
+            "mx1|s|a1",
+            "t.log",
+            7,
+            "Nov 23 09:00:00 mx1 dovecot: imap-login: …",
+        ),
+        (1_770_000_001.0, "bert@example.org", 1_770_000_009.25, None, "t.log", 0, "plain ASCII line"),
+        (0.0, "", None, None, "", 12_345_678_901, ""),
+    ],
+)
+def test_the_compact_login_record_is_the_dataclass_record(fields: tuple) -> None:
+    """The records built in C (``_linescan.LoginRecord``) read, print, compare and change as the dataclass does."""
+    compact, plain = events.LoginRecord(*fields), events.PlainLoginRecord(*fields)
+    assert type(compact) is not type(plain)
+    names = ("t", "user", "ended", "key", "file", "offset", "line")
+    assert [getattr(compact, n) for n in names] == list(fields) and repr(compact) == repr(plain)
+    assert compact == events.LoginRecord(**dict(zip(names, fields, strict=True)))
+    for record in (compact, plain):
+        record.ended, record.key = 1_770_000_100.0, None
+    assert repr(compact) == repr(plain) and compact != events.LoginRecord(*fields)
+    compact.ended = None
+    assert compact.ended is None
+
+
+def test_the_compact_relay_refusal_is_the_dataclass_refusal() -> None:
+    """A relay refusal the classifier reads (``_linescan.Refusal``, its strings read from its line when asked) has the
+    fields, repr and equality of the one LineParser reads (``events.Refusal``), both ways round."""
+    line = (
+        "Nov 23 10:00:05 mx1 postfix/smtpd[11]: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 454 4.7.1 "
+        "<x@remote.test>: Relay access denied; from=<> to=<x@remote.test> proto=SMTP helo=<pc>"
+    )
+    (fast,), (slow,) = both((line + "\n").encode())
+    assert type(fast) is blocks._linescan.Refusal and type(slow) is events.Refusal
+    names = [f.name for f in dataclasses.fields(events.Refusal)]
+    assert [getattr(fast, n) for n in names] == [getattr(slow, n) for n in names]
+    assert (fast.action, fast.sender, fast.map_address) == ("defer", None, None)
+    assert fast == slow and slow == fast and repr(fast) == repr(slow)
+    assert fast != dataclasses.replace(slow, rcpt="y@remote.test") and fast != slow.line
 
 
 EDGES = [

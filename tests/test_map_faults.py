@@ -23,7 +23,7 @@ from rollout.models import AuditEvent, Cohort, CohortMember, Mailbox, MapVersion
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
-from .plan_support import add_legacy, configure, import_locals
+from .plan_support import add_legacy, apply_plan, configure, import_locals
 from .scheduler_support import GATES_OFF
 
 pytestmark = pytest.mark.skipif(
@@ -54,20 +54,7 @@ class Fault:
 def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
     map_path = configure(runtime, tmp_path / "postfix")
     import_locals(runtime, tmp_path, LOCALS)
-    run(
-        "plan",
-        "--cohorts",
-        "2",
-        "--start",
-        T0.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "1h",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
+    apply_plan(run, 2)
     return map_path
 
 

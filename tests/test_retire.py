@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,30 +14,15 @@ from rollout.enforcement.legacy import parse_legacy_map, running_writers
 from rollout.errors import EnforcementError
 from rollout.runtime import Runtime
 
-from .conftest import T0, Cli
-from .plan_support import configure, import_locals
+from .conftest import Cli
+from .plan_support import configure, import_locals, switch_off_every_cohort
 
 
 def test_without_legacy_map_the_final_step_says_what_to_set(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
     """After the last cohort `step` refuses, naming enforcement.legacy_map; status says the final step is next."""
     configure(runtime, tmp_path, backend="plain-list")
     import_locals(runtime, tmp_path, ["anna", "zoe"])
-    run(
-        "plan",
-        "--cohorts",
-        "1",
-        "--start",
-        T0.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "1h",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
-    run("step", "--yes")
-    runtime.clock.set(T0 + timedelta(hours=1))  # type: ignore[attr-defined]
+    switch_off_every_cohort(run, runtime, 1)
     result = run("step", "--yes", expect=1)
     assert "the final step needs enforcement.legacy_map" in result.stderr
     assert "next: the final step: retire the legacy path" in run("status").output

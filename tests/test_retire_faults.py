@@ -20,7 +20,7 @@ from rollout.models import AuditEvent
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
-from .plan_support import apply_plan, configure, import_locals
+from .plan_support import configure, import_locals, switch_off_every_cohort
 from .scheduler_support import write_config
 
 pytestmark = pytest.mark.skipif(
@@ -65,14 +65,13 @@ def final_step_due(run: Cli, runtime: Runtime, tmp_path: Path, **enforcement: st
     """One cohort switched off an hour ago; the legacy map (returned) lets CLIENT relay; next: the final step."""
     postfix = tmp_path / "postfix"
     pop = postfix / "pop-before-smtp"
-    configure(runtime, postfix, legacy_map=f"hash:{pop}", **enforcement)
+    # no daemon names: another test's process called pop-before-smtp (in parallel runs) must not refuse the step
+    configure(runtime, postfix, legacy_map=f"hash:{pop}", legacy_writers=(), **enforcement)
     postfix.mkdir(exist_ok=True)
     pop.write_text(f"{CLIENT}\tOK\n")
     subprocess.run(["postmap", f"hash:{pop}"], check=True, timeout=30)
     import_locals(runtime, tmp_path, ["anna", "zoe"])
-    apply_plan(run, 1)
-    run("step", "--yes")
-    runtime.clock.set(NOW)  # type: ignore[attr-defined]
+    switch_off_every_cohort(run, runtime, 1)
     assert relays(pop)
     return pop
 
@@ -82,7 +81,7 @@ def rollout_process(
 ) -> subprocess.CompletedProcess[str]:
     """`rollout ARGS` as its own process with the test's settings (SIGKILLed after the legacy map changed)."""
     s = runtime.settings.enforcement
-    keys = ("map_path", "legacy_map", "retire", "postconf_command", "reload_command", "soak_hours")
+    keys = ("map_path", "legacy_map", "retire", "postconf_command", "reload_command", "soak_hours", "legacy_writers")
     config = write_config(tmp_path / "rollout.toml", runtime, enforcement={k: getattr(s, k) for k in keys})
     start = ["-c", KILLED_AFTER_THE_LEGACY_MAP_CHANGED] if killed else ["-m", "rollout"]
     env = {**cli_env, "ROLLOUT_NOW": NOW.isoformat()}

@@ -6,16 +6,15 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from rollout.runtime import Runtime
 
-from .conftest import T0, Cli
+from .conftest import Cli
 from .mailstack import MailStack, Mailuser, mailstack_available
-from .plan_support import configure, import_locals
+from .plan_support import configure, import_locals, switch_off_every_cohort
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,27 +35,6 @@ def stack() -> Iterator[MailStack]:
     s.cleanup()
 
 
-def switch_off_every_cohort(run: Cli, runtime: Runtime, tmp_path: Path) -> None:
-    import_locals(runtime, tmp_path, ["anna", "bert", "yan", "zoe"], domain="example.org")
-    run(
-        "plan",
-        "--cohorts",
-        "2",
-        "--start",
-        T0.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "1h",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
-    run("step", "--yes")
-    runtime.clock.set(T0 + timedelta(hours=1))  # type: ignore[attr-defined]
-    run("step", "--yes")
-
-
 def relay_after_pop_login(stack: MailStack, source: str) -> tuple[int, str]:
     stack.pop_login("anna@example.org", "pw-anna", source=source)
     reply = stack.send(STRANGER, REMOTE, source=source)
@@ -70,7 +48,8 @@ def test_final_step_empties_the_legacy_map_and_undo_restores_it(
     after it the relay is refused (Relay access denied) and the phase is done; after undo it is accepted again."""
     client = "127.0.0.136"
     configure(runtime, tmp_path, map_path=str(stack.sender_map), legacy_map=f"hash:{stack.pop_map}")
-    switch_off_every_cohort(run, runtime, tmp_path)
+    import_locals(runtime, tmp_path, ["anna", "bert", "yan", "zoe"], domain="example.org")
+    switch_off_every_cohort(run, runtime, 2)
     assert relay_after_pop_login(stack, client)[0] == 250  # the spam hole: any sender, once the IP logged in
     assert json.loads(run("status", "--json").output)["phase"] == "switch-off"
 
@@ -119,7 +98,8 @@ def test_final_step_in_check_mode_names_the_line_to_remove(
         postconf_command=postconf,
         reload_command=f"postfix -c {stack.postfix_dir} reload",
     )
-    switch_off_every_cohort(run, runtime, tmp_path)
+    import_locals(runtime, tmp_path, ["anna", "bert", "yan", "zoe"], domain="example.org")
+    switch_off_every_cohort(run, runtime, 2)
     result = run("step", "--yes", expect=1)
     assert (
         f"remove `check_client_access hash:{stack.pop_map}` from smtpd_recipient_restrictions in main.cf"

@@ -16,7 +16,7 @@ from rollout.plan import plan_workflow as wf
 from rollout.runtime import Runtime
 
 from .conftest import T0, Cli
-from .plan_support import add_legacy, configure, import_locals, mailbox_id
+from .plan_support import add_legacy, apply_plan, configure, import_locals, mailbox_id
 
 LOCALS = ["anna", "bert", "carl", "dora", "emil", "fritz"]
 UTC = T0.tzinfo
@@ -31,20 +31,7 @@ def planned(run: Cli, runtime: Runtime, tmp_path: Path) -> Path:
         runtime, "anna@example.de", T0.date() - timedelta(days=1), senders=["anna@example.de", "Info@Anna-Shop.de"]
     )
     add_legacy(runtime, "carl@example.de", T0.date() - timedelta(days=1))
-    run(
-        "plan",
-        "--cohorts",
-        "3",
-        "--start",
-        T0.strftime("%Y-%m-%d %H:%M"),
-        "--every",
-        "1h",
-        "--tz",
-        "UTC",
-        "--window",
-        "00:00-23:59",
-        "--apply",
-    )
+    apply_plan(run, 3)
     return map_path
 
 

@@ -146,6 +146,25 @@ def test_cohort_api_pages_and_filters(desk: Desk) -> None:
     assert desk.json("/api/cohort/9", session)[0] == 404
 
 
+def test_refused_filter_counts_from_the_switch_off_day(desk: Desk, runtime: Runtime) -> None:
+    """Refusals before a cohort's switch-off day neither list a mailbox as refused nor add to its count."""
+    from datetime import timedelta
+
+    from rollout.models import LegacyDay, Mailbox
+
+    from .operate_support import SWITCHED_AT
+
+    with runtime.sessions() as s, s.begin():
+        bert = s.scalar(select(Mailbox.id).where(Mailbox.address == "bert@acme.example"))
+        for days, refused in ((-2, 4), (1, 1)):  # two days before the switch-off, the day after
+            day = SWITCHED_AT + timedelta(days=days)
+            s.add(LegacyDay(mailbox_id=bert, day=day.date(), client_ips=[], senders=[], refused_count=refused))
+    session = desk.login()[1]
+    _, refused = desk.json("/api/cohort/1?filter=refused", session)
+    rows = [(r["address"], r["refusals"]) for r in refused["rows"]]  # type: ignore[index]
+    assert rows == [("Anna@acme.example", 3), ("bert@acme.example", 1)]
+
+
 def test_pages_change_nothing(desk: Desk) -> None:
     """Anything but GET on a page is refused: the desk is read-only."""
     session = desk.login()[1]

@@ -11,7 +11,13 @@
  *      a message whole in the block becomes one CompleteMessage (or, authenticated, only a count
  *      in the block's AuthCounts), a login whose session ends in the block carries that end,
  *      exactly as rollout.logs.join.join_complete would join them;
- *   4. returns every other line as a row with its envelope split, for the Python parsers.
+ *   4. returns every other line as a row with its envelope split, for the Python parsers;
+ *   5. joins a block's messages and pairs its sessions without the GIL too, and says when nothing is
+ *      left for join_complete (most blocks), so the block's events go to the detector as they are.
+ * Two of its event classes are its own, compact (one object holding its line, the rest read from it
+ * when asked): Refusal, equal to rollout.logs.events.Refusal, for the relay refusals it reads, and
+ * LoginRecord, the record of a login the detector keeps. For the detector it also holds its two loops
+ * over every login: filing a LoginRun (file_logins) and sweeping out expired windows (prune_logins).
  * Rows: (kind, line_start, line_end[, stamp_start, stamp_end, host_start, host_end, prog_start,
  * prog_end, msg_start, qid_start, qid_end]); kind OTHER (3 items) goes to LineParser whole.
  * Our own notices are followed to their delivery in Python (logs/deliveries.py): cleanup's
@@ -998,6 +1004,8 @@ static int may_be_session(const Row *r)
     return r->kind == K_OTHER && (r->l.msg == NULL || !starts(r->l.prog, r->l.prog_end, "postfix"));
 }
 
+/* 1 when every login and session end of the block was an event here and those that pair are paired (Python's
+   join_complete would pair no more), 0 when Python reads one of them (it pairs them all), -1 out of memory */
 static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
 {
     Py_ssize_t count = 0, longest = 0;
@@ -1006,7 +1014,7 @@ static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
         count += rows[i].event == E_LOGIN;
         if (rows[i].end - rows[i].start > longest) longest = rows[i].end - rows[i].start;
     }
-    if (count == 0) return 0;
+    if (count == 0) return 1;
     size_t size = table_size(count);
     Session *table = calloc(size, sizeof(Session));
     char *key = malloc(longest + 16);
@@ -1055,7 +1063,7 @@ static int pair_sessions(Row *rows, Py_ssize_t n, Trusted trusted)
     for (size_t s = 0; s < size; s++) free(table[s].key);
     free(table);
     free(key);
-    return status;
+    return status < 0 ? -1 : 1;
 }
 
 /* -- to Python ------------------------------------------------------------------------------- */
@@ -1216,6 +1224,157 @@ static PyObject *event(Builder *b, const Row *r, int cls, PyObject **rest, Py_ss
     return build(b, cls, args, 5 + n_rest);
 }
 
+/* -- Refusal: a relay refusal read here, compact -----------------------------------------------
+ *
+ * The same event as rollout.logs.events.Refusal (its fields, repr, and equality with it), built
+ * for the relay refusals this module reads: one object holding its line, the other strings read
+ * from the line when asked. A provider's log refuses relaying tens of thousands of times, nearly
+ * always to addresses that never logged in, and the detector asks those only for their address.
+ */
+
+enum { R_IP, R_SENDER, R_RCPT, R_TEXT, R_SPANS };
+
+static int append(PyObject *list, PyObject *item);
+
+typedef struct {
+    PyObject_VAR_HEAD /* ob_size: the bytes of text (the line) */
+    double t;
+    Py_ssize_t offset;
+    PyObject *host, *file, *action, *reason;
+    Py_ssize_t start[R_SPANS], len[R_SPANS]; /* in text; start -1: None */
+    char text[1];
+} RefusalObject;
+
+static PyTypeObject RefusalType;
+
+static PyObject *new_refusal(Builder *b, const Row *r)
+{
+    Py_ssize_t n = r->end - r->start;
+    PyObject *host = host_of(b, r);
+    if (host == NULL) return NULL;
+    RefusalObject *e = PyObject_NewVar(RefusalObject, &RefusalType, n);
+    if (e == NULL) {
+        Py_DECREF(host);
+        return NULL;
+    }
+    e->t = r->t, e->offset = b->offset + (r->start - b->base);
+    e->host = host, e->file = Py_NewRef(b->file), e->action = Py_NewRef(r->flag ? defer : reject), e->reason = Py_NewRef(relay_reason);
+    for (int i = 0; i < R_SPANS; i++) { /* ip, from, to, text: refusal_event's fields */
+        e->start[i] = r->f[i].s ? r->f[i].s - r->start : -1;
+        e->len[i] = r->f[i].s ? r->f[i].e - r->f[i].s : 0;
+    }
+    memcpy(e->text, r->start, n);
+    return (PyObject *)e;
+}
+
+static void refusal_dealloc(RefusalObject *e)
+{
+    Py_DECREF(e->host);
+    Py_DECREF(e->file);
+    Py_DECREF(e->action);
+    Py_DECREF(e->reason);
+    PyObject_Free(e);
+}
+
+static PyObject *refusal_span(RefusalObject *e, int i)
+{
+    return e->start[i] < 0 ? Py_NewRef(Py_None) : ascii_str(e->text + e->start[i], e->len[i]);
+}
+
+static PyObject *refusal_t(RefusalObject *e, void *c) { return PyFloat_FromDouble(e->t); }
+static PyObject *refusal_host(RefusalObject *e, void *c) { return Py_NewRef(e->host); }
+static PyObject *refusal_file(RefusalObject *e, void *c) { return Py_NewRef(e->file); }
+static PyObject *refusal_offset(RefusalObject *e, void *c) { return PyLong_FromSsize_t(e->offset); }
+static PyObject *refusal_line(RefusalObject *e, void *c) { return ascii_str(e->text, Py_SIZE(e)); }
+static PyObject *refusal_action(RefusalObject *e, void *c) { return Py_NewRef(e->action); }
+static PyObject *refusal_reason(RefusalObject *e, void *c) { return Py_NewRef(e->reason); }
+static PyObject *refusal_ip(RefusalObject *e, void *c) { return refusal_span(e, R_IP); }
+static PyObject *refusal_sender(RefusalObject *e, void *c) { return refusal_span(e, R_SENDER); }
+static PyObject *refusal_rcpt(RefusalObject *e, void *c) { return refusal_span(e, R_RCPT); }
+static PyObject *refusal_text(RefusalObject *e, void *c) { return refusal_span(e, R_TEXT); }
+static PyObject *refusal_map_address(RefusalObject *e, void *c) { return Py_NewRef(Py_None); }
+
+static PyGetSetDef refusal_getset[] = {
+    {"t", (getter)refusal_t, NULL, NULL, NULL},
+    {"host", (getter)refusal_host, NULL, NULL, NULL},
+    {"file", (getter)refusal_file, NULL, NULL, NULL},
+    {"offset", (getter)refusal_offset, NULL, NULL, NULL},
+    {"line", (getter)refusal_line, NULL, NULL, NULL},
+    {"action", (getter)refusal_action, NULL, NULL, NULL},
+    {"reason", (getter)refusal_reason, NULL, NULL, NULL},
+    {"client_ip", (getter)refusal_ip, NULL, NULL, NULL},
+    {"sender", (getter)refusal_sender, NULL, NULL, NULL},
+    {"rcpt", (getter)refusal_rcpt, NULL, NULL, NULL},
+    {"text", (getter)refusal_text, NULL, NULL, NULL},
+    {"map_address", (getter)refusal_map_address, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static const char *const REFUSAL_FIELDS[] = {"t", "host", "file", "offset", "line", "action", "reason", "client_ip", "sender", "rcpt",
+                                             "text", "map_address"};
+#define N_REFUSAL_FIELDS 12
+
+/* the fields in the dataclass's order, of this type or of any object that has them (None: it has not) */
+static PyObject *refusal_fields(PyObject *o)
+{
+    PyObject *fields = PyTuple_New(N_REFUSAL_FIELDS);
+    for (int i = 0; fields != NULL && i < N_REFUSAL_FIELDS; i++) {
+        PyObject *value = PyObject_GetAttrString(o, REFUSAL_FIELDS[i]);
+        if (value == NULL) {
+            Py_DECREF(fields);
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        PyTuple_SET_ITEM(fields, i, value);
+    }
+    return fields;
+}
+
+static PyObject *refusal_repr(PyObject *e)
+{
+    PyObject *f = refusal_fields(e), *parts = NULL, *out = NULL;
+    if (f == NULL || f == Py_None) return f;
+    parts = PyList_New(0);
+    for (int i = 0; parts != NULL && i < N_REFUSAL_FIELDS; i++)
+        if (append(parts, PyUnicode_FromFormat("%s=%R", REFUSAL_FIELDS[i], PyTuple_GET_ITEM(f, i))) < 0) Py_CLEAR(parts);
+    if (parts != NULL) {
+        PyObject *sep = PyUnicode_FromString(", "), *joined = sep ? PyUnicode_Join(sep, parts) : NULL;
+        if (joined != NULL) out = PyUnicode_FromFormat("Refusal(%U)", joined);
+        Py_XDECREF(sep);
+        Py_XDECREF(joined);
+    }
+    Py_XDECREF(parts);
+    Py_DECREF(f);
+    return out;
+}
+
+/* equal to a Refusal of either kind (this one, or events.Refusal read by Python) with the same fields */
+static PyObject *refusal_compare(PyObject *a, PyObject *b, int op)
+{
+    if ((op != Py_EQ && op != Py_NE) || (strcmp(Py_TYPE(b)->tp_name, "Refusal") != 0 && !Py_IS_TYPE(b, &RefusalType)))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *x = refusal_fields(a), *y = x ? refusal_fields(b) : NULL, *result = NULL;
+    if (x == Py_None || y == Py_None) result = Py_NewRef(Py_NotImplemented);
+    else if (y != NULL) result = PyObject_RichCompare(x, y, op);
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return result;
+}
+
+static PyTypeObject RefusalType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rollout.logs._linescan.Refusal",
+    .tp_basicsize = offsetof(RefusalObject, text),
+    .tp_itemsize = 1,
+    .tp_dealloc = (destructor)refusal_dealloc,
+    .tp_repr = refusal_repr,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "rollout.logs.events.Refusal for a relay refusal read by the classifier: its strings read from its line when asked",
+    .tp_richcompare = refusal_compare,
+    .tp_getset = refusal_getset,
+};
+
 static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
 {
     const Span *f = r->f;
@@ -1230,6 +1389,7 @@ static PyObject *simple_event(Builder *b, const Row *r, const Row *rows)
         return event(b, r, E_END, rest, 4);
     }
     case E_REFUSAL: {
+        if (b->classes[E_REFUSAL] == (PyObject *)&RefusalType) return new_refusal(b, r);
         PyObject *rest[] = {Py_NewRef(r->flag ? defer : reject), Py_NewRef(relay_reason), text(f[0]), text(f[1]), text(f[2]), text(f[3]),
                             Py_NewRef(Py_None)};
         return event(b, r, E_REFUSAL, rest, 7);
@@ -1313,21 +1473,176 @@ fail:
     return NULL;
 }
 
+/* -- LoginRecord: what the detector remembers of a login, compact ------------------------------
+ *
+ * rollout.logs.events.LoginRecord is this type when the module is built (the dataclass there is
+ * the same record for a build without it): the same fields, constructor, repr and equality, but
+ * the times and the offset are held as C numbers and an ASCII line as its bytes, so a login the
+ * detector keeps is one object and its user's string instead of six objects. Every login of a
+ * provider's log is made, filed and later forgotten: those objects were most of the scan's work.
+ */
+
+typedef struct {
+    PyObject_VAR_HEAD /* ob_size: the bytes of text (an ASCII line held inline) */
+    double t, ended;
+    int has_ended; /* ended is None when 0 */
+    Py_ssize_t offset;
+    PyObject *user, *key, *file, *line; /* line NULL: the line is text */
+    char text[1];
+} Record;
+
+static PyTypeObject RecordType;
+
+static PyObject *new_record(double t, PyObject *user, int has_ended, double ended, PyObject *key, PyObject *file, Py_ssize_t offset,
+                            const char *text, Py_ssize_t n)
+{
+    Record *r = PyObject_NewVar(Record, &RecordType, n);
+    if (r == NULL) return NULL;
+    r->t = t, r->ended = ended, r->has_ended = has_ended, r->offset = offset;
+    r->user = Py_NewRef(user), r->key = Py_NewRef(key), r->file = Py_NewRef(file), r->line = NULL;
+    memcpy(r->text, text, n);
+    return (PyObject *)r;
+}
+
+static PyObject *record_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)type;
+    static char *names[] = {"t", "user", "ended", "key", "file", "offset", "line", NULL};
+    double t, ended = 0;
+    PyObject *user, *ended_obj, *key, *file, *line;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "dOOOOnU:LoginRecord", names, &t, &user, &ended_obj, &key, &file, &offset, &line))
+        return NULL;
+    if (ended_obj != Py_None && (ended = PyFloat_AsDouble(ended_obj)) == -1.0 && PyErr_Occurred()) return NULL;
+    if (PyUnicode_IS_ASCII(line))
+        return new_record(t, user, ended_obj != Py_None, ended, key, file, offset, (const char *)PyUnicode_1BYTE_DATA(line),
+                          PyUnicode_GET_LENGTH(line));
+    Record *r = (Record *)new_record(t, user, ended_obj != Py_None, ended, key, file, offset, "", 0);
+    if (r != NULL) r->line = Py_NewRef(line);
+    return (PyObject *)r;
+}
+
+static void record_dealloc(Record *r)
+{
+    Py_DECREF(r->user);
+    Py_DECREF(r->key);
+    Py_DECREF(r->file);
+    Py_XDECREF(r->line);
+    PyObject_Free(r);
+}
+
+static PyObject *record_t(Record *r, void *closure) { return PyFloat_FromDouble(r->t); }
+static PyObject *record_offset(Record *r, void *closure) { return PyLong_FromSsize_t(r->offset); }
+static PyObject *record_user(Record *r, void *closure) { return Py_NewRef(r->user); }
+static PyObject *record_file(Record *r, void *closure) { return Py_NewRef(r->file); }
+static PyObject *record_key(Record *r, void *closure) { return Py_NewRef(r->key); }
+static PyObject *record_ended(Record *r, void *closure) { return r->has_ended ? PyFloat_FromDouble(r->ended) : Py_NewRef(Py_None); }
+static PyObject *record_line(Record *r, void *closure) { return r->line ? Py_NewRef(r->line) : ascii_str(r->text, Py_SIZE(r)); }
+
+static int record_set_key(Record *r, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "key cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(r->key, Py_NewRef(value));
+    return 0;
+}
+
+static int record_set_ended(Record *r, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "ended cannot be deleted");
+        return -1;
+    }
+    if (value == Py_None) {
+        r->has_ended = 0;
+        return 0;
+    }
+    double ended = PyFloat_AsDouble(value);
+    if (ended == -1.0 && PyErr_Occurred()) return -1;
+    r->ended = ended, r->has_ended = 1;
+    return 0;
+}
+
+static PyGetSetDef record_getset[] = {
+    {"t", (getter)record_t, NULL, "the login's time (UTC seconds)", NULL},
+    {"user", (getter)record_user, NULL, "the user, lower-cased", NULL},
+    {"ended", (getter)record_ended, (setter)record_set_ended, "the session's end once known, or None", NULL},
+    {"key", (getter)record_key, (setter)record_set_key, "the session key while the session is open, or None", NULL},
+    {"file", (getter)record_file, NULL, "the log file (evidence)", NULL},
+    {"offset", (getter)record_offset, NULL, "the line's byte offset in the file (evidence)", NULL},
+    {"line", (getter)record_line, NULL, "the line (evidence)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyObject *record_fields(Record *r)
+{
+    return Py_BuildValue("(NNNNNNN)", record_t(r, NULL), record_user(r, NULL), record_ended(r, NULL), record_key(r, NULL),
+                         record_file(r, NULL), record_offset(r, NULL), record_line(r, NULL));
+}
+
+/* as the dataclass's: LoginRecord(t=..., user=..., ...) */
+static PyObject *record_repr(Record *r)
+{
+    PyObject *f = record_fields(r);
+    if (f == NULL) return NULL;
+    PyObject *out = PyUnicode_FromFormat("LoginRecord(t=%R, user=%R, ended=%R, key=%R, file=%R, offset=%R, line=%R)", PyTuple_GET_ITEM(f, 0),
+                                         PyTuple_GET_ITEM(f, 1), PyTuple_GET_ITEM(f, 2), PyTuple_GET_ITEM(f, 3), PyTuple_GET_ITEM(f, 4),
+                                         PyTuple_GET_ITEM(f, 5), PyTuple_GET_ITEM(f, 6));
+    Py_DECREF(f);
+    return out;
+}
+
+/* as the dataclass's: equal when of this type and every field is */
+static PyObject *record_compare(PyObject *a, PyObject *b, int op)
+{
+    if ((op != Py_EQ && op != Py_NE) || !Py_IS_TYPE(a, &RecordType) || !Py_IS_TYPE(b, &RecordType)) Py_RETURN_NOTIMPLEMENTED;
+    PyObject *x = record_fields((Record *)a), *y = x ? record_fields((Record *)b) : NULL, *result = NULL;
+    if (y != NULL) result = PyObject_RichCompare(x, y, op);
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return result;
+}
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "rollout.logs._linescan.LoginRecord",
+    .tp_basicsize = offsetof(Record, text),
+    .tp_itemsize = 1,
+    .tp_dealloc = (destructor)record_dealloc,
+    .tp_repr = (reprfunc)record_repr,
+    .tp_hash = PyObject_HashNotImplemented,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "LoginRecord(t, user, ended, key, file, offset, line): what the detector remembers of a login (its window)",
+    .tp_richcompare = record_compare,
+    .tp_getset = record_getset,
+    .tp_new = record_new,
+};
+
 /* -- runs of logins: the detector's records built here ----------------------------------------
  *
  * Most events of a provider's log are logins whose session ends in the same block. Consecutive
- * ones of one host (nothing else for Python between them) go out as one LoginRun holding, per
- * login, (address, LoginRecord, session key or None, user as logged or None when it is lower case
- * already): exactly what Detector._login would file, so the detector only files them.
+ * ones of one host (nothing else for Python between them) go out as one LoginRun holding their
+ * records, their addresses, their session keys (one string, a line each, empty for none) and,
+ * when one was not lower case already, the users as logged: exactly what Detector._login would
+ * file, so the detector only files them. Addresses and users repeated in a block are one string.
  */
 
 #define RUN_KEY_MAX 1024
+#define CACHED 16384 /* strings remembered per block (addresses, users): more than a block of 4 MB holds */
 
 typedef struct {
-    PyObject *logins; /* NULL: no run open */
+    PyObject *logins, *ips, *users; /* logins NULL: no run open; users NULL: every user lower case */
+    char *keys;                     /* the session keys, "\n" after each */
+    size_t keys_len, keys_cap;
     const Row *head;
     double first, last;
 } Run;
+
+typedef struct {
+    size_t hash;
+    PyObject *str;
+} Cached;
 
 static int in_run(const Builder *b, const Row *r)
 {
@@ -1335,42 +1650,101 @@ static int in_run(const Builder *b, const Row *r)
            && (r->l.host_end - r->l.host) + (r->end - r->start) + 16 < RUN_KEY_MAX;
 }
 
-static PyObject *lower_ascii(Span s, int *changed)
+/* a quick hash of a short string, eight bytes at a time */
+static size_t hash_words(const char *p, Py_ssize_t n)
 {
-    PyObject *out = PyUnicode_New(s.e - s.s, 127); /* the line is ASCII (event_of) */
-    if (out == NULL) return NULL;
-    Py_UCS1 *o = PyUnicode_1BYTE_DATA(out);
-    *changed = 0;
-    for (const char *p = s.s; p < s.e; p++) {
-        *changed |= is_upper(*p);
-        *o++ = is_upper(*p) ? *p | 0x20 : *p;
+    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL, w;
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0x100000001B3ULL;
+        h ^= h >> 29;
     }
-    return out;
+    if (n > 0) {
+        w = 0;
+        memcpy(&w, p, n);
+        h = (h ^ w) * 0x100000001B3ULL;
+        h ^= h >> 29;
+    }
+    return (size_t)(h ^ (h >> 32));
 }
 
-static PyObject *run_entry(Builder *b, const Row *r, const Row *rows)
+/* the ASCII string of bytes p[0:n], the same object for the same bytes within the block (cache: CACHED slots) */
+static PyObject *cached_str(Cached *cache, const char *p, Py_ssize_t n)
+{
+    size_t h = hash_words(p, n), s = h & (CACHED - 1);
+    for (int probe = 0; probe < 8; probe++, s = (s + 1) & (CACHED - 1)) {
+        Cached *c = &cache[s];
+        if (c->str == NULL) {
+            c->str = ascii_str(p, n);
+            c->hash = h;
+            return c->str ? Py_NewRef(c->str) : NULL;
+        }
+        if (c->hash == h && PyUnicode_GET_LENGTH(c->str) == n && memcmp(PyUnicode_1BYTE_DATA(c->str), p, n) == 0) return Py_NewRef(c->str);
+    }
+    return ascii_str(p, n); /* a full neighbourhood: not remembered */
+}
+
+static void free_cache(Cached *cache)
+{
+    for (int i = 0; cache != NULL && i < CACHED; i++) Py_XDECREF(cache[i].str);
+    free(cache);
+}
+
+static int add_key(Run *run, const char *key, size_t len)
+{
+    if (run->keys_len + len + 1 > run->keys_cap) {
+        size_t cap = run->keys_cap ? run->keys_cap * 2 : 1024;
+        while (cap < run->keys_len + len + 1) cap *= 2;
+        char *grown = realloc(run->keys, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        run->keys = grown, run->keys_cap = cap;
+    }
+    memcpy(run->keys + run->keys_len, key, len);
+    run->keys_len += len;
+    run->keys[run->keys_len++] = '\n';
+    return 0;
+}
+
+/* the record of a login (its session ended in the block) filed in the run, with its address, key and user */
+static int run_login(Builder *b, Run *run, const Row *r, const Row *rows, Cached *cache)
 {
     const Span *f = r->f; /* proto, user, rip, session, mpid */
-    char key[RUN_KEY_MAX];
+    char key[RUN_KEY_MAX], user[RUN_KEY_MAX];
     Span host = {r->l.host, r->l.host_end}, proto = {r->service->s, r->service->s + r->service->n};
     size_t key_len = session_key(key, host, proto, f[3], f[1], f[4]);
+    Py_ssize_t n = f[1].e - f[1].s;
     int upper = 0;
-    PyObject *user = lower_ascii(f[1], &upper);
-    PyObject *fields[] = {PyFloat_FromDouble(r->t), user, PyFloat_FromDouble(rows[r->ended].t), Py_NewRef(Py_None), Py_NewRef(b->file),
-                          offset_of(b, r), ascii_str(r->start, r->end - r->start)};
-    PyObject *record = build(b, C_RECORD, fields, 7);
-    PyObject *entry = PyTuple_New(4);
-    PyObject *items[] = {text(f[2]), record, key_len ? ascii_str(key, key_len) : Py_NewRef(Py_None),
-                         upper ? text(f[1]) : Py_NewRef(Py_None)};
-    int complete = entry != NULL;
-    for (int i = 0; i < 4; i++) complete &= items[i] != NULL;
-    if (!complete) {
-        for (int i = 0; i < 4; i++) Py_XDECREF(items[i]);
-        Py_XDECREF(entry);
-        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = f[1].s[i];
+        upper |= is_upper(c);
+        user[i] = is_upper(c) ? c | 0x20 : c;
     }
-    for (int i = 0; i < 4; i++) PyTuple_SET_ITEM(entry, i, items[i]);
-    return entry;
+    PyObject *lower = cached_str(cache, user, n), *ip = cached_str(cache, f[2].s, f[2].e - f[2].s), *record = NULL;
+    if (lower != NULL && b->classes[C_RECORD] == (PyObject *)&RecordType) {
+        record = new_record(r->t, lower, 1, rows[r->ended].t, Py_None, b->file, b->offset + (r->start - b->base), r->start, r->end - r->start);
+    } else if (lower != NULL) {
+        PyObject *fields[] = {PyFloat_FromDouble(r->t), Py_NewRef(lower), PyFloat_FromDouble(rows[r->ended].t), Py_NewRef(Py_None),
+                              Py_NewRef(b->file), offset_of(b, r), ascii_str(r->start, r->end - r->start)};
+        record = build(b, C_RECORD, fields, 7);
+    }
+    Py_XDECREF(lower);
+    int status = record == NULL || ip == NULL ? -1 : 0;
+    if (status == 0 && upper && run->users == NULL) { /* the first user not in lower case: None for those before */
+        Py_ssize_t before = PyList_GET_SIZE(run->logins);
+        run->users = PyList_New(before);
+        for (Py_ssize_t i = 0; run->users != NULL && i < before; i++) PyList_SET_ITEM(run->users, i, Py_NewRef(Py_None));
+        status = run->users == NULL ? -1 : 0;
+    }
+    if (status == 0 && run->users != NULL) status = append(run->users, upper ? text(f[1]) : Py_NewRef(Py_None));
+    if (status == 0) status = PyList_Append(run->logins, record);
+    if (status == 0) status = PyList_Append(run->ips, ip);
+    if (status == 0) status = add_key(run, key, key_len);
+    Py_XDECREF(record);
+    Py_XDECREF(ip);
+    return status;
 }
 
 static int same_host(const Row *a, const Row *b)
@@ -1378,27 +1752,38 @@ static int same_host(const Row *a, const Row *b)
     return a->l.host_end - a->l.host == b->l.host_end - b->l.host && memcmp(a->l.host, b->l.host, a->l.host_end - a->l.host) == 0;
 }
 
-/* the open run, if any, as one LoginRun(t = first, host, file, offset, "", last, logins) at the end of list */
+/* the open run, if any, as one LoginRun(t = first, host, file, offset, "", last, logins, ips, keys, users) at the end of list */
 static int flush_run(Builder *b, Run *run, PyObject *list)
 {
     if (run->logins == NULL) return 0;
-    PyObject *args[] = {PyFloat_FromDouble(run->first), host_of(b, run->head), Py_NewRef(b->file), offset_of(b, run->head),
-                        ascii_str("", 0), PyFloat_FromDouble(run->last), run->logins};
-    run->logins = NULL;
-    return append(list, build(b, C_RUN, args, 7));
+    PyObject *args[] = {PyFloat_FromDouble(run->first),
+                        host_of(b, run->head),
+                        Py_NewRef(b->file),
+                        offset_of(b, run->head),
+                        ascii_str("", 0),
+                        PyFloat_FromDouble(run->last),
+                        run->logins,
+                        run->ips,
+                        ascii_str(run->keys, run->keys_len ? run->keys_len - 1 : 0), /* without the last "\n" */
+                        run->users ? run->users : Py_NewRef(Py_None)};
+    run->logins = run->ips = run->users = NULL;
+    run->keys_len = 0;
+    return append(list, build(b, C_RUN, args, 10));
 }
 
-static int add_to_run(Builder *b, Run *run, const Row *r, const Row *rows, PyObject *list)
+static int add_to_run(Builder *b, Run *run, const Row *r, const Row *rows, PyObject *list, Cached *cache)
 {
     if (run->logins != NULL && !same_host(run->head, r) && flush_run(b, run, list) < 0) return -1;
     if (run->logins == NULL) {
-        if ((run->logins = PyList_New(0)) == NULL) return -1;
+        run->logins = PyList_New(0);
+        run->ips = PyList_New(0);
+        if (run->logins == NULL || run->ips == NULL) return -1;
         run->head = r;
         run->first = run->last = r->t;
     }
     if (r->t < run->first) run->first = r->t;
     if (r->t > run->last) run->last = r->t;
-    return append(run->logins, run_entry(b, r, rows));
+    return run_login(b, run, r, rows, cache);
 }
 
 /* Python's int(t // 86400): the UTC day number of t, exactly (no libm) */
@@ -1494,6 +1879,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     PyObject *rules_capsule, *trusted_list, *time_of = Py_None, *classes = Py_None, *result = NULL, *list = NULL, *counts = NULL;
     Builder b = {0};
     Run run = {0};
+    Cached *cache = NULL;
     b.file = Py_None;
     Row *rows = NULL;
     Message *messages = NULL;
@@ -1559,10 +1945,14 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
 
     if (rows == NULL || messages == NULL) goto nomem;
+    int paired = 0;
     if (extract) {
         if (event_times(rows, n, time_of) < 0) goto done;
+        Py_BEGIN_ALLOW_THREADS /* joining is plain C over the rows: the detecting thread can run meanwhile */
         join_messages(rows, messages, n_messages, trusted);
-        if (pair_sessions(rows, n, trusted) < 0) goto nomem;
+        paired = pair_sessions(rows, n, trusted);
+        Py_END_ALLOW_THREADS
+        if (paired < 0) goto nomem;
     }
     list = PyList_New(0);
     counts = extract ? PyDict_New() : Py_NewRef(Py_None);
@@ -1580,7 +1970,12 @@ static PyObject *scan(PyObject *self, PyObject *args)
             continue;
         }
         if (in_run(&b, r)) {
-            failed = add_to_run(&b, &run, r, rows, list) < 0;
+            if (cache == NULL && (cache = calloc(CACHED, sizeof(Cached))) == NULL) {
+                PyErr_NoMemory();
+                failed = 1;
+                continue;
+            }
+            failed = add_to_run(&b, &run, r, rows, list, cache) < 0;
             continue;
         }
         if (flush_run(&b, &run, list) < 0) {
@@ -1591,18 +1986,23 @@ static PyObject *scan(PyObject *self, PyObject *args)
             failed = append(list, simple_event(&b, r, rows)) < 0;
         } else {
             failed = append(list, row_tuple(r, base)) < 0;
+            paired = 0; /* a row for Python: join_complete must see the block */
         }
     }
     if (!failed) failed = flush_run(&b, &run, list) < 0;
     if (failed) goto done;
-    result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn)O)", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
+    result = Py_BuildValue("(Onn(nnnnnnnn)(nnnnnnn)OO)", list, lines, skipped, dropped[0], dropped[1], dropped[2], dropped[3], dropped[4],
                            dropped[5], dropped[6], dropped[7], events[E_LOGIN], events[E_END], events[E_ACCEPT], events[E_SENDER],
-                           events[E_DELIVERY], events[E_REMOVED], events[E_REFUSAL], counts);
+                           events[E_DELIVERY], events[E_REMOVED], events[E_REFUSAL], paired > 0 ? Py_True : Py_False, counts);
     goto done;
 nomem:
     PyErr_NoMemory();
 done:
     Py_XDECREF(run.logins);
+    Py_XDECREF(run.ips);
+    Py_XDECREF(run.users);
+    free(run.keys);
+    free_cache(cache);
     Py_XDECREF(list);
     Py_XDECREF(counts);
     Py_XDECREF(b.host_str);
@@ -1614,16 +2014,178 @@ done:
     return result;
 }
 
+/* -- the detector's login windows (detection.Detector): its two loops over every login ---------------
+ *
+ * Detector.logins maps a client address to its LoginRecord objects, oldest first. Filing the logins of
+ * a LoginRun and sweeping out expired windows touch every login; done here, they are the same dict and
+ * list operations as the Python the detector would run (Detector._prune_logins stays for a build without
+ * this module; tests/test_linescan.py checks both sweep the same), without the interpreter's cost per login.
+ */
+
+static PyObject *s_t, *s_ended, *s_key;
+
+/* Detector._login_run: each login of a run (records, their addresses, their session keys as one string, a line
+   each, and the users as logged or None) is filed in logins (address -> list of records) and frees its key in
+   sessions; returns (address, record, user as logged or None) of those to report (not in known; None: every one). */
+static PyObject *file_logins(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *records, *ips, *keys, *users, *logins, *sessions, *known, *report = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!UOO!O!O", &PyList_Type, &records, &PyList_Type, &ips, &keys, &users, &PyDict_Type, &logins,
+                          &PyDict_Type, &sessions, &known))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    if (PyList_GET_SIZE(ips) != n || (users != Py_None && (!PyList_Check(users) || PyList_GET_SIZE(users) != n))) {
+        PyErr_SetString(PyExc_ValueError, "file_logins: a record, an address and a user for each login");
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(sessions)) { /* sessions.pop(key, None) for each key (rare: most sessions end in their block) */
+        PyObject *each = PyUnicode_Splitlines(keys, 0);
+        if (each == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(each); i++) {
+            PyObject *key = PyList_GET_ITEM(each, i);
+            int has = PyUnicode_GET_LENGTH(key) ? PyDict_Contains(sessions, key) : 0;
+            if (has < 0 || (has && PyDict_DelItem(sessions, key) < 0)) {
+                Py_DECREF(each);
+                return NULL;
+            }
+        }
+        Py_DECREF(each);
+    }
+    report = PyList_New(0);
+    if (report == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ip = PyList_GET_ITEM(ips, i), *record = PyList_GET_ITEM(records, i);
+        PyObject *filed = PyDict_GetItemWithError(logins, ip); /* borrowed */
+        if (filed == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            PyObject *fresh = PyList_New(1);
+            if (fresh == NULL) goto fail;
+            PyList_SET_ITEM(fresh, 0, Py_NewRef(record));
+            int status = PyDict_SetItem(logins, ip, fresh);
+            Py_DECREF(fresh);
+            if (status < 0) goto fail;
+        } else if (!PyList_Check(filed) || PyList_Append(filed, record) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "file_logins: logins holds lists");
+            goto fail;
+        }
+        if (known != Py_None) {
+            PyObject *user = Py_IS_TYPE(record, &RecordType) ? Py_NewRef(((Record *)record)->user) : PyObject_GetAttrString(record, "user");
+            if (user == NULL) goto fail;
+            int is_known = PyAnySet_Check(known) ? PySet_Contains(known, user) : PySequence_Contains(known, user);
+            Py_DECREF(user);
+            if (is_known < 0) goto fail;
+            if (is_known) continue;
+        }
+        PyObject *as_logged = users == Py_None ? Py_None : PyList_GET_ITEM(users, i);
+        if (append(report, PyTuple_Pack(3, ip, record, as_logged)) < 0) goto fail;
+    }
+    return report;
+fail:
+    Py_XDECREF(report);
+    return NULL;
+}
+
+static int number(PyObject *value, double *out)
+{
+    if (value == NULL) return -1;
+    *out = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* Detector._session_end_time(record) < before, and record.t < before: the window can no longer matter (-1: error) */
+static int expired(PyObject *record, double before, double cap)
+{
+    double t, end;
+    if (Py_IS_TYPE(record, &RecordType)) {
+        Record *r = (Record *)record;
+        t = r->t;
+        end = r->has_ended ? r->ended : r->key != Py_None ? t + cap : t;
+        return t < before && end < before;
+    }
+    if (number(PyObject_GetAttr(record, s_t), &t) < 0) return -1;
+    if (t >= before) return 0;
+    PyObject *ended = PyObject_GetAttr(record, s_ended), *key;
+    if (ended == NULL) return -1;
+    if (ended != Py_None) {
+        if (number(ended, &end) < 0) return -1;
+    } else {
+        Py_DECREF(ended);
+        if ((key = PyObject_GetAttr(record, s_key)) == NULL) return -1;
+        end = key != Py_None ? t + cap : t; /* still open: counts until the cap */
+        Py_DECREF(key);
+    }
+    return end < before;
+}
+
+/* Detector.prune's sweep of logins: records whose window and session both ended before `before` are dropped,
+   and addresses left without any. */
+static PyObject *prune_logins(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *logins, *ip, *records, *gone = NULL;
+    double before, cap;
+    if (!PyArg_ParseTuple(args, "O!dd", &PyDict_Type, &logins, &before, &cap)) return NULL;
+    gone = PyList_New(0);
+    if (gone == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(logins, &pos, &ip, &records)) {
+        if (!PyList_Check(records)) {
+            PyErr_SetString(PyExc_TypeError, "prune_logins: logins holds lists");
+            goto fail;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(records), kept = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int old = expired(PyList_GET_ITEM(records, i), before, cap);
+            if (old < 0) goto fail;
+            kept += !old;
+        }
+        if (kept == 0) {
+            if (PyList_Append(gone, ip) < 0) goto fail;
+        } else if (kept < n) { /* a new list, as the Python sweep makes (replacing a value keeps the dict's keys) */
+            PyObject *fresh = PyList_New(0);
+            if (fresh == NULL) goto fail;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *record = PyList_GET_ITEM(records, i);
+                int old = expired(record, before, cap);
+                if (old < 0 || (!old && PyList_Append(fresh, record) < 0)) {
+                    Py_DECREF(fresh);
+                    goto fail;
+                }
+            }
+            int status = PyDict_SetItem(logins, ip, fresh);
+            Py_DECREF(fresh);
+            if (status < 0) goto fail;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(gone); i++)
+        if (PyDict_DelItem(logins, PyList_GET_ITEM(gone, i)) < 0) goto fail;
+    Py_DECREF(gone);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(gone);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"rules", rules, METH_O,
      "rules(classifier_rules()) -> the tables of rollout/logs/rules.py as scan reads them (build once, pass to every scan)"},
     {"scan", scan, METH_VARARGS,
-     "scan(block, rules, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, authenticated)\n\n"
+     "scan(block, rules, trusted[, file, offset, time_of, classes]) -> (rows, lines, skipped, dropped, events, joined,\n"
+     "authenticated)\n\n"
      "The lines of a block of complete lines that Python must parse (rows), and with time_of and classes given,\n"
      "the events read here (objects of classes, in line order among the rows). trusted: [(4 or 6, network\n"
      "address bytes, prefix length)]; dropped: rows of plain inbound messages, per kind; events: per kind;\n"
+     "joined: every row is an event built here, and join_complete would join no more of them;\n"
      "authenticated: the authenticated messages joined here, counted as Detector.authenticated counts them\n"
      "(None without time_of)."},
+    {"file_logins", file_logins, METH_VARARGS,
+     "file_logins(records, ips, keys, users, logins, sessions, known) -> [(address, record, user as logged)] to report:\n"
+     "Detector._login_run's loop over a LoginRun, filing each record in logins and freeing its key in sessions"},
+    {"prune_logins", prune_logins, METH_VARARGS,
+     "prune_logins(logins, before, cap) -> None: Detector.prune's sweep of logins, dropping records whose window and\n"
+     "session (open ones count until cap seconds) both ended before `before`"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1632,10 +2194,16 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_linescan", NULL, -1
 PyMODINIT_FUNC PyInit__linescan(void)
 {
     PyObject **names[] = {&reject, &defer, &relay_reason, &k_t, &k_ip, &k_auth, &k_sasl_user, &k_sender, &k_rcpts,
-                          &k_lines, &k_orig_ip, &k_orig_qid};
+                          &k_lines, &k_orig_ip, &k_orig_qid, &s_t, &s_ended, &s_key};
     const char *values[] = {"reject", "defer", "relay", "t", "ip", "auth", "sasl_user", "sender", "rcpts", "lines",
-                            "orig_ip", "orig_qid"};
+                            "orig_ip", "orig_qid", "t", "ended", "key"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i] = PyUnicode_InternFromString(values[i])) == NULL) return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RefusalType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    /* rollout/logs/native.py's API: raise both when the functions, their arguments or the classes change */
+    if (m != NULL && (PyModule_AddObjectRef(m, "LoginRecord", (PyObject *)&RecordType) < 0
+                     || PyModule_AddObjectRef(m, "Refusal", (PyObject *)&RefusalType) < 0 || PyModule_AddIntConstant(m, "API", 3) < 0))
+        Py_CLEAR(m);
+    return m;
 }

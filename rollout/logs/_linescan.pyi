@@ -3,13 +3,15 @@
 from collections.abc import Callable, Sequence
 from typing import type_check_only
 
-from .events import Event
+from .events import Event, PlainLoginRecord
 
 # A row Python must parse: (kind, start, end) for a line of another program, else
 # (kind, start, end, stamp, stamp end, host, host end, program, program end, message, queue ID, queue ID end),
 # the spans after ``end`` relative to the line's start.
 Row = tuple[int, ...]
 AuthenticatedCounts = dict[tuple[str | None, int], list[float]]  # (user lower-cased or None, UTC day) → [count, last t]
+
+API: int  # rollout/logs/native.py: which source the module was built from
 
 @type_check_only
 class Rules:
@@ -25,4 +27,45 @@ def scan(
     time_of: Callable[[str], float | None] | None = None,
     classes: tuple[type | None, ...] | None = None,
     /,
-) -> tuple[list[Row | Event], int, int, tuple[int, ...], tuple[int, ...], AuthenticatedCounts | None]: ...
+) -> tuple[list[Row | Event], int, int, tuple[int, ...], tuple[int, ...], bool, AuthenticatedCounts | None]: ...
+def file_logins(
+    records: list[PlainLoginRecord],
+    ips: list[str],
+    keys: str,
+    users: list[str | None] | None,
+    logins: dict[str, list[PlainLoginRecord]],
+    sessions: dict[str, PlainLoginRecord],
+    known: frozenset[str] | None,
+    /,
+) -> list[tuple[str, PlainLoginRecord, str | None]]: ...
+def prune_logins(logins: dict[str, list[PlainLoginRecord]], before: float, cap: float, /) -> None: ...
+
+class LoginRecord:
+    """``events.LoginRecord``, compact: the times, the offset and an ASCII line held as C values."""
+
+    t: float
+    user: str
+    ended: float | None
+    key: str | None
+    file: str
+    offset: int
+    line: str
+    def __init__(
+        self, t: float, user: str, ended: float | None, key: str | None, file: str, offset: int, line: str
+    ) -> None: ...
+
+class Refusal:
+    """``events.Refusal`` for a relay refusal the classifier read (equal to one): its strings read from its line."""
+
+    t: float
+    host: str
+    file: str
+    offset: int
+    line: str
+    action: str
+    reason: str
+    client_ip: str | None
+    sender: str | None
+    rcpt: str | None
+    text: str
+    map_address: str | None

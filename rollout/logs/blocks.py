@@ -33,8 +33,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
+from . import native
 from .envelope import EnvelopeParser
 from .events import (
     Accept,
@@ -61,7 +62,7 @@ from .rules import classifier_rules
 try:
     from . import _linescan
 
-    COMPILED = True
+    COMPILED = native.current(_linescan)  # one built from an older _linescan.c is not used
 except ImportError:  # built without a C compiler: ``_linescan`` is then never used
     COMPILED = False
 
@@ -112,18 +113,23 @@ class BlockParser:
         self.trusted = [(n.version, n.network_address.packed, n.prefixlen) for n in nets]
         # the classifier reads the same rule tables as the parsers (rules.py), taken now: one source for each rule
         self.rules = _linescan.rules(classifier_rules()) if COMPILED else None
-        self.classes = (*C_EVENTS, LoginRun if login_runs else None, LoginRecord)
+        # relay refusals as the classifier's own compact Refusal (the same event as events.Refusal, equal to it)
+        events = tuple(_linescan.Refusal if COMPILED and cls is Refusal else cls for cls in C_EVENTS)
+        self.classes = (*events, LoginRun if login_runs else None, LoginRecord)
 
     def parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
         """Events of ``block`` (complete lines, each ending in "\\n") that starts at file offset ``base``;
         messages wholly inside the block come joined (``join.join_complete``)."""
-        events = self._parse(block, base, file) if self.rules is not None else self._parse_all(block, base, file)
-        return join_complete(events, self.trusted_networks)
+        if self.rules is None:
+            return join_complete(self._parse_all(block, base, file), self.trusted_networks)
+        events, joined = self._parse(block, base, file)
+        return events if joined else join_complete(events, self.trusted_networks)
 
-    def _parse(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:
+    def _parse(self, block: bytes | memoryview, base: int, file: str) -> tuple[list[Event], bool]:
+        """The block's events, and whether the classifier built and joined them all (nothing left for join_complete)."""
         envelopes = self.lines.envelopes
         assert self.rules is not None  # parse() calls this only with the classifier
-        rows, _lines, skipped, dropped, built, authenticated = _linescan.scan(
+        rows, _lines, skipped, dropped, built, joined, authenticated = _linescan.scan(
             block, self.rules, self.trusted, file, base, envelopes.time_of, self.classes
         )
         kinds = self.kinds
@@ -132,6 +138,17 @@ class BlockParser:
         for name, count in (*zip(DROPPED_KINDS, dropped, strict=True), *zip(C_EVENT_KINDS, built, strict=True)):
             if count:
                 kinds[name] += count
+        # joined: every row is an event the classifier built (no tuple for Python among them)
+        events = cast(list[Event], rows) if joined else self._rows(rows, block, base, file)
+        if authenticated:
+            events.append(
+                AuthCounts(max(last for _count, last in authenticated.values()), "", file, base, "", authenticated)
+            )
+        return events, joined
+
+    def _rows(self, rows: list[_linescan.Row | Event], block: bytes | memoryview, base: int, file: str) -> list[Event]:
+        """The classifier's events with the rows it left to Python parsed, in line order."""
+        kinds, envelopes = self.kinds, self.lines.envelopes
         events: list[Event] = []
         postfix = self.lines.postfix
         for row in rows:
@@ -162,10 +179,6 @@ class BlockParser:
             else:
                 kinds[type(result).__name__.lower()] += 1
                 events.append(result)
-        if authenticated:
-            events.append(
-                AuthCounts(max(last for _count, last in authenticated.values()), "", file, base, "", authenticated)
-            )
         return events
 
     def _parse_all(self, block: bytes | memoryview, base: int, file: str) -> list[Event]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 @dataclass(slots=True)
@@ -180,10 +180,28 @@ class LoginRun(Event):
     """Consecutive logins of one host from untrusted addresses, each ended within its block: the C classifier
     builds their records itself, so the detector only files them.
 
-    ``t`` is the earliest login and ``last`` the latest; ``logins`` holds (address,
-    record, session key or None, the user as logged when it is not lower case already).
-    Not one line: ``offset`` is the first login's and ``line`` is empty.
+    ``t`` is the earliest login and ``last`` the latest; ``logins`` holds their records,
+    ``ips`` their addresses, ``keys`` their session keys, a line each (empty: none), and
+    ``users`` the users as logged (None for one in lower case already; the list is None
+    when all are). Not one line: ``offset`` is the first login's and ``line`` is empty.
     """
 
     last: float
-    logins: list[tuple[str, LoginRecord, str | None, str | None]]
+    logins: list[LoginRecord]
+    ips: list[str]
+    keys: str
+    users: list[str | None] | None
+
+
+PlainLoginRecord = LoginRecord  # the reference (tests/test_linescan.py compares the compact one with it)
+# The same record, compact (its times and line held as C values): one object per login the detector keeps.
+# For the type checker LoginRecord stays the dataclass: the compact one has its fields and constructor
+# (_linescan.pyi), and a name that is one class or the other at run time is no type it can check.
+if not TYPE_CHECKING:
+    try:
+        from . import _linescan, native
+
+        if native.current(_linescan):
+            LoginRecord = _linescan.LoginRecord
+    except ImportError:  # built without a C compiler: the dataclass above
+        pass

@@ -143,8 +143,8 @@ def _pair_sessions(events: list[Event], trusted: TrustedNetworks, replace: dict[
                 else:  # the C classifier paired it already: an end after it cannot close an older login of its key
                     open_logins.pop(key, None)
         elif isinstance(e, LoginRun):  # logins the C classifier paired already, as above
-            for _ip, _record, key, _user in e.logins:
-                if key is not None:
+            for key in e.keys.split("\n"):
+                if key:
                     open_logins.pop(key, None)
         elif isinstance(e, SessionEnd):
             first, second = end_keys(e)

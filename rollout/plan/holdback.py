@@ -204,11 +204,15 @@ def _addresses(session: Session, holds: dict[int, HeldMailbox]) -> list[str]:
     return sorted(_address(session, m) for m in holds)
 
 
+# The cohort a mailbox was held back from, and the one it was re-dated into (built once: lookups list holds per page).
+_ORIGIN, _REDATED = Cohort.__table__.alias("origin"), Cohort.__table__.alias("redated")
+
+
 def views(
     session: Session, hold_ids: Iterable[int] | None = None, mailbox_ids: Iterable[int] | None = None
 ) -> list[HeldView]:
     """Open holds (these ids, or these mailboxes' open holds; all open ones when neither is given), by address."""
-    origin, redated = Cohort.__table__.alias("origin"), Cohort.__table__.alias("redated")
+    origin, redated = _ORIGIN, _REDATED
     query = (
         select(
             Mailbox.address,

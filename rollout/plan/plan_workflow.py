@@ -568,7 +568,10 @@ def _next_move(plan: Plan, ladder: tuple[str, ...]) -> tuple[Cohort, str] | None
     return (pending[0], ladder[0]) if pending else None
 
 
-def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tuple[Plan, NextStep] | None:
+def _assess(
+    runtime: Runtime, session: Session, run_command: bool = True, counts: plans.PlanCounts | None = None
+) -> tuple[Plan, NextStep] | None:
+    """``counts``: the plan's per-cohort counts when the caller has them at this moment (status)."""
     plan = plans.active_plan(session)
     if plan is None:
         raise PlanError("there is no plan yet: run `rollout plan … --apply` first")
@@ -614,8 +617,8 @@ def _assess(runtime: Runtime, session: Session, run_command: bool = True) -> tup
         cohort.scheduled_at,
         due,
         blockers,
-        still_legacy=gate_checks.still_legacy_in(session, cohort, now, settings.notices.lookback_days),
-        refusals_since_switch=_refusals_since_switch(session, plan),
+        still_legacy=_still_legacy_in(session, plan, cohort, now, settings.notices.lookback_days, counts),
+        refusals_since_switch=_refusals_since_switch(session, plan, counts),
     )
     last_switched = max(plans.started_cohorts(plan), key=lambda c: c.position, default=None)
     step.gates = gate_checks.evaluate(
@@ -678,18 +681,29 @@ def _campaign_guard(session: Session, now: datetime) -> tuple[str | None, dateti
     return None, None
 
 
-def _refusals_since_switch(session: Session, plan: Plan) -> int:
-    totals = plans.refusals_since_switch_off(session, plan)
+def _still_legacy_in(
+    session: Session, plan: Plan, cohort: Cohort, now: datetime, lookback_days: int, counts: plans.PlanCounts | None
+) -> int:
+    if counts is not None and counts.fits(plan, (now - timedelta(days=lookback_days)).date()):
+        return counts.still_legacy.get(cohort.id, 0)
+    return gate_checks.still_legacy_in(session, cohort, now, lookback_days)
+
+
+def _refusals_since_switch(session: Session, plan: Plan, counts: plans.PlanCounts | None) -> int:
+    totals = counts.refusals if counts is not None and counts.plan_id == plan.id else None
+    if totals is None:
+        totals = plans.refusals_since_switch_off(session, plan)
     return sum(totals.get(c.id, 0) for c in plans.started_cohorts(plan))
 
 
-def next_step(runtime: Runtime, run_command: bool = False) -> NextStep | None:
+def next_step(runtime: Runtime, run_command: bool = False, counts: plans.PlanCounts | None = None) -> NextStep | None:
     """What ``step`` would do next, when at the earliest, and what blocks it now (None: all done).
 
-    The external gate command runs only when asked: the scheduler reads this every minute.
+    The external gate command runs only when asked: the scheduler reads this every minute. ``counts``: the active
+    plan's per-cohort counts when the caller has just made them (used only if they are of this plan and lookback).
     """
     with runtime.sessions() as session:
-        assessed = _assess(runtime, session, run_command)
+        assessed = _assess(runtime, session, run_command, counts)
         return assessed[1] if assessed else None
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, select
+from sqlalchemy import ColumnElement, ScalarSelect, Select, and_, case, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ..buckets import DIGITS
@@ -69,6 +69,25 @@ def still_legacy_counts(session: Session, plan: Plan | None, since: date) -> dic
         .group_by(CohortMember.cohort_id)
     )
     return {cohort_id: int(count) for cohort_id, count in rows}
+
+
+@dataclass(frozen=True)
+class PlanCounts:
+    """A plan's per-cohort figures, counted once for everyone who reports them at one moment (status, next step)."""
+
+    plan_id: int
+    since: date  # the lookback's first day
+    still_legacy: dict[int | None, int]  # still_legacy_counts
+    refusals: dict[int, int]  # refusals_since_switch_off
+
+    def fits(self, plan: Plan, since: date) -> bool:
+        return self.plan_id == plan.id and self.since == since
+
+
+def count_plan(session: Session, plan: Plan, since: date) -> PlanCounts:
+    return PlanCounts(
+        plan.id, since, still_legacy_counts(session, plan, since), refusals_since_switch_off(session, plan)
+    )
 
 
 def refusals_since_switch_off(session: Session, plan: Plan) -> dict[int, int]:
@@ -308,6 +327,11 @@ def find_too_early(told: Iterable[tuple[str, str, datetime]], cohorts: list[Prop
 def active_plan(session: Session) -> Plan | None:
     """The plan in force: the newest one marked active (None before the first ``plan --apply``)."""
     return session.scalars(select(Plan).where(Plan.active).order_by(Plan.id.desc()).limit(1)).first()
+
+
+def active_plan_id() -> ScalarSelect[int]:
+    """``active_plan``'s id as a subquery (NULL before the first ``plan --apply``), to join on in one query."""
+    return select(Plan.id).where(Plan.active).order_by(Plan.id.desc()).limit(1).scalar_subquery()
 
 
 def store(

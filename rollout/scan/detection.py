@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..addresses import login_key
+from ..logs import native
 from ..logs.envelope import year_inferred
 from ..logs.events import (
     Accept,
@@ -40,6 +41,13 @@ from ..logs.events import (
 )
 from ..logs.join import Message, add_accept, add_delivery, add_removed, add_sender, end_keys, new_message, session_key
 from ..logs.net import TrustedNetworks
+
+try:  # the loops over every login, in C (logs/_linescan.c): filing runs of logins (only it makes them) and sweeping
+    from ..logs import _linescan
+
+    COMPILED = native.current(_linescan)
+except ImportError:  # built without a C compiler: no runs, and the Python sweep (_prune_logins)
+    COMPILED = False
 
 STATE_VERSION = 1
 PRUNE_EVERY = 50_000  # events between sweeps of expired login windows
@@ -171,17 +179,12 @@ class Detector:
         """``_login`` for logins the C classifier filed already (untrusted, ended in their block): the scan's
         commonest event, so only what is left is done here. A run's later logins are filed before the messages
         due in between are judged: harmless, as every question about a login asks for its time first."""
-        known, logins, sessions, host = self.config.known_users, self.logins, self.sessions, e.host
-        for ip, record, key, user in e.logins:
-            if sessions and key is not None:
-                sessions.pop(key, None)
-            records = logins.get(ip)
-            if records is None:
-                logins[ip] = [record]
-            else:
-                records.append(record)
-            if known is None or record.user not in known:  # logins by users not in the inventory are reported
-                self.findings.append(Finding("login", record.t, host, user=user or record.user, ip=ip))
+        # only the C classifier makes runs, and its module files them: each record under its address, its key freed
+        report = _linescan.file_logins(
+            e.logins, e.ips, e.keys, e.users, self.logins, self.sessions, self.config.known_users
+        )
+        for ip, record, user in report:  # logins by users not in the inventory are reported
+            self.findings.append(Finding("login", record.t, e.host, user=user or record.user, ip=ip))
         if e.last > self.now:
             self.now = e.last
 
@@ -510,6 +513,22 @@ class Detector:
         self._since_prune = 0
         c = self.config
         keep_after = self.now - c.near_miss_seconds - c.window_seconds - 2 * c.tolerance_seconds
+        if COMPILED:
+            _linescan.prune_logins(self.logins, keep_after, c.session_cap_seconds)
+        else:
+            self._prune_logins(keep_after)
+        for key in [k for k, r in self.sessions.items() if self._session_end_time(r) < keep_after]:
+            del self.sessions[key]
+        stale = self.now - 7 * 86400
+        for key in [k for k, m in self.messages.items() if m["t"] < stale]:
+            del self.messages[key]
+        for key in [k for k, m in self.reinjected.items() if (m.get("t") or 0) < stale]:
+            del self.reinjected[key]
+        for ip in [ip for ip, t in self.auth_failures.items() if t < keep_after]:
+            del self.auth_failures[ip]
+
+    def _prune_logins(self, keep_after: float) -> None:
+        """Forget the logins whose window and session ended before ``keep_after`` (``_linescan.prune_logins`` in C)."""
         end_of = self._session_end_time
         logins = self.logins
         for ip, records in list(logins.items()):
@@ -526,15 +545,6 @@ class Detector:
                 del logins[ip]
             elif len(kept) < len(records):
                 logins[ip] = kept
-        for key in [k for k, r in self.sessions.items() if self._session_end_time(r) < keep_after]:
-            del self.sessions[key]
-        stale = self.now - 7 * 86400
-        for key in [k for k, m in self.messages.items() if m["t"] < stale]:
-            del self.messages[key]
-        for key in [k for k, m in self.reinjected.items() if (m.get("t") or 0) < stale]:
-            del self.reinjected[key]
-        for ip in [ip for ip, t in self.auth_failures.items() if t < keep_after]:
-            del self.auth_failures[ip]
 
     # -- state ----------------------------------------------------------------------
 
@@ -568,7 +578,7 @@ class Detector:
                     self.sessions[record.key] = record
 
 
-_HANDLERS: dict[type[Event], Callable[[Detector, Any], None]] = {
+_HANDLERS: dict[type, Callable[[Detector, Any], None]] = {  # by class: the hot loop's dispatch
     Login: Detector._login,
     LoginRun: Detector._login_run,
     SessionEnd: Detector._session_end,
@@ -581,6 +591,8 @@ _HANDLERS: dict[type[Event], Callable[[Detector, Any], None]] = {
     Refusal: Detector._refusal,
     AuthFailure: Detector._auth_failure,
 }
+if COMPILED:  # the classifier's relay refusals
+    _HANDLERS[_linescan.Refusal] = Detector._refusal
 
 
 def _time_of(record: LoginRecord) -> float:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import chain, islice
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
@@ -251,6 +250,10 @@ def _details(f: Finding) -> dict[str, Any]:
 
 def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
+
+
+def _dt_or_none(t: float | None) -> datetime | None:
+    return None if t is None else _dt(t)
 
 
 # -- the scan -----------------------------------------------------------------------
@@ -524,15 +527,34 @@ def _save_days(session: Session, tally: _Tally) -> None:
     new = []
     for key, d in tally.days.items():
         row = existing.get(key)
-        if row is None:  # a plain namespace: ORM objects cost too much per attribute for thousands of rows
-            row = SimpleNamespace(**(dict.fromkeys(DAY_COLUMNS) | {"mailbox_id": key[0], "day": key[1]}))
-            row.legacy_count = row.high_count = row.auth_count = row.near_miss_count = row.refused_count = 0
-            row.client_ips, row.senders = [], []
-            _merge_day(row, d)
-            new.append(vars(row))
+        if row is None:  # most rows of a scan: a tuple, not an object (thousands of them)
+            new.append(_new_day(key, d))
         else:
             _merge_day(row, d)
-    _insert(session, LegacyDay.__table__, new)
+    _insert_values(session, LegacyDay.__table__, DAY_COLUMNS, new)
+
+
+def _new_day(key: tuple[int, date], d: _Day) -> tuple[Any, ...]:
+    """The row ``_merge_day`` makes of ``d`` and an empty day, as values in ``DAY_COLUMNS`` order."""
+    last_seen = _dt_or_none(d.last_seen)
+    values = {
+        "mailbox_id": key[0],
+        "day": key[1],
+        "legacy_count": d.legacy_count,
+        "high_count": d.high_count,
+        "first_seen": _dt_or_none(d.first_seen),
+        "last_seen": last_seen,
+        "last_ip": d.last_ip if last_seen is not None else None,
+        "client_ips": sorted(d.client_ips)[:MAX_LISTED],
+        "senders": sorted(d.senders)[:MAX_LISTED],
+        "confidence": d.confidence,
+        "auth_count": d.auth_count,
+        "auth_last": _dt_or_none(d.auth_last),
+        "near_miss_count": d.near_miss_count,
+        "refused_count": d.refused_count,
+        "refused_last": _dt_or_none(d.refused_last),
+    }
+    return tuple(values[c] for c in DAY_COLUMNS)
 
 
 def _save_evidence(session: Session, tally: _Tally) -> None:
@@ -619,6 +641,10 @@ def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
     if rows:
         columns = list(rows[0])
         insert_rows(session.connection(), table, columns, [tuple(row[c] for c in columns) for row in rows])
+
+
+def _insert_values(session: Session, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    insert_rows(session.connection(), table, columns, rows)
 
 
 def _merge_day(row: _DayRow, d: _Day) -> None:

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, Select, and_, case, func, select
+from sqlalchemy.orm import Session, joinedload
 
 from ..addresses import AddressError, parse_address
 from ..errors import RolloutError
 from ..models import Cohort, CohortMember, Customer, Evidence, Exemption, LegacyDay, Mailbox, Notice, NoticeMailbox
 from ..plan import holdback
 from ..plan.holdback import HeldView
-from ..plan.plans import active_plan
+from ..plan.plans import active_plan_id
 from ..rules import has_switched
 
 MAX_MAILBOXES_SHOWN = 50  # a customer with hundreds of mailboxes: the legacy ones come first
@@ -108,12 +108,11 @@ class Lookup:
 
 def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
     customer, matched, focus = find_customer(session, query.strip())
-    count = session.scalar(select(func.count()).select_from(Mailbox).where(Mailbox.customer_id == customer.id))
     shown = shown_mailboxes(session, customer.id, focus)
     # Everything below reads the shown mailboxes only (at most MAX_MAILBOXES_SHOWN), whatever the customer has.
     ids = [m.id for m in shown]
     legacy = legacy_uses(session, ids)
-    cohorts = cohort_infos(session, ids)
+    cohorts = {m.id: CohortInfo(m.position, m.label, m.scheduled_at, m.enforced_at, m.stage) for m in shown if m.label}
     exemptions = exemption_infos(session, ids)
     held = {h.address: h for h in holdback.views(session, mailbox_ids=ids)}
     samples = evidence_samples(session, ids)
@@ -147,7 +146,7 @@ def lookup(session: Session, query: str, reply_text: ReplyText) -> Lookup:
         customer_name=customer.name,
         customer_email=customer.email,
         locale=customer.locale,
-        mailbox_count=count or 0,
+        mailbox_count=shown[0].total if shown else 0,
         mailboxes=reports,
         notices=notice_infos(session, customer.id),
     )
@@ -158,7 +157,7 @@ def find_customer(session: Session, query: str) -> tuple[Customer, str, int | No
     if not query:
         raise NotFound("give a mailbox address, a POP login or a customer id")
     mailbox = (
-        _mailbox_by_address(session, query) or session.scalars(select(Mailbox).where(Mailbox.login == query)).first()
+        _mailbox_by_address(session, query) or session.scalars(_with_customer().where(Mailbox.login == query)).first()
     )
     if mailbox is not None:
         return mailbox.customer, "mailbox" if "@" in query and mailbox.login != query else "login", mailbox.id
@@ -185,12 +184,18 @@ def _mailbox_by_address(session: Session, query: str) -> Mailbox | None:
         key = parse_address(query).key
     except AddressError:
         key = query.lower()
-    return session.scalars(select(Mailbox).where(Mailbox.address_key == key)).first()
+    return session.scalars(_with_customer().where(Mailbox.address_key == key)).first()
 
 
-def shown_mailboxes(session: Session, customer_pk: int, focus: int | None) -> list[Row[tuple[int, str, str | None]]]:
+def _with_customer() -> Select[Mailbox]:
+    """Mailboxes with their customer, read in the same query (support always wants it)."""
+    return select(Mailbox).options(joinedload(Mailbox.customer))
+
+
+def shown_mailboxes(session: Session, customer_pk: int, focus: int | None) -> list[Row[Any]]:
     """The mailboxes support sees, in the order it sees them: the one asked about first, then those with legacy
-    use (any day on record), then the rest by address; at most ``MAX_MAILBOXES_SHOWN``.
+    use (any day on record), then the rest by address; at most ``MAX_MAILBOXES_SHOWN``. Each row also has the
+    customer's number of mailboxes (``total``) and the mailbox's cohort in the active plan (``label`` None: none).
 
     Sorted and cut in the database, so a customer with thousands of mailboxes costs what one with fifty does.
     Addresses sort by code point (Python's order) whatever the database's collation.
@@ -201,8 +206,22 @@ def shown_mailboxes(session: Session, customer_pk: int, focus: int | None) -> li
         case((with_legacy, 0), else_=1),
         Mailbox.address_key.collate(_BYTE_ORDER[session.get_bind().dialect.name]),
     ]
+    plan = active_plan_id()
     query = (
-        select(Mailbox.id, Mailbox.address, Mailbox.login)
+        select(
+            Mailbox.id,
+            Mailbox.address,
+            Mailbox.login,
+            func.count().over().label("total"),  # counted before the limit
+            Cohort.position,
+            Cohort.label,
+            Cohort.scheduled_at,
+            Cohort.enforced_at,
+            Cohort.stage,
+        )
+        .select_from(Mailbox)
+        .outerjoin(CohortMember, and_(CohortMember.mailbox_id == Mailbox.id, CohortMember.plan_id == plan))
+        .outerjoin(Cohort, Cohort.id == CohortMember.cohort_id)
         .where(Mailbox.customer_id == customer_pk)
         .order_by(*order)
         .limit(MAX_MAILBOXES_SHOWN)
@@ -265,28 +284,6 @@ def _distinct(values: Any) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def cohort_infos(session: Session, mailbox_ids: list[int]) -> dict[int, CohortInfo]:
-    plan = active_plan(session)
-    if plan is None:
-        return {}
-    rows = session.execute(
-        select(
-            CohortMember.mailbox_id,
-            Cohort.position,
-            Cohort.label,
-            Cohort.scheduled_at,
-            Cohort.enforced_at,
-            Cohort.stage,
-        )
-        .join(Cohort, Cohort.id == CohortMember.cohort_id)
-        .where(CohortMember.plan_id == plan.id, CohortMember.mailbox_id.in_(mailbox_ids))
-    )
-    return {
-        mailbox_id: CohortInfo(position, label, scheduled_at, enforced_at, stage)
-        for mailbox_id, position, label, scheduled_at, enforced_at, stage in rows
-    }
-
-
 def exemption_infos(session: Session, mailbox_ids: list[int]) -> dict[int, ExemptionInfo]:
     """The latest exemption of each mailbox (active or not: support wants to know it was used)."""
     found: dict[int, ExemptionInfo] = {}
@@ -320,34 +317,46 @@ def evidence_samples(session: Session, mailbox_ids: list[int]) -> dict[int, tupl
 
 
 def notice_infos(session: Session, customer_pk: int) -> list[NoticeInfo]:
-    notices = session.scalars(
-        select(Notice).where(Notice.customer_id == customer_pk).order_by(Notice.wave, Notice.id)
-    ).all()
-    listed: dict[int, list[str]] = {}
-    if notices:
-        rows = session.execute(
-            select(NoticeMailbox.notice_id, Mailbox.address)
-            .join(Mailbox, Mailbox.id == NoticeMailbox.mailbox_id)
-            .where(NoticeMailbox.notice_id.in_([n.id for n in notices]))
-            .order_by(Mailbox.address_key)
+    """The customer's notices, each with the mailboxes it listed (by address): one query for both."""
+    rows = session.execute(
+        select(
+            Notice.id,
+            Notice.wave,
+            Notice.kind,
+            Notice.state,
+            Notice.sent_at,
+            Notice.message_id,
+            Notice.to_address,
+            Notice.delivery,
+            Notice.delivery_reply,
+            Notice.delivery_at,
+            Mailbox.address,
         )
-        for notice_id, address in rows:
-            listed.setdefault(notice_id, []).append(address)
-    return [
-        NoticeInfo(
-            n.wave,
-            n.kind,
-            n.state,
-            n.sent_at,
-            n.message_id,
-            n.to_address,
-            listed.get(n.id, []),
-            n.delivery,
-            n.delivery_reply,
-            n.delivery_at,
-        )
-        for n in notices
-    ]
+        .select_from(Notice)
+        .outerjoin(NoticeMailbox, NoticeMailbox.notice_id == Notice.id)
+        .outerjoin(Mailbox, Mailbox.id == NoticeMailbox.mailbox_id)
+        .where(Notice.customer_id == customer_pk)
+        .order_by(Notice.wave, Notice.id, Mailbox.address_key)
+    )
+    notices: dict[int, NoticeInfo] = {}
+    for n in rows:
+        info = notices.get(n.id)
+        if info is None:
+            info = notices[n.id] = NoticeInfo(
+                n.wave,
+                n.kind,
+                n.state,
+                n.sent_at,
+                n.message_id,
+                n.to_address,
+                [],
+                n.delivery,
+                n.delivery_reply,
+                n.delivery_at,
+            )
+        if n.address is not None:
+            info.mailboxes.append(n.address)
+    return list(notices.values())
 
 
 def matching_customers(session: Session, query: str, limit: int = 50) -> list[tuple[Customer, str]]:

@@ -25,11 +25,14 @@ POLL_SECONDS = 2.0
 
 def rollout_status(runtime: Runtime) -> status_model.Status:
     with runtime.sessions() as session:
-        report = status_model.build_status(session, runtime.settings, runtime.clock.now())
+        now = runtime.clock.now()
+        counts = status_model.count_active_plan(session, runtime.settings, now)
+        report = status_model.build_status(session, runtime.settings, now, counts)
         report.map_note = map_disagreement(runtime, session)
         report.legacy_note = legacy_disagreement(runtime, report.retired is not None)
     if report.cohorts:
-        upcoming = next_step(runtime, run_command=True)  # the gates exactly as the next step will see them
+        # the gates exactly as the next step will see them (what the status counted already, not counted again)
+        upcoming = next_step(runtime, run_command=True, counts=counts)
         report.gates = upcoming.gates if upcoming else []
     return report
 

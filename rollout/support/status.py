@@ -146,14 +146,25 @@ class Status:
     gates: list[Gate] = field(default_factory=list)
 
 
-def build_status(session: Session, settings: Settings, now: datetime) -> Status:
+def count_active_plan(session: Session, settings: Settings, now: datetime) -> plans.PlanCounts | None:
+    """The active plan's per-cohort counts for ``build_status`` and the next step (None: no plan yet)."""
+    _room_for_aggregates(session)
+    plan = active_plan(session)
+    since = (now - timedelta(days=settings.notices.lookback_days)).date()
+    return plans.count_plan(session, plan, since) if plan else None
+
+
+def build_status(session: Session, settings: Settings, now: datetime, counts: plans.PlanCounts | None = None) -> Status:
+    """``counts``: ``count_active_plan`` at ``now``, when the caller has them (counted here otherwise)."""
     _room_for_aggregates(session)
     since = now - timedelta(days=settings.notices.lookback_days)
     plan = active_plan(session)
     campaign = active_campaign(session)
     waves = wave_statuses(session, campaign) if campaign else []
-    legacy = plans.still_legacy_counts(session, plan, since.date())
-    cohorts = cohort_statuses(session, plan, legacy) if plan else []
+    if plan is not None and (counts is None or not counts.fits(plan, since.date())):
+        counts = plans.count_plan(session, plan, since.date())
+    legacy = counts.still_legacy if plan and counts else plans.still_legacy_counts(session, None, since.date())
+    cohorts = cohort_statuses(session, plan, counts) if plan and counts else []
     paused = current_pause(session)
     final_stage = settings.enforcement.ladder[-1] if settings.enforcement.ladder else "reject"
     retired = current_retirement(session, plan)
@@ -216,10 +227,9 @@ def open_sightings(session: Session) -> int:
     )
 
 
-def cohort_statuses(session: Session, plan: Plan, still_legacy: dict[int | None, int]) -> list[CohortStatus]:
-    """``still_legacy``: ``plans.still_legacy_counts`` of the plan."""
+def cohort_statuses(session: Session, plan: Plan, counts: plans.PlanCounts) -> list[CohortStatus]:
     hourly = refusals_per_hour(session, plan)
-    refusals = plans.refusals_since_switch_off(session, plan)
+    still_legacy, refusals = counts.still_legacy, counts.refusals
     return [
         CohortStatus(
             position=c.position,

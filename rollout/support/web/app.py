@@ -21,14 +21,16 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.orm import Session
 
 from ... import audit
 from ...resources import templates_dir
 from ...rules import PHASES
 from ...runtime import Runtime
 from .. import accounts
+from .. import lookup as lookup_model
 from ..lookup import NotFound, matching_customers
-from ..operate_workflow import lookup, rollout_status
+from ..operate_workflow import refused_reply_text, rollout_status
 from ..status import Status
 from . import chart, pages
 from .i18n import choose_language, translator
@@ -58,6 +60,14 @@ class Request:
     language: str
     form: dict[str, str] = field(default_factory=dict)
     user: str | None = None
+    # The request's reads share one session (one connection, one transaction: the login check, the page's
+    # queries); it connects at its first query. The audit row is written in a transaction of its own.
+    db: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        assert self.db is not None, "only while SupportDesk serves the request"
+        return self.db
 
     @classmethod
     def from_environ(cls, environ: dict[str, Any]) -> Request:
@@ -99,13 +109,16 @@ class Response:
 
     @classmethod
     def json(cls, value: Any, status: int = HTTPStatus.OK) -> Response:
-        return cls(status, json.dumps(_plain(value), ensure_ascii=False, indent=1).encode(), "application/json")
+        if is_dataclass(value) and not isinstance(value, type):
+            value = asdict(value)
+        return cls(
+            status, json.dumps(value, default=_json_value, ensure_ascii=False, indent=1).encode(), "application/json"
+        )
 
 
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, (datetime, date)) else str(v)))
+def _json_value(value: Any) -> str:
+    """What JSON has no type for: times as ISO 8601, anything else as its text."""
+    return value.isoformat() if isinstance(value, (datetime, date)) else str(value)
 
 
 class StatusCache:
@@ -151,6 +164,7 @@ class SupportDesk:
         self.runtime, self.key, self.settings = runtime, key, web
         self.limiter = LoginLimiter(web.login_attempts, web.lockout_minutes * 60.0, monotonic)
         self.status = StatusCache(lambda: rollout_status(runtime), web.status_refresh_seconds)
+        self.reply = refused_reply_text(runtime)
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in web.trusted_proxies]
         folder = templates_dir() / "web"
         self.templates = Environment(
@@ -181,7 +195,9 @@ class SupportDesk:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request.from_environ(environ)
-        response = self.respond(request)
+        with self.runtime.sessions() as session:
+            request.db = session
+            response = self.respond(request)
         headers = [
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),
@@ -223,8 +239,7 @@ class SupportDesk:
         user = read_session(self.key, cookie, time.time()) if cookie else None
         if user is None:
             return None
-        with self.runtime.sessions() as session:
-            return user if accounts.user_exists(session, user) else None  # a removed account is out at once
+        return user if accounts.user_exists(request.session, user) else None  # a removed account is out at once
 
     def _from_trusted_proxy(self, request: Request) -> bool:
         try:
@@ -306,8 +321,7 @@ class SupportDesk:
 
     def search(self, request: Request) -> Response:
         query = request.query.get("q", "").strip()
-        with self.runtime.sessions() as session:
-            found = [(c.external_id, c.name, c.email, how) for c, how in matching_customers(session, query)]
+        found = [(c.external_id, c.name, c.email, how) for c, how in matching_customers(request.session, query)]
         if len(found) == 1:
             return Response.redirect(f"/customer/{quote(found[0][0], safe='')}?" + urlencode({"q": query}))
         code = HTTPStatus.OK if found else HTTPStatus.NOT_FOUND
@@ -345,11 +359,8 @@ class SupportDesk:
         return Response.json(self.status.get())
 
     def api_search(self, request: Request) -> Response:
-        with self.runtime.sessions() as session:
-            found = matching_customers(session, request.query.get("q", ""))
-            rows = [
-                {"customer_id": c.external_id, "name": c.name, "email": c.email, "matched": how} for c, how in found
-            ]
+        found = matching_customers(request.session, request.query.get("q", ""))
+        rows = [{"customer_id": c.external_id, "name": c.name, "email": c.email, "matched": how} for c, how in found]
         return Response.json({"query": request.query.get("q", ""), "customers": rows})
 
     def api_customer(self, request: Request, customer_id: str) -> Response:
@@ -366,9 +377,9 @@ class SupportDesk:
         """`rollout lookup` of the customer (the searched mailbox first), audited: support sees personal data."""
         query = request.query.get("q", "").strip()
         try:
-            report = lookup(self.runtime, query) if query else None
+            report = lookup_model.lookup(request.session, query, self.reply) if query else None
             if report is None or report.customer_id != customer_id:
-                report = lookup(self.runtime, customer_id)
+                report = lookup_model.lookup(request.session, customer_id, self.reply)
         except NotFound:
             return None
         if report.customer_id != customer_id:  # a customer id that is also someone's login
@@ -388,15 +399,14 @@ class SupportDesk:
     def _cohort(self, request: Request, position: str) -> pages.CohortPage | None:
         chosen = request.query.get("filter", "all")
         after = request.query.get("after", "")
-        with self.runtime.sessions() as session:
-            return pages.cohort_page(
-                session,
-                int(position),
-                chosen if chosen in pages.FILTERS else "all",
-                int(after) if after.isdigit() else 0,
-                self.runtime.settings.notices.lookback_days,
-                self.runtime.clock.now(),
-            )
+        return pages.cohort_page(
+            request.session,
+            int(position),
+            chosen if chosen in pages.FILTERS else "all",
+            int(after) if after.isdigit() else 0,
+            self.runtime.settings.notices.lookback_days,
+            self.runtime.clock.now(),
+        )
 
 
 def wave_columns(wave: Any) -> list[str]:
