@@ -1852,12 +1852,14 @@ static int count_authenticated(PyObject *counts, const Row *accept)
 
 /* Times of the event rows, by Python's EnvelopeParser.time_of. An RFC 3164 stamp costs one call
    per hour ("Mar  2 09" + ":00:00", as time_of caches it too), an RFC 3339 one a call per distinct
-   stamp. An event whose stamp gives None goes back to Python, which counts the line as unknown. */
-static int event_times(Row *rows, Py_ssize_t n, PyObject *time_of)
+   stamp. An event whose stamp gives None goes back to Python, which counts the line as unknown: returns how many
+   went back so (-1: an error). */
+static Py_ssize_t event_times(Row *rows, Py_ssize_t n, PyObject *time_of)
 {
     const char *last = NULL;
     Py_ssize_t last_len = 0;
     double t = 0;
+    Py_ssize_t cleared = 0;
     int valid = 0;
     char stamp[64];
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1889,9 +1891,9 @@ static int event_times(Row *rows, Py_ssize_t n, PyObject *time_of)
             ok = mm <= 59 && ss <= 59;
             r->t = t + mm * 60 + ss;
         }
-        if (!ok) r->event = E_NONE;
+        if (!ok) r->event = E_NONE, cleared++;
     }
-    return 0;
+    return cleared;
 }
 
 static PyObject *scan(PyObject *self, PyObject *args)
@@ -1929,6 +1931,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Trusted trusted = {nets, n_nets};
     const char *base = b.base = view.buf, *end = base + view.len;
 
+    int paired = 0;
     Py_BEGIN_ALLOW_THREADS
     rows = malloc(cap * sizeof(Row));
     for (const char *p = base; p < end && rows != NULL;) {
@@ -1964,17 +1967,24 @@ static PyObject *scan(PyObject *self, PyObject *args)
     if (rows != NULL) messages = group_messages(rows, n, trusted, &n_messages);
     for (Py_ssize_t i = 0; messages != NULL && extract && i < n; i++)
         if (rows[i].out == OUT_ROW) rows[i].event = event_of(R, &rows[i]);
-    Py_END_ALLOW_THREADS
-
-    if (rows == NULL || messages == NULL) goto nomem;
-    int paired = 0;
-    if (extract) {
-        if (event_times(rows, n, time_of) < 0) goto done;
-        Py_BEGIN_ALLOW_THREADS /* joining is plain C over the rows: the detecting thread can run meanwhile */
+    if (messages != NULL && extract) { /* joined before the times are known: one hand-over of the GIL per block, not two */
         join_messages(rows, messages, n_messages, trusted);
         paired = pair_sessions(rows, n, trusted);
-        Py_END_ALLOW_THREADS
-        if (paired < 0) goto nomem;
+    }
+    Py_END_ALLOW_THREADS
+
+    if (rows == NULL || messages == NULL || paired < 0) goto nomem;
+    if (extract) {
+        Py_ssize_t cleared = event_times(rows, n, time_of);
+        if (cleared < 0) goto done;
+        if (cleared > 0) { /* a stamp Python cannot read (rare): join and pair again without those events */
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (rows[i].out == OUT_NONE || rows[i].out == OUT_MESSAGE) rows[i].out = OUT_ROW;
+                rows[i].ended = -1;
+            }
+            join_messages(rows, messages, n_messages, trusted);
+            if ((paired = pair_sessions(rows, n, trusted)) < 0) goto nomem;
+        }
     }
     list = PyList_New(0);
     counts = extract ? PyDict_New() : Py_NewRef(Py_None);
