@@ -265,6 +265,14 @@ def test_the_compact_relay_refusal_is_the_dataclass_refusal() -> None:
 
 
 EDGES = [
+    # a stamp no parser can read (minute 61) on a login whose session ends readably, and on a whole message's
+    # line: joined and paired before the times are known, they are joined and paired again without them
+    "Nov 23 10:61:00 mx1 dovecot: pop3-login: Login: user=<ivan@example.org>, rip=203.0.113.30, mpid=30",
+    "Nov 23 10:01:00 mx1 dovecot: pop3(ivan@example.org)<30>: Disconnected: Logged out",
+    "Nov 23 10:01:01 mx1 postfix/smtpd[11]: 3F2A1B4C80: client=pc[203.0.113.30]",
+    "Nov 23 10:01:02 mx1 postfix/qmgr[12]: 3F2A1B4C80: from=<ivan@example.org>, size=1, nrcpt=1 (queue active)",
+    "Nov 23 10:01:61 mx1 postfix/smtp[13]: 3F2A1B4C80: to=<x@remote.test>, relay=mx[192.0.2.9]:25, dsn=2.0.0, status=sent (ok)",
+    "Nov 23 10:01:04 mx1 postfix/qmgr[12]: 3F2A1B4C80: removed",
     # authenticated and trusted messages with only local deliveries: the classifier must keep them
     "Nov 23 10:00:01 mx1 postfix/submission/smtpd[11]: 3F2A1B4C60: client=pc[198.51.100.7], sasl_method=PLAIN, sasl_username=anna@example.org",
     "Nov 23 10:00:02 mx1 postfix/qmgr[12]: 3F2A1B4C60: from=<anna@example.org>, size=1234, nrcpt=1 (queue active)",
@@ -502,9 +510,15 @@ def test_mutated_lines_give_the_same_events(lines: list[tuple[str, int, str, boo
 
 def test_runs_of_logins_file_what_the_detector_would_file() -> None:
     """Logins the classifier files itself (LoginRun): user case kept for the report, session keys freed,
-    hosts kept apart, trusted and unended logins left as events, a relay between them judged as before."""
+    hosts kept apart, trusted and unended logins left as events, relay refusals between them judged in their
+    place, a relay after them judged as before."""
     lines = [
         "Nov 23 09:00:00 mx1 dovecot: imap-login: Login: user=<Anna@Example.org>, rip=203.0.113.7, mpid=7, session=<a1>",
+        # relay refusals between the logins: one from an address that logged in (a near miss), one from a stranger
+        "Nov 23 09:00:00 mx1 postfix/smtpd[3]: NOQUEUE: reject: RCPT from pc[203.0.113.7]: 554 5.7.1 <x@remote.example>: "
+        "Relay access denied; from=<anna@example.org> to=<x@remote.example> proto=ESMTP helo=<pc>",
+        "Nov 23 09:00:00 mx1 postfix/smtpd[3]: NOQUEUE: reject: RCPT from spam[192.0.2.66]: 554 5.7.1 <y@remote.example>: "
+        "Relay access denied; from=<> to=<y@remote.example> proto=ESMTP helo=<spam>",
         "Nov 23 09:00:01 mx1 dovecot: pop3-login: Login: user=<bert@example.org>, rip=2001:db8::7, mpid=8",
         "Nov 23 09:00:02 mx2 dovecot: pop3-login: Login: user=<carl@example.org>, rip=198.51.100.9, mpid=9, session=<c1>",
         "Nov 23 09:00:03 mx1 dovecot: imap-login: Login: user=<dora@example.org>, rip=10.1.2.3, mpid=10, session=<d1>",
@@ -523,7 +537,12 @@ def test_runs_of_logins_file_what_the_detector_would_file() -> None:
     block = "".join(line + "\n" for line in lines).encode()
     runs, slow = both(block, login_runs=True)
     assert any(isinstance(e, LoginRun) for e in runs)
+    in_runs = [r for e in runs if isinstance(e, LoginRun) for r in e.logins if isinstance(r, blocks._linescan.Refusal)]
+    assert [r.client_ip for r in in_runs] == ["203.0.113.7", "192.0.2.66"]  # the run goes on past them
     assert findings(runs) == findings(slow)
+    assert [(f.user, f.ip) for f in _detector(runs).findings if f.kind == "near_miss"] == [
+        ("anna@example.org", "203.0.113.7")
+    ]
     assert [f.user for f in _detector(runs).findings if f.kind == "login"][:1] == ["Anna@Example.org"]
     assert_same(block)
 

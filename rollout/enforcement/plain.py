@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import EnforcementSettings
 from ..rules import REFUSING_STAGES
-from . import MapEntry, Published, checksum
+from .base import MapEntry, Published, checksum
 from .files import (
     fsync_dir,
     keep_version,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import EnforcementSettings
 from ..errors import EnforcementError
-from . import STRENGTH, MapEntry, Published, access_action, checksum
+from .base import STRENGTH, MapEntry, Published, access_action, checksum
 from .files import (
     FILE_MODE,
     fsync_dir,

@@ -1622,10 +1622,11 @@ static PyTypeObject RecordType = {
 /* -- runs of logins: the detector's records built here ----------------------------------------
  *
  * Most events of a provider's log are logins whose session ends in the same block. Consecutive
- * ones of one host (nothing else for Python between them) go out as one LoginRun holding their
- * records, their addresses, their session keys (one string, a line each, empty for none) and,
- * when one was not lower case already, the users as logged: exactly what Detector._login would
- * file, so the detector only files them. Addresses and users repeated in a block are one string.
+ * ones of one host (nothing else for Python between them but the host's relay refusals, which
+ * stay in their place in the run) go out as one LoginRun holding their records, their addresses,
+ * their session keys (one string, a line each, empty for none) and, when one was not lower case
+ * already, the users as logged: exactly what Detector._login would file, so the detector only
+ * files them. Addresses and users repeated in a block are one string.
  */
 
 #define RUN_KEY_MAX 1024
@@ -1786,6 +1787,27 @@ static int add_to_run(Builder *b, Run *run, const Row *r, const Row *rows, PyObj
     return run_login(b, run, r, rows, cache);
 }
 
+/* A relay refusal of the run's host, between its logins: filed in the run in its place in time (address None, no
+   key), so the run goes on; file_logins hands it to the detector in that place. */
+static int in_run_refusal(const Builder *b, const Run *run, const Row *r)
+{
+    return run->logins != NULL && r->out == OUT_ROW && r->event == E_REFUSAL && b->classes[E_REFUSAL] == (PyObject *)&RefusalType
+           && same_host(run->head, r);
+}
+
+static int add_refusal_to_run(Builder *b, Run *run, const Row *r)
+{
+    if (r->t < run->first) run->first = r->t;
+    if (r->t > run->last) run->last = r->t;
+    PyObject *refusal = new_refusal(b, r);
+    int status = refusal == NULL ? -1 : PyList_Append(run->logins, refusal);
+    Py_XDECREF(refusal);
+    if (status == 0) status = PyList_Append(run->ips, Py_None);
+    if (status == 0 && run->users != NULL) status = PyList_Append(run->users, Py_None);
+    if (status == 0) status = add_key(run, "", 0);
+    return status;
+}
+
 /* Python's int(t // 86400): the UTC day number of t, exactly (no libm) */
 static Py_ssize_t utc_day(double t)
 {
@@ -1830,12 +1852,14 @@ static int count_authenticated(PyObject *counts, const Row *accept)
 
 /* Times of the event rows, by Python's EnvelopeParser.time_of. An RFC 3164 stamp costs one call
    per hour ("Mar  2 09" + ":00:00", as time_of caches it too), an RFC 3339 one a call per distinct
-   stamp. An event whose stamp gives None goes back to Python, which counts the line as unknown. */
-static int event_times(Row *rows, Py_ssize_t n, PyObject *time_of)
+   stamp. An event whose stamp gives None goes back to Python, which counts the line as unknown: returns how many
+   went back so (-1: an error). */
+static Py_ssize_t event_times(Row *rows, Py_ssize_t n, PyObject *time_of)
 {
     const char *last = NULL;
     Py_ssize_t last_len = 0;
     double t = 0;
+    Py_ssize_t cleared = 0;
     int valid = 0;
     char stamp[64];
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1867,9 +1891,9 @@ static int event_times(Row *rows, Py_ssize_t n, PyObject *time_of)
             ok = mm <= 59 && ss <= 59;
             r->t = t + mm * 60 + ss;
         }
-        if (!ok) r->event = E_NONE;
+        if (!ok) r->event = E_NONE, cleared++;
     }
-    return 0;
+    return cleared;
 }
 
 static PyObject *scan(PyObject *self, PyObject *args)
@@ -1907,6 +1931,7 @@ static PyObject *scan(PyObject *self, PyObject *args)
     Trusted trusted = {nets, n_nets};
     const char *base = b.base = view.buf, *end = base + view.len;
 
+    int paired = 0;
     Py_BEGIN_ALLOW_THREADS
     rows = malloc(cap * sizeof(Row));
     for (const char *p = base; p < end && rows != NULL;) {
@@ -1942,17 +1967,24 @@ static PyObject *scan(PyObject *self, PyObject *args)
     if (rows != NULL) messages = group_messages(rows, n, trusted, &n_messages);
     for (Py_ssize_t i = 0; messages != NULL && extract && i < n; i++)
         if (rows[i].out == OUT_ROW) rows[i].event = event_of(R, &rows[i]);
-    Py_END_ALLOW_THREADS
-
-    if (rows == NULL || messages == NULL) goto nomem;
-    int paired = 0;
-    if (extract) {
-        if (event_times(rows, n, time_of) < 0) goto done;
-        Py_BEGIN_ALLOW_THREADS /* joining is plain C over the rows: the detecting thread can run meanwhile */
+    if (messages != NULL && extract) { /* joined before the times are known: one hand-over of the GIL per block, not two */
         join_messages(rows, messages, n_messages, trusted);
         paired = pair_sessions(rows, n, trusted);
-        Py_END_ALLOW_THREADS
-        if (paired < 0) goto nomem;
+    }
+    Py_END_ALLOW_THREADS
+
+    if (rows == NULL || messages == NULL || paired < 0) goto nomem;
+    if (extract) {
+        Py_ssize_t cleared = event_times(rows, n, time_of);
+        if (cleared < 0) goto done;
+        if (cleared > 0) { /* a stamp Python cannot read (rare): join and pair again without those events */
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (rows[i].out == OUT_NONE || rows[i].out == OUT_MESSAGE) rows[i].out = OUT_ROW;
+                rows[i].ended = -1;
+            }
+            join_messages(rows, messages, n_messages, trusted);
+            if ((paired = pair_sessions(rows, n, trusted)) < 0) goto nomem;
+        }
     }
     list = PyList_New(0);
     counts = extract ? PyDict_New() : Py_NewRef(Py_None);
@@ -1976,6 +2008,10 @@ static PyObject *scan(PyObject *self, PyObject *args)
                 continue;
             }
             failed = add_to_run(&b, &run, r, rows, list, cache) < 0;
+            continue;
+        }
+        if (in_run_refusal(&b, &run, r)) {
+            failed = add_refusal_to_run(&b, &run, r) < 0;
             continue;
         }
         if (flush_run(&b, &run, list) < 0) {
@@ -2026,13 +2062,15 @@ static PyObject *s_t, *s_ended, *s_key;
 
 /* Detector._login_run: each login of a run (records, their addresses, their session keys as one string, a line
    each, and the users as logged or None) is filed in logins (address -> list of records) and frees its key in
-   sessions; returns (address, record, user as logged or None) of those to report (not in known; None: every one). */
+   sessions; returns (address, record, user as logged or None) of those to report (not in known; None: every one).
+   A relay refusal in the run (address None) goes to refused(refusal) in its place, when its client has logins
+   filed (Detector._refusal does nothing for one without). */
 static PyObject *file_logins(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *records, *ips, *keys, *users, *logins, *sessions, *known, *report = NULL;
-    if (!PyArg_ParseTuple(args, "O!O!UOO!O!O", &PyList_Type, &records, &PyList_Type, &ips, &keys, &users, &PyDict_Type, &logins,
-                          &PyDict_Type, &sessions, &known))
+    PyObject *records, *ips, *keys, *users, *logins, *sessions, *known, *refused, *report = NULL;
+    if (!PyArg_ParseTuple(args, "O!O!UOO!O!OO", &PyList_Type, &records, &PyList_Type, &ips, &keys, &users, &PyDict_Type, &logins,
+                          &PyDict_Type, &sessions, &known, &refused))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(records);
     if (PyList_GET_SIZE(ips) != n || (users != Py_None && (!PyList_Check(users) || PyList_GET_SIZE(users) != n))) {
@@ -2056,6 +2094,15 @@ static PyObject *file_logins(PyObject *self, PyObject *args)
     if (report == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ip = PyList_GET_ITEM(ips, i), *record = PyList_GET_ITEM(records, i);
+        if (Py_IS_TYPE(record, &RefusalType)) {
+            PyObject *client = refusal_span((RefusalObject *)record, R_IP), *done = NULL;
+            int has = client == NULL ? -1 : client == Py_None ? 0 : PyDict_Contains(logins, client);
+            Py_XDECREF(client);
+            if (has > 0) done = PyObject_CallOneArg(refused, record);
+            Py_XDECREF(done);
+            if (has < 0 || (has > 0 && done == NULL)) goto fail;
+            continue;
+        }
         PyObject *filed = PyDict_GetItemWithError(logins, ip); /* borrowed */
         if (filed == NULL) {
             if (PyErr_Occurred()) goto fail;
@@ -2181,8 +2228,9 @@ static PyMethodDef methods[] = {
      "authenticated: the authenticated messages joined here, counted as Detector.authenticated counts them\n"
      "(None without time_of)."},
     {"file_logins", file_logins, METH_VARARGS,
-     "file_logins(records, ips, keys, users, logins, sessions, known) -> [(address, record, user as logged)] to report:\n"
-     "Detector._login_run's loop over a LoginRun, filing each record in logins and freeing its key in sessions"},
+     "file_logins(records, ips, keys, users, logins, sessions, known, refused) -> [(address, record, user as logged)] to\n"
+     "report: Detector._login_run's loop over a LoginRun, filing each record in logins and freeing its key in sessions,\n"
+     "and handing each relay refusal in it whose client has logins filed to refused"},
     {"prune_logins", prune_logins, METH_VARARGS,
      "prune_logins(logins, before, cap) -> None: Detector.prune's sweep of logins, dropping records whose window and\n"
      "session (open ones count until cap seconds) both ended before `before`"},
@@ -2203,7 +2251,7 @@ PyMODINIT_FUNC PyInit__linescan(void)
     PyObject *m = PyModule_Create(&module);
     /* rollout/logs/native.py's API: raise both when the functions, their arguments or the classes change */
     if (m != NULL && (PyModule_AddObjectRef(m, "LoginRecord", (PyObject *)&RecordType) < 0
-                     || PyModule_AddObjectRef(m, "Refusal", (PyObject *)&RefusalType) < 0 || PyModule_AddIntConstant(m, "API", 3) < 0))
+                     || PyModule_AddObjectRef(m, "Refusal", (PyObject *)&RefusalType) < 0 || PyModule_AddIntConstant(m, "API", 4) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -1,7 +1,7 @@
 """Types of the C line classifier (``_linescan.c``), which mypy cannot read: see the docstrings there."""
 
 from collections.abc import Callable, Sequence
-from typing import type_check_only
+from typing import Any, type_check_only
 
 from .events import Event, PlainLoginRecord
 
@@ -29,13 +29,14 @@ def scan(
     /,
 ) -> tuple[list[Row | Event], int, int, tuple[int, ...], tuple[int, ...], bool, AuthenticatedCounts | None]: ...
 def file_logins(
-    records: list[PlainLoginRecord],
-    ips: list[str],
+    records: list[Any],
+    ips: list[str | None],
     keys: str,
     users: list[str | None] | None,
     logins: dict[str, list[PlainLoginRecord]],
     sessions: dict[str, PlainLoginRecord],
     known: frozenset[str] | None,
+    refused: Callable[[Any], None],
     /,
 ) -> list[tuple[str, PlainLoginRecord, str | None]]: ...
 def prune_logins(logins: dict[str, list[PlainLoginRecord]], before: float, cap: float, /) -> None: ...

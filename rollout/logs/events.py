@@ -180,15 +180,17 @@ class LoginRun(Event):
     """Consecutive logins of one host from untrusted addresses, each ended within its block: the C classifier
     builds their records itself, so the detector only files them.
 
-    ``t`` is the earliest login and ``last`` the latest; ``logins`` holds their records,
-    ``ips`` their addresses, ``keys`` their session keys, a line each (empty: none), and
-    ``users`` the users as logged (None for one in lower case already; the list is None
-    when all are). Not one line: ``offset`` is the first login's and ``line`` is empty.
+    ``t`` is the earliest login and ``last`` the latest; ``logins`` holds their records
+    and, in their place, the host's relay refusals read in between (the classifier's
+    compact Refusal, so the run goes on), ``ips`` their addresses (None for a refusal),
+    ``keys`` their session keys, a line each (empty: none), and ``users`` the users as
+    logged (None for one in lower case already; the list is None when all are). Not one
+    line: ``offset`` is the first login's and ``line`` is empty.
     """
 
     last: float
-    logins: list[LoginRecord]
-    ips: list[str]
+    logins: list[Any]  # LoginRecord, or the classifier's Refusal
+    ips: list[str | None]
     keys: str
     users: list[str | None] | None
 

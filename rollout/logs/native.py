@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-API = 3  # _linescan.c's API: raise both together when its functions, their arguments or its classes change
+API = 4  # _linescan.c's API: raise both together when its functions, their arguments or its classes change
 log = logging.getLogger(__name__)
 _warned: list[bool] = []
 

@@ -178,10 +178,12 @@ class Detector:
     def _login_run(self, e: LoginRun) -> None:
         """``_login`` for logins the C classifier filed already (untrusted, ended in their block): the scan's
         commonest event, so only what is left is done here. A run's later logins are filed before the messages
-        due in between are judged: harmless, as every question about a login asks for its time first."""
+        due in between are judged: harmless, as every question about a login asks for its time first. The relay
+        refusals between its logins are judged in their place (``_refusal``; only those from an address with
+        logins can find anything, so only those come back here)."""
         # only the C classifier makes runs, and its module files them: each record under its address, its key freed
         report = _linescan.file_logins(
-            e.logins, e.ips, e.keys, e.users, self.logins, self.sessions, self.config.known_users
+            e.logins, e.ips, e.keys, e.users, self.logins, self.sessions, self.config.known_users, self._refusal
         )
         for ip, record, user in report:  # logins by users not in the inventory are reported
             self.findings.append(Finding("login", record.t, e.host, user=user or record.user, ip=ip))
